@@ -1,0 +1,1 @@
+"""Inference service: the card engine and, around it, the Kafka worker."""

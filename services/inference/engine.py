@@ -1,0 +1,317 @@
+"""The card engine: one loaded vision-language model turning prepared images into product cards.
+
+Loading is the expensive part (seconds to minutes, gigabytes of memory), so an engine loads its
+model and projector once and is then reused for every image; services keep one per process.  Each
+card is generated under a grammar compiled from the card's JSON Schema, parsed by Pydantic, then
+held to the semantic checks; a failed attempt is retried with a new seed and a note saying what was
+wrong, up to ``max_attempts``, after which a typed error says which rule failed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+import llama_cpp._logger as llama_logger
+import llama_cpp.mtmd_cpp as mtmd_cpp
+from llama_cpp import Llama, LlamaGrammar
+from llama_cpp import llama_chat_format as chat_format
+from pydantic import ValidationError
+
+from schemas.card import ProductCard, card_model
+from services.inference.checks import check_card
+from services.inference.errors import (
+    AttemptFailure,
+    GenerationError,
+    GrammarError,
+    InvalidOutput,
+    ModelLoadError,
+    SemanticCheckFailed,
+    TruncatedOutput,
+)
+from services.inference.grammar import SchemaNotSupported, json_schema_to_gbnf
+from services.inference.model_files import ModelFiles
+from services.inference.preprocess import EncoderInput, ImageLimits, PreparedImage, prepare_image
+from services.inference.prompt import Prompt, build_prompt
+from services.inference.settings import EngineSettings
+
+HANDLER_CLASSES = {
+    "llava15": chat_format.Llava15ChatHandler,
+    "llava16": chat_format.Llava16ChatHandler,
+    "qwen25vl": chat_format.Qwen25VLChatHandler,
+    "mtmd": chat_format.MTMDChatHandler,
+}
+
+# libmtmd logs through its own callback; route it through llama-cpp-python's so ``verbose``
+# silences it too (services write JSON logs and must not get raw C chatter on stderr).
+mtmd_cpp.mtmd_log_set(llama_logger.llama_log_callback, ctypes.c_void_p(0))
+mtmd_cpp.mtmd_helper_log_set(llama_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+@dataclass
+class GenerationTimings:
+    image_encode_ms: float = 0.0
+    prompt_eval_ms: float = 0.0
+    generate_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / (self.generate_ms / 1000.0) if self.generate_ms else 0.0
+
+    def add(self, other: GenerationTimings) -> None:
+        self.image_encode_ms += other.image_encode_ms
+        self.prompt_eval_ms += other.prompt_eval_ms
+        self.generate_ms += other.generate_ms
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+
+
+@dataclass
+class RawGeneration:
+    text: str
+    finish_reason: str | None
+    timings: GenerationTimings
+
+
+@dataclass
+class CardOutcome:
+    card: ProductCard
+    model_id: str
+    prompt_version: str
+    attempts: int
+    seed: int
+    preprocess_ms: float
+    timings: GenerationTimings
+    failures: list[AttemptFailure] = field(default_factory=list)
+
+    def timings_dict(self) -> dict[str, float | int]:
+        t = self.timings
+        return {
+            "preprocess_ms": round(self.preprocess_ms, 2),
+            "image_encode_ms": round(t.image_encode_ms, 2),
+            "prompt_eval_ms": round(t.prompt_eval_ms, 2),
+            "generate_ms": round(t.generate_ms, 2),
+            "prompt_tokens": t.prompt_tokens,
+            "completion_tokens": t.completion_tokens,
+            "tokens_per_s": round(t.tokens_per_s, 2),
+            "attempts": self.attempts,
+        }
+
+
+class _TimedMtmd:
+    """Stands in for the ``mtmd_cpp`` module inside a chat handler to time image chunks."""
+
+    def __init__(self) -> None:
+        self.image_s = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(mtmd_cpp, name)
+
+    def mtmd_helper_eval_chunk_single(self, *args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return mtmd_cpp.mtmd_helper_eval_chunk_single(*args)
+        finally:
+            self.image_s += time.perf_counter() - started
+
+
+class _TimedLlama(Llama):
+    """Marks when the chat handler finishes the prompt and starts sampling."""
+
+    prefill_done_at: float = 0.0
+
+    def create_completion(self, *args: Any, **kwargs: Any) -> Any:
+        self.prefill_done_at = time.perf_counter()
+        return super().create_completion(*args, **kwargs)
+
+
+def compile_grammar(schema: dict[str, Any], llm: Llama) -> LlamaGrammar:
+    """Compile the schema to GBNF and prove llama.cpp accepts it.
+
+    llama-cpp-python adds a grammar sampler without checking it: a grammar llama.cpp cannot parse
+    would silently decode unconstrained.  Fail at start instead.
+    """
+    try:
+        grammar = LlamaGrammar.from_string(json_schema_to_gbnf(schema), verbose=False)
+    except SchemaNotSupported as exc:
+        raise GrammarError(f"the card schema cannot be enforced by a grammar: {exc}") from exc
+    sampler = llama_cpp.llama_sampler_init_grammar(
+        llm._model.vocab, grammar._grammar.encode(), grammar._root.encode()
+    )
+    if not sampler:
+        raise GrammarError("llama.cpp rejected the grammar compiled from the card schema")
+    llama_cpp.llama_sampler_free(sampler)
+    return grammar
+
+
+def encoder_input_for(files: ModelFiles, settings: EngineSettings) -> EncoderInput:
+    """Preset's encoder size, else the projector's own ``clip.vision.image_size``."""
+    if settings.image_size is not None:
+        fit = files.preset.image_fit if files.preset else "pad"
+        return EncoderInput(settings.image_size, fit)
+    if files.preset is not None:
+        return EncoderInput(files.preset.image_size, files.preset.image_fit)
+    import gguf
+
+    reader = gguf.GGUFReader(files.mmproj)
+    size_field = reader.get_field("clip.vision.image_size")
+    size = int(size_field.contents()) if size_field is not None else 336
+    return EncoderInput(size, "pad")
+
+
+class CardEngine:
+    """Holds one model in memory; ``card_for_bytes`` is the whole image → card path."""
+
+    def __init__(self, files: ModelFiles, settings: EngineSettings) -> None:
+        self.files = files
+        self.settings = settings
+        self.model_id = files.model_id
+        self.card_type = card_model(settings.categories())
+        self.schema = self.card_type.model_json_schema()
+        self.prompt: Prompt = build_prompt(
+            self.schema, settings.profile, settings.min_description_words
+        )
+        self.encoder_input = encoder_input_for(files, settings)
+        self.limits = ImageLimits(settings.image_max_bytes, settings.image_max_pixels)
+        self._lock = threading.Lock()
+
+        started = time.perf_counter()
+        self._mtmd = _TimedMtmd()
+        try:
+            handler = HANDLER_CLASSES[files.handler](
+                clip_model_path=str(files.mmproj), verbose=settings.verbose
+            )
+            handler._mtmd_cpp = self._mtmd
+            preset = files.preset
+            self.llm = _TimedLlama(
+                model_path=str(files.model),
+                chat_handler=handler,
+                n_ctx=settings.n_ctx or (preset.n_ctx if preset else 4096),
+                n_gpu_layers=(
+                    settings.n_gpu_layers
+                    if settings.n_gpu_layers is not None
+                    else (preset.n_gpu_layers if preset else -1)
+                ),
+                n_threads=settings.n_threads or os.cpu_count() or 1,
+                n_batch=settings.n_batch,
+                seed=settings.seed,
+                verbose=settings.verbose,
+            )
+            handler._init_mtmd_context(self.llm)  # load the projector now, not on first image
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(f"cannot load {files.model} + {files.mmproj}: {exc}") from exc
+        self.handler = handler
+        self.grammar: LlamaGrammar | None = (
+            compile_grammar(self.schema, self.llm)
+            if settings.grammar_backend == "llama"
+            else None
+        )
+        self.load_ms = (time.perf_counter() - started) * 1000.0
+
+    # -- one generation ---------------------------------------------------------------------
+
+    def generate(
+        self, image: PreparedImage, *, seed: int, retry_problems: list[str] | None = None
+    ) -> RawGeneration:
+        """One constrained generation for one image; no validation."""
+        messages = self.prompt.messages(image.data_uri(), retry_problems)
+        s = self.settings
+        with self._lock:
+            self._mtmd.image_s = 0.0
+            started = time.perf_counter()
+            response: Any = self.llm.create_chat_completion(
+                messages=messages,
+                grammar=self.grammar,
+                max_tokens=s.max_tokens,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                repeat_penalty=s.repeat_penalty,
+                seed=seed,
+            )
+            finished = time.perf_counter()
+            prefill_s = self.llm.prefill_done_at - started
+            image_s = self._mtmd.image_s
+        choice = response["choices"][0]
+        usage = response.get("usage") or {}
+        timings = GenerationTimings(
+            image_encode_ms=image_s * 1000.0,
+            prompt_eval_ms=max(prefill_s - image_s, 0.0) * 1000.0,
+            generate_ms=(finished - self.llm.prefill_done_at) * 1000.0,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+        )
+        return RawGeneration(choice["message"]["content"] or "", choice["finish_reason"], timings)
+
+    def parse(self, raw: RawGeneration) -> ProductCard:
+        """Raw text → validated card; typed errors for truncation and schema failures."""
+        if raw.finish_reason == "length":
+            raise TruncatedOutput(
+                f"generation hit max_tokens={self.settings.max_tokens} before the JSON closed"
+            )
+        try:
+            return self.card_type.model_validate_json(raw.text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(root)"
+            raise InvalidOutput(f"output does not match the card schema at {where}: {first['msg']}")
+
+    # -- the whole path ---------------------------------------------------------------------
+
+    def card_for_image(self, image: PreparedImage, *, seed: int | None = None) -> CardOutcome:
+        """Generate, parse and check, retrying within the budget; raises ``GenerationError``."""
+        base_seed = self.settings.seed if seed is None else seed
+        total = GenerationTimings()
+        failures: list[AttemptFailure] = []
+        problems: list[str] | None = None
+        last: GenerationError | None = None
+        for attempt in range(1, self.settings.max_attempts + 1):
+            raw = self.generate(image, seed=base_seed + attempt - 1, retry_problems=problems)
+            total.add(raw.timings)
+            try:
+                card = self.parse(raw)
+            except GenerationError as exc:
+                last = exc
+                failures.append(AttemptFailure(attempt, exc.reason, str(exc)))
+                problems = [
+                    "it was cut off; keep every field within its limits"
+                    if isinstance(exc, TruncatedOutput)
+                    else str(exc)
+                ]
+                continue
+            broken = check_card(card, self.settings.profile, self.settings.min_description_words)
+            if not broken:
+                return CardOutcome(
+                    card=card,
+                    model_id=self.model_id,
+                    prompt_version=self.prompt.version,
+                    attempts=attempt,
+                    seed=base_seed + attempt - 1,
+                    preprocess_ms=image.preprocess_ms,
+                    timings=total,
+                    failures=failures,
+                )
+            detail = "; ".join(b.detail for b in broken)
+            last = SemanticCheckFailed(detail, [b.check for b in broken])
+            failures.append(AttemptFailure(attempt, last.reason, detail))
+            problems = [b.detail for b in broken]
+        assert last is not None
+        summary = f"no acceptable card after {len(failures)} attempt(s); last: {last}"
+        if isinstance(last, SemanticCheckFailed):
+            raise SemanticCheckFailed(summary, last.checks, failures)
+        raise type(last)(summary, failures)
+
+    def prepare(self, data: bytes) -> PreparedImage:
+        return prepare_image(data, self.encoder_input, self.limits)
+
+    def card_for_bytes(self, data: bytes, *, seed: int | None = None) -> CardOutcome:
+        return self.card_for_image(self.prepare(data), seed=seed)
+
+    def close(self) -> None:
+        self.llm.close()

@@ -1,0 +1,84 @@
+"""Typed failures of the card engine.
+
+Each error carries a stable ``reason`` code, which becomes the ``reason`` of a failed result and
+a metrics label, plus a human message.  Callers branch on the type, never on message text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class CardError(Exception):
+    """Base class: something prevented a valid card for this image."""
+
+    reason = "card_error"
+    permanent = True
+    """Permanent errors will fail again on retry with the same input; transient ones may not."""
+
+
+class ImageError(CardError):
+    """The bytes are not an image we can use (corrupt, unsupported, or over a limit)."""
+
+    reason = "bad_image"
+
+
+class ImageTooLarge(ImageError):
+    """Over the pixel or byte limit: refuses decompression bombs before decoding them."""
+
+    reason = "image_too_large"
+
+
+class ModelLoadError(CardError):
+    """The model or projector file is missing, unreadable, or incompatible."""
+
+    reason = "model_load"
+
+
+class GrammarError(CardError):
+    """The card's JSON Schema could not be compiled into a decoding grammar."""
+
+    reason = "grammar"
+
+
+@dataclass
+class AttemptFailure:
+    """One failed generation attempt, kept so the final error tells the whole story."""
+
+    attempt: int
+    reason: str
+    detail: str
+
+
+class GenerationError(CardError):
+    """Generation finished but produced no acceptable card within the retry budget."""
+
+    reason = "generation"
+
+    def __init__(self, message: str, attempts: list[AttemptFailure] | None = None) -> None:
+        super().__init__(message)
+        self.attempts = attempts or []
+
+
+class TruncatedOutput(GenerationError):
+    """``finish_reason == "length"``: the token budget ran out inside the JSON."""
+
+    reason = "truncated"
+
+
+class InvalidOutput(GenerationError):
+    """The text is not JSON, or the JSON does not validate against the card model."""
+
+    reason = "invalid_output"
+
+
+class SemanticCheckFailed(GenerationError):
+    """Valid JSON that breaks a rule the grammar cannot express (word count, colour, ...)."""
+
+    reason = "semantic_check"
+
+    def __init__(
+        self, message: str, checks: list[str], attempts: list[AttemptFailure] | None = None
+    ) -> None:
+        super().__init__(message, attempts)
+        self.checks = checks

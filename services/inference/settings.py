@@ -1,0 +1,97 @@
+"""Settings of the card engine, read from ``VITRINE_*`` environment variables.
+
+One object, with defaults that work on a laptop: the default preset pulled into the user's cache,
+every layer offloaded to the GPU when there is one, the pt-BR taxonomy.  An explicit model file
+(``VITRINE_MODEL_PATH`` + ``VITRINE_MMPROJ_PATH``) overrides the preset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.language import LanguageProfile, profile_for
+from services.inference.presets import HandlerName
+
+GrammarBackend = Literal["llama", "none"]
+
+
+def default_models_dir() -> Path:
+    cache = Path(os.environ.get("VITRINE_CACHE_DIR", Path.home() / ".cache" / "vitrine"))
+    return cache / "models"
+
+
+class EngineSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
+
+    # which model
+    preset: str | None = Field(None, description="Preset name; None = the registry default.")
+    quant: str | None = Field(None, description="Quantisation, e.g. Q4_K_M; None = preset's.")
+    model_path: Path | None = Field(None, description="Explicit text-model GGUF (overrides preset).")
+    mmproj_path: Path | None = Field(None, description="Explicit vision projector GGUF.")
+    handler: HandlerName | None = Field(None, description="Chat handler for an explicit model.")
+    models_dir: Path = Field(default_factory=default_models_dir)
+
+    # llama.cpp runtime
+    n_gpu_layers: int | None = Field(None, description="-1 = all layers on GPU; None = preset's.")
+    n_ctx: int | None = Field(None, ge=512, description="Context size; None = preset's.")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads; None = all cores.")
+    n_batch: int = Field(512, ge=32)
+    verbose: bool = False
+
+    # sampling
+    seed: int = 42
+    temperature: float = Field(0.3, ge=0.0, le=2.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    repeat_penalty: float = Field(1.1, ge=1.0)
+    max_tokens: int = Field(1536, ge=64, description="Token budget for the whole JSON card.")
+    max_attempts: int = Field(3, ge=1, le=10, description="Generations per image before failing.")
+    grammar_backend: GrammarBackend = "llama"
+
+    # card content
+    language: str = "pt-BR"
+    taxonomy: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        None, description="Categories: a JSON list or ';'-separated; None = language default."
+    )
+    taxonomy_file: Path | None = Field(None, description="One category per line; '#' comments.")
+    min_description_words: int = Field(150, ge=1)
+
+    # image limits
+    image_max_bytes: int = Field(30 * 1024 * 1024, ge=1)
+    image_max_pixels: int = Field(60_000_000, ge=1)
+    image_size: int | None = Field(None, ge=32, description="Encoder input side; None = preset's.")
+
+    @field_validator("taxonomy", mode="before")
+    @classmethod
+    def _parse_taxonomy(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return tuple(json.loads(text))
+            return tuple(part.strip() for part in text.split(";") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> EngineSettings:
+        profile_for(self.language)
+        if (self.model_path is None) != (self.mmproj_path is None):
+            raise ValueError("set both VITRINE_MODEL_PATH and VITRINE_MMPROJ_PATH, or neither")
+        return self
+
+    @property
+    def profile(self) -> LanguageProfile:
+        return profile_for(self.language)
+
+    def categories(self) -> tuple[str, ...]:
+        """The configured taxonomy: explicit list, else file, else the language's default."""
+        if self.taxonomy:
+            return self.taxonomy
+        if self.taxonomy_file is not None:
+            lines = self.taxonomy_file.read_text(encoding="utf-8").splitlines()
+            return tuple(s for line in lines if (s := line.split("#", 1)[0].strip()))
+        return self.profile.taxonomy
