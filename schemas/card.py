@@ -85,37 +85,51 @@ class ProductCard(BaseModel):
 
 
 @lru_cache(maxsize=16)
-def _card_model(taxonomy: tuple[str, ...]) -> type[ProductCard]:
-    category = Literal[taxonomy]  # type: ignore[valid-type]
-    field = ProductCard.model_fields["category_standard"]
-    model: type[ProductCard] = type(
-        "ProductCard",
-        (ProductCard,),
-        {
-            "__annotations__": {"category_standard": category},
-            "category_standard": Field(description=field.description),
-            "__doc__": ProductCard.__doc__,
-            "__module__": __name__,
-        },
-    )
+def _card_model(taxonomy: tuple[str, ...], colours: tuple[str, ...] | None) -> type[ProductCard]:
+    annotations: dict[str, Any] = {"category_standard": Literal[taxonomy]}
+    namespace: dict[str, Any] = {
+        "category_standard": Field(
+            description=ProductCard.model_fields["category_standard"].description
+        ),
+    }
+    if colours is not None:
+        annotations["color_primary"] = Literal[colours]
+        namespace["color_primary"] = Field(
+            description=ProductCard.model_fields["color_primary"].description
+        )
+    namespace.update(__annotations__=annotations, __doc__=ProductCard.__doc__, __module__=__name__)
+    model: type[ProductCard] = type("ProductCard", (ProductCard,), namespace)
     return model
 
 
-def card_model(taxonomy: Sequence[str] = PT_BR.taxonomy) -> type[ProductCard]:
+def _clean(values: Sequence[str], what: str, limit: int) -> tuple[str, ...]:
+    cleaned = tuple(dict.fromkeys(v.strip() for v in values if v.strip()))
+    if not cleaned:
+        raise ValueError(f"the {what} list is empty")
+    too_long = [v for v in cleaned if len(v) > limit]
+    if too_long:
+        raise ValueError(f"{what} values longer than {limit} characters: {too_long}")
+    return cleaned
+
+
+def card_model(
+    taxonomy: Sequence[str] = PT_BR.taxonomy, colours: Sequence[str] | None = None
+) -> type[ProductCard]:
     """The card model whose ``category_standard`` is an enum of ``taxonomy``.
 
     The enum is what lets constrained decoding pick only a listed category; validating with this
-    model rejects anything else.  Models are cached per taxonomy.
+    model rejects anything else.  With ``colours``, ``color_primary`` becomes an enum too (a
+    fixed colour facet, as many catalogues want); otherwise the colour is free text held to the
+    language's vocabulary by the engine's semantic checks.  Models are cached.
     """
-    cleaned = tuple(dict.fromkeys(c.strip() for c in taxonomy if c.strip()))
-    if not cleaned:
-        raise ValueError("the category taxonomy is empty")
-    too_long = [c for c in cleaned if len(c) > CATEGORY_MAX]
-    if too_long:
-        raise ValueError(f"categories longer than {CATEGORY_MAX} characters: {too_long}")
-    return _card_model(cleaned)
+    return _card_model(
+        _clean(taxonomy, "category", CATEGORY_MAX),
+        None if colours is None else _clean(sorted(colours), "colour", COLOR_MAX),
+    )
 
 
-def card_json_schema(taxonomy: Sequence[str] = PT_BR.taxonomy) -> dict[str, Any]:
-    """JSON Schema of the card for ``taxonomy``: the grammar source and the published contract."""
-    return card_model(taxonomy).model_json_schema()
+def card_json_schema(
+    taxonomy: Sequence[str] = PT_BR.taxonomy, colours: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """JSON Schema of the card: the grammar source and the published contract."""
+    return card_model(taxonomy, colours).model_json_schema()

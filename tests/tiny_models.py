@@ -105,8 +105,19 @@ def _find_sdist(version: str) -> Path:
     dest = cache_dir() / "sdist"
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-         f"llama-cpp-python=={version}", "-d", str(dest)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"llama-cpp-python=={version}",
+            "-d",
+            str(dest),
+        ],
         check=True,
     )
     return dest / name
@@ -225,11 +236,15 @@ def generate(out_dir: Path, *, seed: int = 0) -> dict[str, TinyPair]:
         "mtmd": TinyPair(out_dir / "tiny-chatml-f32.gguf", mmproj, "mtmd"),
     }
     if not mmproj.exists():
-        _atomic(mmproj, lambda p: write_mmproj(p, text_n_embd=text.n_embd, seed=seed + 1, dims=vision))
+        _atomic(
+            mmproj, lambda p: write_mmproj(p, text_n_embd=text.n_embd, seed=seed + 1, dims=vision)
+        )
     for pair, template in ((pairs["llava"], None), (pairs["mtmd"], CHATML_TEMPLATE)):
         if not pair.model.exists():
-            _atomic(pair.model,
-                    lambda p, t=template: write_text_model(p, chat_template=t, seed=seed, dims=text))
+            _atomic(
+                pair.model,
+                lambda p, t=template: write_text_model(p, chat_template=t, seed=seed, dims=text),
+            )
     return pairs
 
 

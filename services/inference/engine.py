@@ -27,8 +27,10 @@ from schemas.card import ProductCard, card_model
 from services.inference.checks import check_card
 from services.inference.errors import (
     AttemptFailure,
+    ContextOverflow,
     GenerationError,
     GrammarError,
+    InferenceError,
     InvalidOutput,
     ModelLoadError,
     SemanticCheckFailed,
@@ -160,7 +162,10 @@ def encoder_input_for(files: ModelFiles, settings: EngineSettings) -> EncoderInp
         return EncoderInput(files.preset.image_size, files.preset.image_fit)
     import gguf
 
-    reader = gguf.GGUFReader(files.mmproj)
+    try:
+        reader = gguf.GGUFReader(files.mmproj)
+    except (ValueError, OSError) as exc:
+        raise ModelLoadError(f"cannot read vision projector {files.mmproj}: {exc}") from exc
     size_field = reader.get_field("clip.vision.image_size")
     size = int(size_field.contents()) if size_field is not None else 336
     return EncoderInput(size, "pad")
@@ -173,7 +178,10 @@ class CardEngine:
         self.files = files
         self.settings = settings
         self.model_id = files.model_id
-        self.card_type = card_model(settings.categories())
+        self.card_type = card_model(
+            settings.categories(),
+            settings.profile.colours if settings.colour_vocabulary == "enforce" else None,
+        )
         self.schema = self.card_type.model_json_schema()
         self.prompt: Prompt = build_prompt(
             self.schema, settings.profile, settings.min_description_words
@@ -207,11 +215,15 @@ class CardEngine:
             handler._init_mtmd_context(self.llm)  # load the projector now, not on first image
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"cannot load {files.model} + {files.mmproj}: {exc}") from exc
+        if files.handler == "mtmd" and not self.llm.metadata.get("tokenizer.chat_template"):
+            self.llm.close()
+            raise ModelLoadError(
+                f"{files.model.name} has no tokenizer.chat_template, which the mtmd handler "
+                "needs; choose the model's dedicated handler (e.g. --handler llava15)"
+            )
         self.handler = handler
         self.grammar: LlamaGrammar | None = (
-            compile_grammar(self.schema, self.llm)
-            if settings.grammar_backend == "llama"
-            else None
+            compile_grammar(self.schema, self.llm) if settings.grammar_backend == "llama" else None
         )
         self.load_ms = (time.perf_counter() - started) * 1000.0
 
@@ -226,15 +238,20 @@ class CardEngine:
         with self._lock:
             self._mtmd.image_s = 0.0
             started = time.perf_counter()
-            response: Any = self.llm.create_chat_completion(
-                messages=messages,
-                grammar=self.grammar,
-                max_tokens=s.max_tokens,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                repeat_penalty=s.repeat_penalty,
-                seed=seed,
-            )
+            try:
+                response: Any = self.llm.create_chat_completion(
+                    messages=messages,
+                    grammar=self.grammar,
+                    max_tokens=s.max_tokens,
+                    temperature=s.temperature,
+                    top_p=s.top_p,
+                    repeat_penalty=s.repeat_penalty,
+                    seed=seed,
+                )
+            except ValueError as exc:
+                if "n_ctx" in str(exc) or "context window" in str(exc):
+                    raise ContextOverflow(f"{exc}; raise VITRINE_N_CTX") from exc
+                raise InferenceError(str(exc)) from exc
             finished = time.perf_counter()
             prefill_s = self.llm.prefill_done_at - started
             image_s = self._mtmd.image_s
@@ -260,7 +277,9 @@ class CardEngine:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "(root)"
-            raise InvalidOutput(f"output does not match the card schema at {where}: {first['msg']}")
+            raise InvalidOutput(
+                f"output does not match the card schema at {where}: {first['msg']}"
+            ) from None
 
     # -- the whole path ---------------------------------------------------------------------
 

@@ -82,3 +82,15 @@ class SemanticCheckFailed(GenerationError):
     ) -> None:
         super().__init__(message, attempts)
         self.checks = checks
+
+
+class InferenceError(CardError):
+    """llama.cpp refused to run this request (e.g. the prompt does not fit the context)."""
+
+    reason = "inference"
+
+
+class ContextOverflow(InferenceError):
+    """Image tokens + prompt exceed ``n_ctx``: raise ``VITRINE_N_CTX`` or shrink the image."""
+
+    reason = "context_overflow"

@@ -87,9 +87,12 @@ class _Converter:
         if "enum" in schema or "const" in schema:
             values = schema["enum"] if "enum" in schema else [schema["const"]]
             self._only(keys, {"enum", "const", "type"}, name)
-            return self.add(name, " | ".join(_json_literal(v) for v in values) + " space"
-                            if len(values) == 1
-                            else "(" + " | ".join(_json_literal(v) for v in values) + ") space")
+            return self.add(
+                name,
+                " | ".join(_json_literal(v) for v in values) + " space"
+                if len(values) == 1
+                else "(" + " | ".join(_json_literal(v) for v in values) + ") space",
+            )
         kind = schema.get("type")
         if kind == "object":
             return self._object(schema, keys, name)
@@ -125,7 +128,7 @@ class _Converter:
         parts = []
         for prop, sub in props.items():
             rule = self.visit(sub, f"{name}-{prop}" if name != "root" else prop)
-            parts.append(f"{_literal(json.dumps(prop))} space \":\" space {rule}")
+            parts.append(f'{_literal(json.dumps(prop))} space ":" space {rule}')
         body = ' "," space '.join(parts)
         return self.add(name, f'"{{" space {body} "}}" space' if parts else '"{" space "}" space')
 

@@ -43,7 +43,9 @@ class Preset(BaseModel):
     @model_validator(mode="after")
     def _default_quant_exists(self) -> Preset:
         if self.default_quant not in self.quants:
-            raise ValueError(f"preset {self.name}: default_quant {self.default_quant} not in quants")
+            raise ValueError(
+                f"preset {self.name}: default_quant {self.default_quant} not in quants"
+            )
         return self
 
     def model_file(self, quant: str | None = None) -> HubFile:

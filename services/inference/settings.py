@@ -32,7 +32,9 @@ class EngineSettings(BaseSettings):
     # which model
     preset: str | None = Field(None, description="Preset name; None = the registry default.")
     quant: str | None = Field(None, description="Quantisation, e.g. Q4_K_M; None = preset's.")
-    model_path: Path | None = Field(None, description="Explicit text-model GGUF (overrides preset).")
+    model_path: Path | None = Field(
+        None, description="Explicit text-model GGUF (overrides preset)."
+    )
     mmproj_path: Path | None = Field(None, description="Explicit vision projector GGUF.")
     handler: HandlerName | None = Field(None, description="Chat handler for an explicit model.")
     models_dir: Path = Field(default_factory=default_models_dir)
@@ -60,6 +62,11 @@ class EngineSettings(BaseSettings):
     )
     taxonomy_file: Path | None = Field(None, description="One category per line; '#' comments.")
     min_description_words: int = Field(150, ge=1)
+    colour_vocabulary: Literal["check", "enforce"] = Field(
+        "check",
+        description="check: free-text colour, validated after generation; enforce: the "
+        "grammar only allows the language's base colour names (a fixed facet).",
+    )
 
     # image limits
     image_max_bytes: int = Field(30 * 1024 * 1024, ge=1)

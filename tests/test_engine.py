@@ -1,0 +1,224 @@
+"""The card engine on tiny random-weight GGUF models, through the real llama.cpp code path.
+
+Random weights write gibberish, so these tests check what the engine guarantees regardless of
+model quality: the grammar holds (schema, enum, counts, lengths), failures are typed, timings are
+measured.  The unconstrained control proves the validity comes from the grammar, not from luck.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from conftest import image_bytes, load_engine
+
+from schemas.card import ProductCard
+from schemas.language import PT_BR
+from services.inference.engine import CardEngine, GenerationTimings, RawGeneration
+from services.inference.errors import (
+    CardError,
+    ContextOverflow,
+    GenerationError,
+    InvalidOutput,
+    ModelLoadError,
+    SemanticCheckFailed,
+    TruncatedOutput,
+)
+
+pytestmark = pytest.mark.model
+
+
+def assert_schema_holds(engine: CardEngine, text: str) -> dict:
+    doc = json.loads(text)
+    jsonschema.validate(doc, engine.schema)  # independent of Pydantic and of the grammar
+    assert doc["category_standard"] in PT_BR.taxonomy
+    assert len(doc["features_list"]) == 3
+    assert set(doc) == set(engine.schema["properties"])
+    return doc
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("JPEG", "RGB"), ("PNG", "RGBA"), ("WEBP", "RGB")])
+def test_generates_a_schema_valid_card_for_each_format(llava_engine, fmt, mode) -> None:
+    image = llava_engine.prepare(image_bytes(fmt, mode))
+    raw = llava_engine.generate(image, seed=7)
+    assert raw.finish_reason == "stop"
+    assert_schema_holds(llava_engine, raw.text)
+    assert isinstance(llava_engine.parse(raw), ProductCard)
+
+
+def test_twenty_seeds_all_hold_the_grammar_or_fail_typed(llava_engine) -> None:
+    image = llava_engine.prepare(image_bytes("JPEG"))
+    finished = 0
+    for seed in range(20):
+        raw = llava_engine.generate(image, seed=1000 + seed)
+        if raw.finish_reason == "length":
+            with pytest.raises(TruncatedOutput):
+                llava_engine.parse(raw)
+            continue
+        assert_schema_holds(llava_engine, raw.text)
+        llava_engine.parse(raw)
+        finished += 1
+    assert finished >= 15, f"only {finished}/20 generations completed within max_tokens"
+
+
+def test_mtmd_handler_pair_holds_the_grammar(mtmd_engine) -> None:
+    image = mtmd_engine.prepare(image_bytes("PNG", "RGBA"))
+    for seed in range(5):
+        raw = mtmd_engine.generate(image, seed=seed)
+        assert raw.finish_reason == "stop"
+        assert_schema_holds(mtmd_engine, raw.text)
+
+
+def test_full_path_returns_a_card_or_a_typed_error(llava_engine) -> None:
+    for seed in range(3):
+        try:
+            outcome = llava_engine.card_for_bytes(image_bytes("PNG", "RGBA"), seed=seed)
+        except GenerationError as exc:
+            assert exc.attempts and len(exc.attempts) == llava_engine.settings.max_attempts
+        else:
+            assert isinstance(outcome.card, ProductCard)
+
+
+def test_without_grammar_the_same_model_does_not_produce_cards(tiny_pairs) -> None:
+    engine = load_engine(tiny_pairs["llava"], grammar_backend="none", max_tokens=200)
+    try:
+        image = engine.prepare(image_bytes("JPEG"))
+        for seed in range(3):
+            with pytest.raises((InvalidOutput, TruncatedOutput)):
+                engine.parse(engine.generate(image, seed=seed))
+    finally:
+        engine.close()
+
+
+def test_done_card_with_timings_when_the_rules_are_reachable(tiny_pairs) -> None:
+    """With the colour facet enforced by the grammar and a low word minimum, even random
+    weights can satisfy every check: the whole path returns a card with its measurements."""
+    engine = load_engine(tiny_pairs["llava"], colour_vocabulary="enforce", min_description_words=20)
+    try:
+        outcome = engine.card_for_bytes(image_bytes("JPEG"), seed=3)
+    finally:
+        engine.close()
+    assert outcome.card.color_primary in PT_BR.colours
+    assert outcome.prompt_version.startswith("card-v1+")
+    assert outcome.model_id == tiny_pairs["llava"].model.name
+    t = outcome.timings
+    assert t.image_encode_ms > 0 and t.prompt_eval_ms > 0 and t.generate_ms > 0
+    assert t.prompt_tokens > 64 and t.completion_tokens > 0 and t.tokens_per_s > 0
+    assert outcome.timings_dict()["attempts"] == outcome.attempts >= 1
+
+
+def test_token_budget_exhaustion_is_a_typed_error(tiny_pairs) -> None:
+    engine = load_engine(tiny_pairs["llava"], max_tokens=64, max_attempts=2)
+    try:
+        with pytest.raises(TruncatedOutput) as info:
+            engine.card_for_bytes(image_bytes("JPEG"))
+    finally:
+        engine.close()
+    assert [a.reason for a in info.value.attempts] == ["truncated", "truncated"]
+
+
+def test_prompt_larger_than_context_is_a_typed_error(tiny_pairs) -> None:
+    engine = load_engine(tiny_pairs["llava"], n_ctx=512, max_tokens=64)
+    try:
+        with pytest.raises(ContextOverflow):
+            engine.card_for_bytes(image_bytes("JPEG"))
+    finally:
+        engine.close()
+
+
+def test_unloadable_files_are_model_load_errors(tiny_pairs, tmp_path) -> None:
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF but not really")
+    with pytest.raises(ModelLoadError):
+        load_engine(_pair(tiny_pairs, model=junk))
+    with pytest.raises(ModelLoadError):
+        load_engine(_pair(tiny_pairs, mmproj=junk))
+    with pytest.raises(ModelLoadError, match="chat_template"):
+        load_engine(_pair(tiny_pairs, handler="mtmd"))
+
+
+def _pair(tiny_pairs, model=None, mmproj=None, handler=None):
+    from dataclasses import replace
+
+    base = tiny_pairs["llava"]
+    return replace(
+        base,
+        model=model or base.model,
+        mmproj=mmproj or base.mmproj,
+        handler=handler or base.handler,
+    )
+
+
+# -- retry budget: unit tests with scripted generations --------------------------------------
+
+GOOD_CARD = {
+    "product_name": "Luminária de mesa articulada",
+    "category_standard": "Decoração",
+    "description_long": " ".join(f"termo{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(160)),
+    "color_primary": "branco",
+    "features_list": ["Haste articulada", "Luz LED econômica", "Base com peso estável"],
+}
+
+
+def scripted(monkeypatch, engine: CardEngine, outputs: list[tuple[str, str]]) -> list:
+    calls: list = []
+
+    def fake_generate(image, *, seed, retry_problems=None):
+        calls.append((seed, retry_problems))
+        text, finish = outputs[len(calls) - 1]
+        return RawGeneration(text, finish, GenerationTimings(generate_ms=10, completion_tokens=5))
+
+    monkeypatch.setattr(engine, "generate", fake_generate)
+    return calls
+
+
+def card_text(**overrides: object) -> str:
+    return json.dumps({**GOOD_CARD, **overrides}, ensure_ascii=False)
+
+
+def test_retry_recovers_after_truncation_and_invalid_output(monkeypatch, llava_engine) -> None:
+    calls = scripted(
+        monkeypatch,
+        llava_engine,
+        [('{"product_name": "Lumi', "length"), ('{"nope": 1}', "stop"), (card_text(), "stop")],
+    )
+    image = llava_engine.prepare(image_bytes("PNG"))
+    outcome = llava_engine.card_for_image(image, seed=10)
+    assert outcome.attempts == 3 and outcome.seed == 12
+    assert [f.reason for f in outcome.failures] == ["truncated", "invalid_output"]
+    assert [seed for seed, _ in calls] == [10, 11, 12]
+    assert calls[0][1] is None and "cut off" in calls[1][1][0]
+    assert outcome.timings.generate_ms == 30  # summed over attempts
+
+
+def test_semantic_failure_exhausts_budget_and_names_the_check(monkeypatch, llava_engine) -> None:
+    calls = scripted(
+        monkeypatch, llava_engine, [(card_text(color_primary="furta-cor"), "stop")] * 3
+    )
+    with pytest.raises(SemanticCheckFailed) as info:
+        llava_engine.card_for_image(llava_engine.prepare(image_bytes("PNG")))
+    assert info.value.checks == ["color_vocabulary"]
+    assert len(info.value.attempts) == 3 == len(calls)
+    assert "furta-cor" in calls[2][1][0]  # the corrective note names the problem
+
+
+def test_budget_of_one_means_no_retry(monkeypatch, llava_engine) -> None:
+    monkeypatch.setattr(
+        llava_engine, "settings", llava_engine.settings.model_copy(update={"max_attempts": 1})
+    )
+    calls = scripted(monkeypatch, llava_engine, [('{"x"', "length")])
+    with pytest.raises(TruncatedOutput):
+        llava_engine.card_for_image(llava_engine.prepare(image_bytes("PNG")))
+    assert len(calls) == 1
+
+
+def test_all_engine_errors_are_card_errors() -> None:
+    for error in (
+        TruncatedOutput,
+        InvalidOutput,
+        SemanticCheckFailed,
+        ModelLoadError,
+        ContextOverflow,
+    ):
+        assert issubclass(error, CardError)

@@ -1,0 +1,100 @@
+"""The card contract: bounds, enums, closed objects, and the exported JSON Schema file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.card import (
+    DESCRIPTION_MAX_CHARS,
+    ProductCard,
+    card_json_schema,
+    card_model,
+)
+from schemas.export import JSON_DIR, render, stale_files
+from schemas.language import EN, PT_BR, profile_for
+from services.inference.settings import EngineSettings
+
+GOOD = {
+    "product_name": "Cadeira de escritório ergonômica",
+    "category_standard": "Móveis",
+    "description_long": "palavra " * 60,
+    "color_primary": "preto",
+    "features_list": ["Encosto com apoio lombar", "Rodízios silenciosos", "Altura regulável"],
+}
+
+
+def test_exported_schema_file_is_current() -> None:
+    assert stale_files() == [], "run: python -m schemas.export"
+
+
+def test_stale_detection_notices_a_changed_file(tmp_path) -> None:
+    (tmp_path / "product_card.schema.json").write_text(render({"old": True}), encoding="utf-8")
+    assert stale_files(tmp_path) == ["product_card.schema.json"]
+
+
+def test_committed_schema_carries_the_default_taxonomy_as_enum() -> None:
+    schema = json.loads((JSON_DIR / "product_card.schema.json").read_text(encoding="utf-8"))
+    assert schema["properties"]["category_standard"]["enum"] == list(PT_BR.taxonomy)
+    assert schema["additionalProperties"] is False
+
+
+def test_every_string_is_bounded() -> None:
+    schema = card_json_schema()
+    props = schema["properties"]
+    for name in ("product_name", "description_long", "color_primary"):
+        assert 0 < props[name]["maxLength"] <= 2000, name
+    assert props["features_list"]["items"]["maxLength"] <= 2000
+    assert props["features_list"]["minItems"] == props["features_list"]["maxItems"] == 3
+    assert props["description_long"]["maxLength"] == DESCRIPTION_MAX_CHARS
+
+
+def test_category_outside_taxonomy_is_rejected() -> None:
+    model = card_model(["Móveis", "Eletrônicos"])
+    assert model.model_validate(GOOD).category_standard == "Móveis"
+    with pytest.raises(ValidationError):
+        model.model_validate({**GOOD, "category_standard": "Carros"})
+    assert issubclass(model, ProductCard)
+
+
+def test_extra_fields_and_wrong_feature_count_are_rejected() -> None:
+    model = card_model()
+    with pytest.raises(ValidationError):
+        model.model_validate({**GOOD, "price": "R$ 10"})
+    with pytest.raises(ValidationError):
+        model.model_validate({**GOOD, "features_list": GOOD["features_list"][:2]})
+
+
+def test_enforced_colours_become_an_enum() -> None:
+    schema = card_json_schema(PT_BR.taxonomy, PT_BR.colours)
+    assert "preto" in schema["properties"]["color_primary"]["enum"]
+    with pytest.raises(ValidationError):
+        card_model(PT_BR.taxonomy, PT_BR.colours).model_validate({**GOOD, "color_primary": "x"})
+
+
+def test_empty_or_oversized_taxonomy_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        card_model([" ", ""])
+    with pytest.raises(ValueError, match="longer than"):
+        card_model(["x" * 200])
+
+
+def test_taxonomy_from_environment_json_semicolons_and_file(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("VITRINE_TAXONOMY", "Cama, Mesa e Banho; Móveis")
+    assert EngineSettings().categories() == ("Cama, Mesa e Banho", "Móveis")
+    monkeypatch.setenv("VITRINE_TAXONOMY", '["A", "B"]')
+    assert EngineSettings().categories() == ("A", "B")
+    monkeypatch.delenv("VITRINE_TAXONOMY")
+    path = tmp_path / "tax.txt"
+    path.write_text("# categories\nSofás\n\nMesas  # tables\n", encoding="utf-8")
+    monkeypatch.setenv("VITRINE_TAXONOMY_FILE", str(path))
+    assert EngineSettings().categories() == ("Sofás", "Mesas")
+
+
+def test_language_selects_default_taxonomy(monkeypatch) -> None:
+    monkeypatch.setenv("VITRINE_LANGUAGE", "en")
+    assert EngineSettings().categories() == EN.taxonomy
+    with pytest.raises(ValueError, match="unsupported output language"):
+        profile_for("xx")
