@@ -12,11 +12,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import TinyPair, generate
-
 from services.inference.engine import CardEngine
 from services.inference.model_files import resolve
 from services.inference.settings import EngineSettings
+from tiny_models import TinyPair, generate
 
 
 @pytest.fixture(scope="session")

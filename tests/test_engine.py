@@ -11,8 +11,8 @@ import json
 
 import jsonschema
 import pytest
-from conftest import image_bytes, load_engine
 
+from conftest import image_bytes, load_engine
 from schemas.card import ProductCard
 from schemas.language import PT_BR
 from services.inference.engine import CardEngine, GenerationTimings, RawGeneration

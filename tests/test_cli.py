@@ -1,0 +1,117 @@
+"""The `vitrine` command as a user runs it: real subprocesses, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import image_bytes
+
+VITRINE = [sys.executable, "-m", "vitrine.cli"]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*VITRINE, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        timeout=600,
+    )
+
+
+def test_models_pull_without_hub_fails_cleanly(tmp_path: Path) -> None:
+    # Port 9 on loopback refuses connections: "offline" on any machine, deterministically.
+    result = run(
+        "models",
+        "pull",
+        "gemma-3-4b",
+        env={"HF_ENDPOINT": "http://127.0.0.1:9", "VITRINE_CACHE_DIR": str(tmp_path)},
+    )
+    assert result.returncode != 0
+    assert "cannot reach the model hub at http://127.0.0.1:9" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not any(tmp_path.rglob("*.gguf"))
+
+
+def test_models_pull_unknown_preset_and_quant(tmp_path: Path) -> None:
+    result = run("models", "pull", "nope", env={"VITRINE_CACHE_DIR": str(tmp_path)})
+    assert result.returncode != 0 and "unknown preset 'nope'" in result.stderr
+    result = run("models", "pull", "bakllava-1", "--quant", "Q8_0")
+    assert result.returncode != 0 and "has no Q8_0 file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_models_list_names_the_default(tmp_path: Path) -> None:
+    result = run("models", "list", env={"VITRINE_CACHE_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "gemma-3-4b (default)" in result.stdout and "llava-next-13b" in result.stdout
+
+
+def test_card_without_downloaded_model_says_how_to_pull(tmp_path: Path) -> None:
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(image_bytes("JPEG"))
+    result = run("card", str(photo), env={"VITRINE_CACHE_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "vitrine models pull gemma-3-4b --quant Q4_K_M" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_card_missing_image_is_a_usage_error(tmp_path: Path) -> None:
+    result = run("card", str(tmp_path / "missing.jpg"))
+    assert result.returncode == 2 and "no such file" in result.stderr
+
+
+@pytest.mark.model
+def test_card_json_lines_for_several_images_with_one_model_load(tiny_pairs, tmp_path) -> None:
+    pair = tiny_pairs["llava"]
+    paths = []
+    for fmt, mode in (("JPEG", "RGB"), ("PNG", "RGBA"), ("WEBP", "RGB")):
+        path = tmp_path / f"photo.{fmt.lower()}"
+        path.write_bytes(image_bytes(fmt, mode))
+        paths.append(str(path))
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    result = run(
+        "card",
+        *paths,
+        str(text),
+        "--json",
+        "--model",
+        str(pair.model),
+        "--mmproj",
+        str(pair.mmproj),
+        "--handler",
+        "llava15",
+        env={
+            "VITRINE_COLOUR_VOCABULARY": "enforce",
+            "VITRINE_MIN_DESCRIPTION_WORDS": "20",
+            "VITRINE_N_THREADS": "2",
+        },
+    )
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["image"] for r in records] == [*paths, str(text)]
+    assert result.stderr.count("loaded ") == 1  # one model load for all images
+    done = [r for r in records if r["status"] == "done"]
+    assert done, records
+    for record in done:
+        assert set(record["card"]) == {
+            "product_name",
+            "category_standard",
+            "description_long",
+            "color_primary",
+            "features_list",
+        }
+        assert record["timings"]["tokens_per_s"] > 0
+    assert records[-1] == {
+        "image": str(text),
+        "status": "failed",
+        "reason": "bad_image",
+        "error": "not a recognised image format",
+    }
+    assert result.returncode == 1  # at least one image failed
