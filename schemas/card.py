@@ -9,7 +9,7 @@ because llama.cpp's grammar parser rejects larger repetition counts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
@@ -113,7 +113,7 @@ def _clean(values: Sequence[str], what: str, limit: int) -> tuple[str, ...]:
 
 
 def card_model(
-    taxonomy: Sequence[str] = PT_BR.taxonomy, colours: Sequence[str] | None = None
+    taxonomy: Sequence[str] = PT_BR.taxonomy, colours: Collection[str] | None = None
 ) -> type[ProductCard]:
     """The card model whose ``category_standard`` is an enum of ``taxonomy``.
 
@@ -129,7 +129,7 @@ def card_model(
 
 
 def card_json_schema(
-    taxonomy: Sequence[str] = PT_BR.taxonomy, colours: Sequence[str] | None = None
+    taxonomy: Sequence[str] = PT_BR.taxonomy, colours: Collection[str] | None = None
 ) -> dict[str, Any]:
     """JSON Schema of the card: the grammar source and the published contract."""
     return card_model(taxonomy, colours).model_json_schema()
