@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from schemas.card import card_json_schema
+from schemas.messages import CardResult, ImageJob
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 
 EXPORTS: dict[str, Callable[[], dict[str, Any]]] = {
     "product_card.schema.json": card_json_schema,
+    "image_job.schema.json": ImageJob.model_json_schema,
+    "card_result.schema.json": CardResult.model_json_schema,
 }
 
 

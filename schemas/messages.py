@@ -1,0 +1,183 @@
+"""Messages on vitrine's Kafka topics, and MinIO's bucket notification as ingest receives it.
+
+Every message carries ``schema_version``; consumers reject versions they do not know instead of
+guessing.  Messages name objects, never carry their bytes: an ``ObjectRef`` is the identity of one
+version of one object, and ``sequencer`` orders the events of that object (MinIO's per-event
+sequencer: the hex nanosecond time of the change), which is how the sink refuses stale results.
+
+Topic  ``vitrine.jobs``     ← ``ImageJob``    (ingest)            key ``"{bucket}/{key}"``
+Topic  ``vitrine.results``  ← ``CardResult``  (ingest, inference)  key ``"{bucket}/{key}"``
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+from urllib.parse import unquote_plus
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.card import ProductCard
+
+SCHEMA_VERSION: Literal[1] = 1
+JOB_NAMESPACE = uuid.UUID("5d7c1f0e-4b7a-4f55-9a52-6f1c8a1e3b21")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ObjectRef(BaseModel):
+    """One version of one object in the bucket; keys are opaque identifiers, never paths."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bucket: str = Field(min_length=3, max_length=63)
+    key: str = Field(min_length=1, max_length=1024, description="Decoded object key.")
+    version_id: str | None = None
+    etag: str | None = None
+    size: int | None = Field(None, ge=0, description="Bytes; absent on removal events.")
+    content_type: str | None = None
+    sequencer: str = Field(
+        pattern=r"^[0-9A-Fa-f]{1,32}$",
+        description="MinIO's event sequencer (hex); orders events of the same object.",
+    )
+    event_time: datetime
+
+    @property
+    def message_key(self) -> bytes:
+        """Kafka key: all events of one object land in one partition, in order."""
+        return f"{self.bucket}/{self.key}".encode()
+
+    @property
+    def sequence(self) -> int:
+        return int(self.sequencer, 16)
+
+
+class ImageJob(BaseModel):
+    """Ask the inference service to generate the card of one object version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    job_id: uuid.UUID
+    trace_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    object: ObjectRef
+    attempt: int = Field(1, ge=1, description="Delivery attempt; >1 after a re-enqueue.")
+    enqueued_at: datetime = Field(default_factory=utcnow)
+
+    @staticmethod
+    def job_id_for(obj: ObjectRef) -> uuid.UUID:
+        """Deterministic: a replayed event yields the same job id, so duplicates are visible."""
+        return uuid.uuid5(JOB_NAMESPACE, f"{obj.bucket}/{obj.key}@{obj.sequencer}")
+
+
+class CardStatus(StrEnum):
+    queued = "queued"
+    done = "done"
+    rejected = "rejected"
+    failed = "failed"
+    deleted = "deleted"
+
+    @property
+    def final(self) -> bool:
+        return self is not CardStatus.queued
+
+
+class Timings(BaseModel):
+    """Where the time of one card went, in milliseconds (engine stages summed over attempts)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fetch_ms: float = 0.0
+    preprocess_ms: float = 0.0
+    image_encode_ms: float = 0.0
+    prompt_eval_ms: float = 0.0
+    generate_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tokens_per_s: float = 0.0
+    total_ms: float = 0.0
+
+
+class CardResult(BaseModel):
+    """The outcome for one object version: a card, or why there is none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    job_id: uuid.UUID
+    trace_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    object: ObjectRef
+    status: CardStatus
+    card: ProductCard | None = None
+    reason: str | None = Field(None, max_length=64, description="Stable machine code.")
+    detail: str | None = Field(None, max_length=2000, description="Human explanation.")
+    model_id: str | None = None
+    prompt_version: str | None = None
+    attempts: int = Field(0, ge=0, description="Generation attempts spent on this result.")
+    timings: Timings | None = None
+    producer: Literal["ingest", "inference", "reprocess"]
+    produced_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CardResult:
+        if self.status is CardStatus.done and self.card is None:
+            raise ValueError("a done result needs a card")
+        if self.status is not CardStatus.done and self.card is not None:
+            raise ValueError(f"a {self.status} result carries no card")
+        if self.status in (CardStatus.rejected, CardStatus.failed) and not self.reason:
+            raise ValueError(f"a {self.status} result needs a reason")
+        return self
+
+
+# -- MinIO's bucket notification (the subset vitrine reads; MinIO adds more) -----------------
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class S3Bucket(_Lenient):
+    name: str
+
+
+class S3Object(_Lenient):
+    key: str
+    size: int | None = None
+    etag: str | None = Field(None, alias="eTag")
+    content_type: str | None = Field(None, alias="contentType")
+    version_id: str | None = Field(None, alias="versionId")
+    sequencer: str
+
+
+class S3Entity(_Lenient):
+    bucket: S3Bucket
+    object: S3Object
+
+
+class S3Record(_Lenient):
+    event_name: str = Field(alias="eventName")
+    event_time: datetime = Field(alias="eventTime")
+    s3: S3Entity
+
+    def object_ref(self) -> ObjectRef:
+        o = self.s3.object
+        return ObjectRef(
+            bucket=self.s3.bucket.name,
+            key=unquote_plus(o.key),  # MinIO URL-encodes keys in events
+            version_id=o.version_id or None,
+            etag=o.etag or None,
+            size=o.size,
+            content_type=o.content_type or None,
+            sequencer=o.sequencer,
+            event_time=self.event_time,
+        )
+
+
+class MinioEvent(_Lenient):
+    event_name: str | None = Field(None, alias="EventName")
+    key: str | None = Field(None, alias="Key")
+    records: list[S3Record] = Field(alias="Records", min_length=1)

@@ -1,0 +1,1 @@
+"""What every vitrine service shares: settings, JSON logs, metrics, Kafka and S3 clients."""
