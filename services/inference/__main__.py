@@ -1,0 +1,3 @@
+from services.inference.worker import main
+
+main()

@@ -1,0 +1,28 @@
+"""Prometheus metrics of the inference service."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+JOBS = Counter(
+    "vitrine_inference_jobs_total", "Jobs finished, by status and reason.", ["status", "reason"]
+)
+MALFORMED = Counter("vitrine_inference_malformed_jobs_total", "Job messages that did not parse.")
+STAGE_SECONDS = Histogram(
+    "vitrine_inference_stage_seconds", "Time per pipeline stage.", ["stage"], buckets=STAGE_BUCKETS
+)
+TOKENS_PER_SECOND = Histogram(
+    "vitrine_inference_tokens_per_second",
+    "Generation speed per card.",
+    buckets=(1, 2, 5, 10, 20, 40, 80, 160, 320, 640, 1280),
+)
+ATTEMPTS = Histogram(
+    "vitrine_inference_generation_attempts", "Generations per card.", buckets=(1, 2, 3, 4, 5, 10)
+)
+MODEL_LOAD_SECONDS = Gauge("vitrine_inference_model_load_seconds", "Model load time.")
+RETRIES = Counter(
+    "vitrine_inference_transient_retries_total", "Retried transient faults.", ["what"]
+)
+BUSY = Gauge("vitrine_inference_busy", "1 while a job is running.")

@@ -1,0 +1,83 @@
+"""Turning what happened to one job into the ``CardResult`` the pipeline publishes."""
+
+from __future__ import annotations
+
+from schemas.messages import CardResult, CardStatus, ImageJob, Timings
+from services.inference.engine import CardOutcome
+from services.inference.errors import CardError, GenerationError, ImageError
+
+
+def done(job: ImageJob, outcome: CardOutcome, fetch_ms: float, total_ms: float) -> CardResult:
+    t = outcome.timings
+    return CardResult(
+        job_id=job.job_id,
+        trace_id=job.trace_id,
+        object=job.object,
+        status=CardStatus.done,
+        card=outcome.card,
+        model_id=outcome.model_id,
+        prompt_version=outcome.prompt_version,
+        attempts=outcome.attempts,
+        timings=Timings(
+            fetch_ms=fetch_ms,
+            preprocess_ms=outcome.preprocess_ms,
+            image_encode_ms=t.image_encode_ms,
+            prompt_eval_ms=t.prompt_eval_ms,
+            generate_ms=t.generate_ms,
+            prompt_tokens=t.prompt_tokens,
+            completion_tokens=t.completion_tokens,
+            tokens_per_s=t.tokens_per_s,
+            total_ms=total_ms,
+        ),
+        producer="inference",
+    )
+
+
+def not_done(
+    job: ImageJob,
+    *,
+    status: CardStatus,
+    reason: str,
+    detail: str,
+    model_id: str | None = None,
+    prompt_version: str | None = None,
+    attempts: int = 0,
+    fetch_ms: float = 0.0,
+    total_ms: float = 0.0,
+) -> CardResult:
+    return CardResult(
+        job_id=job.job_id,
+        trace_id=job.trace_id,
+        object=job.object,
+        status=status,
+        reason=reason,
+        detail=detail[:2000],
+        model_id=model_id,
+        prompt_version=prompt_version,
+        attempts=attempts,
+        timings=Timings(fetch_ms=fetch_ms, total_ms=total_ms),
+        producer="inference",
+    )
+
+
+def from_error(
+    job: ImageJob,
+    exc: CardError,
+    *,
+    model_id: str,
+    prompt_version: str,
+    fetch_ms: float,
+    total_ms: float,
+) -> CardResult:
+    """Bad images are *rejected* (the input's fault); everything else *failed* (ours)."""
+    return not_done(
+        job,
+        status=CardStatus.rejected if isinstance(exc, ImageError) else CardStatus.failed,
+        reason=exc.reason,
+        detail=str(exc),
+        model_id=model_id,
+        prompt_version=prompt_version,
+        attempts=len(exc.attempts) if isinstance(exc, GenerationError) else 0,
+        fetch_ms=fetch_ms,
+        total_ms=total_ms,
+    )

@@ -1,0 +1,304 @@
+"""The inference service: a Kafka consumer-group member that turns jobs into card results.
+
+    python -m services.inference
+
+One model per process, loaded once before joining the group.  For each ``ImageJob`` the worker
+fetches the object *by key* from S3 (bytes never travel through Kafka), runs the engine in a
+thread, publishes a ``CardResult`` and only then commits the job's offset — a crash at any point
+means the job is redelivered, never lost; the sink's idempotent upsert absorbs the duplicate.
+
+A card takes seconds on a GPU and minutes on a CPU, far longer than a consumer may stay silent.
+While a job runs, the worker pauses its partitions and keeps polling (heartbeats and the poll
+interval stay healthy, nothing new is fetched).  If a rebalance revokes the job's partition, the
+revocation callback waits for the job, publishes and commits before letting go, so a rebalance
+does not start a second copy.  On SIGTERM it stops taking jobs and finishes the current one
+within ``shutdown_grace_s``; past that it hands the job back uncommitted and leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from minio import Minio
+from minio.error import S3Error
+from pydantic import Field, ValidationError
+from pydantic_settings import SettingsConfigDict
+from urllib3.exceptions import HTTPError
+
+from schemas.messages import CardResult, CardStatus, ImageJob
+from services.inference import metrics
+from services.inference.engine import CardEngine
+from services.inference.errors import CardError
+from services.inference.model_files import ModelFilesError, resolve
+from services.inference.results import done, from_error, not_done
+from services.inference.settings import EngineSettings
+from services.runtime.kafka import encode, make_consumer, make_producer, with_retry
+from services.runtime.logs import setup_logging
+from services.runtime.metrics import record_lag, serve_metrics
+from services.runtime.s3 import (
+    ObjectChanged,
+    ObjectMissing,
+    ObjectTooLarge,
+    make_minio,
+    read_object,
+)
+from services.runtime.settings import KafkaSettings, S3Settings
+
+log = logging.getLogger("vitrine.inference")
+
+
+class InferenceSettings(EngineSettings, KafkaSettings, S3Settings):
+    """Everything the inference service reads from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
+
+    group_id: str = "vitrine-inference"
+    session_timeout_ms: int = Field(30_000, ge=6_000)
+    max_poll_interval_ms: int = Field(
+        900_000,
+        ge=10_000,
+        description="Upper bound on one job's wall time before Kafka gives "
+        "the partition away (the worker keeps polling while paused, so this rarely binds).",
+    )
+    shutdown_grace_s: float = Field(60.0, ge=0, description="Time to finish a job on SIGTERM.")
+
+
+class _FinishBeforeRevoke(ConsumerRebalanceListener):
+    def __init__(self, worker: InferenceWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.worker.settle(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.worker.busy:  # a new partition must not deliver while a job is running
+            self.worker.consumer.pause(*assigned)
+
+
+class InferenceWorker:
+    def __init__(self, settings: InferenceSettings, engine: CardEngine, minio: Minio) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.minio = minio
+        self.consumer: AIOKafkaConsumer = make_consumer(
+            settings,
+            group_id=settings.group_id,
+            max_poll_records=1,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=max(settings.session_timeout_ms // 10, 1000),
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            rebalance_timeout_ms=settings.max_poll_interval_ms,
+        )
+        self.producer: AIOKafkaProducer = make_producer(settings)
+        self._job: asyncio.Task[None] | None = None
+        self._job_offset: tuple[TopicPartition, int] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._job is not None and not self._job.done()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await with_retry("producer.start", self.producer.start)
+        self.consumer.subscribe([self.settings.topic_jobs], listener=_FinishBeforeRevoke(self))
+        await with_retry("consumer.start", self.consumer.start)
+        log.info(
+            "worker.started", extra={"group": self.settings.group_id, "model": self.engine.model_id}
+        )
+        try:
+            while not stop.is_set():
+                batch = await self.consumer.getmany(timeout_ms=500, max_records=1)
+                for tp, records in batch.items():
+                    for record in records:
+                        await self._run_job(tp, record, stop)
+                await record_lag(self.consumer, self.settings.group_id)
+        finally:
+            await self.consumer.stop()  # leaves the group: partitions move on at once
+            await self.producer.stop()
+            log.info("worker.stopped")
+
+    async def _run_job(
+        self, tp: TopicPartition, record: ConsumerRecord[Any, Any], stop: asyncio.Event
+    ) -> None:
+        self._job = asyncio.create_task(self._process(record))
+        self._job_offset = (tp, record.offset + 1)
+        self.consumer.pause(*self.consumer.assignment())
+        metrics.BUSY.set(1)
+        try:
+            while not self._job.done():
+                if stop.is_set():
+                    finished, _ = await asyncio.wait(
+                        {self._job}, timeout=self.settings.shutdown_grace_s
+                    )
+                    if not finished:
+                        log.warning("job.handed_back", extra={"key": _key(record)})
+                        self._job_offset = None
+                        return
+                    break
+                stray = await self.consumer.getmany(timeout_ms=1000)
+                for stray_tp, stray_records in stray.items():  # from a partition assigned mid-job
+                    self.consumer.seek(stray_tp, stray_records[0].offset)
+            await self.settle(self.consumer.assignment())
+        finally:
+            self.consumer.resume(*self.consumer.assignment())
+            metrics.BUSY.set(0)
+
+    async def settle(self, partitions: set[TopicPartition]) -> None:
+        """Let the running job finish and commit it, if it belongs to ``partitions``."""
+        if self._job is None or self._job_offset is None:
+            return
+        tp, offset = self._job_offset
+        if tp not in partitions:
+            return
+        await asyncio.shield(self._job)  # result published (or the task raised)
+        self._job_offset = None
+        await self.consumer.commit({tp: offset})
+
+    # -- one job ---------------------------------------------------------------------------------
+
+    async def _process(self, record: ConsumerRecord[Any, Any]) -> None:
+        try:
+            job = ImageJob.model_validate_json(record.value)
+        except ValidationError as exc:
+            metrics.MALFORMED.inc()
+            log.error("job.malformed", extra={"key": _key(record), "error": str(exc)[:500]})
+            await with_retry(
+                "dlq.send",
+                lambda: self.producer.send_and_wait(
+                    self.settings.topic_dlq, key=record.key, value=record.value
+                ),
+            )
+            return
+        result = await self._card_result(job)
+        await with_retry(
+            "result.send",
+            lambda: self.producer.send_and_wait(
+                self.settings.topic_results, key=job.object.message_key, value=encode(result)
+            ),
+        )
+        metrics.JOBS.labels(result.status.value, result.reason or "").inc()
+        log.info(
+            f"card.{result.status.value}",
+            extra={
+                "key": f"{job.object.bucket}/{job.object.key}",
+                "trace_id": job.trace_id,
+                "job_id": str(job.job_id),
+                "reason": result.reason,
+                "attempts": result.attempts,
+                "timings": result.timings.model_dump() if result.timings else None,
+            },
+        )
+
+    async def _card_result(self, job: ImageJob) -> CardResult:
+        started = time.perf_counter()
+        try:
+            data = await self._fetch(job)
+        except (ObjectMissing, ObjectChanged, ObjectTooLarge) as exc:
+            status, reason = {
+                ObjectMissing: (CardStatus.failed, "object_missing"),
+                ObjectChanged: (CardStatus.failed, "superseded"),
+                ObjectTooLarge: (CardStatus.rejected, "image_too_large"),
+            }[type(exc)]
+            return not_done(
+                job, status=status, reason=reason, detail=str(exc), total_ms=_ms_since(started)
+            )
+        fetch_ms = _ms_since(started)
+        metrics.STAGE_SECONDS.labels("fetch").observe(fetch_ms / 1000)
+        try:
+            outcome = await asyncio.to_thread(self.engine.card_for_bytes, data)
+        except CardError as exc:
+            return from_error(
+                job,
+                exc,
+                model_id=self.engine.model_id,
+                prompt_version=self.engine.prompt.version,
+                fetch_ms=fetch_ms,
+                total_ms=_ms_since(started),
+            )
+        except Exception as exc:  # a bug must fail this job, not the service
+            log.exception("job.crashed", extra={"key": job.object.key, "trace_id": job.trace_id})
+            return not_done(
+                job,
+                status=CardStatus.failed,
+                reason="internal_error",
+                detail=f"{type(exc).__name__}: {exc}",
+                total_ms=_ms_since(started),
+            )
+        t = outcome.timings
+        for stage, ms in (
+            ("preprocess", outcome.preprocess_ms),
+            ("encode", t.image_encode_ms),
+            ("prompt_eval", t.prompt_eval_ms),
+            ("generate", t.generate_ms),
+        ):
+            metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
+        metrics.TOKENS_PER_SECOND.observe(t.tokens_per_s)
+        metrics.ATTEMPTS.observe(outcome.attempts)
+        return done(job, outcome, fetch_ms, _ms_since(started))
+
+    async def _fetch(self, job: ImageJob) -> bytes:
+        """Read the object, retrying transient S3 faults with backoff until it works."""
+        delay = 0.2
+        while True:
+            try:
+                return await asyncio.to_thread(
+                    read_object, self.minio, job.object, self.settings.image_max_bytes
+                )
+            except (ObjectMissing, ObjectChanged, ObjectTooLarge):
+                raise
+            except (S3Error, HTTPError, OSError) as exc:  # 5xx, refused, reset, timeouts
+                metrics.RETRIES.labels("s3.get").inc()
+                log.warning(
+                    "s3.retry",
+                    extra={"key": job.object.key, "error": str(exc)[:300], "delay_s": delay},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+
+def _key(record: ConsumerRecord[Any, Any]) -> str:
+    return record.key.decode(errors="replace") if record.key else ""
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+async def serve(settings: InferenceSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    engine = await asyncio.to_thread(lambda: CardEngine(resolve(settings), settings))
+    metrics.MODEL_LOAD_SECONDS.set(engine.load_ms / 1000)
+    log.info(
+        "model.loaded",
+        extra={
+            "model": engine.model_id,
+            "load_ms": round(engine.load_ms),
+            "prompt_version": engine.prompt.version,
+        },
+    )
+    try:
+        await InferenceWorker(settings, engine, make_minio(settings)).run(stop)
+    finally:
+        engine.close()
+
+
+def main() -> None:
+    settings = InferenceSettings()
+    setup_logging("inference", settings.log_level)
+    serve_metrics(settings.metrics_port)
+    try:
+        asyncio.run(serve(settings))
+    except (ModelFilesError, CardError) as exc:
+        log.error("worker.cannot_start", extra={"error": str(exc)})
+        sys.exit(2)

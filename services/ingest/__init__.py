@@ -1,0 +1,1 @@
+"""Ingest service: MinIO bucket notifications in, image jobs (or rejections) out."""

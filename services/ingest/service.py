@@ -1,0 +1,144 @@
+"""The ingest service loop: ``minio.events`` → ``vitrine.jobs`` + ``vitrine.results``.
+
+    python -m services.ingest
+
+Batches of notifications are turned into messages, every message is acknowledged by the broker,
+and only then are the batch's offsets committed: a crash replays the batch, and replays are
+harmless (job ids are deterministic, the sink's upsert ignores what it has already applied).
+A notification that does not parse is logged, counted and parked on the dead-letter topic; it
+never stops the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter
+from pydantic import Field, ValidationError
+from pydantic_settings import SettingsConfigDict
+
+from schemas.messages import MinioEvent
+from services.ingest.rules import decide
+from services.runtime.kafka import encode, make_consumer, make_producer, with_retry
+from services.runtime.logs import setup_logging
+from services.runtime.metrics import record_lag, serve_metrics
+from services.runtime.settings import KafkaSettings
+
+log = logging.getLogger("vitrine.ingest")
+
+EVENTS = Counter(
+    "vitrine_ingest_events_total", "Notification records seen, by outcome.", ["outcome", "reason"]
+)
+MALFORMED = Counter("vitrine_ingest_malformed_total", "Notifications that did not parse.")
+
+
+class IngestSettings(KafkaSettings):
+    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
+
+    group_id: str = "vitrine-ingest"
+    image_max_bytes: int = Field(30 * 1024 * 1024, ge=1)
+    batch_max: int = Field(500, ge=1)
+
+
+class Ingest:
+    def __init__(self, settings: IngestSettings) -> None:
+        self.settings = settings
+        self.producer: AIOKafkaProducer = make_producer(settings)
+        self.consumer = make_consumer(settings, settings.topic_events, group_id=settings.group_id)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await with_retry("producer.start", self.producer.start)
+        await with_retry("consumer.start", self.consumer.start)
+        log.info("ingest.started", extra={"topic": self.settings.topic_events})
+        try:
+            while not stop.is_set():
+                batch = await self.consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.batch_max
+                )
+                if not batch:
+                    continue
+                sends: list[asyncio.Future[Any]] = []
+                for records in batch.values():
+                    for record in records:
+                        sends.extend(await self._handle(record))
+                await asyncio.gather(*sends)  # every output acknowledged ...
+                await self.consumer.commit(  # ... before the input is committed
+                    {tp: records[-1].offset + 1 for tp, records in batch.items()}
+                )
+                await record_lag(self.consumer, self.settings.group_id)
+        finally:
+            await self.consumer.stop()
+            await self.producer.stop()
+
+    async def _handle(self, record: ConsumerRecord[Any, Any]) -> list[asyncio.Future[Any]]:
+        s = self.settings
+        try:
+            event = MinioEvent.model_validate_json(record.value or b"")
+        except ValidationError as exc:
+            MALFORMED.inc()
+            log.error(
+                "event.malformed",
+                extra={
+                    "offset": record.offset,
+                    "partition": record.partition,
+                    "error": str(exc)[:500],
+                },
+            )
+            return [await self.producer.send(s.topic_dlq, key=record.key, value=record.value)]
+        sends = []
+        for s3_record in event.records:
+            decision = decide(s3_record, s.image_max_bytes)
+            ref = s3_record.object_ref()
+            key = f"{ref.bucket}/{ref.key}"
+            if decision.result is not None:
+                sends.append(
+                    await self.producer.send(
+                        s.topic_results, key=ref.message_key, value=encode(decision.result)
+                    )
+                )
+            if decision.job is not None:
+                sends.append(
+                    await self.producer.send(
+                        s.topic_jobs, key=ref.message_key, value=encode(decision.job)
+                    )
+                )
+            outcome = (
+                "job"
+                if decision.job
+                else decision.result.status.value
+                if decision.result
+                else "ignored"
+            )
+            reason = decision.result.reason if decision.result else None
+            EVENTS.labels(outcome, reason or "").inc()
+            log.info(
+                f"event.{outcome}",
+                extra={
+                    "key": key,
+                    "event_name": s3_record.event_name,
+                    "reason": reason,
+                    "trace_id": decision.result.trace_id if decision.result else None,
+                    "sequencer": ref.sequencer,
+                },
+            )
+        return sends
+
+
+async def serve(settings: IngestSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Ingest(settings).run(stop)
+
+
+def main() -> None:
+    settings = IngestSettings()
+    setup_logging("ingest", settings.log_level)
+    serve_metrics(settings.metrics_port)
+    asyncio.run(serve(settings))

@@ -1,0 +1,66 @@
+"""Reading objects by key from MinIO (or any S3-compatible server), streamed and size-capped."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from minio import Minio
+from minio.error import S3Error
+
+from schemas.messages import ObjectRef
+from services.runtime.settings import S3Settings
+
+CHUNK = 1024 * 1024
+MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchVersion"})
+
+
+class ObjectMissing(Exception):
+    """The object (or that version of it) is gone: deleted after its event was raised."""
+
+
+class ObjectTooLarge(Exception):
+    """The object grew past the byte limit; stops reading instead of buffering it all."""
+
+
+class ObjectChanged(Exception):
+    """The object was overwritten after this job's event; a newer job covers the new content."""
+
+
+def make_minio(settings: S3Settings) -> Minio:
+    url = urlparse(settings.s3_endpoint)
+    return Minio(
+        url.netloc or url.path,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key.get_secret_value(),
+        secure=url.scheme == "https",
+        region=settings.s3_region,
+    )
+
+
+def read_object(client: Minio, ref: ObjectRef, max_bytes: int) -> bytes:
+    """The object's bytes, read in chunks, refusing more than ``max_bytes``.
+
+    Without a version id (unversioned buckets), the ETag pins the content: a mismatch means the
+    object was overwritten and this job describes bytes that no longer exist.
+    """
+    try:
+        response = client.get_object(ref.bucket, ref.key, version_id=ref.version_id)
+    except S3Error as exc:
+        if exc.code in MISSING_CODES:
+            raise ObjectMissing(f"{ref.bucket}/{ref.key}: {exc.code}") from None
+        raise
+    try:
+        etag = (response.headers.get("ETag") or "").strip('"')
+        if ref.version_id is None and ref.etag and etag and etag != ref.etag.strip('"'):
+            raise ObjectChanged(f"ETag is now {etag}, the job was for {ref.etag}")
+        parts: list[bytes] = []
+        total = 0
+        for chunk in response.stream(CHUNK):
+            total += len(chunk)
+            if total > max_bytes:
+                raise ObjectTooLarge(f"over {max_bytes} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        response.close()
+        response.release_conn()

@@ -1,0 +1,1 @@
+"""Sink service: card results in, rows of ``product_cards`` out."""

@@ -1,0 +1,153 @@
+"""The sink service loop: ``vitrine.results`` → ``product_cards``, one transaction per batch.
+
+    python -m services.sink
+
+Offsets are committed only after the batch's transaction has committed.  A crash in between
+replays the batch, and the store's newest-wins guard makes the replay change nothing.  When
+PostgreSQL goes away the batch is retried on a fresh connection with backoff; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+import psycopg
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter, Histogram
+from pydantic import Field, ValidationError
+from pydantic_settings import SettingsConfigDict
+
+from schemas.messages import CardResult
+from services.runtime.kafka import make_consumer, with_retry
+from services.runtime.logs import setup_logging
+from services.runtime.metrics import record_lag, serve_metrics
+from services.runtime.settings import KafkaSettings, PostgresSettings
+from services.sink.store import upsert_batch
+
+log = logging.getLogger("vitrine.sink")
+
+RESULTS = Counter("vitrine_sink_results_total", "Results read, by status.", ["status"])
+MALFORMED = Counter("vitrine_sink_malformed_total", "Result messages that did not parse.")
+ROWS_CHANGED = Counter("vitrine_sink_rows_changed_total", "Upserts that changed a row.")
+BATCH_SECONDS = Histogram(
+    "vitrine_sink_batch_seconds",
+    "Transaction time per batch.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)
+DB_RETRIES = Counter("vitrine_sink_db_retries_total", "Batches retried after a DB error.")
+
+
+class SinkSettings(KafkaSettings, PostgresSettings):
+    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
+
+    group_id: str = "vitrine-sink"
+    batch_max: int = Field(500, ge=1)
+    batch_wait_ms: int = Field(50, ge=0, description="How long a batch may wait to fill.")
+
+
+def parse(record: ConsumerRecord[Any, Any]) -> CardResult | None:
+    try:
+        return CardResult.model_validate_json(record.value or b"")
+    except ValidationError as exc:
+        MALFORMED.inc()
+        log.error(
+            "result.malformed",
+            extra={"partition": record.partition, "offset": record.offset, "error": str(exc)[:500]},
+        )
+        return None
+
+
+class Sink:
+    def __init__(self, settings: SinkSettings) -> None:
+        self.settings = settings
+        self.consumer = make_consumer(settings, settings.topic_results, group_id=settings.group_id)
+        self.conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self.conn is None or self.conn.closed:
+            self.conn = await psycopg.AsyncConnection.connect(
+                self.settings.pg_dsn.get_secret_value(),
+                connect_timeout=5,
+                application_name="vitrine-sink",
+            )
+        return self.conn
+
+    async def write(self, results: list[CardResult], stop: asyncio.Event) -> int:
+        """Upsert until it works: a DB outage delays the batch, it never drops it."""
+        delay = 0.2
+        while True:
+            try:
+                started = time.perf_counter()
+                changed = await upsert_batch(await self._connection(), results)
+                BATCH_SECONDS.observe(time.perf_counter() - started)
+                return changed
+            except psycopg.OperationalError as exc:
+                DB_RETRIES.inc()
+                log.warning(
+                    "db.retry",
+                    extra={"error": str(exc)[:300], "delay_s": delay, "batch": len(results)},
+                )
+                if self.conn is not None:
+                    await self.conn.close()
+                self.conn = None
+                if stop.is_set():
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await with_retry("consumer.start", self.consumer.start)
+        log.info("sink.started", extra={"topic": self.settings.topic_results})
+        try:
+            while not stop.is_set():
+                batch = await self.consumer.getmany(
+                    timeout_ms=self.settings.batch_wait_ms or 1, max_records=self.settings.batch_max
+                )
+                if not batch:
+                    continue
+                results = [
+                    r
+                    for records in batch.values()
+                    for rec in records
+                    if (r := parse(rec)) is not None
+                ]
+                for result in results:
+                    RESULTS.labels(result.status.value).inc()
+                changed = await self.write(results, stop) if results else 0
+                ROWS_CHANGED.inc(changed)
+                await self.consumer.commit(
+                    {tp: records[-1].offset + 1 for tp, records in batch.items()}
+                )
+                for result in results:
+                    log.info(
+                        f"row.{result.status.value}",
+                        extra={
+                            "key": f"{result.object.bucket}/{result.object.key}",
+                            "trace_id": result.trace_id,
+                            "reason": result.reason,
+                        },
+                    )
+                await record_lag(self.consumer, self.settings.group_id)
+        finally:
+            await self.consumer.stop()
+            if self.conn is not None:
+                await self.conn.close()
+
+
+async def serve(settings: SinkSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Sink(settings).run(stop)
+
+
+def main() -> None:
+    settings = SinkSettings()
+    setup_logging("sink", settings.log_level)
+    serve_metrics(settings.metrics_port)
+    asyncio.run(serve(settings))
