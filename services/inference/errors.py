@@ -23,6 +23,12 @@ class ImageError(CardError):
     reason = "bad_image"
 
 
+class EmptyImage(ImageError):
+    """Zero bytes: MinIO omits the size of empty objects from events, so it surfaces here."""
+
+    reason = "empty_object"
+
+
 class ImageTooLarge(ImageError):
     """Over the pixel or byte limit: refuses decompression bombs before decoding them."""
 

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from services.inference.errors import ImageError, ImageTooLarge
+from services.inference.errors import EmptyImage, ImageError, ImageTooLarge
 
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 WHITE = (255, 255, 255)
@@ -56,7 +56,7 @@ class PreparedImage:
 def open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
     """Open lazily and enforce byte, format and pixel limits from the header alone."""
     if not data:
-        raise ImageError("the object is empty (0 bytes)")
+        raise EmptyImage("the object is empty (0 bytes)")
     if len(data) > limits.max_bytes:
         raise ImageTooLarge(f"{len(data)} bytes is over the limit of {limits.max_bytes} bytes")
     try:

@@ -59,7 +59,7 @@ class InferenceSettings(EngineSettings, KafkaSettings, S3Settings):
 
     model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
 
-    group_id: str = "vitrine-inference"
+    inference_group: str = "vitrine-inference"
     session_timeout_ms: int = Field(30_000, ge=6_000)
     max_poll_interval_ms: int = Field(
         900_000,
@@ -89,7 +89,7 @@ class InferenceWorker:
         self.minio = minio
         self.consumer: AIOKafkaConsumer = make_consumer(
             settings,
-            group_id=settings.group_id,
+            group_id=settings.inference_group,
             max_poll_records=1,
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(settings.session_timeout_ms // 10, 1000),
@@ -111,7 +111,8 @@ class InferenceWorker:
         self.consumer.subscribe([self.settings.topic_jobs], listener=_FinishBeforeRevoke(self))
         await with_retry("consumer.start", self.consumer.start)
         log.info(
-            "worker.started", extra={"group": self.settings.group_id, "model": self.engine.model_id}
+            "worker.started",
+            extra={"group": self.settings.inference_group, "model": self.engine.model_id},
         )
         try:
             while not stop.is_set():
@@ -119,7 +120,7 @@ class InferenceWorker:
                 for tp, records in batch.items():
                     for record in records:
                         await self._run_job(tp, record, stop)
-                await record_lag(self.consumer, self.settings.group_id)
+                await record_lag(self.consumer, self.settings.inference_group)
         finally:
             await self.consumer.stop()  # leaves the group: partitions move on at once
             await self.producer.stop()

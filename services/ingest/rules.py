@@ -17,6 +17,18 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo"}
 )
 NEUTRAL_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
+# Creates that write new bytes.  MinIO's ``s3:ObjectCreated:*`` also covers metadata-only events
+# (PutTagging, DeleteTagging, PutRetention, PutLegalHold) that must not re-queue a card.
+UPLOAD_EVENTS = frozenset(
+    {
+        "s3:ObjectCreated:Put",
+        "s3:ObjectCreated:Post",
+        "s3:ObjectCreated:Copy",
+        "s3:ObjectCreated:CompleteMultipartUpload",
+    }
+)
+# MinIO's event for a DELETE of a key or version that does not exist: nothing was removed.
+REMOVED_NOTHING = "s3:ObjectRemoved:NoOP"
 
 
 @dataclass(frozen=True)
@@ -48,7 +60,7 @@ def decide(record: S3Record, max_bytes: int) -> Decision:
     trace_id = secrets.token_hex(16)
     job_id = ImageJob.job_id_for(ref)
     name = record.event_name
-    if name.startswith("s3:ObjectRemoved:"):
+    if name.startswith("s3:ObjectRemoved:") and name != REMOVED_NOTHING:
         result = CardResult(
             job_id=job_id,
             trace_id=trace_id,
@@ -57,7 +69,7 @@ def decide(record: S3Record, max_bytes: int) -> Decision:
             producer="ingest",
         )
         return Decision(None, result)
-    if not name.startswith("s3:ObjectCreated:"):
+    if name not in UPLOAD_EVENTS:
         return Decision(None, None)
     problem = classify_upload(ref, max_bytes)
     if problem is not None:

@@ -40,7 +40,8 @@ MALFORMED = Counter("vitrine_ingest_malformed_total", "Notifications that did no
 class IngestSettings(KafkaSettings):
     model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
 
-    group_id: str = "vitrine-ingest"
+    ingest_group: str = "vitrine-ingest"
+    bucket: str = Field("incoming", description="Events of other buckets are ignored.")
     image_max_bytes: int = Field(30 * 1024 * 1024, ge=1)
     batch_max: int = Field(500, ge=1)
 
@@ -49,7 +50,9 @@ class Ingest:
     def __init__(self, settings: IngestSettings) -> None:
         self.settings = settings
         self.producer: AIOKafkaProducer = make_producer(settings)
-        self.consumer = make_consumer(settings, settings.topic_events, group_id=settings.group_id)
+        self.consumer = make_consumer(
+            settings, settings.topic_events, group_id=settings.ingest_group
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         await with_retry("producer.start", self.producer.start)
@@ -70,7 +73,7 @@ class Ingest:
                 await self.consumer.commit(  # ... before the input is committed
                     {tp: records[-1].offset + 1 for tp, records in batch.items()}
                 )
-                await record_lag(self.consumer, self.settings.group_id)
+                await record_lag(self.consumer, self.settings.ingest_group)
         finally:
             await self.consumer.stop()
             await self.producer.stop()
@@ -92,6 +95,9 @@ class Ingest:
             return [await self.producer.send(s.topic_dlq, key=record.key, value=record.value)]
         sends = []
         for s3_record in event.records:
+            if s3_record.s3.bucket.name != s.bucket:  # another pipeline's bucket
+                EVENTS.labels("ignored", "other_bucket").inc()
+                continue
             decision = decide(s3_record, s.image_max_bytes)
             ref = s3_record.object_ref()
             key = f"{ref.bucket}/{ref.key}"

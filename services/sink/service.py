@@ -44,7 +44,7 @@ DB_RETRIES = Counter("vitrine_sink_db_retries_total", "Batches retried after a D
 class SinkSettings(KafkaSettings, PostgresSettings):
     model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
 
-    group_id: str = "vitrine-sink"
+    sink_group: str = "vitrine-sink"
     batch_max: int = Field(500, ge=1)
     batch_wait_ms: int = Field(50, ge=0, description="How long a batch may wait to fill.")
 
@@ -64,7 +64,9 @@ def parse(record: ConsumerRecord[Any, Any]) -> CardResult | None:
 class Sink:
     def __init__(self, settings: SinkSettings) -> None:
         self.settings = settings
-        self.consumer = make_consumer(settings, settings.topic_results, group_id=settings.group_id)
+        self.consumer = make_consumer(
+            settings, settings.topic_results, group_id=settings.sink_group
+        )
         self.conn: psycopg.AsyncConnection[Any] | None = None
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
@@ -131,7 +133,7 @@ class Sink:
                             "reason": result.reason,
                         },
                     )
-                await record_lag(self.consumer, self.settings.group_id)
+                await record_lag(self.consumer, self.settings.sink_group)
         finally:
             await self.consumer.stop()
             if self.conn is not None:

@@ -1,0 +1,255 @@
+"""End to end on the real stack: S3 upload → MinIO → Kafka → ingest → inference → sink → PostgreSQL.
+
+The services run as subprocesses with the tiny generated model (colour facet enforced and a low
+word minimum, so random weights can produce `done` cards).  Deadlines are generous: they bound a
+hang, they are not performance claims (bench/pipeline_bench.py measures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer
+from PIL import Image
+from pipeline import Pipeline, ensure_stack, new_namespace, rows, s3_client, wait_for
+
+from schemas.card import ProductCard
+from schemas.messages import CardResult, CardStatus
+
+pytestmark = [pytest.mark.pipeline, pytest.mark.model]
+
+CARD_DEADLINE_S = 180
+FINAL = "status_rank = 1"
+
+
+def jpeg(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", size, (255, 255, 255))
+    colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+    image.paste(colour, (size[0] // 4, size[1] // 4, 3 * size[0] // 4, 3 * size[1] // 4))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_pairs, tmp_path_factory) -> Iterator[Pipeline]:
+    ensure_stack()
+    pair = tiny_pairs["llava"]
+    ns = new_namespace(
+        {
+            "VITRINE_MODEL_PATH": str(pair.model),
+            "VITRINE_MMPROJ_PATH": str(pair.mmproj),
+            "VITRINE_HANDLER": pair.handler,
+            "VITRINE_COLOUR_VOCABULARY": "enforce",
+            "VITRINE_MIN_DESCRIPTION_WORDS": "20",
+            "VITRINE_N_THREADS": "1",
+        }
+    )
+    p = Pipeline(ns, tmp_path_factory.mktemp("service-logs"))
+    p.add("ingest", "services.ingest")
+    p.add("sink", "services.sink")
+    p.add("inference-1", "services.inference")
+    p.add("inference-2", "services.inference")
+    p.start_all()
+    yield p
+    p.stop_all()
+    with psycopg.connect(ns.dsn) as conn:
+        conn.execute("DELETE FROM product_cards WHERE bucket = %s", (ns.bucket,))
+
+
+def final_row(p: Pipeline, key: str) -> dict:
+    return wait_for(
+        lambda: next(
+            iter(rows(p.ns.dsn, p.ns.bucket, f"object_key = %s AND {FINAL}", (key,))), None
+        ),
+        CARD_DEADLINE_S,
+        f"a final row for {key}",
+    )
+
+
+def read_results(p: Pipeline, key: str, want: int = 1, timeout: float = 60) -> list[CardResult]:
+    """An independent consumer (no group) reading the results topic from the start."""
+
+    async def consume() -> list[CardResult]:
+        consumer = AIOKafkaConsumer(
+            p.ns.results_topic,
+            bootstrap_servers=p.ns.env.get("VITRINE_KAFKA_BOOTSTRAP", "127.0.0.1:29092"),
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        found: list[CardResult] = []
+        try:
+            async with asyncio.timeout(timeout):
+                while len(found) < want:
+                    batch = await consumer.getmany(timeout_ms=500)
+                    for records in batch.values():
+                        for record in records:
+                            result = CardResult.model_validate_json(record.value)
+                            if result.object.key == key and result.status.final:
+                                found.append(result)
+        finally:
+            await consumer.stop()
+        return found
+
+    return asyncio.run(consume())
+
+
+def test_boto3_upload_becomes_a_done_row_and_a_result_message(pipeline: Pipeline) -> None:
+    key = "catálogo/caneca azul+1.jpg"  # spaces, unicode and '+' are opaque key characters
+    data = (Path(__file__).parents[1] / "samples" / "caneca-azul.jpg").read_bytes()
+    s3_client(pipeline.ns.env).put_object(
+        Bucket=pipeline.ns.bucket, Key=key, Body=data, ContentType="image/jpeg"
+    )
+    row = final_row(pipeline, key)
+    assert row["status"] == "done", row
+    card = ProductCard.model_validate(row["card"])
+    assert row["product_name"] == card.product_name and row["features_list"] == card.features_list
+    assert row["size_bytes"] == len(data) and row["content_type"] == "image/jpeg"
+    assert row["model_id"] == "tiny-llava-f32.gguf" and row["prompt_version"].startswith("card-v1+")
+    assert row["timings"]["generate_ms"] > 0 and row["timings"]["fetch_ms"] > 0
+    [result] = read_results(pipeline, key)
+    assert result.status is CardStatus.done and result.card == card
+    assert str(result.job_id) == str(row["job_id"])
+
+
+def test_mc_upload_with_binary_content_type(pipeline: Pipeline, tmp_path: Path) -> None:
+    mc = sorted(
+        (Path(os.environ.get("VITRINE_CACHE_DIR", Path.home() / ".cache/vitrine")) / "mc").glob(
+            "*/mc"
+        )
+    )
+    if not mc:
+        pytest.fail("mc is not installed (infra/stack up installs it unless VITRINE_INSTALL_MC=0)")
+    photo = tmp_path / "camiseta.jpg"
+    photo.write_bytes(jpeg(7))
+    env = {
+        **pipeline.ns.env,
+        "MC_HOST_vt": "http://vitrine:vitrine-dev-secret@127.0.0.1:29000",
+        "MC_CONFIG_DIR": str(tmp_path / ".mc"),
+    }
+    subprocess.run(
+        [str(mc[-1]), "cp", "--quiet", str(photo), f"vt/{pipeline.ns.bucket}/mc/camiseta.jpg"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert final_row(pipeline, "mc/camiseta.jpg")["status"] == "done"
+
+
+def test_bad_objects_end_rejected_or_failed_and_the_pipeline_goes_on(pipeline: Pipeline) -> None:
+    s3 = s3_client(pipeline.ns.env)
+    bucket = pipeline.ns.bucket
+    good = jpeg(11, (640, 480))
+    s3.put_object(
+        Bucket=bucket, Key="bad/notes.jpg", Body=b"just some text", ContentType="text/plain"
+    )
+    s3.put_object(Bucket=bucket, Key="bad/empty.jpg", Body=b"", ContentType="image/jpeg")
+    s3.put_object(
+        Bucket=bucket,
+        Key="bad/truncated.jpg",
+        Body=good[: len(good) // 3],
+        ContentType="image/jpeg",
+    )
+    s3.put_object(Bucket=bucket, Key="bad/fake.png", Body=b"<html>not a png</html>")
+    s3.put_object(Bucket=bucket, Key="bad/after.jpg", Body=good, ContentType="image/jpeg")
+    expected = {
+        "bad/notes.jpg": ("rejected", "not_an_image"),
+        "bad/empty.jpg": ("rejected", "empty_object"),
+        "bad/truncated.jpg": ("rejected", "bad_image"),
+        "bad/fake.png": ("rejected", "bad_image"),
+        "bad/after.jpg": ("done", None),
+    }
+    for key, (status, reason) in expected.items():
+        row = final_row(pipeline, key)
+        assert (row["status"], row["reason"]) == (status, reason), (key, row["detail"])
+        if status != "done":
+            assert row["detail"], row
+    for name in ("ingest", "sink", "inference-1", "inference-2"):
+        assert pipeline.services[name].proc.poll() is None, f"{name} died"
+
+
+def test_overwrite_regenerates_and_delete_marks_deleted(pipeline: Pipeline) -> None:
+    s3 = s3_client(pipeline.ns.env)
+    bucket, key = pipeline.ns.bucket, "lifecycle/produto.jpg"
+    s3.put_object(Bucket=bucket, Key=key, Body=jpeg(1), ContentType="image/jpeg")
+    first = final_row(pipeline, key)
+    assert first["status"] == "done"
+    s3.put_object(Bucket=bucket, Key=key, Body=jpeg(2, (400, 300)), ContentType="image/jpeg")
+    second = wait_for(
+        lambda: next(
+            (
+                r
+                for r in rows(pipeline.ns.dsn, bucket, "object_key = %s", (key,))
+                if r["etag"] != first["etag"] and r["status"] == "done"
+            ),
+            None,
+        ),
+        CARD_DEADLINE_S,
+        "the regenerated card",
+    )
+    assert second["sequencer"] > first["sequencer"] and second["job_id"] != first["job_id"]
+    s3.delete_object(Bucket=bucket, Key=key)
+    deleted = wait_for(
+        lambda: next(
+            (
+                r
+                for r in rows(pipeline.ns.dsn, bucket, "object_key = %s", (key,))
+                if r["status"] == "deleted"
+            ),
+            None,
+        ),
+        60,
+        "the deleted row",
+    )
+    assert deleted["card"] is None and deleted["sequencer"] > second["sequencer"]
+
+
+def test_fifty_images_fifty_rows_shared_by_two_workers(pipeline: Pipeline) -> None:
+    s3 = s3_client(pipeline.ns.env)
+    bucket = pipeline.ns.bucket
+    keys = [f"batch/{i:03d}.jpg" for i in range(50)]
+    before = {n: _cards_logged(pipeline, n) for n in ("inference-1", "inference-2")}
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda i: s3.put_object(
+                    Bucket=bucket, Key=keys[i], Body=jpeg(100 + i), ContentType="image/jpeg"
+                ),
+                range(50),
+            )
+        )
+    wait_for(
+        lambda: len(rows(pipeline.ns.dsn, bucket, f"object_key LIKE 'batch/%%' AND {FINAL}")) == 50,
+        900,
+        "50 final rows",
+        interval=2,
+    )
+    batch = rows(pipeline.ns.dsn, bucket, "object_key LIKE 'batch/%%'")
+    assert [r["object_key"] for r in batch] == keys  # one row per object, none missing
+    assert {r["status"] for r in batch} <= {"done", "failed"}
+    assert sum(r["status"] == "done" for r in batch) >= 45
+    handled = {n: _cards_logged(pipeline, n) - before[n] for n in before}
+    assert all(count > 0 for count in handled.values()), handled
+    assert sum(handled.values()) == 50, handled  # each job processed once
+
+
+def _cards_logged(p: Pipeline, name: str) -> int:
+    return sum(
+        1
+        for e in p.services[name].events()
+        if str(e.get("event", "")).startswith("card.")
+        and str(e.get("key", "")).startswith(f"{p.ns.bucket}/batch/")
+    )
