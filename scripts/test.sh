@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: bootstrap the environment, then lint, type-check and test.
+# The whole test suite, as CI runs it: set up, start the servers the tests talk to (Kafka, MinIO,
+# PostgreSQL; the tests start their own service processes), lint, type-check, test.
+#   bash scripts/test.sh                 everything
+#   bash scripts/test.sh -m "not pipeline"   without the real-server tests (no stack needed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -7,4 +10,5 @@ bash scripts/bootstrap.sh
 .venv/bin/ruff format --check schemas services vitrine tests bench
 .venv/bin/mypy schemas services vitrine
 .venv/bin/python -m schemas.export --check
+VITRINE_SERVICES=0 infra/stack up
 .venv/bin/pytest "$@"

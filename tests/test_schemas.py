@@ -13,7 +13,7 @@ from schemas.card import (
     card_json_schema,
     card_model,
 )
-from schemas.export import JSON_DIR, render, stale_files
+from schemas.export import JSON_DIR, render, stale_files, write_all
 from schemas.language import EN, PT_BR, profile_for
 from services.inference.settings import EngineSettings
 
@@ -31,8 +31,11 @@ def test_exported_schema_file_is_current() -> None:
 
 
 def test_stale_detection_notices_a_changed_file(tmp_path) -> None:
+    write_all(tmp_path)
+    assert stale_files(tmp_path) == []
     (tmp_path / "product_card.schema.json").write_text(render({"old": True}), encoding="utf-8")
-    assert stale_files(tmp_path) == ["product_card.schema.json"]
+    (tmp_path / "image_job.schema.json").unlink()
+    assert stale_files(tmp_path) == ["product_card.schema.json", "image_job.schema.json"]
 
 
 def test_committed_schema_carries_the_default_taxonomy_as_enum() -> None:

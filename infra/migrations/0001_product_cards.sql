@@ -24,7 +24,7 @@ CREATE TABLE product_cards (
     model_id          text,
     prompt_version    text,
     attempts          integer     NOT NULL DEFAULT 0,  -- generation attempts of the latest result
-    results_applied   integer     NOT NULL DEFAULT 1,  -- results written to this row (replays too)
+    results_applied   integer     NOT NULL DEFAULT 1,  -- results that changed this row (replays do not)
     timings           jsonb,
     job_id            uuid,
     trace_id          text,
