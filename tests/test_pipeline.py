@@ -20,8 +20,8 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer
 from PIL import Image
-from pipeline import Pipeline, ensure_stack, new_namespace, rows, s3_client, wait_for
 
+from pipeline import Pipeline, ensure_stack, new_namespace, rows, s3_client, wait_for
 from schemas.card import ProductCard
 from schemas.messages import CardResult, CardStatus
 

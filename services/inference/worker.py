@@ -42,6 +42,7 @@ from services.inference.settings import EngineSettings
 from services.runtime.kafka import encode, make_consumer, make_producer, with_retry
 from services.runtime.logs import setup_logging
 from services.runtime.metrics import record_lag, serve_metrics
+from services.runtime.retry import transient
 from services.runtime.s3 import (
     ObjectChanged,
     ObjectMissing,
@@ -246,23 +247,17 @@ class InferenceWorker:
         return done(job, outcome, fetch_ms, _ms_since(started))
 
     async def _fetch(self, job: ImageJob) -> bytes:
-        """Read the object, retrying transient S3 faults with backoff until it works."""
-        delay = 0.2
-        while True:
-            try:
+        """Read the object, retrying transient S3 faults (5xx, refused, reset) until it works."""
+        async for attempt in transient(
+            "s3.get",
+            (S3Error, HTTPError, OSError),
+            on_retry=metrics.RETRIES.labels("s3.get").inc,
+        ):
+            with attempt:
                 return await asyncio.to_thread(
                     read_object, self.minio, job.object, self.settings.image_max_bytes
                 )
-            except (ObjectMissing, ObjectChanged, ObjectTooLarge):
-                raise
-            except (S3Error, HTTPError, OSError) as exc:  # 5xx, refused, reset, timeouts
-                metrics.RETRIES.labels("s3.get").inc()
-                log.warning(
-                    "s3.retry",
-                    extra={"key": job.object.key, "error": str(exc)[:300], "delay_s": delay},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable")
 
 
 def _key(record: ConsumerRecord[Any, Any]) -> str:

@@ -6,25 +6,17 @@ message; consumers never auto-commit — each service commits only after its out
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import BaseModel
-from tenacity import (
-    AsyncRetrying,
-    before_sleep_log,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-)
 
+from services.runtime.retry import transient
 from services.runtime.settings import KafkaSettings
 
 T = TypeVar("T")
-log = logging.getLogger("vitrine.kafka")
 
 
 def encode(message: BaseModel) -> bytes:
@@ -61,14 +53,9 @@ async def with_retry(
     what: str, call: Callable[[], Awaitable[T]], *, max_seconds: float = 300.0
 ) -> T:
     """Retry a Kafka operation through broker restarts: exponential backoff, logged, bounded."""
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type((KafkaConnectionError, KafkaError, OSError)),
-        wait=wait_exponential(multiplier=0.2, max=10),
-        stop=stop_after_delay(max_seconds),
-        before_sleep=before_sleep_log(log, logging.WARNING),
-        reraise=True,
+    async for attempt in transient(
+        what, (KafkaConnectionError, KafkaError, OSError), max_seconds=max_seconds, max_wait=10
     ):
         with attempt:
-            log.debug("kafka.call", extra={"what": what})
             return await call()
     raise AssertionError("unreachable")

@@ -25,6 +25,7 @@ from schemas.messages import CardResult
 from services.runtime.kafka import make_consumer, with_retry
 from services.runtime.logs import setup_logging
 from services.runtime.metrics import record_lag, serve_metrics
+from services.runtime.retry import transient
 from services.runtime.settings import KafkaSettings, PostgresSettings
 from services.sink.store import upsert_batch
 
@@ -80,26 +81,25 @@ class Sink:
 
     async def write(self, results: list[CardResult], stop: asyncio.Event) -> int:
         """Upsert until it works: a DB outage delays the batch, it never drops it."""
-        delay = 0.2
-        while True:
-            try:
-                started = time.perf_counter()
-                changed = await upsert_batch(await self._connection(), results)
+        async for attempt in transient(
+            "db.upsert",
+            psycopg.OperationalError,
+            max_wait=10,
+            stop_event=stop,
+            on_retry=DB_RETRIES.inc,
+        ):
+            with attempt:
+                try:
+                    started = time.perf_counter()
+                    changed = await upsert_batch(await self._connection(), results)
+                except psycopg.OperationalError:
+                    if self.conn is not None:
+                        await self.conn.close()
+                    self.conn = None
+                    raise
                 BATCH_SECONDS.observe(time.perf_counter() - started)
                 return changed
-            except psycopg.OperationalError as exc:
-                DB_RETRIES.inc()
-                log.warning(
-                    "db.retry",
-                    extra={"error": str(exc)[:300], "delay_s": delay, "batch": len(results)},
-                )
-                if self.conn is not None:
-                    await self.conn.close()
-                self.conn = None
-                if stop.is_set():
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        raise AssertionError("unreachable")
 
     async def run(self, stop: asyncio.Event) -> None:
         await with_retry("consumer.start", self.consumer.start)
