@@ -32,7 +32,15 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from pipeline import Pipeline, ensure_stack, new_namespace, rows, s3_client, wait_for  # noqa: E402
+from pipeline import (  # noqa: E402
+    Pipeline,
+    ensure_stack,
+    new_namespace,
+    rows,
+    s3_client,
+    tiny_model_env,
+    wait_for,
+)
 from tiny_models import generate  # noqa: E402
 
 
@@ -64,15 +72,7 @@ def main() -> None:
 
     ensure_stack()
     pair = generate(Path("/tmp/vitrine-bench-models"))["llava"]
-    ns = new_namespace(
-        {
-            "VITRINE_MODEL_PATH": str(pair.model),
-            "VITRINE_MMPROJ_PATH": str(pair.mmproj),
-            "VITRINE_HANDLER": pair.handler,
-            "VITRINE_COLOUR_VOCABULARY": "enforce",
-            "VITRINE_MIN_DESCRIPTION_WORDS": "20",
-        }
-    )
+    ns = new_namespace(tiny_model_env(pair))
     logs = Path("/tmp/vitrine-bench-logs") / ns.name
     logs.mkdir(parents=True, exist_ok=True)
     p = Pipeline(ns, logs)

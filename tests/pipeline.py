@@ -57,6 +57,18 @@ class Namespace:
         return self.env.get("VITRINE_PG_DSN", DEFAULT_DSN)
 
 
+def tiny_model_env(pair: Any) -> dict[str, str]:
+    """Services on the tiny random-weight model; the colour facet is enforced by the grammar and
+    the word minimum lowered so that random weights can produce ``done`` cards at all."""
+    return {
+        "VITRINE_MODEL_PATH": str(pair.model),
+        "VITRINE_MMPROJ_PATH": str(pair.mmproj),
+        "VITRINE_HANDLER": pair.handler,
+        "VITRINE_COLOUR_VOCABULARY": "enforce",
+        "VITRINE_MIN_DESCRIPTION_WORDS": "20",
+    }
+
+
 def new_namespace(model_env: dict[str, str]) -> Namespace:
     name = f"t{uuid.uuid4().hex[:8]}"
     env = {

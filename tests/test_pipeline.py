@@ -21,7 +21,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from PIL import Image
 
-from pipeline import Pipeline, ensure_stack, new_namespace, rows, s3_client, wait_for
+from pipeline import (
+    Pipeline,
+    ensure_stack,
+    new_namespace,
+    rows,
+    s3_client,
+    tiny_model_env,
+    wait_for,
+)
 from schemas.card import ProductCard
 from schemas.messages import CardResult, CardStatus
 
@@ -45,16 +53,7 @@ def jpeg(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
 def pipeline(tiny_pairs, tmp_path_factory) -> Iterator[Pipeline]:
     ensure_stack()
     pair = tiny_pairs["llava"]
-    ns = new_namespace(
-        {
-            "VITRINE_MODEL_PATH": str(pair.model),
-            "VITRINE_MMPROJ_PATH": str(pair.mmproj),
-            "VITRINE_HANDLER": pair.handler,
-            "VITRINE_COLOUR_VOCABULARY": "enforce",
-            "VITRINE_MIN_DESCRIPTION_WORDS": "20",
-            "VITRINE_N_THREADS": "1",
-        }
-    )
+    ns = new_namespace({**tiny_model_env(pair), "VITRINE_N_THREADS": "1"})
     p = Pipeline(ns, tmp_path_factory.mktemp("service-logs"))
     p.add("ingest", "services.ingest")
     p.add("sink", "services.sink")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 import time
 from typing import Any
@@ -40,8 +39,7 @@ from services.inference.model_files import ModelFilesError, resolve
 from services.inference.results import done, from_error, not_done
 from services.inference.settings import EngineSettings
 from services.runtime.kafka import encode, make_consumer, make_producer, with_retry
-from services.runtime.logs import setup_logging
-from services.runtime.metrics import record_lag, serve_metrics
+from services.runtime.metrics import record_lag
 from services.runtime.retry import transient
 from services.runtime.s3 import (
     ObjectChanged,
@@ -50,6 +48,7 @@ from services.runtime.s3 import (
     make_minio,
     read_object,
 )
+from services.runtime.service import run_service
 from services.runtime.settings import KafkaSettings, S3Settings
 
 log = logging.getLogger("vitrine.inference")
@@ -268,11 +267,7 @@ def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
-async def serve(settings: InferenceSettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+async def serve(settings: InferenceSettings, stop: asyncio.Event) -> None:
     engine = await asyncio.to_thread(lambda: CardEngine(resolve(settings), settings))
     metrics.MODEL_LOAD_SECONDS.set(engine.load_ms / 1000)
     log.info(
@@ -291,10 +286,8 @@ async def serve(settings: InferenceSettings) -> None:
 
 def main() -> None:
     settings = InferenceSettings()
-    setup_logging("inference", settings.log_level)
-    serve_metrics(settings.metrics_port)
     try:
-        asyncio.run(serve(settings))
+        run_service("inference", settings, lambda stop: serve(settings, stop))
     except (ModelFilesError, CardError) as exc:
         log.error("worker.cannot_start", extra={"error": str(exc)})
         sys.exit(2)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -25,8 +24,8 @@ from pydantic_settings import SettingsConfigDict
 from schemas.messages import MinioEvent
 from services.ingest.rules import decide
 from services.runtime.kafka import encode, make_consumer, make_producer, with_retry
-from services.runtime.logs import setup_logging
-from services.runtime.metrics import record_lag, serve_metrics
+from services.runtime.metrics import record_lag
+from services.runtime.service import run_service
 from services.runtime.settings import KafkaSettings
 
 log = logging.getLogger("vitrine.ingest")
@@ -135,16 +134,6 @@ class Ingest:
         return sends
 
 
-async def serve(settings: IngestSettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await Ingest(settings).run(stop)
-
-
 def main() -> None:
     settings = IngestSettings()
-    setup_logging("ingest", settings.log_level)
-    serve_metrics(settings.metrics_port)
-    asyncio.run(serve(settings))
+    run_service("ingest", settings, lambda stop: Ingest(settings).run(stop))

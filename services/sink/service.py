@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from typing import Any
 
@@ -23,9 +22,9 @@ from pydantic_settings import SettingsConfigDict
 
 from schemas.messages import CardResult
 from services.runtime.kafka import make_consumer, with_retry
-from services.runtime.logs import setup_logging
-from services.runtime.metrics import record_lag, serve_metrics
+from services.runtime.metrics import record_lag
 from services.runtime.retry import transient
+from services.runtime.service import run_service
 from services.runtime.settings import KafkaSettings, PostgresSettings
 from services.sink.store import upsert_batch
 
@@ -140,16 +139,6 @@ class Sink:
                 await self.conn.close()
 
 
-async def serve(settings: SinkSettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await Sink(settings).run(stop)
-
-
 def main() -> None:
     settings = SinkSettings()
-    setup_logging("sink", settings.log_level)
-    serve_metrics(settings.metrics_port)
-    asyncio.run(serve(settings))
+    run_service("sink", settings, lambda stop: Sink(settings).run(stop))
