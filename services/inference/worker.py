@@ -144,7 +144,10 @@ class InferenceWorker:
                         self._job_offset = None
                         return
                     break
-                stray = await self.consumer.getmany(timeout_ms=1000)
+                # Wake the moment the job ends; meanwhile poll once a second so the consumer
+                # stays a live group member (a rebalance callback may run inside this poll).
+                await asyncio.wait({self._job}, timeout=1.0)
+                stray = await self.consumer.getmany(timeout_ms=0)
                 for stray_tp, stray_records in stray.items():  # from a partition assigned mid-job
                     self.consumer.seek(stray_tp, stray_records[0].offset)
             await self.settle(self.consumer.assignment())
