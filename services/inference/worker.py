@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sys
 import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 from minio import Minio
 from minio.error import S3Error
@@ -33,6 +36,7 @@ from urllib3.exceptions import HTTPError
 
 from schemas.messages import CardResult, CardStatus, ImageJob
 from services.inference import metrics
+from services.inference.deliveries import DeliveryCounter
 from services.inference.engine import CardEngine
 from services.inference.errors import CardError
 from services.inference.model_files import ModelFilesError, resolve
@@ -68,6 +72,17 @@ class InferenceSettings(EngineSettings, KafkaSettings, S3Settings):
         "the partition away (the worker keeps polling while paused, so this rarely binds).",
     )
     shutdown_grace_s: float = Field(60.0, ge=0, description="Time to finish a job on SIGTERM.")
+    max_deliveries: int = Field(
+        3,
+        ge=1,
+        description="Deliveries of one job that may end in a dead worker before the "
+        "job is parked on the dead-letter topic (poison message).",
+    )
+    fault_crash_on_key: str | None = Field(
+        None,
+        description="Fault injection for tests only: SIGKILL this process when a job's "
+        "key contains this text, as a segfault or the OOM killer would.",
+    )
 
 
 class _FinishBeforeRevoke(ConsumerRebalanceListener):
@@ -97,6 +112,8 @@ class InferenceWorker:
             rebalance_timeout_ms=settings.max_poll_interval_ms,
         )
         self.producer: AIOKafkaProducer = make_producer(settings)
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        self.deliveries = DeliveryCounter(self.consumer, self.admin, settings.inference_group)
         self._job: asyncio.Task[None] | None = None
         self._job_offset: tuple[TopicPartition, int] | None = None
 
@@ -108,6 +125,7 @@ class InferenceWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         await with_retry("producer.start", self.producer.start)
+        await with_retry("admin.start", self.admin.start)
         self.consumer.subscribe([self.settings.topic_jobs], listener=_FinishBeforeRevoke(self))
         await with_retry("consumer.start", self.consumer.start)
         log.info(
@@ -124,12 +142,17 @@ class InferenceWorker:
         finally:
             await self.consumer.stop()  # leaves the group: partitions move on at once
             await self.producer.stop()
+            await self.admin.close()
             log.info("worker.stopped")
 
     async def _run_job(
         self, tp: TopicPartition, record: ConsumerRecord[Any, Any], stop: asyncio.Event
     ) -> None:
-        self._job = asyncio.create_task(self._process(record))
+        delivery = await self.deliveries.begin(tp, record.offset)
+        if delivery > self.settings.max_deliveries:
+            self._job = asyncio.create_task(self._park(record, delivery - 1))
+        else:
+            self._job = asyncio.create_task(self._process(record))
         self._job_offset = (tp, record.offset + 1)
         self.consumer.pause(*self.consumer.assignment())
         metrics.BUSY.set(1)
@@ -140,6 +163,8 @@ class InferenceWorker:
                         {self._job}, timeout=self.settings.shutdown_grace_s
                     )
                     if not finished:
+                        # Not a crash: clear the delivery marker so it does not count as one.
+                        await self.consumer.commit({tp: (record.offset, "handed-back")})
                         log.warning("job.handed_back", extra={"key": _key(record)})
                         self._job_offset = None
                         return
@@ -201,6 +226,43 @@ class InferenceWorker:
             },
         )
 
+    async def _park(self, record: ConsumerRecord[Any, Any], deaths: int) -> None:
+        """A poison job: keep it for inspection on the dead-letter topic, finish its row."""
+        detail = (
+            f"the worker died {deaths} times while processing this job; parked on "
+            f"{self.settings.topic_dlq}"
+        )
+        await with_retry(
+            "dlq.send",
+            lambda: self.producer.send_and_wait(
+                self.settings.topic_dlq,
+                key=record.key,
+                value=record.value,
+                headers=[("vitrine-reason", b"poison"), ("vitrine-deaths", str(deaths).encode())],
+            ),
+        )
+        metrics.JOBS.labels("failed", "poison").inc()
+        try:
+            job = ImageJob.model_validate_json(record.value)
+        except ValidationError:
+            log.error("job.parked", extra={"key": _key(record), "deaths": deaths})
+            return
+        result = not_done(job, status=CardStatus.failed, reason="poison", detail=detail)
+        await with_retry(
+            "result.send",
+            lambda: self.producer.send_and_wait(
+                self.settings.topic_results, key=job.object.message_key, value=encode(result)
+            ),
+        )
+        log.error(
+            "job.parked",
+            extra={
+                "key": f"{job.object.bucket}/{job.object.key}",
+                "trace_id": job.trace_id,
+                "deaths": deaths,
+            },
+        )
+
     async def _card_result(self, job: ImageJob) -> CardResult:
         started = time.perf_counter()
         try:
@@ -216,6 +278,10 @@ class InferenceWorker:
             )
         fetch_ms = _ms_since(started)
         metrics.STAGE_SECONDS.labels("fetch").observe(fetch_ms / 1000)
+        crash_on = self.settings.fault_crash_on_key
+        if crash_on and crash_on in job.object.key:
+            log.warning("fault_injection.crash", extra={"key": job.object.key})
+            os.kill(os.getpid(), signal.SIGKILL)
         try:
             outcome = await asyncio.to_thread(self.engine.card_for_bytes, data)
         except CardError as exc:

@@ -1,0 +1,152 @@
+"""Faults on the real stack: workers killed mid-job and poison messages lose nothing.
+
+Marked ``faults`` (run alone with ``pytest -m faults``); CI runs them with everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer
+from PIL import Image
+
+from pipeline import (
+    Pipeline,
+    Service,
+    ensure_stack,
+    new_namespace,
+    rows,
+    s3_client,
+    tiny_model_env,
+    wait_for,
+)
+from services.inference.deliveries import parse_marker
+
+pytestmark = [pytest.mark.faults, pytest.mark.pipeline, pytest.mark.model]
+
+
+def test_delivery_marker_parsing() -> None:
+    assert parse_marker("inflight:41:2", 41) == 2
+    assert parse_marker("inflight:41:2", 42) == 0  # a marker for another job
+    assert parse_marker("", 41) == parse_marker(None, 41) == parse_marker("handed-back", 41) == 0
+    assert parse_marker("inflight:x:y", 41) == 0
+
+
+def jpeg(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (160, 120), tuple(int(c) for c in rng.integers(0, 255, 3)))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG")
+    return buf.getvalue()
+
+
+class Supervisor:
+    """Restarts a service whenever it dies, as systemd or Kubernetes would."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            proc = self.service.proc
+            if proc is not None and proc.poll() is not None:
+                self.restarts += 1
+                self.service.start()
+            time.sleep(0.2)
+
+    def __enter__(self) -> Supervisor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.fixture
+def pipeline(tiny_pairs, tmp_path) -> Iterator[Pipeline]:
+    ensure_stack()
+    ns = new_namespace(
+        {**tiny_model_env(tiny_pairs["llava"]), "VITRINE_FAULT_CRASH_ON_KEY": "poison"}
+    )
+    p = Pipeline(ns, tmp_path)
+    p.add("ingest", "services.ingest")
+    p.add("sink", "services.sink")
+    p.add("inference", "services.inference")
+    p.start_all()
+    yield p
+    p.stop_all()
+    with psycopg.connect(ns.dsn) as conn:
+        conn.execute("DELETE FROM product_cards WHERE bucket = %s", (ns.bucket,))
+
+
+def final_count(p: Pipeline, prefix: str) -> int:
+    return len(
+        rows(p.ns.dsn, p.ns.bucket, "object_key LIKE %s AND status_rank = 1", (prefix + "%",))
+    )
+
+
+def test_kill_9_mid_job_loses_and_duplicates_nothing(pipeline: Pipeline) -> None:
+    s3 = s3_client(pipeline.ns.env)
+    keys = [f"kill/{i:03d}.jpg" for i in range(100)]
+    for i, key in enumerate(keys):
+        s3.put_object(Bucket=pipeline.ns.bucket, Key=key, Body=jpeg(i), ContentType="image/jpeg")
+    wait_for(lambda: final_count(pipeline, "kill/") >= 5, 300, "the first cards")
+    worker = pipeline.services["inference"]
+    wait_for(lambda: any(e.get("event") == "card.done" for e in worker.events()), 60, "a card")
+    time.sleep(1.0)  # into the next job
+    worker.kill()  # SIGKILL: no cleanup, no commit
+    worker.start()
+    worker.wait_started()
+    wait_for(lambda: final_count(pipeline, "kill/") == 100, 1200, "100 final rows", interval=2)
+    batch = rows(pipeline.ns.dsn, pipeline.ns.bucket, "object_key LIKE 'kill/%%'")
+    assert [r["object_key"] for r in batch] == keys
+    assert {r["status"] for r in batch} <= {"done", "failed"}
+    assert not [r for r in batch if r["reason"] == "poison"]  # one death is not poison
+
+
+def test_poison_job_is_parked_after_bounded_deliveries(pipeline: Pipeline) -> None:
+    s3 = s3_client(pipeline.ns.env)
+    bucket = pipeline.ns.bucket
+    with Supervisor(pipeline.services["inference"]) as supervisor:
+        s3.put_object(Bucket=bucket, Key="p/before.jpg", Body=jpeg(1), ContentType="image/jpeg")
+        s3.put_object(Bucket=bucket, Key="p/poison.jpg", Body=jpeg(2), ContentType="image/jpeg")
+        s3.put_object(Bucket=bucket, Key="p/after.jpg", Body=jpeg(3), ContentType="image/jpeg")
+        wait_for(lambda: final_count(pipeline, "p/") == 3, 600, "3 final rows", interval=1)
+    got = {r["object_key"]: r for r in rows(pipeline.ns.dsn, bucket, "object_key LIKE 'p/%%'")}
+    assert got["p/poison.jpg"]["status"] == "failed"
+    assert got["p/poison.jpg"]["reason"] == "poison"
+    assert "died 3 times" in got["p/poison.jpg"]["detail"]
+    assert got["p/before.jpg"]["status"] == got["p/after.jpg"]["status"] == "done"
+    assert supervisor.restarts == 3  # three deliveries killed the worker, the fourth parked it
+    headers = asyncio.run(dlq_headers(pipeline, "p/poison.jpg"))
+    assert headers["vitrine-reason"] == b"poison" and headers["vitrine-deaths"] == b"3"
+
+
+async def dlq_headers(p: Pipeline, key: str) -> dict[str, bytes]:
+    consumer = AIOKafkaConsumer(
+        p.ns.env["VITRINE_TOPIC_DLQ"],
+        bootstrap_servers=p.ns.env.get("VITRINE_KAFKA_BOOTSTRAP", "127.0.0.1:29092"),
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        if record.key and record.key.decode().endswith(key):
+                            return dict(record.headers)
+    finally:
+        await consumer.stop()
