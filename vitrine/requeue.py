@@ -1,0 +1,170 @@
+"""Putting objects back through the pipeline: re-generate cards, or backfill old objects.
+
+*Reprocess* re-enqueues rows of ``product_cards`` — all, by status, by key prefix, or by model /
+prompt version after a model or prompt change.  The new result carries the row's own sequencer
+and a newer ``produced_at``, so it replaces the old card, and never a newer version's.
+
+*Backfill* enqueues objects that are in the bucket but have no row, typically uploaded before the
+bucket notification was configured.  Their event time and sequencer come from the object's
+last-modified time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from pydantic_settings import SettingsConfigDict
+
+from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef
+from services.runtime.kafka import encode, make_producer, with_retry
+from services.runtime.s3 import make_minio
+from services.runtime.settings import KafkaSettings, PostgresSettings, S3Settings
+
+
+class RequeueSettings(KafkaSettings, S3Settings, PostgresSettings):
+    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
+
+
+@dataclass(frozen=True)
+class Selection:
+    everything: bool = False
+    statuses: Sequence[str] = ()
+    prefix: str | None = None
+    model_id: str | None = None
+    prompt_version: str | None = None
+    bucket: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        """A parameterised WHERE clause; deleted objects are never re-enqueued."""
+        clauses: list[str] = ["status <> 'deleted'"]
+        params: list[Any] = []
+        if self.bucket:
+            clauses.append("bucket = %s")
+            params.append(self.bucket)
+        if self.statuses:
+            clauses.append("status = ANY(%s)")
+            params.append(list(self.statuses))
+        if self.prefix:
+            clauses.append("starts_with(object_key, %s)")
+            params.append(self.prefix)
+        if self.model_id:
+            clauses.append("model_id IS DISTINCT FROM %s")
+            params.append(self.model_id)
+        if self.prompt_version:
+            clauses.append("prompt_version IS DISTINCT FROM %s")
+            params.append(self.prompt_version)
+        return " AND ".join(clauses), params
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.everything or self.statuses or self.prefix or self.model_id or self.prompt_version
+        )
+
+
+def select_objects(settings: RequeueSettings, selection: Selection) -> list[ObjectRef]:
+    where, params = selection.where()
+    query = (
+        "SELECT bucket, object_key, version_id, etag, size_bytes, content_type, sequencer, "
+        f"event_time FROM product_cards WHERE {where} ORDER BY bucket, object_key"
+    )
+    with psycopg.connect(settings.pg_dsn.get_secret_value()) as conn:
+        found = conn.execute(query, params).fetchall()
+    return [
+        ObjectRef(
+            bucket=b,
+            key=k,
+            version_id=v,
+            etag=e,
+            size=s,
+            content_type=c,
+            sequencer=format(int(seq), "X"),
+            event_time=t,
+        )
+        for b, k, v, e, s, c, seq, t in found
+    ]
+
+
+def missing_objects(settings: RequeueSettings, bucket: str, prefix: str | None) -> list[ObjectRef]:
+    """Objects in the bucket that have no row at all."""
+    client = make_minio(settings)
+    with psycopg.connect(settings.pg_dsn.get_secret_value()) as conn:
+        known = {
+            k
+            for (k,) in conn.execute(
+                "SELECT object_key FROM product_cards WHERE bucket = %s", (bucket,)
+            )
+        }
+    refs = []
+    for obj in client.list_objects(bucket, prefix=prefix or None, recursive=True):
+        if obj.is_dir or obj.object_name in known or obj.object_name is None:
+            continue
+        modified: datetime = obj.last_modified
+        refs.append(
+            ObjectRef(
+                bucket=bucket,
+                key=obj.object_name,
+                version_id=obj.version_id,
+                etag=(obj.etag or "").strip('"') or None,
+                size=obj.size,
+                content_type=obj.content_type,
+                event_time=modified,
+                sequencer=format(int(modified.timestamp() * 1_000_000_000), "X"),
+            )
+        )
+    return refs
+
+
+async def enqueue(
+    settings: RequeueSettings,
+    refs: Iterable[ObjectRef],
+    *,
+    with_queued_row: bool,
+    progress: Callable[[], None] = lambda: None,
+) -> int:
+    """Publish one job per object (and a ``queued`` result for objects that have no row)."""
+    producer = make_producer(settings)
+    await with_retry("producer.start", producer.start)
+    sent = 0
+    try:
+        for ref in refs:
+            job = ImageJob(
+                job_id=ImageJob.job_id_for(ref),
+                trace_id=secrets.token_hex(16),
+                object=ref,
+                attempt=2,
+            )
+            if with_queued_row:
+                queued = CardResult(
+                    job_id=job.job_id,
+                    trace_id=job.trace_id,
+                    object=ref,
+                    status=CardStatus.queued,
+                    producer="reprocess",
+                )
+                await producer.send(
+                    settings.topic_results, key=ref.message_key, value=encode(queued)
+                )
+            await producer.send(settings.topic_jobs, key=ref.message_key, value=encode(job))
+            sent += 1
+            progress()
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+def run_enqueue(
+    settings: RequeueSettings,
+    refs: list[ObjectRef],
+    *,
+    with_queued_row: bool,
+    progress: Callable[[], None] = lambda: None,
+) -> int:
+    return asyncio.run(enqueue(settings, refs, with_queued_row=with_queued_row, progress=progress))
