@@ -115,3 +115,17 @@ def test_card_json_lines_for_several_images_with_one_model_load(tiny_pairs, tmp_
         "error": "not a recognised image format",
     }
     assert result.returncode == 1  # at least one image failed
+
+
+def test_prompt_version_follows_the_settings() -> None:
+    default = run("prompt").stdout.strip()
+    other = run("prompt", env={"VITRINE_TAXONOMY": "Móveis;Outros"}).stdout.strip()
+    assert default.startswith("card-v1+") and other.startswith("card-v1+") and default != other
+    shown = run("prompt", "--show").stdout
+    assert "catalogue analyst" in shown and "Cama, Mesa e Banho" in shown
+
+
+@pytest.mark.model
+def test_prompt_command_matches_the_engine(llava_engine) -> None:
+    env = {"VITRINE_N_CTX": "4096"}
+    assert run("prompt", env=env).stdout.strip() == llava_engine.prompt.version

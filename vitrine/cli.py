@@ -105,6 +105,27 @@ def schemas_export(
         out.print(f"wrote {path}")
 
 
+@app.command()
+def prompt(
+    show: Annotated[bool, typer.Option("--show", help="Print the whole prompt too.")] = False,
+) -> None:
+    """Print the prompt version the current settings produce (taxonomy, language, limits)."""
+    from schemas.card import card_model
+    from services.inference.prompt import build_prompt
+    from services.inference.settings import EngineSettings
+
+    settings = EngineSettings()
+    colours = settings.profile.colours if settings.colour_vocabulary == "enforce" else None
+    schema = card_model(settings.categories(), colours).model_json_schema()
+    rendered = build_prompt(schema, settings.profile, settings.min_description_words)
+    out.print(rendered.version, highlight=False)
+    if show:
+        out.print(
+            f"\n[bold]system[/]\n{rendered.system}\n\n[bold]user[/]\n{rendered.user}",
+            highlight=False,
+        )
+
+
 # -- reprocess / backfill ---------------------------------------------------------------------
 
 
