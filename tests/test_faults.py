@@ -150,3 +150,42 @@ async def dlq_headers(p: Pipeline, key: str) -> dict[str, bytes]:
                             return dict(record.headers)
     finally:
         await consumer.stop()
+
+
+def test_sink_crash_between_transaction_and_commit_replays_without_changes(
+    tiny_pairs, tmp_path
+) -> None:
+    ensure_stack()
+    marker = tmp_path / "crashed-once"
+    ns = new_namespace(tiny_model_env(tiny_pairs["llava"]))
+    p = Pipeline(ns, tmp_path)
+    p.add("ingest", "services.ingest")
+    p.add("inference", "services.inference")
+    sink = p.add(
+        "sink",
+        "services.sink",
+        VITRINE_FAULT_CRASH_BEFORE_COMMIT_ONCE=str(marker),
+        VITRINE_BATCH_WAIT_MS="2000",
+    )
+    p.start_all()
+    try:
+        with Supervisor(sink) as supervisor:
+            s3 = s3_client(ns.env)
+            for i in range(3):
+                s3.put_object(
+                    Bucket=ns.bucket, Key=f"s/{i}.jpg", Body=jpeg(i), ContentType="image/jpeg"
+                )
+            wait_for(lambda: final_count(p, "s/") == 3, 300, "3 final rows", interval=1)
+            wait_for(lambda: supervisor.restarts >= 1, 30, "the sink restart")
+        final = rows(ns.dsn, ns.bucket, "object_key LIKE 's/%%'")
+        # queued + done applied once each: the replayed batch was a no-op.
+        assert [r["results_applied"] for r in final] == [2, 2, 2]
+        assert marker.exists()
+        crashes = [
+            e for e in sink.events() if e.get("event") == "fault_injection.crash_before_commit"
+        ]
+        assert len(crashes) == 1
+    finally:
+        p.stop_all()
+        with psycopg.connect(ns.dsn) as conn:
+            conn.execute("DELETE FROM product_cards WHERE bucket = %s", (ns.bucket,))

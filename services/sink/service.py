@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -47,6 +50,11 @@ class SinkSettings(KafkaSettings, PostgresSettings):
     sink_group: str = "vitrine-sink"
     batch_max: int = Field(500, ge=1)
     batch_wait_ms: int = Field(50, ge=0, description="How long a batch may wait to fill.")
+    fault_crash_before_commit_once: Path | None = Field(
+        None,
+        description="Fault injection for tests only: after the first batch's transaction, "
+        "create this file and SIGKILL the process before the offsets are committed.",
+    )
 
 
 def parse(record: ConsumerRecord[Any, Any]) -> CardResult | None:
@@ -100,6 +108,13 @@ class Sink:
                 return changed
         raise AssertionError("unreachable")
 
+    def _maybe_crash(self) -> None:
+        marker = self.settings.fault_crash_before_commit_once
+        if marker is not None and not marker.exists():
+            marker.touch()
+            log.warning("fault_injection.crash_before_commit")
+            os.kill(os.getpid(), signal.SIGKILL)
+
     async def run(self, stop: asyncio.Event) -> None:
         await with_retry("consumer.start", self.consumer.start)
         log.info("sink.started", extra={"topic": self.settings.topic_results})
@@ -120,6 +135,7 @@ class Sink:
                     RESULTS.labels(result.status.value).inc()
                 changed = await self.write(results, stop) if results else 0
                 ROWS_CHANGED.inc(changed)
+                self._maybe_crash()
                 await self.consumer.commit(
                     {tp: records[-1].offset + 1 for tp, records in batch.items()}
                 )
