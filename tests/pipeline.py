@@ -39,6 +39,33 @@ def ensure_stack() -> None:
     )
 
 
+def state_dir() -> Path:
+    return Path(os.environ.get("VITRINE_STATE_DIR", REPO / ".vitrine"))
+
+
+def server_pid(name: str) -> int:
+    """pid of a stack server, from the pid file infra/stack (or PostgreSQL) writes."""
+    if name == "postgres":
+        data = (state_dir() / "postgres").resolve() / "data" / "postmaster.pid"
+        return int(data.read_text().splitlines()[0])
+    return int((state_dir() / "run" / f"{name}.pid").read_text().strip())
+
+
+def stop_server(name: str, timeout: float = 60) -> None:
+    """Stop one server the way an operator or a crash would leave it: gone, until `up`."""
+    pid = server_pid(name)
+    # PostgreSQL: SIGINT is its "fast" shutdown (SIGTERM would wait for every client).
+    os.kill(pid, signal.SIGINT if name == "postgres" else signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+
+
 @dataclass
 class Namespace:
     name: str

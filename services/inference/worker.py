@@ -27,6 +27,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord
 from minio import Minio
 from minio.error import S3Error
@@ -148,7 +149,9 @@ class InferenceWorker:
     async def _run_job(
         self, tp: TopicPartition, record: ConsumerRecord[Any, Any], stop: asyncio.Event
     ) -> None:
-        delivery = await self.deliveries.begin(tp, record.offset)
+        delivery = await with_retry(
+            "deliveries.begin", lambda: self.deliveries.begin(tp, record.offset)
+        )
         if delivery > self.settings.max_deliveries:
             self._job = asyncio.create_task(self._park(record, delivery - 1))
         else:
@@ -189,7 +192,12 @@ class InferenceWorker:
             return
         await asyncio.shield(self._job)  # result published (or the task raised)
         self._job_offset = None
-        await self.consumer.commit({tp: offset})
+        try:
+            await with_retry("offset.commit", lambda: self.consumer.commit({tp: offset}))
+        except CommitFailedError as exc:
+            # The partition moved to another worker, which will run the job again: a duplicate
+            # result the sink absorbs, never a lost one.
+            log.warning("commit.lost_partition", extra={"error": str(exc)[:300]})
 
     # -- one job ---------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter
 from pydantic import Field, ValidationError
@@ -23,7 +24,13 @@ from pydantic_settings import SettingsConfigDict
 
 from schemas.messages import MinioEvent
 from services.ingest.rules import decide
-from services.runtime.kafka import encode, make_consumer, make_producer, with_retry
+from services.runtime.kafka import (
+    encode,
+    make_consumer,
+    make_producer,
+    rewind_after_failure,
+    with_retry,
+)
 from services.runtime.metrics import record_lag
 from services.runtime.service import run_service
 from services.runtime.settings import KafkaSettings
@@ -57,6 +64,7 @@ class Ingest:
         await with_retry("producer.start", self.producer.start)
         await with_retry("consumer.start", self.consumer.start)
         log.info("ingest.started", extra={"topic": self.settings.topic_events})
+        failures = 0
         try:
             while not stop.is_set():
                 batch = await self.consumer.getmany(
@@ -64,14 +72,20 @@ class Ingest:
                 )
                 if not batch:
                     continue
-                sends: list[asyncio.Future[Any]] = []
-                for records in batch.values():
-                    for record in records:
-                        sends.extend(await self._handle(record))
-                await asyncio.gather(*sends)  # every output acknowledged ...
-                await self.consumer.commit(  # ... before the input is committed
-                    {tp: records[-1].offset + 1 for tp, records in batch.items()}
-                )
+                try:
+                    sends: list[asyncio.Future[Any]] = []
+                    for records in batch.values():
+                        for record in records:
+                            sends.extend(await self._handle(record))
+                    await asyncio.gather(*sends)  # every output acknowledged ...
+                    await self.consumer.commit(  # ... before the input is committed
+                        {tp: records[-1].offset + 1 for tp, records in batch.items()}
+                    )
+                    failures = 0
+                except KafkaError as exc:
+                    failures += 1
+                    await rewind_after_failure(self.consumer, batch, exc, failures)
+                    continue
                 await record_lag(self.consumer, self.settings.ingest_group)
         finally:
             await self.consumer.stop()

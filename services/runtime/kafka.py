@@ -6,11 +6,13 @@ message; consumers never auto-commit — each service commits only after its out
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from pydantic import BaseModel
 
 from services.runtime.retry import transient
@@ -54,8 +56,34 @@ async def with_retry(
 ) -> T:
     """Retry a Kafka operation through broker restarts: exponential backoff, logged, bounded."""
     async for attempt in transient(
-        what, (KafkaConnectionError, KafkaError, OSError), max_seconds=max_seconds, max_wait=10
+        what,
+        (KafkaError, OSError),
+        max_seconds=max_seconds,
+        max_wait=10,
+        # aiokafka marks what may succeed on a later try (connection, timeout, coordinator
+        # moving); a commit refused after a rebalance is final and is not retried.
+        when=lambda e: (
+            isinstance(e, (OSError, KafkaConnectionError, KafkaTimeoutError))
+            or getattr(e, "retriable", False)
+        ),
     ):
         with attempt:
             return await call()
     raise AssertionError("unreachable")
+
+
+async def rewind_after_failure(
+    consumer: Any, batch: dict[Any, list[Any]], error: BaseException, attempt: int
+) -> None:
+    """A batch whose outputs or commit failed (broker restarting): read it again, after a pause.
+
+    Re-sending part of a batch duplicates messages, never loses them, and every consumer
+    downstream is idempotent; skipping it would lose them.
+    """
+    delay = min(0.2 * 2**attempt, 10.0)
+    logging.getLogger("vitrine.kafka").warning(
+        "batch.retry", extra={"error": f"{type(error).__name__}: {error}"[:300], "delay_s": delay}
+    )
+    for tp, records in batch.items():
+        consumer.seek(tp, records[0].offset)
+    await asyncio.sleep(delay)

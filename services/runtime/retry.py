@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
 log = logging.getLogger("vitrine.retry")
 
@@ -25,7 +25,10 @@ def transient(
     max_wait: float = 30.0,
     stop_event: asyncio.Event | None = None,
     on_retry: Callable[[], Any] | None = None,
+    when: Callable[[BaseException], bool] | None = None,
 ) -> AsyncRetrying:
+    """Retry ``exceptions`` (narrowed further by ``when``, if given) with backoff."""
+
     def stop(state: RetryCallState) -> bool:
         if stop_event is not None and stop_event.is_set():
             return True
@@ -46,7 +49,7 @@ def transient(
         )
 
     return AsyncRetrying(
-        retry=retry_if_exception_type(exceptions),
+        retry=retry_if_exception(lambda e: isinstance(e, exceptions) and (when is None or when(e))),
         wait=wait_exponential(multiplier=0.2, max=max_wait),
         stop=stop,
         before_sleep=before_sleep,

@@ -2,12 +2,100 @@
 
 Defaults match the native dev stack (``infra/dev.env``); each service composes these into its one
 settings object.
+
+Secrets (the S3 secret key, the PostgreSQL DSN with its password) come from the environment or
+from a file named by ``VITRINE_<NAME>_FILE`` (a mounted Docker/Kubernetes secret, a file outside
+the repository); the file, when set, wins over the variable.  The built-in dev credentials are
+accepted only in dev mode, ``VITRINE_ENV=dev`` (the default); with ``VITRINE_ENV=production``
+a dev credential — whether defaulted or set explicitly, e.g. by sourcing ``infra/dev.env`` — and a
+secret file inside a git work tree are refused at start-up with an error naming the variable.
+Validation errors never echo the input values (``hide_input_in_errors``), so a refused
+setting cannot print a secret into a log.
 """
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Mode = Literal["dev", "production"]
+
+# The dev stack's credentials (infra/dev.env, and the defaults below).  Outside dev mode each is
+# refused wherever it comes from; tests/test_security.py checks that this list covers dev.env.
+DEV_S3_SECRET_KEY = "vitrine-dev-secret"
+DEV_PG_DSN = "postgresql://vitrine:vitrine@127.0.0.1:25432/vitrine"
+DEV_S3_SECRET_KEYS = frozenset({DEV_S3_SECRET_KEY, "vitrine-inference-dev-secret"})
+DEV_PG_PASSWORDS = frozenset({"vitrine", "vitrine-sink-dev"})
+
+# Secret files larger than this are refused (a DSN or a key is a few hundred bytes at most).
+SECRET_FILE_MAX_BYTES = 64 * 1024
+
+
+class SecretSettingsError(ValueError):
+    """A secret setting that must not be used (dev default outside dev mode, unreadable file)."""
+
+
+def git_work_tree_of(path: Path) -> Path | None:
+    """The git work tree that contains ``path``, if any (a ``.git`` entry in a parent)."""
+    for parent in path.resolve().parents:
+        if (parent / ".git").exists():
+            return parent
+    return None
+
+
+def read_secret_file(variable: str, path: Path, mode: Mode) -> str:
+    """The secret in ``path`` (one trailing newline dropped); errors name ``variable``."""
+    if mode != "dev" and (tree := git_work_tree_of(path)) is not None:
+        raise SecretSettingsError(
+            f"{variable}={path} is inside the git work tree {tree}; with VITRINE_ENV={mode} "
+            "secrets must live outside the repository"
+        )
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(SECRET_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise SecretSettingsError(f"{variable}: cannot read {path}: {exc.strerror}") from None
+    if len(raw) > SECRET_FILE_MAX_BYTES:
+        raise SecretSettingsError(f"{variable}: {path} is over {SECRET_FILE_MAX_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretSettingsError(f"{variable}: {path} is not UTF-8 text") from None
+    if text.endswith("\n"):
+        text = text[:-1]
+    if text.endswith("\r"):
+        text = text[:-1]
+    if not text.strip():
+        raise SecretSettingsError(f"{variable}: {path} is empty")
+    return text
+
+
+def dsn_password(dsn: str) -> str | None:
+    """The password inside a libpq DSN (URL or ``key=value`` form); None when it has none."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:  # the message may quote the DSN, password included: never re-raise it
+        raise SecretSettingsError("VITRINE_PG_DSN is not a valid libpq connection string") from None
+    password = params.get("password")
+    return None if password is None else str(password)
+
+
+class ModeSettings(BaseSettings):
+    """``VITRINE_ENV``: ``dev`` accepts the dev stack's credentials, ``production`` does not."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VITRINE_", extra="ignore", hide_input_in_errors=True
+    )
+
+    env: Mode = Field(
+        "dev",
+        description="dev: the built-in dev credentials are accepted; production: refused.",
+    )
 
 
 class KafkaSettings(BaseSettings):
@@ -22,17 +110,65 @@ class KafkaSettings(BaseSettings):
     log_level: str = "INFO"
 
 
-class S3Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
+class S3Settings(ModeSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VITRINE_", extra="ignore", hide_input_in_errors=True
+    )
 
     s3_endpoint: str = "http://127.0.0.1:29000"
     s3_access_key: str = "vitrine"
-    s3_secret_key: SecretStr = SecretStr("vitrine-dev-secret")
-    s3_region: str | None = None
+    s3_secret_key: SecretStr = SecretStr(DEV_S3_SECRET_KEY)
+    s3_secret_key_file: Path | None = Field(
+        None, description="File holding the S3 secret key; wins over VITRINE_S3_SECRET_KEY."
+    )
+    s3_region: str | None = Field(
+        None,
+        description="Region to sign for; None = ask the server (GetBucketLocation), which a "
+        "read-only user is not allowed to do: set it (us-east-1 for MinIO) with one.",
+    )
     bucket: str = "incoming"
 
+    @model_validator(mode="after")
+    def _s3_secret(self) -> S3Settings:
+        if self.s3_secret_key_file is not None:
+            self.s3_secret_key = SecretStr(
+                read_secret_file("VITRINE_S3_SECRET_KEY_FILE", self.s3_secret_key_file, self.env)
+            )
+        if self.env != "dev" and self.s3_secret_key.get_secret_value() in DEV_S3_SECRET_KEYS:
+            source = (
+                "VITRINE_S3_SECRET_KEY_FILE" if self.s3_secret_key_file else "VITRINE_S3_SECRET_KEY"
+            )
+            raise SecretSettingsError(
+                f"{source} holds a built-in dev credential, refused with VITRINE_ENV={self.env}: "
+                "set VITRINE_S3_SECRET_KEY or VITRINE_S3_SECRET_KEY_FILE to a real secret "
+                "(or VITRINE_ENV=dev for the dev stack)"
+            )
+        return self
 
-class PostgresSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
 
-    pg_dsn: SecretStr = SecretStr("postgresql://vitrine:vitrine@127.0.0.1:25432/vitrine")
+class PostgresSettings(ModeSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VITRINE_", extra="ignore", hide_input_in_errors=True
+    )
+
+    pg_dsn: SecretStr = SecretStr(DEV_PG_DSN)
+    pg_dsn_file: Path | None = Field(
+        None, description="File holding the DSN; wins over VITRINE_PG_DSN."
+    )
+
+    @model_validator(mode="after")
+    def _pg_secret(self) -> PostgresSettings:
+        if self.pg_dsn_file is not None:
+            self.pg_dsn = SecretStr(
+                read_secret_file("VITRINE_PG_DSN_FILE", self.pg_dsn_file, self.env)
+            )
+        if self.env != "dev":
+            dsn = self.pg_dsn.get_secret_value()
+            if dsn == DEV_PG_DSN or dsn_password(dsn) in DEV_PG_PASSWORDS:
+                source = "VITRINE_PG_DSN_FILE" if self.pg_dsn_file else "VITRINE_PG_DSN"
+                raise SecretSettingsError(
+                    f"{source} holds a built-in dev credential, refused with "
+                    f"VITRINE_ENV={self.env}: set VITRINE_PG_DSN or VITRINE_PG_DSN_FILE to the "
+                    "service's own role and password (or VITRINE_ENV=dev for the dev stack)"
+                )
+        return self

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Histogram
 from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from schemas.messages import CardResult
-from services.runtime.kafka import make_consumer, with_retry
+from services.runtime.kafka import make_consumer, rewind_after_failure, with_retry
 from services.runtime.metrics import record_lag
 from services.runtime.retry import transient
 from services.runtime.service import run_service
@@ -119,6 +120,7 @@ class Sink:
         await with_retry("consumer.start", self.consumer.start)
         log.info("sink.started", extra={"topic": self.settings.topic_results})
         try:
+            failures = 0
             while not stop.is_set():
                 batch = await self.consumer.getmany(
                     timeout_ms=self.settings.batch_wait_ms or 1, max_records=self.settings.batch_max
@@ -136,9 +138,15 @@ class Sink:
                 changed = await self.write(results, stop) if results else 0
                 ROWS_CHANGED.inc(changed)
                 self._maybe_crash()
-                await self.consumer.commit(
-                    {tp: records[-1].offset + 1 for tp, records in batch.items()}
-                )
+                try:
+                    await self.consumer.commit(
+                        {tp: records[-1].offset + 1 for tp, records in batch.items()}
+                    )
+                    failures = 0
+                except KafkaError as exc:  # rows are written: the replay will change nothing
+                    failures += 1
+                    await rewind_after_failure(self.consumer, batch, exc, failures)
+                    continue
                 for result in results:
                     log.info(
                         f"row.{result.status.value}",
