@@ -227,3 +227,40 @@ def test_server_restarts_lose_and_duplicate_nothing(pipeline: Pipeline) -> None:
     assert len(final) == 16 and {r["status"] for r in final} == {"done"}
     for name, service in pipeline.services.items():
         assert service.proc is not None and service.proc.poll() is None, f"{name} died"
+
+
+def test_a_job_longer_than_the_poll_interval_runs_once_without_rebalancing(
+    tiny_pairs, tmp_path
+) -> None:
+    """A 25 s job against a 10 s max poll interval and a 6 s session: the worker keeps polling
+    while paused, so it stays in the group, no partition moves, and no second copy runs."""
+    ensure_stack()
+    ns = new_namespace(tiny_model_env(tiny_pairs["llava"]))
+    p = Pipeline(ns, tmp_path)
+    p.add("ingest", "services.ingest")
+    p.add("sink", "services.sink")
+    slow = {
+        "VITRINE_FAULT_SLOW_ON_KEY": "slow",
+        "VITRINE_FAULT_SLOW_S": "25",
+        "VITRINE_MAX_POLL_INTERVAL_MS": "10000",
+        "VITRINE_SESSION_TIMEOUT_MS": "6000",
+    }
+    workers = [p.add(f"inference-{i}", "services.inference", **slow) for i in (1, 2)]
+    p.start_all()
+    try:
+        time.sleep(8)  # let the start-up rebalances settle before the job
+        s3 = s3_client(ns.env)
+        s3.put_object(Bucket=ns.bucket, Key="slow/one.jpg", Body=jpeg(5), ContentType="image/jpeg")
+        wait_for(lambda: final_count(p, "slow/") == 1, 300, "the slow card", interval=1)
+        [row] = rows(ns.dsn, ns.bucket, "object_key = 'slow/one.jpg'")
+        assert row["status"] == "done" and row["results_applied"] == 2
+        events = [e for w in workers for e in w.events()]
+        [started] = [e for e in events if e.get("event") == "fault_injection.slow"]
+        # Joining workers rebalance at start-up; none may happen once the slow job runs.
+        assert not [
+            e for e in events if e.get("event") == "partitions.revoked" and e["ts"] > started["ts"]
+        ]
+    finally:
+        p.stop_all()
+        with psycopg.connect(ns.dsn) as conn:
+            conn.execute("DELETE FROM product_cards WHERE bucket = %s", (ns.bucket,))

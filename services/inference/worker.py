@@ -79,6 +79,12 @@ class InferenceSettings(EngineSettings, KafkaSettings, S3Settings):
         description="Deliveries of one job that may end in a dead worker before the "
         "job is parked on the dead-letter topic (poison message).",
     )
+    fault_slow_on_key: str | None = Field(
+        None,
+        description="Fault injection for tests only: jobs whose key contains this text "
+        "take fault_slow_s longer, like a multi-minute CPU inference.",
+    )
+    fault_slow_s: float = Field(0.0, ge=0)
     fault_crash_on_key: str | None = Field(
         None,
         description="Fault injection for tests only: SIGKILL this process when a job's "
@@ -91,9 +97,13 @@ class _FinishBeforeRevoke(ConsumerRebalanceListener):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        log.info("partitions.revoked", extra={"partitions": sorted(tp.partition for tp in revoked)})
         await self.worker.settle(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info(
+            "partitions.assigned", extra={"partitions": sorted(tp.partition for tp in assigned)}
+        )
         if self.worker.busy:  # a new partition must not deliver while a job is running
             self.worker.consumer.pause(*assigned)
 
@@ -286,6 +296,13 @@ class InferenceWorker:
             )
         fetch_ms = _ms_since(started)
         metrics.STAGE_SECONDS.labels("fetch").observe(fetch_ms / 1000)
+        slow_on = self.settings.fault_slow_on_key
+        if slow_on and slow_on in job.object.key:
+            log.warning(
+                "fault_injection.slow",
+                extra={"key": job.object.key, "seconds": self.settings.fault_slow_s},
+            )
+            await asyncio.to_thread(time.sleep, self.settings.fault_slow_s)
         crash_on = self.settings.fault_crash_on_key
         if crash_on and crash_on in job.object.key:
             log.warning("fault_injection.crash", extra={"key": job.object.key})
