@@ -6,6 +6,7 @@ sub-command at a time:
     python infra/provision.py kafka-ready   # wait until the broker answers a metadata request
     python infra/provision.py topics        # create missing topics, raise partition counts
     python infra/provision.py bucket        # create the bucket, put its Kafka notification
+    python infra/provision.py minio-users   # the inference user + its read-only policy
 
 Uses only packages the project depends on anyway (aiokafka, minio), so no extra tooling is
 needed to administer Kafka or MinIO. Every step is safe to repeat.
@@ -14,15 +15,19 @@ needed to administer Kafka or MinIO. Every step is safe to repeat.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 # Bucket events that reach Kafka: every create (PUT, POST, COPY, multipart) and every removal.
 BUCKET_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
 NOTIFICATION_ID = "vitrine"
+# The inference service's MinIO policy: read objects of the pipeline's bucket, nothing else.
+INFERENCE_POLICY = "vitrine-inference-read"
 
 
 def env(name: str) -> str:
@@ -134,10 +139,7 @@ def ensure_bucket() -> None:
 
     arn = f"arn:minio:sqs::{env('VITRINE_MINIO_TARGET')}:kafka"
     current = client.get_bucket_notification(bucket)
-    have = {
-        (q.queue, q.config_id, tuple(sorted(q.events)))
-        for q in current.queue_config_list
-    }
+    have = {(q.queue, q.config_id, tuple(sorted(q.events))) for q in current.queue_config_list}
     want = (arn, NOTIFICATION_ID, tuple(sorted(BUCKET_EVENTS)))
     if have == {want}:
         return
@@ -153,16 +155,139 @@ def ensure_bucket() -> None:
     log(f"bucket {bucket}: notifications {', '.join(BUCKET_EVENTS)} -> {arn}")
 
 
+def inference_policy(bucket: str) -> dict[str, Any]:
+    """s3:GetObject (+ s3:GetObjectVersion, which AWS requires for reads by version id; MinIO
+    accepts GetObject alone) on the bucket's objects. No GetBucketLocation, ListBucket,
+    ListAllMyBuckets, Put*, Delete* or admin action: the workers sign for VITRINE_S3_REGION, so
+    they never ask the server for the bucket's region."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+                "Resource": [f"arn:aws:s3:::{bucket}/*"],
+            }
+        ],
+    }
+
+
+def minio_admin() -> Any:
+    from minio import MinioAdmin
+    from minio.credentials import StaticProvider
+
+    url = urlsplit(env("VITRINE_S3_ENDPOINT"))
+    return MinioAdmin(
+        endpoint=url.netloc,
+        credentials=StaticProvider(env("VITRINE_S3_ACCESS_KEY"), env("VITRINE_S3_SECRET_KEY")),
+        secure=url.scheme == "https",
+    )
+
+
+def normalised_policy(policy: dict[str, Any] | None) -> Any:
+    """A policy document in a comparable form: MinIO returns the actions and resources of a
+    statement in no fixed order."""
+    if policy is None:
+        return None
+    statements = [
+        {k: sorted(v) if isinstance(v, list) else v for k, v in statement.items()}
+        for statement in policy.get("Statement", [])
+    ]
+    return {
+        **policy,
+        "Statement": sorted(statements, key=lambda st: json.dumps(st, sort_keys=True)),
+    }
+
+
+def credentials_work(access_key: str, secret: str, bucket: str) -> bool:
+    """Whether MinIO accepts this key pair: a GET of a key that does not exist answers
+    NoSuchKey (or AccessDenied) for a valid pair, InvalidAccessKeyId/SignatureDoesNotMatch
+    otherwise. Signed for VITRINE_S3_REGION, so no GetBucketLocation is needed."""
+    from minio import Minio
+    from minio.error import S3Error
+
+    url = urlsplit(env("VITRINE_S3_ENDPOINT"))
+    client = Minio(
+        url.netloc,
+        access_key=access_key,
+        secret_key=secret,
+        secure=url.scheme == "https",
+        region=os.environ.get("VITRINE_S3_REGION") or "us-east-1",
+    )
+    try:
+        client.get_object(bucket, ".vitrine-credentials-probe").close()
+    except S3Error as exc:
+        return exc.code not in ("InvalidAccessKeyId", "SignatureDoesNotMatch")
+    return True
+
+
+def apply_read_only_user(admin: Any, user: str, secret: str, bucket: str, policy: str) -> bool:
+    """Make ``user`` (with ``secret``) hold exactly ``policy`` = read objects of ``bucket``.
+
+    Idempotent, and read-only when nothing changed (several `up`s may run at once): the policy
+    document, the user's secret and its mapping are each written only when they differ from the
+    wanted state. Returns whether anything was written.
+    """
+    from minio.error import MinioAdminException
+
+    wanted = inference_policy(bucket)
+    try:
+        current = json.loads(admin.policy_info(policy))
+    except MinioAdminException:  # no such policy yet
+        current = None
+    changed = False
+    if normalised_policy(current) != normalised_policy(wanted):
+        admin.policy_add(policy, policy=wanted)
+        changed = True
+    try:
+        info = json.loads(admin.user_info(user))
+    except MinioAdminException:  # no such user yet
+        info = None
+    if (
+        info is None
+        or info.get("status") != "enabled"
+        or not credentials_work(user, secret, bucket)
+    ):
+        # Creates the user, or re-sets the secret of an existing one (its mapping is kept).
+        admin.user_add(user, secret)
+        changed = True
+    if info is None or info.get("policyName") != policy:
+        # Replaces the user's whole policy mapping: any policy attached by hand is dropped.
+        admin.policy_set(policy, user=user)
+        changed = True
+    return changed
+
+
+def ensure_minio_users() -> None:
+    """The inference service's user, VITRINE_INFERENCE_S3_ACCESS_KEY, with policy
+    vitrine-inference-read on VITRINE_BUCKET (infra/services.sh gives the workers these
+    credentials instead of the root ones)."""
+    bucket = env("VITRINE_BUCKET")
+    user = env("VITRINE_INFERENCE_S3_ACCESS_KEY")
+    secret = env("VITRINE_INFERENCE_S3_SECRET_KEY")
+    if user == env("VITRINE_S3_ACCESS_KEY"):
+        sys.exit("provision: VITRINE_INFERENCE_S3_ACCESS_KEY must differ from the root user")
+    if len(secret) < 8:
+        sys.exit("provision: VITRINE_INFERENCE_S3_SECRET_KEY needs at least 8 characters")
+    if apply_read_only_user(minio_admin(), user, secret, bucket, INFERENCE_POLICY):
+        log(f"minio user {user}: policy {INFERENCE_POLICY} = s3:GetObject on {bucket}/* (updated)")
+
+
+COMMANDS = ("kafka-ready", "topics", "bucket", "minio-users")
+
+
 def main(argv: list[str]) -> None:
-    if len(argv) != 2 or argv[1] not in ("kafka-ready", "topics", "bucket"):
-        sys.exit("usage: provision.py kafka-ready|topics|bucket")
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        sys.exit(f"usage: provision.py {'|'.join(COMMANDS)}")
     command = argv[1]
     if command == "kafka-ready":
         asyncio.run(kafka_ready(float(os.environ.get("VITRINE_START_TIMEOUT", "120"))))
     elif command == "topics":
         asyncio.run(ensure_topics())
-    else:
+    elif command == "bucket":
         ensure_bucket()
+    else:
+        ensure_minio_users()
 
 
 if __name__ == "__main__":

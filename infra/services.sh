@@ -7,7 +7,9 @@
 #   infra/services.sh status    one line per process
 #
 # The services read their settings from VITRINE_* variables (infra/dev.env plus the environment:
-# e.g. VITRINE_PRESET, or VITRINE_MODEL_PATH/VITRINE_MMPROJ_PATH for an explicit model).
+# e.g. VITRINE_PRESET, or VITRINE_MODEL_PATH/VITRINE_MMPROJ_PATH for an explicit model), except
+# credentials: each service gets only its own least-privilege ones (service_credentials below):
+# the sink VITRINE_SINK_PG_DSN[_FILE], the workers VITRINE_INFERENCE_S3_*, ingest none.
 # Logs: $VITRINE_STATE_DIR/logs/<name>.log, one JSON object per line.
 set -euo pipefail
 
@@ -46,6 +48,42 @@ live_pid() {
     kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
+# Every credential dev.env and the environment may hold. No service inherits any of them: each
+# gets only its own (service_credentials), so a compromised ingest holds no secret at all, the
+# sink no MinIO key and a worker no database password (none of them the root/owner ones).
+CREDENTIAL_VARS=(
+    VITRINE_S3_ACCESS_KEY VITRINE_S3_SECRET_KEY VITRINE_S3_SECRET_KEY_FILE
+    VITRINE_PG_USER VITRINE_PG_PASSWORD VITRINE_PG_DSN VITRINE_PG_DSN_FILE
+    VITRINE_INFERENCE_S3_ACCESS_KEY VITRINE_INFERENCE_S3_SECRET_KEY
+    VITRINE_INFERENCE_S3_SECRET_KEY_FILE
+    VITRINE_SINK_PG_PASSWORD VITRINE_SINK_PG_DSN VITRINE_SINK_PG_DSN_FILE
+    PGPASSWORD PGPASSFILE AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
+)
+
+# Prints, one per line, the NAME=value assignments a module gets as its credentials:
+#   sink       VITRINE_PG_DSN from VITRINE_SINK_PG_DSN (role vitrine_sink), or the _FILE;
+#   inference  VITRINE_S3_ACCESS_KEY/SECRET_KEY from VITRINE_INFERENCE_S3_* (read-only user);
+#   ingest     nothing (it only talks to Kafka).
+service_credentials() {
+    case "$1" in
+        services.sink)
+            if [[ -n "${VITRINE_SINK_PG_DSN_FILE:-}" ]]; then
+                echo "VITRINE_PG_DSN_FILE=$VITRINE_SINK_PG_DSN_FILE"
+            else
+                echo "VITRINE_PG_DSN=$VITRINE_SINK_PG_DSN"
+            fi
+            ;;
+        services.inference)
+            echo "VITRINE_S3_ACCESS_KEY=$VITRINE_INFERENCE_S3_ACCESS_KEY"
+            if [[ -n "${VITRINE_INFERENCE_S3_SECRET_KEY_FILE:-}" ]]; then
+                echo "VITRINE_S3_SECRET_KEY_FILE=$VITRINE_INFERENCE_S3_SECRET_KEY_FILE"
+            else
+                echo "VITRINE_S3_SECRET_KEY=$VITRINE_INFERENCE_S3_SECRET_KEY"
+            fi
+            ;;
+    esac
+}
+
 # Starts one service detached (own session, no stdin, no inherited lock fd) unless it runs;
 # records in STARTED the log line count before the start, to wait for its "started" line.
 declare -A STARTED=()
@@ -54,10 +92,22 @@ start_one() {
     if live_pid "$name" >/dev/null; then
         return 0
     fi
+    # Not exported: only what the subshell below exports reaches the service.
+    local credentials
+    credentials="$(service_credentials "$module")"
     : >>"$log"
     STARTED[$name]="$(wc -l <"$log")"
-    VITRINE_METRICS_PORT="$((VITRINE_METRICS_BASE_PORT + offset))" \
-        setsid "$PYTHON" -m "$module" >>"$log" 2>&1 </dev/null 9>&- &
+    # A subshell that drops every credential, exports the service's own (through the
+    # environment, never on a command line that ps would show) and execs the service, so $! is
+    # the service's pid.
+    (
+        unset "${CREDENTIAL_VARS[@]}"
+        while IFS= read -r assignment; do
+            if [[ -n "$assignment" ]]; then export "${assignment?}"; fi
+        done <<<"$credentials"
+        export VITRINE_METRICS_PORT="$((VITRINE_METRICS_BASE_PORT + offset))"
+        exec setsid "$PYTHON" -m "$module" >>"$log" 2>&1 </dev/null 9>&-
+    ) &
     echo $! >"$RUN_DIR/$name.pid"
 }
 
@@ -126,5 +176,5 @@ case "${1:-}" in
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
-    *) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -31,7 +31,10 @@ pytestmark = [pytest.mark.pipeline, pytest.mark.model]
 
 def test_selection_is_parameterised_and_never_includes_deleted() -> None:
     where, params = Selection(statuses=("failed",), prefix="a'; DROP TABLE x; --").where()
-    assert where == "status <> 'deleted' AND status = ANY(%s) AND starts_with(object_key, %s)"
+    assert (
+        where.as_string()
+        == "status <> 'deleted' AND status = ANY(%s) AND starts_with(object_key, %s)"
+    )
     assert params == [["failed"], "a'; DROP TABLE x; --"]
     assert Selection().empty and not Selection(everything=True).empty
 

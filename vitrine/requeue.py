@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from pydantic_settings import SettingsConfigDict
 
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef
@@ -40,26 +41,26 @@ class Selection:
     prompt_version: str | None = None
     bucket: str | None = None
 
-    def where(self) -> tuple[str, list[Any]]:
+    def where(self) -> tuple[sql.Composed, list[Any]]:
         """A parameterised WHERE clause; deleted objects are never re-enqueued."""
-        clauses: list[str] = ["status <> 'deleted'"]
+        clauses: list[sql.Composable] = [sql.SQL("status <> 'deleted'")]
         params: list[Any] = []
         if self.bucket:
-            clauses.append("bucket = %s")
+            clauses.append(sql.SQL("bucket = %s"))
             params.append(self.bucket)
         if self.statuses:
-            clauses.append("status = ANY(%s)")
+            clauses.append(sql.SQL("status = ANY(%s)"))
             params.append(list(self.statuses))
         if self.prefix:
-            clauses.append("starts_with(object_key, %s)")
+            clauses.append(sql.SQL("starts_with(object_key, %s)"))
             params.append(self.prefix)
         if self.model_id:
-            clauses.append("model_id IS DISTINCT FROM %s")
+            clauses.append(sql.SQL("model_id IS DISTINCT FROM %s"))
             params.append(self.model_id)
         if self.prompt_version:
-            clauses.append("prompt_version IS DISTINCT FROM %s")
+            clauses.append(sql.SQL("prompt_version IS DISTINCT FROM %s"))
             params.append(self.prompt_version)
-        return " AND ".join(clauses), params
+        return sql.SQL(" AND ").join(clauses), params
 
     @property
     def empty(self) -> bool:
@@ -70,10 +71,10 @@ class Selection:
 
 def select_objects(settings: RequeueSettings, selection: Selection) -> list[ObjectRef]:
     where, params = selection.where()
-    query = (
+    query = sql.SQL(
         "SELECT bucket, object_key, version_id, etag, size_bytes, content_type, sequencer, "
-        f"event_time FROM product_cards WHERE {where} ORDER BY bucket, object_key"
-    )
+        "event_time FROM product_cards WHERE {} ORDER BY bucket, object_key"
+    ).format(where)
     with psycopg.connect(settings.pg_dsn.get_secret_value()) as conn:
         found = conn.execute(query, params).fetchall()
     return [

@@ -48,6 +48,7 @@ from services.runtime.metrics import record_lag
 from services.runtime.retry import transient
 from services.runtime.s3 import (
     ObjectChanged,
+    ObjectForbidden,
     ObjectMissing,
     ObjectTooLarge,
     make_minio,
@@ -283,13 +284,21 @@ class InferenceWorker:
 
     async def _card_result(self, job: ImageJob) -> CardResult:
         started = time.perf_counter()
+        if job.object.bucket != self.settings.bucket:  # forged or misrouted: not ours to read
+            return not_done(
+                job,
+                status=CardStatus.failed,
+                reason="foreign_bucket",
+                detail=f"this worker serves bucket {self.settings.bucket!r}",
+            )
         try:
             data = await self._fetch(job)
-        except (ObjectMissing, ObjectChanged, ObjectTooLarge) as exc:
+        except (ObjectMissing, ObjectChanged, ObjectTooLarge, ObjectForbidden) as exc:
             status, reason = {
                 ObjectMissing: (CardStatus.failed, "object_missing"),
                 ObjectChanged: (CardStatus.failed, "superseded"),
                 ObjectTooLarge: (CardStatus.rejected, "image_too_large"),
+                ObjectForbidden: (CardStatus.failed, "access_denied"),
             }[type(exc)]
             return not_done(
                 job, status=status, reason=reason, detail=str(exc), total_ms=_ms_since(started)

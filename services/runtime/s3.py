@@ -18,6 +18,10 @@ class ObjectMissing(Exception):
     """The object (or that version of it) is gone: deleted after its event was raised."""
 
 
+class ObjectForbidden(Exception):
+    """Access denied, or a key the client refuses: retrying cannot help, the job fails."""
+
+
 class ObjectTooLarge(Exception):
     """The object grew past the byte limit; stops reading instead of buffering it all."""
 
@@ -48,7 +52,11 @@ def read_object(client: Minio, ref: ObjectRef, max_bytes: int) -> bytes:
     except S3Error as exc:
         if exc.code in MISSING_CODES:
             raise ObjectMissing(f"{ref.bucket}/{ref.key}: {exc.code}") from None
+        if exc.code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise ObjectForbidden(f"{ref.bucket}/{ref.key}: {exc.code}") from None
         raise
+    except ValueError as exc:  # the client refuses the key itself (e.g. ".." segments)
+        raise ObjectForbidden(f"invalid object key: {exc}") from None
     try:
         etag = (response.headers.get("ETag") or "").strip('"')
         if ref.version_id is None and ref.etag and etag and etag != ref.etag.strip('"'):
