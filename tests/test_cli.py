@@ -112,7 +112,7 @@ def test_card_json_lines_for_several_images_with_one_model_load(tiny_pairs, tmp_
         "image": str(text),
         "status": "failed",
         "reason": "bad_image",
-        "error": "not a recognised image format",
+        "error": "not a recognised image format: looks like plain text",
     }
     assert result.returncode == 1  # at least one image failed
 

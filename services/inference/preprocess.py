@@ -4,11 +4,16 @@ Order matters: limits are checked on the header *before* pixels are decoded (a 4
 few KB must never be inflated); JPEGs are decoded at reduced scale when the encoder needs far fewer
 pixels; orientation, mode and alpha are normalised so the model sees the upright product on white,
 as a shopper would.  Output is a small lossless PNG the llama.cpp image loader reads directly.
+
+Every way the bytes can be wrong ends as an ``ImageError`` subclass with a precise message, never
+as another exception: Pillow reports broken files with a zoo of types (``OSError``,
+``SyntaxError``, ``ValueError``, ``struct.error``, ...), which are all translated here.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,6 +26,61 @@ from services.inference.errors import EmptyImage, ImageError, ImageTooLarge
 
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 WHITE = (255, 255, 255)
+
+# Only the accepted formats' parsers ever see untrusted bytes: Pillow would otherwise try every
+# plugin it has (EPS, PSD, FLI, SPIDER, ...) on anything that is not a known image.  MPO (multi-
+# picture JPEG) has no parser of its own: the JPEG parser returns it.
+_OPEN_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+
+# Decompression bombs are refused by *our* header check (``ImageLimits.max_pixels``), which is
+# configurable per deployment.  Pillow's process-global guard would overrule it both ways: its
+# warning threshold (89 MP) refuses images a larger configured limit allows, and any import can
+# loosen it.  So it is switched off and the limit that decides is the one in ``open_checked``.
+Image.MAX_IMAGE_PIXELS = None
+
+# What Pillow's parsers and decoders raise for broken files.  Image.open() turns some of them
+# into UnidentifiedImageError, but not ValueError (PNG text-chunk limits), and load() none.
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    struct.error,
+)
+# Pillow's own limits on *metadata* decompression (PNG zTXt/iTXt/iCCP chunks): bombs, not pixels.
+_METADATA_BOMB_MESSAGES = ("Decompressed data too large", "Too much memory used in text chunks")
+
+# Leading bytes of what people upload by mistake (or on purpose) under an image name; used only
+# to make the message precise, never to decide: Pillow's parsers decide what is an image.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF-", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive (or an Office/EPUB document)"),
+    (b"PK\x05\x06", "an empty ZIP archive"),
+    (b"\x1f\x8b", "a gzip stream"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"\x7fELF", "an ELF executable"),
+    (b"%!PS", "a PostScript document"),
+    (b"8BPS", "a Photoshop document (PSD)"),
+    (b"\x00\x00\x01\x00", "a Windows icon (ICO)"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "a JPEG 2000 image (not supported)"),
+    (b"\xff\x4f\xff\x51", "a JPEG 2000 codestream (not supported)"),
+    (b"\xff\x0a", "a JPEG XL image (not supported)"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "a JPEG XL image (not supported)"),
+)
+_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
 
 
 @dataclass(frozen=True)
@@ -53,6 +113,58 @@ class PreparedImage:
         return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
 
 
+def looks_like(data: bytes) -> str | None:
+    """A short description of what non-image bytes appear to be, for error messages."""
+    head = data[:1024]
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _HEIF_BRANDS:
+            return "a HEIC/HEIF image (not supported: convert it to JPEG)"
+        if brand in (b"avif", b"avis"):
+            return "an AVIF image (not supported)"
+        return "an MP4/QuickTime video"
+    if head.startswith(b"RIFF") and head[8:12] != b"WEBP":
+        return "a RIFF container (WAV/AVI), not WebP"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
+        return "SVG vector markup"
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "an HTML page"
+    if text.startswith(b"<?xml"):
+        return "an XML document"
+    sample = head.decode("utf-8", errors="replace")
+    if len(head) < len(data):
+        sample = sample[:-3]  # a multi-byte character may be cut at 1024 bytes
+    if (
+        sample
+        and "\ufffd" not in sample
+        and all(c.isprintable() or c in "\t\r\n\f" for c in sample)
+    ):
+        return "plain text"
+    return None
+
+
+def _unrecognised(data: bytes) -> ImageError:
+    for magic, fmt in _IMAGE_MAGIC:
+        if data.startswith(magic):
+            return ImageError(f"not a recognised image format: a {fmt} signature, corrupt header")
+    what = looks_like(data)
+    if what is None:
+        return ImageError("not a recognised image format")
+    return ImageError(f"not a recognised image format: looks like {what}")
+
+
+def _metadata_bomb(exc: BaseException) -> ImageTooLarge | None:
+    if isinstance(exc, ValueError) and any(m in str(exc) for m in _METADATA_BOMB_MESSAGES):
+        return ImageTooLarge(
+            f"decompression bomb refused: a metadata chunk inflates too far ({exc})"
+        )
+    return None
+
+
 def open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
     """Open lazily and enforce byte, format and pixel limits from the header alone."""
     if not data:
@@ -61,14 +173,16 @@ def open_checked(data: bytes, limits: ImageLimits) -> Image.Image:
         raise ImageTooLarge(f"{len(data)} bytes is over the limit of {limits.max_bytes} bytes")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            # Our pixel limit below decides; a re-enabled Pillow guard may only refuse on top.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data", ...
+            image = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+    except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"decompression bomb refused: {exc}") from None
     except UnidentifiedImageError:
-        raise ImageError("not a recognised image format") from None
-    except OSError as exc:
-        raise ImageError(f"unreadable image header: {exc}") from None
+        raise _unrecognised(data) from None
+    except _DECODE_ERRORS as exc:
+        raise _metadata_bomb(exc) or ImageError(f"unreadable image header: {exc}") from None
     if image.format not in ACCEPTED_FORMATS:
         raise ImageError(f"unsupported image format {image.format}")
     width, height = image.size
@@ -86,14 +200,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB; transparency is flattened onto white, not black."""
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(image, dtype=np.float64)
+        arr = np.asarray(image, dtype=np.float32)
         top = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         if mode == "F":
             lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
             arr, top = arr - lo, max(hi - lo, 1e-9)
         gray = np.clip(arr * (255.0 / top), 0, 255).round().astype(np.uint8)
         return Image.fromarray(gray).convert("RGB")
-    if mode == "P" and "transparency" in image.info:
+    if mode in ("P", "1", "L", "RGB") and "transparency" in image.info:
+        # A palette entry (P) or a colour key (tRNS on grey or RGB PNGs) marks the background.
         image, mode = image.convert("RGBA"), "RGBA"
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
@@ -120,23 +235,40 @@ def fit_to_encoder(image: Image.Image, target: EncoderInput) -> Image.Image:
     return image
 
 
+def _upright(image: Image.Image) -> None:
+    """Apply the EXIF orientation in place.  Unreadable EXIF is ignored: the pixels are fine,
+    and a browser would show them as stored too."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            ImageOps.exif_transpose(image, in_place=True)
+    except _DECODE_ERRORS:
+        pass
+
+
 def prepare_image(data: bytes, target: EncoderInput, limits: ImageLimits) -> PreparedImage:
     """Untrusted bytes in, encoder-ready PNG out; raises ``ImageError`` with a precise reason."""
     started = time.perf_counter()
     image = open_checked(data, limits)
     source_format, (source_w, source_h) = str(image.format), image.size
-    if image.format in ("JPEG", "MPO"):
-        # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 while staying >= the target size.
-        image.draft("RGB", (target.size, target.size))
     try:
-        image.seek(0)  # animated GIF/WebP/MPO: the first frame is the product shot
-        image.load()
-        image = ImageOps.exif_transpose(image) or image
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"truncated or corrupt image data: {exc}") from None
+        if image.format in ("JPEG", "MPO"):
+            # DCT-domain downscaling: decode at 1/2, 1/4 or 1/8 while staying >= the target size.
+            image.draft("RGB", (target.size, target.size))
+        image.seek(0)  # animated GIF/WebP/PNG, multi-page TIFF, MPO: the first frame is the shot
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            image.load()
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"decompression bomb refused: {exc}") from None
-    image = fit_to_encoder(to_rgb(image), target)
+    except _DECODE_ERRORS as exc:
+        raise _metadata_bomb(exc) or ImageError(f"truncated or corrupt image data: {exc}") from None
+    _upright(image)
+    try:
+        image = to_rgb(image)
+    except ValueError as exc:  # a mode Pillow cannot convert to RGB
+        raise ImageError(f"unsupported pixel mode {image.mode}: {exc}") from None
+    image = fit_to_encoder(image, target)
     out = io.BytesIO()
     image.save(out, format="PNG", compress_level=1)
     return PreparedImage(

@@ -111,8 +111,23 @@ class Ingest:
             if s3_record.s3.bucket.name != s.bucket:  # another pipeline's bucket
                 EVENTS.labels("ignored", "other_bucket").inc()
                 continue
-            decision = decide(s3_record, s.image_max_bytes)
-            ref = s3_record.object_ref()
+            try:
+                decision = decide(s3_record, s.image_max_bytes)
+                ref = s3_record.object_ref()
+            except ValidationError as exc:  # parses as an event, but not a valid object
+                MALFORMED.inc()
+                log.error(
+                    "event.malformed",
+                    extra={
+                        "offset": record.offset,
+                        "partition": record.partition,
+                        "error": str(exc)[:500],
+                    },
+                )
+                sends.append(
+                    await self.producer.send(s.topic_dlq, key=record.key, value=record.value)
+                )
+                continue
             key = f"{ref.bucket}/{ref.key}"
             if decision.result is not None:
                 sends.append(

@@ -12,6 +12,18 @@ from services.runtime.settings import S3Settings
 
 CHUNK = 1024 * 1024
 MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchVersion"})
+# Permanent refusals: retrying cannot turn them into a read.
+REFUSED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "XMinioInvalidObjectName",
+        "XMinioInvalidResourceName",
+        "InvalidObjectName",
+        "KeyTooLongError",
+    }
+)
 
 
 class ObjectMissing(Exception):
@@ -52,7 +64,7 @@ def read_object(client: Minio, ref: ObjectRef, max_bytes: int) -> bytes:
     except S3Error as exc:
         if exc.code in MISSING_CODES:
             raise ObjectMissing(f"{ref.bucket}/{ref.key}: {exc.code}") from None
-        if exc.code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        if exc.code in REFUSED_CODES:
             raise ObjectForbidden(f"{ref.bucket}/{ref.key}: {exc.code}") from None
         raise
     except ValueError as exc:  # the client refuses the key itself (e.g. ".." segments)
