@@ -8,6 +8,7 @@ measured.  The unconstrained control proves the validity comes from the grammar,
 from __future__ import annotations
 
 import json
+import time
 
 import jsonschema
 import pytest
@@ -21,6 +22,7 @@ from services.inference.errors import (
     ContextOverflow,
     GenerationError,
     InvalidOutput,
+    JobTimeout,
     ModelLoadError,
     SemanticCheckFailed,
     TruncatedOutput,
@@ -222,3 +224,18 @@ def test_all_engine_errors_are_card_errors() -> None:
         ContextOverflow,
     ):
         assert issubclass(error, CardError)
+
+
+def test_processing_time_budget_aborts_the_decode(tiny_pairs) -> None:
+    engine = load_engine(tiny_pairs["llava"], job_timeout_s=0.5)
+    try:
+        image = engine.prepare(image_bytes("JPEG"))
+        started = time.monotonic()
+        with pytest.raises(JobTimeout, match=r"0\.5s"):
+            engine.card_for_image(image)  # one constrained attempt alone takes ~2-3 s here
+        assert time.monotonic() - started < 2.0
+        raw = engine.generate(image, seed=1)  # no deadline outside card_for_image
+        assert raw.finish_reason == "stop"
+        json.loads(raw.text)
+    finally:
+        engine.close()

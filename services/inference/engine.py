@@ -32,6 +32,7 @@ from services.inference.errors import (
     GrammarError,
     InferenceError,
     InvalidOutput,
+    JobTimeout,
     ModelLoadError,
     SemanticCheckFailed,
     TruncatedOutput,
@@ -222,10 +223,18 @@ class CardEngine:
                 "needs; choose the model's dedicated handler (e.g. --handler llava15)"
             )
         self.handler = handler
+        # Processing-time budget: llama.cpp asks this callback between compute steps of every
+        # decode (prompt and each token) and abandons the decode once it answers True.
+        self._deadline: float | None = None
+        self._abort_cb = llama_cpp.ggml_abort_callback(self._past_deadline)
+        llama_cpp.llama_set_abort_callback(self.llm._ctx.ctx, self._abort_cb, None)
         self.grammar: LlamaGrammar | None = (
             compile_grammar(self.schema, self.llm) if settings.grammar_backend == "llama" else None
         )
         self.load_ms = (time.perf_counter() - started) * 1000.0
+
+    def _past_deadline(self, _data: Any) -> bool:
+        return self._deadline is not None and time.monotonic() > self._deadline
 
     # -- one generation ---------------------------------------------------------------------
 
@@ -251,6 +260,12 @@ class CardEngine:
             except ValueError as exc:
                 if "n_ctx" in str(exc) or "context window" in str(exc):
                     raise ContextOverflow(f"{exc}; raise VITRINE_N_CTX") from exc
+                raise InferenceError(str(exc)) from exc
+            except RuntimeError as exc:  # llama_decode failed; aborted when over the deadline
+                if self._past_deadline(None):
+                    raise JobTimeout(
+                        f"processing time budget of {s.job_timeout_s:g}s spent"
+                    ) from exc
                 raise InferenceError(str(exc)) from exc
             finished = time.perf_counter()
             prefill_s = self.llm.prefill_done_at - started
@@ -285,6 +300,14 @@ class CardEngine:
 
     def card_for_image(self, image: PreparedImage, *, seed: int | None = None) -> CardOutcome:
         """Generate, parse and check, retrying within the budget; raises ``GenerationError``."""
+        budget = self.settings.job_timeout_s
+        self._deadline = time.monotonic() + budget if budget > 0 else None
+        try:
+            return self._card_with_retries(image, seed)
+        finally:
+            self._deadline = None
+
+    def _card_with_retries(self, image: PreparedImage, seed: int | None) -> CardOutcome:
         base_seed = self.settings.seed if seed is None else seed
         total = GenerationTimings()
         failures: list[AttemptFailure] = []

@@ -100,3 +100,9 @@ class ContextOverflow(InferenceError):
     """Image tokens + prompt exceed ``n_ctx``: raise ``VITRINE_N_CTX`` or shrink the image."""
 
     reason = "context_overflow"
+
+
+class JobTimeout(CardError):
+    """The image's processing-time budget (``VITRINE_JOB_TIMEOUT_S``) ran out mid-generation."""
+
+    reason = "timeout"

@@ -53,6 +53,12 @@ class EngineSettings(BaseSettings):
     repeat_penalty: float = Field(1.1, ge=1.0)
     max_tokens: int = Field(1536, ge=64, description="Token budget for the whole JSON card.")
     max_attempts: int = Field(3, ge=1, le=10, description="Generations per image before failing.")
+    job_timeout_s: float = Field(
+        900.0,
+        ge=0,
+        description="Wall-clock budget of one image across its attempts; llama.cpp "
+        "aborts the running decode when it is spent (0 = no limit).",
+    )
     grammar_backend: GrammarBackend = "llama"
 
     # card content
