@@ -91,21 +91,21 @@ class Ingest:
             await self.consumer.stop()
             await self.producer.stop()
 
+    async def _park(self, record: ConsumerRecord[Any, Any], exc: Exception) -> asyncio.Future[Any]:
+        """A notification we cannot read: logged, counted, kept on the dead-letter topic."""
+        MALFORMED.inc()
+        log.error(
+            "event.malformed",
+            extra={"offset": record.offset, "partition": record.partition, "error": str(exc)[:500]},
+        )
+        return await self.producer.send(self.settings.topic_dlq, key=record.key, value=record.value)
+
     async def _handle(self, record: ConsumerRecord[Any, Any]) -> list[asyncio.Future[Any]]:
         s = self.settings
         try:
             event = MinioEvent.model_validate_json(record.value or b"")
         except ValidationError as exc:
-            MALFORMED.inc()
-            log.error(
-                "event.malformed",
-                extra={
-                    "offset": record.offset,
-                    "partition": record.partition,
-                    "error": str(exc)[:500],
-                },
-            )
-            return [await self.producer.send(s.topic_dlq, key=record.key, value=record.value)]
+            return [await self._park(record, exc)]
         sends = []
         for s3_record in event.records:
             if s3_record.s3.bucket.name != s.bucket:  # another pipeline's bucket
@@ -115,18 +115,7 @@ class Ingest:
                 decision = decide(s3_record, s.image_max_bytes)
                 ref = s3_record.object_ref()
             except ValidationError as exc:  # parses as an event, but not a valid object
-                MALFORMED.inc()
-                log.error(
-                    "event.malformed",
-                    extra={
-                        "offset": record.offset,
-                        "partition": record.partition,
-                        "error": str(exc)[:500],
-                    },
-                )
-                sends.append(
-                    await self.producer.send(s.topic_dlq, key=record.key, value=record.value)
-                )
+                sends.append(await self._park(record, exc))
                 continue
             key = f"{ref.bucket}/{ref.key}"
             if decision.result is not None:
