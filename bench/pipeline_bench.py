@@ -26,7 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,9 +138,7 @@ def main() -> None:
         burst_engine = [engine_ms(r) for r in burst]
         done = sum(r["status"] == "done" for r in burst)
     finally:
-        p.stop_all()
-        with psycopg.connect(ns.dsn) as conn:
-            conn.execute("DELETE FROM product_cards WHERE bucket = %s", (ns.bucket,))
+        p.close()
 
     print(f"\n## Sequential: {args.sequential} images, one at a time ({args.workers} worker)\n")
     print("| | p50 ms | p95 ms | mean ms |")

@@ -211,6 +211,12 @@ class Pipeline:
         for service in self.services.values():
             service.stop()
 
+    def close(self) -> None:
+        """Stop the services and remove this namespace's rows (the shared table stays small)."""
+        self.stop_all()
+        with psycopg.connect(self.ns.dsn) as conn:
+            conn.execute("DELETE FROM product_cards WHERE bucket = %s", (self.ns.bucket,))
+
 
 def s3_client(env: dict[str, str]) -> Any:
     return boto3.client(

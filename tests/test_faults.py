@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 
 import numpy as np
-import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer
 from PIL import Image
@@ -86,9 +85,7 @@ def pipeline(tiny_pairs, tmp_path) -> Iterator[Pipeline]:
     p.add("inference", "services.inference")
     p.start_all()
     yield p
-    p.stop_all()
-    with psycopg.connect(ns.dsn) as conn:
-        conn.execute("DELETE FROM product_cards WHERE bucket = %s", (ns.bucket,))
+    p.close()
 
 
 def final_count(p: Pipeline, prefix: str) -> int:
@@ -187,9 +184,7 @@ def test_sink_crash_between_transaction_and_commit_replays_without_changes(
         ]
         assert len(crashes) == 1
     finally:
-        p.stop_all()
-        with psycopg.connect(ns.dsn) as conn:
-            conn.execute("DELETE FROM product_cards WHERE bucket = %s", (ns.bucket,))
+        p.close()
 
 
 def test_server_restarts_lose_and_duplicate_nothing(pipeline: Pipeline) -> None:
@@ -261,6 +256,4 @@ def test_a_job_longer_than_the_poll_interval_runs_once_without_rebalancing(
             e for e in events if e.get("event") == "partitions.revoked" and e["ts"] > started["ts"]
         ]
     finally:
-        p.stop_all()
-        with psycopg.connect(ns.dsn) as conn:
-            conn.execute("DELETE FROM product_cards WHERE bucket = %s", (ns.bucket,))
+        p.close()

@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import hostile_corpus as hostile
-import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from botocore.exceptions import ClientError
@@ -68,9 +67,7 @@ def pipeline(tiny_pairs, tmp_path_factory) -> Iterator[Pipeline]:
     p.add("inference", "services.inference", VITRINE_SHUTDOWN_GRACE_S="5")
     p.start_all()
     yield p
-    p.stop_all()
-    with psycopg.connect(ns.dsn) as conn:
-        conn.execute("DELETE FROM product_cards WHERE bucket = %s", (ns.bucket,))
+    p.close()
 
 
 def assert_alive(p: Pipeline, names: tuple[str, ...] = SERVICES) -> None:

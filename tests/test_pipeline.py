@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer
 from PIL import Image
@@ -61,9 +60,7 @@ def pipeline(tiny_pairs, tmp_path_factory) -> Iterator[Pipeline]:
     p.add("inference-2", "services.inference")
     p.start_all()
     yield p
-    p.stop_all()
-    with psycopg.connect(ns.dsn) as conn:
-        conn.execute("DELETE FROM product_cards WHERE bucket = %s", (ns.bucket,))
+    p.close()
 
 
 def final_row(p: Pipeline, key: str) -> dict:

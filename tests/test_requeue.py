@@ -8,7 +8,6 @@ import sys
 import time
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from PIL import Image
 
@@ -54,9 +53,7 @@ def pipeline(tiny_pairs, tmp_path_factory) -> Iterator[Pipeline]:
         p.add(name, f"services.{name}")
     p.start_all()
     yield p
-    p.stop_all()
-    with psycopg.connect(ns.dsn) as conn:
-        conn.execute("DELETE FROM product_cards WHERE bucket = %s", (ns.bucket,))
+    p.close()
 
 
 def vitrine(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:

@@ -718,9 +718,7 @@ def test_the_sink_service_writes_as_vitrine_sink(stack: dict[str, str], tmp_path
         asyncio.run(send())
         assert wait_for(status, 60, "the sink's row") == "done"
     finally:
-        pipeline.stop_all()
-        with pg(stack["VITRINE_PG_DSN"]) as conn:
-            conn.execute("DELETE FROM product_cards WHERE bucket = %s", (ns.bucket,))
+        pipeline.close()
     assert not [e for e in pipeline.services["sink"].events() if e.get("level") == "error"]
 
 
