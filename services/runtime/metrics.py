@@ -12,10 +12,10 @@ CONSUMER_LAG = Gauge(
 )
 
 
-def serve_metrics(port: int | None) -> None:
-    """Start /metrics on ``port`` (0 picks a free port; None disables)."""
+def serve_metrics(port: int | None, host: str = "127.0.0.1") -> None:
+    """Start /metrics on ``host``:``port`` (0 picks a free port; None disables)."""
     if port is not None:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=host)
 
 
 async def record_lag(consumer: AIOKafkaConsumer, group: str) -> None:

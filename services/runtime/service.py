@@ -17,7 +17,7 @@ def run_service(
     """Run ``body(stop)`` until it returns; ``stop`` is set on SIGTERM or SIGINT so the body can
     finish its current unit of work, commit, and leave its consumer group cleanly."""
     setup_logging(name, settings.log_level)
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings.metrics_port, settings.metrics_host)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -107,6 +107,11 @@ class KafkaSettings(BaseSettings):
     topic_results: str = "vitrine.results"
     topic_dlq: str = "vitrine.jobs.dlq"
     metrics_port: int | None = Field(None, description="Prometheus /metrics port; None = off.")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address /metrics binds to: loopback for the native stack; 0.0.0.0 in a "
+        "container, where Prometheus scrapes it over the container network.",
+    )
     log_level: str = "INFO"
 
 
