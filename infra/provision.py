@@ -137,22 +137,31 @@ def ensure_bucket() -> None:
         client.make_bucket(bucket)
         log(f"created bucket {bucket}")
 
-    arn = f"arn:minio:sqs::{env('VITRINE_MINIO_TARGET')}:kafka"
+    # The durable target (disk queue, never loses an event, up to 3 s late) always; the fast one
+    # (immediate, drops events while Kafka is down) too unless VITRINE_MINIO_FAST_PATH=off.
+    targets = {NOTIFICATION_ID: env("VITRINE_MINIO_TARGET")}
+    if os.environ.get("VITRINE_MINIO_FAST_PATH", "on") != "off":
+        targets[NOTIFICATION_ID + "-fast"] = env("VITRINE_MINIO_FAST_TARGET")
+    want = {
+        (f"arn:minio:sqs::{target}:kafka", config_id, tuple(sorted(BUCKET_EVENTS)))
+        for config_id, target in targets.items()
+    }
     current = client.get_bucket_notification(bucket)
     have = {(q.queue, q.config_id, tuple(sorted(q.events))) for q in current.queue_config_list}
-    want = (arn, NOTIFICATION_ID, tuple(sorted(BUCKET_EVENTS)))
-    if have == {want}:
+    if have == want:
         return
     # Replaces the bucket's whole notification config with ours: the dev stack owns this bucket.
     client.set_bucket_notification(
         bucket,
         NotificationConfig(
             queue_config_list=[
-                QueueConfig(queue=arn, events=BUCKET_EVENTS, config_id=NOTIFICATION_ID)
+                QueueConfig(queue=arn, events=BUCKET_EVENTS, config_id=config_id)
+                for arn, config_id, _ in sorted(want)
             ]
         ),
     )
-    log(f"bucket {bucket}: notifications {', '.join(BUCKET_EVENTS)} -> {arn}")
+    arns = ", ".join(sorted(arn for arn, _, _ in want))
+    log(f"bucket {bucket}: notifications {', '.join(BUCKET_EVENTS)} -> {arns}")
 
 
 def inference_policy(bucket: str) -> dict[str, Any]:
