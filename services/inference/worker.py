@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -37,6 +37,7 @@ from urllib3.exceptions import HTTPError
 
 from schemas.messages import CardResult, CardStatus, ImageJob
 from services.inference import metrics
+from services.inference.bench_engine import BenchEngine
 from services.inference.deliveries import DeliveryCounter
 from services.inference.engine import CardEngine
 from services.inference.errors import CardError
@@ -66,6 +67,12 @@ class InferenceSettings(EngineSettings, KafkaSettings, S3Settings):
     model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
 
     inference_group: str = "vitrine-inference"
+    engine: Literal["llama", "bench"] = Field(
+        "llama",
+        description="llama: the model; bench: bench/pipeline_bench.py's stand-in that returns a "
+        "fixed card after bench_engine_ms, to measure the pipeline alone (refused in production).",
+    )
+    bench_engine_ms: float = Field(0.0, ge=0)
     session_timeout_ms: int = Field(30_000, ge=6_000)
     max_poll_interval_ms: int = Field(
         900_000,
@@ -110,7 +117,9 @@ class _FinishBeforeRevoke(ConsumerRebalanceListener):
 
 
 class InferenceWorker:
-    def __init__(self, settings: InferenceSettings, engine: CardEngine, minio: Minio) -> None:
+    def __init__(
+        self, settings: InferenceSettings, engine: CardEngine | BenchEngine, minio: Minio
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.minio = minio
@@ -370,8 +379,20 @@ def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
+def load_engine(settings: InferenceSettings) -> CardEngine | BenchEngine:
+    if settings.engine == "bench":
+        if settings.env != "dev":
+            raise SystemExit(
+                f"inference: VITRINE_ENGINE=bench is a benchmark stand-in without a model; "
+                f"refused with VITRINE_ENV={settings.env}"
+            )
+        log.warning("engine.bench", extra={"delay_ms": settings.bench_engine_ms})
+        return BenchEngine(settings, settings.bench_engine_ms)
+    return CardEngine(resolve(settings), settings)
+
+
 async def serve(settings: InferenceSettings, stop: asyncio.Event) -> None:
-    engine = await asyncio.to_thread(lambda: CardEngine(resolve(settings), settings))
+    engine = await asyncio.to_thread(load_engine, settings)
     metrics.MODEL_LOAD_SECONDS.set(engine.load_ms / 1000)
     log.info(
         "model.loaded",
