@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from schemas.messages import MinioEvent
+from services.ingest.dedup import RecentEvents
 from services.ingest.rules import decide
 from services.runtime.kafka import (
     encode,
@@ -50,6 +51,12 @@ class IngestSettings(KafkaSettings):
     bucket: str = Field("incoming", description="Events of other buckets are ignored.")
     image_max_bytes: int = Field(30 * 1024 * 1024, ge=1)
     batch_max: int = Field(500, ge=1)
+    dedup_capacity: int = Field(
+        200_000,
+        ge=0,
+        description="Handled notifications remembered to drop the second copy MinIO's two "
+        "targets send (services/ingest/dedup.py); 0 turns the check off.",
+    )
 
 
 class Ingest:
@@ -59,6 +66,7 @@ class Ingest:
         self.consumer = make_consumer(
             settings, settings.topic_events, group_id=settings.ingest_group
         )
+        self.recent = RecentEvents(settings.dedup_capacity)
 
     async def run(self, stop: asyncio.Event) -> None:
         await with_retry("producer.start", self.producer.start)
@@ -81,8 +89,10 @@ class Ingest:
                     await self.consumer.commit(  # ... before the input is committed
                         {tp: records[-1].offset + 1 for tp, records in batch.items()}
                     )
+                    self.recent.commit()
                     failures = 0
                 except KafkaError as exc:
+                    self.recent.abort()
                     failures += 1
                     await rewind_after_failure(self.consumer, batch, exc, failures)
                     continue
@@ -110,6 +120,11 @@ class Ingest:
         for s3_record in event.records:
             if s3_record.s3.bucket.name != s.bucket:  # another pipeline's bucket
                 EVENTS.labels("ignored", "other_bucket").inc()
+                continue
+            o = s3_record.s3.object
+            identity = (s3_record.event_name, o.key, o.sequencer, o.version_id)
+            if s.dedup_capacity and not self.recent.first_time(identity):
+                EVENTS.labels("duplicate", "").inc()  # the durable target's copy
                 continue
             try:
                 decision = decide(s3_record, s.image_max_bytes)
