@@ -1,7 +1,9 @@
 """``vitrine``: the command line for people who run the pipeline.
 
-User errors (a missing file, an offline hub, an unknown preset) print one ``error:`` line and exit
-non-zero, like git or kubectl; tracebacks are kept for bugs.
+User errors (a missing file, an offline hub, an unreachable server, an unknown key) print one
+``vitrine: error: ...`` line on stderr, like git or kubectl; tracebacks are kept for bugs.
+Exit codes: 0 success, 1 runtime error, 2 usage error, 3 ``vitrine status`` found the pipeline
+unhealthy.  The commands only parse options and print; the work is in the modules beside this one.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(
     help="vitrine: product photos in, validated product cards out.",
@@ -30,8 +33,15 @@ out = Console()
 err = Console(stderr=True)
 
 
+def error_line(message: str) -> None:
+    """``vitrine: error: MESSAGE`` on one stderr line (the message is never read as markup)."""
+    line = Text("vitrine: error: ", style="bold red")
+    line.append(" ".join(message.split()))
+    err.print(line, highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    error_line(message)
     raise typer.Exit(code)
 
 
@@ -204,6 +214,320 @@ def backfill(
     _requeue(refs, settings, with_queued_row=True, dry_run=dry_run, what="backfill")
 
 
+# -- the stack ------------------------------------------------------------------------------
+
+
+def _stack_call(command: str, env: dict[str, str] | None = None) -> None:
+    from vitrine.stack import StackMissing, run_stack
+
+    try:
+        code = run_stack(command, env)
+    except StackMissing as exc:
+        fail(str(exc))
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def up(
+    inference: Annotated[
+        int | None,
+        typer.Option(
+            "--inference", min=0, help="Inference workers to run (VITRINE_INFERENCE_PROCESSES)."
+        ),
+    ] = None,
+    services: Annotated[
+        bool, typer.Option(help="Start ingest, sink and the workers after the servers.")
+    ] = True,
+) -> None:
+    """Start the native stack (Kafka, MinIO, PostgreSQL) and the services: `infra/stack up`.
+
+    Idempotent: what runs is left running. A model is chosen by the usual variables
+    (VITRINE_PRESET, or VITRINE_MODEL_PATH + VITRINE_MMPROJ_PATH + VITRINE_HANDLER).
+    """
+    from vitrine.stack import up_env
+
+    _stack_call("up", up_env(inference, services))
+
+
+@app.command()
+def down() -> None:
+    """Stop the services (workers finish their job), then the servers: `infra/stack down`."""
+    _stack_call("down")
+
+
+@app.command()
+def logs(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="kafka, minio, postgres, ingest, sink, inference-N (default: all)."),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Lines of history.")] = 50,
+) -> None:
+    """Print (or follow) the logs of servers and services from $VITRINE_STATE_DIR/logs."""
+    from vitrine.config import OpsSettings
+    from vitrine.stack import log_files, show_logs
+
+    try:
+        files = log_files(OpsSettings(), names or [])
+        code = show_logs(files, follow, lines)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        code = 0
+    raise typer.Exit(code)
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+@app.command()
+def status(
+    bucket: Annotated[str | None, typer.Option(help="Bucket (default: VITRINE_BUCKET).")] = None,
+    minutes: Annotated[
+        int, typer.Option(min=1, max=1440, help="Throughput window in minutes.")
+    ] = 10,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.5, help="Seconds between refreshes with --watch.")
+    ] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="The same data as JSON.")] = False,
+) -> None:
+    """One screen: servers, services, consumer lag, cards by status, throughput, slow and
+    failed objects.
+
+    Exit code 0 when every server and service is up, 3 when something is down (the screen says
+    what), 1 when the settings are invalid.
+    """
+    import time
+
+    from rich.live import Live
+
+    from vitrine.config import OpsSettings
+    from vitrine.screen import render
+    from vitrine.status import gather
+
+    settings = _settings(OpsSettings)
+    target = bucket or settings.bucket
+    if as_json and watch:
+        fail("--json and --watch do not go together", 2)
+    snapshot = gather(settings, target, minutes)
+    if as_json:
+        sys.stdout.write(json.dumps(snapshot.to_dict(), ensure_ascii=False, indent=2) + "\n")
+    elif not watch:
+        out.print(render(snapshot))
+    else:
+        try:
+            with Live(render(snapshot), console=out, screen=False, auto_refresh=False) as live:
+                while True:
+                    time.sleep(interval)
+                    snapshot = gather(settings, target, minutes)
+                    live.update(render(snapshot), refresh=True)
+        except KeyboardInterrupt:
+            pass
+    raise typer.Exit(0 if snapshot.healthy else 3)
+
+
+def _settings(cls: Any) -> Any:
+    """Settings from the environment; an invalid one is the user's error, said in one line."""
+    from pydantic import ValidationError
+
+    from services.runtime.settings import SecretSettingsError
+
+    try:
+        return cls()
+    except ValidationError as exc:
+        fail(
+            "invalid settings: "
+            + "; ".join(
+                f"VITRINE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+            ),
+        )
+    except SecretSettingsError as exc:
+        fail(str(exc))
+
+
+# -- put --------------------------------------------------------------------------------------
+
+
+@app.command()
+def put(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files and directories (recursive).", show_default=False)
+    ],
+    prefix: Annotated[str, typer.Option(help="Key prefix, e.g. shop-42/.")] = "",
+    bucket: Annotated[str | None, typer.Option(help="Bucket (default: VITRINE_BUCKET).")] = None,
+) -> None:
+    """Upload photos to the bucket; each becomes a card. Content types come from the bytes.
+
+    Keys are the paths below each directory given (files given by name keep their name), after
+    --prefix: `vitrine put shots/ --prefix shop-42/` uploads shots/a/b.jpg as shop-42/a/b.jpg.
+    """
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from vitrine.config import OpsSettings
+    from vitrine.objects import S3Unreachable, check_bucket, ops_minio
+    from vitrine.upload import Upload, plan, upload
+
+    try:
+        todo = plan(paths, prefix)
+    except FileNotFoundError as exc:
+        fail(f"no such file or directory: {exc}", 2)
+    for skipped in todo.skipped:
+        err.print(f"skipping {skipped} (not a regular file)", highlight=False)
+    if not todo.uploads:
+        fail("nothing to upload: no regular files in " + ", ".join(map(str, paths)))
+    settings = _settings(OpsSettings)
+    target = bucket or settings.bucket
+    client = ops_minio(settings)
+    try:
+        check_bucket(client, target, settings.s3_endpoint)
+    except S3Unreachable as exc:
+        fail(str(exc))
+
+    import time
+
+    started = time.monotonic()
+    done: list[Upload] = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"s3://{target}/{prefix}", total=todo.total_bytes)
+
+        def advance(item: Upload) -> None:
+            done.append(item)
+            progress.advance(task, item.size)
+
+        try:
+            upload(client, target, todo.uploads, advance)
+        except Exception as exc:
+            progress.stop()
+            failed = todo.uploads[len(done)]
+            fail(
+                f"upload of {failed.path} failed after {len(done)} of {len(todo.uploads)} "
+                f"file(s): {_s3_message(exc)}"
+            )
+    seconds = time.monotonic() - started
+    by_type: dict[str, int] = {}
+    for item in done:
+        by_type[item.content_type] = by_type.get(item.content_type, 0) + 1
+    types = ", ".join(f"{n} {t}" for t, n in sorted(by_type.items()))
+    err.print(
+        f"uploaded {len(done)} file(s), {todo.total_bytes / 1e6:.1f} MB, to s3://{target}/"
+        f"{prefix} in {seconds:.1f}s ({types})"
+        + (f"; skipped {len(todo.skipped)}" if todo.skipped else ""),
+        highlight=False,
+    )
+
+
+def _s3_message(exc: Exception) -> str:
+    code = getattr(exc, "code", None)
+    message = getattr(exc, "message", None) or str(exc)
+    return f"{code}: {message}" if code else f"{type(exc).__name__}: {message}"
+
+
+# -- cards / show -----------------------------------------------------------------------------
+
+STATUSES = ("queued", "done", "rejected", "failed", "deleted")
+
+
+@app.command()
+def cards(
+    status: Annotated[
+        list[str] | None, typer.Option(help="Only this status (repeat): " + ", ".join(STATUSES))
+    ] = None,
+    category: Annotated[str | None, typer.Option(help="Only this category_standard.")] = None,
+    search: Annotated[
+        str | None,
+        typer.Option(help="Portuguese full-text search over name + description (web syntax)."),
+    ] = None,
+    prefix: Annotated[str | None, typer.Option(help="Only keys starting with this.")] = None,
+    bucket: Annotated[str | None, typer.Option(help="Bucket (default: VITRINE_BUCKET).")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header line.")] = False,
+) -> None:
+    """List cards from product_cards: newest first, or best match first with --search."""
+    from vitrine.cards import CardQuery, DatabaseUnreachable, list_cards
+    from vitrine.config import OpsSettings
+    from vitrine.listing import card_table, write_csv, write_json_lines
+
+    if as_json and as_csv:
+        fail("choose one of --json and --csv", 2)
+    unknown = set(status or ()) - set(STATUSES)
+    if unknown:
+        fail(f"--status must be one of {', '.join(STATUSES)} (not {', '.join(sorted(unknown))})", 2)
+    settings = _settings(OpsSettings)
+    query = CardQuery(
+        bucket=bucket or settings.bucket,
+        statuses=tuple(status or ()),
+        category=category,
+        prefix=prefix,
+        search=search,
+        limit=limit,
+    )
+    try:
+        found = list_cards(settings.pg_dsn.get_secret_value(), query)
+    except DatabaseUnreachable as exc:
+        fail(str(exc))
+    except Exception as exc:
+        fail(f"cannot read product_cards: {_first_line(exc)}")
+    if as_json:
+        write_json_lines(found, sys.stdout)
+    elif as_csv:
+        write_csv(found, sys.stdout)
+    else:
+        out.print(card_table(found, query.bucket))
+        if len(found) == limit:
+            err.print(f"(first {limit}; --limit for more)", highlight=False)
+
+
+@app.command()
+def show(
+    key: Annotated[str, typer.Argument(help="Object key, e.g. shop-42/mug.jpg.")],
+    bucket: Annotated[str | None, typer.Option(help="Bucket (default: VITRINE_BUCKET).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The row as JSON.")] = False,
+) -> None:
+    """One card with its status and reason, timings, model, prompt version and attempts."""
+    from vitrine.cards import DatabaseUnreachable, jsonable, show_card
+    from vitrine.config import OpsSettings
+    from vitrine.listing import card_panel
+
+    settings = _settings(OpsSettings)
+    target = bucket or settings.bucket
+    try:
+        row = show_card(settings.pg_dsn.get_secret_value(), target, key)
+    except DatabaseUnreachable as exc:
+        fail(str(exc))
+    except Exception as exc:
+        fail(f"cannot read product_cards: {_first_line(exc)}")
+    if row is None:
+        fail(f"no card for s3://{target}/{key} (see `vitrine cards --prefix ...`)")
+    if as_json:
+        sys.stdout.write(json.dumps(jsonable(row), ensure_ascii=False, indent=2) + "\n")
+    else:
+        out.print(card_panel(row))
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 # -- card -------------------------------------------------------------------------------------
 
 
@@ -314,7 +638,28 @@ def _print_failure(path: Path, exc: Exception, as_json: bool) -> None:
 
 
 def main() -> None:
-    app()
+    """Run the app with our own error reporting: usage errors as one ``vitrine: error:`` line
+    plus a hint (exit 2), instead of click's boxed messages."""
+    from typer._click import exceptions as click  # typer's own copy of click raises these
+
+    try:
+        code = app(standalone_mode=False)
+    except click.NoArgsIsHelpError as exc:
+        if exc.ctx is not None:
+            out.print(exc.ctx.get_help(), highlight=False)
+        sys.exit(2)
+    except click.UsageError as exc:
+        error_line(exc.format_message())
+        command = exc.ctx.command_path if exc.ctx else "vitrine"
+        err.print(f"See '{command} --help'.", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        error_line(exc.format_message())
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,200 @@
+"""Reading ``product_cards`` for operators: card listings, one card, and the status figures.
+
+Every statement is a string literal with bound parameters (tests/test_security.py proves it from
+the AST): optional filters are written ``(%(x)s IS NULL OR ...)`` rather than spliced in, so the
+text never depends on input.  PostgreSQL folds the NULL tests away when it plans with the values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import dict_row
+
+CONNECT_TIMEOUT_S = 3
+
+LIST_CARDS = """
+SELECT object_key, status, reason, product_name, category_standard, color_primary,
+       description_long, features_list, model_id, prompt_version, attempts,
+       (timings->>'total_ms')::float8 AS total_ms, updated_at,
+       CASE WHEN %(search)s::text IS NULL THEN NULL
+            ELSE ts_rank(search, websearch_to_tsquery('portuguese', %(search)s)) END AS rank
+FROM product_cards
+WHERE bucket = %(bucket)s
+  AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
+  AND (%(category)s::text IS NULL OR lower(category_standard) = lower(%(category)s))
+  AND (%(prefix)s::text IS NULL OR starts_with(object_key, %(prefix)s))
+  AND (%(search)s::text IS NULL
+       OR search @@ websearch_to_tsquery('portuguese', %(search)s))
+ORDER BY rank DESC NULLS LAST, updated_at DESC, object_key
+LIMIT %(limit)s
+"""
+
+SHOW_CARD = """
+SELECT bucket, object_key, status, reason, detail, product_name, category_standard,
+       color_primary, description_long, features_list, model_id, prompt_version, attempts,
+       results_applied, timings, content_type, size_bytes, etag, version_id, event_time,
+       produced_at, created_at, updated_at, job_id, trace_id
+FROM product_cards
+WHERE bucket = %s AND object_key = %s
+"""
+
+COUNT_BY_STATUS = """
+SELECT status, count(*) AS n FROM product_cards WHERE bucket = %s GROUP BY status ORDER BY status
+"""
+
+COUNT_BY_REASON = """
+SELECT status, coalesce(reason, '') AS reason, count(*) AS n
+FROM product_cards
+WHERE bucket = %s AND status IN ('rejected', 'failed')
+GROUP BY status, reason
+ORDER BY n DESC, status, reason
+"""
+
+# Rows that reached a final status (done, rejected, failed) per minute, from updated_at: a row
+# counts in the minute of its latest change, so a reprocessed card moves to its new minute.
+THROUGHPUT = """
+SELECT m.minute,
+       count(p.object_key) FILTER (WHERE p.status = 'done') AS done,
+       count(p.object_key) FILTER (WHERE p.status IN ('rejected', 'failed')) AS not_done
+FROM generate_series(date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1),
+                     date_trunc('minute', now()), interval '1 minute') AS m(minute)
+LEFT JOIN product_cards p
+       ON p.bucket = %(bucket)s
+      AND p.status IN ('done', 'rejected', 'failed')
+      AND p.updated_at >= m.minute AND p.updated_at < m.minute + interval '1 minute'
+GROUP BY m.minute
+ORDER BY m.minute
+"""
+
+SLOWEST_DONE = """
+SELECT object_key, updated_at, model_id,
+       (timings->>'total_ms')::float8 AS total_ms,
+       (timings->>'fetch_ms')::float8 AS fetch_ms,
+       (timings->>'preprocess_ms')::float8 AS preprocess_ms,
+       (timings->>'image_encode_ms')::float8 AS encode_ms,
+       (timings->>'generate_ms')::float8 AS generate_ms,
+       (timings->>'tokens_per_s')::float8 AS tokens_per_s
+FROM product_cards
+WHERE bucket = %(bucket)s AND status = 'done'
+  AND updated_at > now() - make_interval(mins => %(window)s)
+ORDER BY total_ms DESC NULLS LAST
+LIMIT %(limit)s
+"""
+
+RECENT_FAILURES = """
+SELECT object_key, status, reason, detail, updated_at
+FROM product_cards
+WHERE bucket = %(bucket)s AND status IN ('rejected', 'failed')
+ORDER BY updated_at DESC, object_key
+LIMIT %(limit)s
+"""
+
+OLDEST_QUEUED = """
+SELECT extract(epoch FROM now() - min(updated_at))::float8 AS age_s
+FROM product_cards
+WHERE bucket = %s AND status = 'queued'
+"""
+
+
+class DatabaseUnreachable(ConnectionError):
+    """PostgreSQL refused the connection or did not answer (the message says which)."""
+
+
+def connect(dsn: str) -> psycopg.Connection[dict[str, Any]]:
+    try:
+        return psycopg.connect(
+            dsn,
+            row_factory=dict_row,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            application_name="vitrine-cli",
+        )
+    except psycopg.OperationalError as exc:
+        # The first line names host, port and cause; later lines repeat it per address.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseUnreachable(f"cannot connect to PostgreSQL: {first}") from None
+
+
+@dataclass(frozen=True)
+class CardQuery:
+    bucket: str
+    statuses: Sequence[str] = ()
+    category: str | None = None
+    prefix: str | None = None
+    search: str | None = None
+    limit: int = 50
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "statuses": list(self.statuses) or None,
+            "category": self.category,
+            "prefix": self.prefix,
+            "search": self.search or None,
+            "limit": self.limit,
+        }
+
+
+def list_cards(dsn: str, query: CardQuery) -> list[dict[str, Any]]:
+    """Cards matching the filters: best full-text rank first when searching, else newest."""
+    with connect(dsn) as conn:
+        return conn.execute(LIST_CARDS, query.params()).fetchall()
+
+
+def show_card(dsn: str, bucket: str, key: str) -> dict[str, Any] | None:
+    with connect(dsn) as conn:
+        return conn.execute(SHOW_CARD, (bucket, key)).fetchone()
+
+
+@dataclass
+class CardStats:
+    counts: dict[str, int]
+    reasons: list[dict[str, Any]]
+    throughput: list[dict[str, Any]]
+    slowest: list[dict[str, Any]]
+    recent_failures: list[dict[str, Any]]
+    oldest_queued_s: float | None
+
+
+def card_stats(
+    dsn: str, bucket: str, *, minutes: int = 10, window: int = 60, limit: int = 5
+) -> CardStats:
+    """The figures of the status screen, read in one connection."""
+    with connect(dsn) as conn:
+        counts = {r["status"]: r["n"] for r in conn.execute(COUNT_BY_STATUS, (bucket,))}
+        reasons = conn.execute(COUNT_BY_REASON, (bucket,)).fetchall()
+        throughput = conn.execute(THROUGHPUT, {"bucket": bucket, "minutes": minutes}).fetchall()
+        slowest = conn.execute(
+            SLOWEST_DONE, {"bucket": bucket, "window": window, "limit": limit}
+        ).fetchall()
+        failures = conn.execute(RECENT_FAILURES, {"bucket": bucket, "limit": limit}).fetchall()
+        oldest = conn.execute(OLDEST_QUEUED, (bucket,)).fetchone()
+    return CardStats(
+        counts=counts,
+        reasons=reasons,
+        throughput=throughput,
+        slowest=slowest,
+        recent_failures=failures,
+        oldest_queued_s=oldest["age_s"] if oldest else None,
+    )
+
+
+def jsonable(value: Any) -> Any:
+    """Rows as JSON: timestamps in ISO 8601, numerics as numbers, uuids as text."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, UUID):
+        return str(value)
+    return value

@@ -1,0 +1,46 @@
+"""Where the operator's commands find the stack: settings from ``VITRINE_*`` and the repo paths.
+
+The operator tools talk to every server with the *owner/root* credentials (they read
+``product_cards``, upload to the bucket, inspect consumer groups), so their settings compose all
+three connection classes; defaults match ``infra/dev.env``, the environment wins.  The services'
+own settings classes are not imported: the inference one pulls in llama.cpp, which a status
+screen has no business loading.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.runtime.settings import KafkaSettings, PostgresSettings, S3Settings
+
+# The package lives in the repository checkout (editable install): infra/ is beside it.  An
+# installed wheel has no infra/, and the commands that need it say so (vitrine.stack).
+REPO_DIR = Path(__file__).resolve().parents[1]
+INFRA_DIR = REPO_DIR / "infra"
+
+
+class OpsSettings(KafkaSettings, S3Settings, PostgresSettings):
+    """Everything ``vitrine status / put / cards / show / up`` read from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VITRINE_", extra="ignore", hide_input_in_errors=True
+    )
+
+    # Same names and defaults as IngestSettings / InferenceSettings / SinkSettings.
+    ingest_group: str = "vitrine-ingest"
+    inference_group: str = "vitrine-inference"
+    sink_group: str = "vitrine-sink"
+    state_dir: Path | None = Field(
+        None, description="infra/stack's state dir; None = <repo>/.vitrine"
+    )
+    inference_processes: int = Field(1, ge=0, description="Workers infra/services.sh runs.")
+    # infra/services.sh: ingest base+1, sink base+2, inference-N base+9+N.
+    metrics_base_port: int = 29100
+    metrics_host: str = "127.0.0.1"
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir or REPO_DIR / ".vitrine"

@@ -1,0 +1,110 @@
+"""``vitrine status``: one snapshot of the whole pipeline, for the screen and for ``--json``.
+
+Each part is gathered on its own and a failing part becomes a *down* entry with its error, never
+an exception: the status screen is what an operator opens when something is broken, so it must
+show whatever it can still reach.  ``healthy`` is false when any server or service is not up;
+the command turns that into exit code 3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from vitrine.cards import CardStats, DatabaseUnreachable, card_stats, jsonable
+from vitrine.config import OpsSettings
+from vitrine.health import (
+    ServerHealth,
+    ServiceHealth,
+    minio_health,
+    service_health,
+    service_names,
+)
+from vitrine.lag import GroupLag, KafkaUnreachable, consumer_lag
+
+
+@dataclass
+class Status:
+    taken_at: datetime
+    bucket: str
+    servers: list[ServerHealth]
+    services: list[ServiceHealth]
+    lag: list[GroupLag] = field(default_factory=list)
+    cards: CardStats | None = None
+    cards_error: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return all(s.up for s in self.servers) and all(s.up for s in self.services)
+
+    @property
+    def problems(self) -> list[str]:
+        found = [f"server {s.name} down" for s in self.servers if not s.up]
+        found += [f"service {s.name} {s.state}" for s in self.services if not s.up]
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable(
+            {
+                "taken_at": self.taken_at,
+                "healthy": self.healthy,
+                "problems": self.problems,
+                "bucket": self.bucket,
+                "servers": [asdict(s) for s in self.servers],
+                "services": [{**asdict(s), "up": s.up, "state": s.state} for s in self.services],
+                "lag": [{**asdict(g), "total": g.total} for g in self.lag],
+                "cards": asdict(self.cards) if self.cards else None,
+                "cards_error": self.cards_error,
+            }
+        )
+
+
+def gather(settings: OpsSettings, bucket: str, minutes: int = 10) -> Status:
+    """Probe everything once; never raises for an unreachable server."""
+    groups = {
+        settings.ingest_group: settings.topic_events,
+        settings.inference_group: settings.topic_jobs,
+        settings.sink_group: settings.topic_results,
+    }
+    kafka = ServerHealth("kafka", settings.kafka_bootstrap, True)
+    lag: list[GroupLag] = []
+    try:
+        lag = consumer_lag(settings.kafka_bootstrap, groups)
+    except (KafkaUnreachable, TimeoutError) as exc:
+        kafka.up, kafka.error = False, str(exc) or "timed out"
+
+    dsn = settings.pg_dsn.get_secret_value()
+    postgres = ServerHealth("postgres", _dsn_address(dsn), True)
+    cards: CardStats | None = None
+    cards_error: str | None = None
+    try:
+        cards = card_stats(dsn, bucket, minutes=minutes)
+    except DatabaseUnreachable as exc:
+        postgres.up, postgres.error = False, str(exc)
+        cards_error = str(exc)
+    except Exception as exc:  # reachable, but the query failed (missing table, grants)
+        cards_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+
+    return Status(
+        taken_at=datetime.now(UTC),
+        bucket=bucket,
+        servers=[kafka, minio_health(settings.s3_endpoint), postgres],
+        services=[service_health(settings, name) for name in service_names(settings)],
+        lag=lag,
+        cards=cards,
+        cards_error=cards_error,
+    )
+
+
+def _dsn_address(dsn: str) -> str:
+    """host:port/db of a DSN, without the credentials (the screen must not show a password)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:
+        return "(invalid VITRINE_PG_DSN)"
+    return (
+        f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
+    )
