@@ -39,7 +39,6 @@ class OpsSettings(KafkaSettings, S3Settings, PostgresSettings):
     inference_processes: int = Field(1, ge=0, description="Workers infra/services.sh runs.")
     # infra/services.sh: ingest base+1, sink base+2, inference-N base+9+N.
     metrics_base_port: int = 29100
-    metrics_host: str = "127.0.0.1"
 
     @property
     def state_path(self) -> Path:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
@@ -42,6 +43,19 @@ EVENTS = Counter(
     "vitrine_ingest_events_total", "Notification records seen, by outcome.", ["outcome", "reason"]
 )
 MALFORMED = Counter("vitrine_ingest_malformed_total", "Notifications that did not parse.")
+PUBLISHED = Counter(
+    "vitrine_ingest_published_total",
+    "Messages published, by kind: job, result (queued/rejected/deleted rows), dlq.",
+    ["kind"],
+)
+BATCH_SECONDS = Histogram(
+    "vitrine_ingest_batch_seconds",
+    "From a batch of notifications read to its outputs acknowledged and its offsets committed.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH_RETRIES = Counter(
+    "vitrine_ingest_batch_retries_total", "Batches re-read after a Kafka error (broker restart)."
+)
 
 
 class IngestSettings(KafkaSettings):
@@ -80,6 +94,7 @@ class Ingest:
                 )
                 if not batch:
                     continue
+                started = time.perf_counter()
                 try:
                     sends: list[asyncio.Future[Any]] = []
                     for records in batch.values():
@@ -94,8 +109,10 @@ class Ingest:
                 except KafkaError as exc:
                     self.recent.abort()
                     failures += 1
+                    BATCH_RETRIES.inc()
                     await rewind_after_failure(self.consumer, batch, exc, failures)
                     continue
+                BATCH_SECONDS.observe(time.perf_counter() - started)
                 await record_lag(self.consumer, self.settings.ingest_group)
         finally:
             await self.consumer.stop()
@@ -104,6 +121,7 @@ class Ingest:
     async def _park(self, record: ConsumerRecord[Any, Any], exc: Exception) -> asyncio.Future[Any]:
         """A notification we cannot read: logged, counted, kept on the dead-letter topic."""
         MALFORMED.inc()
+        PUBLISHED.labels("dlq").inc()
         log.error(
             "event.malformed",
             extra={"offset": record.offset, "partition": record.partition, "error": str(exc)[:500]},
@@ -134,12 +152,14 @@ class Ingest:
                 continue
             key = f"{ref.bucket}/{ref.key}"
             if decision.result is not None:
+                PUBLISHED.labels("result").inc()
                 sends.append(
                     await self.producer.send(
                         s.topic_results, key=ref.message_key, value=encode(decision.result)
                     )
                 )
             if decision.job is not None:
+                PUBLISHED.labels("job").inc()
                 sends.append(
                     await self.producer.send(
                         s.topic_jobs, key=ref.message_key, value=encode(decision.job)

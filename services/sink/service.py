@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
-from schemas.messages import CardResult
+from schemas.messages import CardResult, CardStatus
 from services.runtime.kafka import make_consumer, rewind_after_failure, with_retry
 from services.runtime.metrics import record_lag
 from services.runtime.retry import transient
@@ -34,7 +35,9 @@ from services.sink.store import upsert_batch
 
 log = logging.getLogger("vitrine.sink")
 
-RESULTS = Counter("vitrine_sink_results_total", "Results read, by status.", ["status"])
+RESULTS = Counter(
+    "vitrine_sink_results_total", "Results read, by status and reason.", ["status", "reason"]
+)
 MALFORMED = Counter("vitrine_sink_malformed_total", "Result messages that did not parse.")
 ROWS_CHANGED = Counter("vitrine_sink_rows_changed_total", "Upserts that changed a row.")
 BATCH_SECONDS = Histogram(
@@ -43,6 +46,16 @@ BATCH_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
 DB_RETRIES = Counter("vitrine_sink_db_retries_total", "Batches retried after a DB error.")
+COMMIT_RETRIES = Counter(
+    "vitrine_sink_commit_retries_total",
+    "Batches re-read because the offset commit failed (rows already written; replay is a no-op).",
+)
+END_TO_END_SECONDS = Histogram(
+    "vitrine_sink_end_to_end_seconds",
+    "From the object's upload (event time) to its final row committed, by status.",
+    ["status"],
+    buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600),
+)
 
 
 class SinkSettings(KafkaSettings, PostgresSettings):
@@ -68,6 +81,19 @@ def parse(record: ConsumerRecord[Any, Any]) -> CardResult | None:
             extra={"partition": record.partition, "offset": record.offset, "error": str(exc)[:500]},
         )
         return None
+
+
+def observe_end_to_end(results: list[CardResult]) -> None:
+    """Upload-to-row latency of final results: the pipeline's whole delay as a user sees it.
+    A replay or a reprocess observes again, from the same upload time: that is what it cost."""
+    now = datetime.now(UTC)
+    for result in results:
+        if result.status.final and result.status is not CardStatus.deleted:
+            uploaded = result.object.event_time
+            if uploaded.tzinfo is None:  # a naive time from a hand-made message: take it as UTC
+                uploaded = uploaded.replace(tzinfo=UTC)
+            seconds = (now - uploaded).total_seconds()
+            END_TO_END_SECONDS.labels(result.status.value).observe(max(seconds, 0.0))
 
 
 class Sink:
@@ -134,9 +160,10 @@ class Sink:
                     if (r := parse(rec)) is not None
                 ]
                 for result in results:
-                    RESULTS.labels(result.status.value).inc()
+                    RESULTS.labels(result.status.value, result.reason or "").inc()
                 changed = await self.write(results, stop) if results else 0
                 ROWS_CHANGED.inc(changed)
+                observe_end_to_end(results)
                 self._maybe_crash()
                 try:
                     await self.consumer.commit(
@@ -145,6 +172,7 @@ class Sink:
                     failures = 0
                 except KafkaError as exc:  # rows are written: the replay will change nothing
                     failures += 1
+                    COMMIT_RETRIES.inc()
                     await rewind_after_failure(self.consumer, batch, exc, failures)
                     continue
                 for result in results:
