@@ -10,6 +10,7 @@ wrong, up to ``max_attempts``, after which a typed error says which rule failed.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import threading
 import time
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 
 from schemas.card import ProductCard, card_model
 from services.inference.checks import check_card
+from services.inference.decoding import Decoded, Decoder, GuidanceGrammar, completion_dict
 from services.inference.errors import (
     AttemptFailure,
     ContextOverflow,
@@ -50,6 +52,8 @@ HANDLER_CLASSES = {
     "mtmd": chat_format.MTMDChatHandler,
 }
 
+log = logging.getLogger("vitrine.inference")
+
 # libmtmd logs through its own callback; route it through llama-cpp-python's so ``verbose``
 # silences it too (services write JSON logs and must not get raw C chatter on stderr).
 mtmd_cpp.mtmd_log_set(llama_logger.llama_log_callback, ctypes.c_void_p(0))
@@ -63,6 +67,11 @@ class GenerationTimings:
     generate_ms: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    """Output tokens, sampled and forced alike."""
+    forced_tokens: int = 0
+    """Of ``completion_tokens``, those the grammar forced (llguidance fast-forward, no sampling)."""
+    mask_ms: float = 0.0
+    """Time spent computing and applying llguidance's token masks (inside ``generate_ms``)."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -74,6 +83,8 @@ class GenerationTimings:
         self.generate_ms += other.generate_ms
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
+        self.forced_tokens += other.forced_tokens
+        self.mask_ms += other.mask_ms
 
 
 @dataclass
@@ -104,6 +115,8 @@ class CardOutcome:
             "prompt_tokens": t.prompt_tokens,
             "completion_tokens": t.completion_tokens,
             "tokens_per_s": round(t.tokens_per_s, 2),
+            "forced_tokens": t.forced_tokens,
+            "mask_ms": round(t.mask_ms, 2),
             "attempts": self.attempts,
         }
 
@@ -126,13 +139,25 @@ class _TimedMtmd:
 
 
 class _TimedLlama(Llama):
-    """Marks when the chat handler finishes the prompt and starts sampling."""
+    """Marks when the chat handler finishes the prompt and starts sampling.
+
+    With a ``decoder`` set (the llguidance backend), generation is handed to it at that point:
+    the handler has evaluated the image and prompt into the KV cache, the decoder samples from
+    there, and the handler converts its result into a chat response as usual.
+    """
 
     prefill_done_at: float = 0.0
+    decoder: Decoder | None = None
+    last_decoded: Decoded | None = None
 
     def create_completion(self, *args: Any, **kwargs: Any) -> Any:
         self.prefill_done_at = time.perf_counter()
-        return super().create_completion(*args, **kwargs)
+        self.last_decoded = None
+        if self.decoder is None:
+            return super().create_completion(*args, **kwargs)
+        decoded = self.decoder.run(**kwargs)
+        self.last_decoded = decoded
+        return completion_dict(decoded, len(kwargs["prompt"]), self.model_path)
 
 
 def compile_grammar(schema: dict[str, Any], llm: Llama) -> LlamaGrammar:
@@ -228,8 +253,27 @@ class CardEngine:
         self._deadline: float | None = None
         self._abort_cb = llama_cpp.ggml_abort_callback(self._past_deadline)
         llama_cpp.llama_set_abort_callback(self.llm._ctx.ctx, self._abort_cb, None)
-        self.grammar: LlamaGrammar | None = (
-            compile_grammar(self.schema, self.llm) if settings.grammar_backend == "llama" else None
+        self.grammar: LlamaGrammar | None = None
+        self.guidance: GuidanceGrammar | None = None
+        try:
+            if settings.grammar_backend == "gbnf":
+                self.grammar = compile_grammar(self.schema, self.llm)
+            elif settings.grammar_backend == "llguidance":
+                self.guidance = GuidanceGrammar(self.schema, self.llm)
+                self.llm.decoder = Decoder(
+                    self.llm, self.guidance, fast_forward=settings.grammar_fast_forward
+                )
+        except GrammarError:
+            self.llm.close()
+            raise
+        log.info(
+            "engine.grammar",
+            extra={
+                "grammar_backend": settings.grammar_backend,
+                "fast_forward": settings.grammar_fast_forward
+                if settings.grammar_backend == "llguidance"
+                else None,
+            },
         )
         self.load_ms = (time.perf_counter() - started) * 1000.0
 
@@ -270,6 +314,7 @@ class CardEngine:
             finished = time.perf_counter()
             prefill_s = self.llm.prefill_done_at - started
             image_s = self._mtmd.image_s
+            decoded = self.llm.last_decoded
         choice = response["choices"][0]
         usage = response.get("usage") or {}
         timings = GenerationTimings(
@@ -278,6 +323,8 @@ class CardEngine:
             generate_ms=(finished - self.llm.prefill_done_at) * 1000.0,
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
+            forced_tokens=decoded.forced if decoded else 0,
+            mask_ms=decoded.mask_ms if decoded else 0.0,
         )
         return RawGeneration(choice["message"]["content"] or "", choice["finish_reason"], timings)
 

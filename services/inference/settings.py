@@ -18,7 +18,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from schemas.language import LanguageProfile, profile_for
 from services.inference.presets import HandlerName
 
-GrammarBackend = Literal["llama", "none"]
+GrammarBackend = Literal["llguidance", "gbnf", "none"]
+"""llguidance: token masks + forced-token fast-forward in vitrine's decode loop (the default);
+gbnf: llama.cpp's built-in grammar sampler (the fallback); none: unconstrained, benchmarks only."""
 
 
 def default_models_dir() -> Path:
@@ -59,7 +61,15 @@ class EngineSettings(BaseSettings):
         description="Wall-clock budget of one image across its attempts; llama.cpp "
         "aborts the running decode when it is spent (0 = no limit).",
     )
-    grammar_backend: GrammarBackend = "llama"
+    grammar_backend: GrammarBackend = Field(
+        "llguidance",
+        description="llguidance (default) or gbnf (llama.cpp's grammar sampler; 'llama' is an "
+        "alias); none = unconstrained, for benchmarks only.",
+    )
+    grammar_fast_forward: bool = Field(
+        True,
+        description="llguidance: append the tokens the grammar forces without sampling them.",
+    )
 
     # card content
     language: str = "pt-BR"
@@ -88,6 +98,11 @@ class EngineSettings(BaseSettings):
                 return tuple(json.loads(text))
             return tuple(part.strip() for part in text.split(";") if part.strip())
         return value
+
+    @field_validator("grammar_backend", mode="before")
+    @classmethod
+    def _backend_alias(cls, value: object) -> object:
+        return "gbnf" if value == "llama" else value  # the backend's name before llguidance
 
     @model_validator(mode="after")
     def _check(self) -> EngineSettings:
