@@ -1,0 +1,20 @@
+-- Roles and database of a compose deployment, run by infra/docker/setup.sh as the superuser of
+-- the postgres container (POSTGRES_USER), before infra/migrate.sh. The same accounts as the
+-- native stack's provision_postgres (infra/stack):
+--   * :user (VITRINE_PG_USER) owns the database and the tables and runs the migrations; it is no
+--     superuser, and no service gets its password (only the setup job does);
+--   * vitrine_sink is the sink's login, with no attribute at all: migration 0002 grants it
+--     CONNECT and the upsert's columns. The connection limit keeps a leaked sink password from
+--     exhausting the server's connections.
+-- Idempotent; passwords are re-set on every run so that they follow .env. Values arrive as psql
+-- variables and are quoted by format(%I/%L), never spliced into SQL.
+SELECT format('CREATE ROLE %I', :'user')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user') \gexec
+SELECT format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L',
+              :'user', :'pw') \gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user')
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \gexec
+SELECT 'CREATE ROLE vitrine_sink'
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vitrine_sink') \gexec
+SELECT format('ALTER ROLE vitrine_sink WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT '
+              'NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 16 PASSWORD %L', :'sink_pw') \gexec
