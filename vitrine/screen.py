@@ -77,7 +77,8 @@ def header(status: Status) -> Text:
         text.append("● healthy", style="bold green")
     else:
         problems = status.problems
-        text.append(f"✕ {len(problems)} problem(s): {', '.join(problems)}", style="bold red")
+        text.append(f"✕ {len(problems)} problem(s)", style="bold red")
+        text.append("\n" + "; ".join(problems), style="red")
     return text
 
 

@@ -21,8 +21,8 @@ class StackMissing(RuntimeError):
     """infra/stack is not beside the package (a wheel install): the native stack needs the repo."""
 
 
-def stack_script(infra_dir: Path = INFRA_DIR) -> Path:
-    script = infra_dir / "stack"
+def stack_script(infra_dir: Path | None = None) -> Path:
+    script = (infra_dir or INFRA_DIR) / "stack"
     if not script.is_file():
         raise StackMissing(
             f"{script} not found: `vitrine up/down/logs` drive the native stack of a vitrine "
