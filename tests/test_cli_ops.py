@@ -382,7 +382,7 @@ def test_show_one_card_and_an_unknown_key(cards_ns: Namespace) -> None:
     assert row["model_id"] == "tiny-llava:f32" and row["prompt_version"] == "card-v1+test"
     shown = run(cards_ns.env, "show", "c/caneca.jpg")
     assert shown.returncode == 0
-    assert "Caneca de cerâmica azul" in shown.stdout and "total 9.00s" in shown.stdout
+    assert "Caneca de cerâmica azul" in shown.stdout and "total 9.00s: fetch 12ms" in shown.stdout
     missing = run(cards_ns.env, "show", "c/nope.jpg")
     assert missing.returncode == 1
     assert f"no card for s3://{cards_ns.bucket}/c/nope.jpg" in one_error_line(missing)

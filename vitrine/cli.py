@@ -431,6 +431,7 @@ def put(
         f"{prefix} in {seconds:.1f}s ({types})"
         + (f"; skipped {len(todo.skipped)}" if todo.skipped else ""),
         highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -33,6 +33,16 @@ CSV_COLUMNS = (
 STATUS_STYLE = {"done": "green", "failed": "red", "rejected": "yellow", "queued": "cyan"}
 
 
+def duration(ms: Any) -> str:
+    """Milliseconds for people: 12ms, 2.85s, 3.5m."""
+    if ms is None:
+        return "-"
+    ms = float(ms)
+    if ms < 1000:
+        return f"{ms:.0f}ms"
+    return f"{ms / 1000:.2f}s" if ms < 60_000 else f"{ms / 60_000:.1f}m"
+
+
 def write_json_lines(rows: Sequence[dict[str, Any]], stream: TextIO) -> None:
     for row in rows:
         stream.write(json.dumps(jsonable(row), ensure_ascii=False) + "\n")
@@ -55,8 +65,11 @@ def card_table(rows: Sequence[dict[str, Any]], bucket: str) -> RenderableType:
     table = Table(
         box=box.SIMPLE_HEAD, pad_edge=False, title=f"s3://{bucket}/", title_justify="left"
     )
-    for column in ("key", "status", "product / reason", "category", "colour", "updated"):
-        table.add_column(column, overflow="fold" if column == "key" else "ellipsis")
+    table.add_column("key", no_wrap=True, min_width=12)
+    table.add_column("status", no_wrap=True, min_width=8)
+    for column, width in (("product / reason", 30), ("category", 18), ("colour", 10)):
+        table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=width)
+    table.add_column("updated", no_wrap=True, min_width=14)
     for row in rows:
         status = row["status"]
         what = row["product_name"] if status == "done" else (row["reason"] or "")
@@ -66,7 +79,7 @@ def card_table(rows: Sequence[dict[str, Any]], bucket: str) -> RenderableType:
             what or "",
             row["category_standard"] or "",
             row["color_primary"] or "",
-            f"{row['updated_at']:%Y-%m-%d %H:%M:%S}",
+            f"{row['updated_at']:%m-%d %H:%M:%S}",
         )
     return table
 
@@ -117,10 +130,10 @@ def _timings(t: dict[str, Any]) -> str:
     if not t:
         return ""
     stages = ("fetch_ms", "preprocess_ms", "image_encode_ms", "prompt_eval_ms", "generate_ms")
-    text = " · ".join(f"{s[:-3]} {t.get(s, 0) / 1000:.2f}s" for s in stages if t.get(s))
+    text = " · ".join(f"{s[:-3]} {duration(t[s])}" for s in stages if t.get(s))
     total = t.get("total_ms")
     if total:
-        text = f"total {total / 1000:.2f}s: {text}"
+        text = f"total {duration(total)}: {text}"
     if t.get("completion_tokens"):
         text += f" · {t['completion_tokens']} tokens at {t.get('tokens_per_s', 0):.1f} tok/s"
     return text

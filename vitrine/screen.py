@@ -14,22 +14,18 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from vitrine.listing import duration
 from vitrine.status import Status
 
 SPARK = " ▁▂▃▄▅▆▇█"
+# Columns that must stay readable when a long detail or note competes for the width.
+MIN_WIDTH = {"name": 11, "state": 12, "group": 12, "status": 8, "reason": 14, "when": 8, "key": 20}
 STATUSES = ("queued", "done", "rejected", "failed", "deleted")
 
 
 def _state(up: bool, label: str | None = None) -> Text:
     label = label or ("up" if up else "down")
     return Text(f"{'●' if up else '✕'} {label}", style="green" if up else "bold red")
-
-
-def _ms(value: Any) -> str:
-    if value is None:
-        return "-"
-    seconds = float(value) / 1000
-    return f"{seconds:.2f}s" if seconds < 60 else f"{seconds / 60:.1f}m"
 
 
 def _age(seconds: float | None) -> str:
@@ -65,7 +61,7 @@ def _table(title: str, *columns: str, **options: Any) -> Table:
             no_wrap=True,
             overflow="ellipsis",
             max_width=44 if flexible else None,
-            min_width={"name": 11, "state": 12, "group": 12}.get(column),
+            min_width=MIN_WIDTH.get(column),
         )
     return table
 
@@ -92,7 +88,7 @@ def processes(status: Status) -> Table:
         if service.busy is not None:
             note = "running a job" if service.busy else "idle"
         if not service.running:
-            note = f"no live process ({service.name}.pid)"
+            note = "not running"
         elif not service.metrics_up:
             note = service.error or "metrics endpoint silent"
         table.add_row(
@@ -186,11 +182,11 @@ def slowest(status: Status) -> RenderableType:
         tps = row["tokens_per_s"]
         table.add_row(
             _short(row["object_key"], 34),
-            _ms(row["total_ms"]),
-            _ms(row["fetch_ms"]),
-            _ms(row["preprocess_ms"]),
-            _ms(row["encode_ms"]),
-            _ms(row["generate_ms"]),
+            duration(row["total_ms"]),
+            duration(row["fetch_ms"]),
+            duration(row["preprocess_ms"]),
+            duration(row["encode_ms"]),
+            duration(row["generate_ms"]),
             "-" if tps is None else f"{tps:.1f}",
             _ago(row["updated_at"], status.taken_at),
         )
@@ -208,13 +204,18 @@ def failures(status: Status) -> RenderableType:
             Text(row["status"], style="red" if row["status"] == "failed" else "yellow"),
             row["reason"] or "",
             _ago(row["updated_at"], status.taken_at),
-            _short((row["detail"] or "").replace("\n", " "), 40),
+            _clip((row["detail"] or "").replace("\n", " "), 44),
         )
     return table
 
 
 def _short(text: str, width: int) -> str:
+    """Keys keep their end (the file name), details their beginning."""
     return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def render(status: Status) -> RenderableType:
