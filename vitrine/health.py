@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -57,7 +57,6 @@ class ServerHealth:
     address: str
     up: bool
     error: str | None = None
-    detail: dict[str, object] = field(default_factory=dict)
 
 
 def metrics_port(settings: OpsSettings, name: str) -> int:
