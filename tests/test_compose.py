@@ -545,6 +545,24 @@ def test_app_dockerfile_variants_entrypoint_and_context() -> None:
                 assert any(source == a or source.startswith(a + "/") for a in allowed), source
 
 
+def test_minio_defines_the_notification_targets_setup_uses(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    minio, setup = services["minio"]["environment"], services["setup"]["environment"]
+    durable, fast = setup["VITRINE_MINIO_TARGET"], setup["VITRINE_MINIO_FAST_TARGET"]
+    for target in (durable, fast):
+        assert minio[f"MINIO_NOTIFY_KAFKA_ENABLE_{target}"] == "on"
+        assert minio[f"MINIO_NOTIFY_KAFKA_BROKERS_{target}"] == setup["VITRINE_KAFKA_BOOTSTRAP"]
+        # An empty topic in .env means the default, on both sides.
+        assert minio[f"MINIO_NOTIFY_KAFKA_TOPIC_{target}"] == (
+            setup["VITRINE_TOPIC_EVENTS"] or "minio.events"
+        )
+    # Only the durable target queues on disk, in a volume of its own.
+    assert f"MINIO_NOTIFY_KAFKA_QUEUE_DIR_{fast}" not in minio
+    queue = minio[f"MINIO_NOTIFY_KAFKA_QUEUE_DIR_{durable}"]
+    assert [v["type"] for v in services["minio"]["volumes"] if v["target"] == queue] == ["volume"]
+
+
 def test_pinned_versions_match_the_native_stack(services: dict[str, dict[str, Any]]) -> None:
     dev = dict(re.findall(r':\s*"\$\{(VITRINE_[A-Z_]+):=([^}]*)\}"', _dev_env()))
     minio_arg = re.search(
