@@ -605,7 +605,12 @@ def test_prometheus_scrapes_every_service_on_its_metrics_port(
     for name, module in service_modules(services).items():
         env = services[name]["environment"]
         assert env["VITRINE_METRICS_HOST"] == "0.0.0.0", name
-        assert scraped.get(name) == int(env["VITRINE_METRICS_PORT"]), name
+        # Reached by its service name or by a network alias (one DNS name for many services).
+        dns_names = {name}
+        for network in (services[name].get("networks") or {}).values():
+            dns_names |= set((network or {}).get("aliases") or [])
+        ports = {scraped[n] for n in dns_names if n in scraped}
+        assert ports == {int(env["VITRINE_METRICS_PORT"])}, name
         assert module.rsplit(".", 1)[-1] in jobs
     mounts = {v["target"]: v for v in services["prometheus"]["volumes"]}
     assert Path(mounts["/etc/prometheus/prometheus.yml"]["source"]) == PROMETHEUS
