@@ -119,6 +119,10 @@ def connect(dsn: str) -> psycopg.Connection[dict[str, Any]]:
         # The first line names host, port and cause; later lines repeat it per address.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatabaseUnreachable(f"cannot connect to PostgreSQL: {first}") from None
+    except psycopg.ProgrammingError:  # its message may quote the DSN, password included
+        raise DatabaseUnreachable(
+            "cannot connect to PostgreSQL: VITRINE_PG_DSN is not a valid connection string"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -388,8 +388,8 @@ def put(
         fail("nothing to upload: no regular files in " + ", ".join(map(str, paths)))
     settings = _settings(OpsSettings)
     target = bucket or settings.bucket
-    client = ops_minio(settings)
     try:
+        client = ops_minio(settings)
         check_bucket(client, target, settings.s3_endpoint)
     except S3Unreachable as exc:
         fail(str(exc))

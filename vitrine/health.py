@@ -9,7 +9,6 @@ PostgreSQL are judged by whether the status queries could use them (vitrine.stat
 
 from __future__ import annotations
 
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +112,7 @@ def service_health(settings: OpsSettings, name: str) -> ServiceHealth:
     health = ServiceHealth(name, pid, pid is not None, port, metrics_up=False)
     try:
         text = scrape(settings.metrics_host, port)
-    except (OSError, urllib.error.URLError) as exc:
+    except (OSError, ValueError) as exc:  # URLError is an OSError; a bad host a ValueError
         reason = getattr(exc, "reason", exc)
         health.error = f"metrics on :{port}: {reason}"
         return health
@@ -131,5 +130,5 @@ def minio_health(endpoint: str) -> ServerHealth:
     try:
         with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
             return ServerHealth("minio", endpoint, response.status == 200)
-    except (OSError, urllib.error.URLError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: VITRINE_S3_ENDPOINT is not a URL
         return ServerHealth("minio", endpoint, False, str(getattr(exc, "reason", exc)))

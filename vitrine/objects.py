@@ -21,19 +21,23 @@ class S3Unreachable(ConnectionError):
 
 
 def ops_minio(settings: S3Settings) -> Minio:
+    """Raises S3Unreachable for an endpoint that is not a usable URL."""
     url = urlparse(settings.s3_endpoint)
     http = urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=3, read=120),
         retries=urllib3.Retry(total=2, backoff_factor=0.3, status_forcelist=(502, 503, 504)),
     )
-    return Minio(
-        url.netloc or url.path,
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key.get_secret_value(),
-        secure=url.scheme == "https",
-        region=settings.s3_region,
-        http_client=http,
-    )
+    try:
+        return Minio(
+            url.netloc or url.path,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key.get_secret_value(),
+            secure=url.scheme == "https",
+            region=settings.s3_region,
+            http_client=http,
+        )
+    except ValueError as exc:
+        raise S3Unreachable(f"VITRINE_S3_ENDPOINT={settings.s3_endpoint}: {exc}") from None
 
 
 def check_bucket(client: Minio, bucket: str, endpoint: str) -> None:
