@@ -161,6 +161,17 @@ def test_database_down_is_one_line() -> None:
         assert "cannot connect to PostgreSQL" in one_error_line(result)
 
 
+def test_an_invalid_dsn_is_one_line_without_the_password() -> None:
+    env = {**os.environ, "VITRINE_PG_DSN": "bogus=1 password=s3cr3t-pw host=127.0.0.1"}
+    result = run(env, "cards")
+    assert result.returncode == 1
+    assert "not a valid connection string" in one_error_line(result)
+    assert "s3cr3t-pw" not in result.stderr + result.stdout
+    status = run(env, "status", "--json")
+    assert "s3cr3t-pw" not in status.stdout + status.stderr
+    assert json.loads(status.stdout)["problems"][0] == "server postgres down"
+
+
 def test_put_with_minio_down_is_one_line(tmp_path: Path) -> None:
     photo = tmp_path / "p.jpg"
     photo.write_bytes(image_bytes("JPEG"))
