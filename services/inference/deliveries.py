@@ -3,29 +3,83 @@
 An exception is caught and becomes a ``failed`` result; what cannot be caught is the process
 dying (a segfault in native code, the OOM killer, ``kill -9``).  The job is then redelivered, and
 a job that kills every worker that touches it — a poison message — would block its partition
-forever.  Before a job starts, the worker commits the job's *own* offset with the metadata
-``inflight:<offset>:<n>``; a worker receiving the job again reads that marker (it is part of the
-consumer group's committed offsets, so it survives any worker) and knows it is delivery n+1.
-Past the limit, the job is parked on the dead-letter topic with a ``failed`` result instead.
+forever.  Before a delivery starts, the worker commits the *first* job's own offset with the
+metadata ``inflight:<offset>:<n>:<end>``: delivery n of the jobs ``offset..end`` starts now.  It
+is part of the consumer group's committed offsets, so it survives any worker; a worker that reads
+a marker for the offset it is about to start knows that the previous delivery died.
+
+Fast engines take several jobs per delivery (a batch).  When a batch dies, nobody knows which of
+its jobs was to blame, so the range becomes *suspect*: it is re-run one job at a time, and each
+of its jobs starts with the one death it shared.  A poison job then dies alone, its count climbs,
+and past the limit it is parked on the dead-letter topic with a ``failed`` result; the innocent
+jobs of the range go through on their second delivery.  A slow model never batches, and then
+this is exactly one marker per job.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndMetadata
 
 PREFIX = "inflight"
 
 
+@dataclass(frozen=True)
+class Marker:
+    offset: int
+    count: int  # deliveries of ``offset`` started so far
+    end: int  # last offset of the delivery that wrote it
+
+
+def format_marker(offset: int, count: int, end: int) -> str:
+    return f"{PREFIX}:{offset}:{count}:{end}"
+
+
+def read_marker(metadata: str | None, offset: int) -> Marker | None:
+    """The marker in a commit's metadata, if it is about ``offset``."""
+    if not metadata or not metadata.startswith(PREFIX + ":"):
+        return None
+    try:
+        fields = [int(f) for f in metadata.split(":")[1:]]
+    except ValueError:
+        return None
+    if len(fields) == 2:  # inflight:<offset>:<n>, written before batches existed
+        fields.append(fields[0])
+    if len(fields) != 3 or fields[0] != offset:
+        return None
+    return Marker(*fields)
+
+
 def parse_marker(metadata: str | None, offset: int) -> int:
     """Deliveries already started for ``offset`` according to a commit's metadata."""
-    if not metadata or not metadata.startswith(PREFIX + ":"):
-        return 0
-    try:
-        _, marked_offset, count = metadata.split(":")
-        return int(count) if int(marked_offset) == offset else 0
-    except ValueError:
-        return 0
+    marker = read_marker(metadata, offset)
+    return marker.count if marker else 0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    first: int
+    attempt: int  # 1-based delivery number of the job at ``first``
+    suspect_end: int | None  # a delivery of first..suspect_end died: one job at a time
+
+    def after(self, offset: int) -> OffsetAndMetadata:
+        """What to commit once the job at ``offset`` is finished."""
+        if self.suspect_end is not None and offset < self.suspect_end:
+            # the next job of the suspect range starts with the death it shared
+            return OffsetAndMetadata(offset + 1, format_marker(offset + 1, 1, self.suspect_end))
+        return OffsetAndMetadata(offset + 1, "")
+
+    def not_started(self) -> OffsetAndMetadata:
+        """What to commit when the delivery ends before its first job ran (or it was handed
+        back): the marker as it was before, so this delivery does not count as a death."""
+        if self.attempt > 1 and self.suspect_end is not None:
+            return OffsetAndMetadata(
+                self.first, format_marker(self.first, self.attempt - 1, self.suspect_end)
+            )
+        return OffsetAndMetadata(self.first, "")
 
 
 class DeliveryCounter:
@@ -34,11 +88,26 @@ class DeliveryCounter:
         self.admin = admin
         self.group = group
 
-    async def begin(self, tp: TopicPartition, offset: int) -> int:
-        """Record that delivery n of the job at ``offset`` starts now; returns n (1-based)."""
-        committed = await self.admin.list_consumer_group_offsets(self.group, partitions=[tp])
-        meta = committed.get(tp)
-        previous = parse_marker(meta.metadata if meta else None, offset)
-        attempt = previous + 1
-        await self.consumer.commit({tp: (offset, f"{PREFIX}:{offset}:{attempt}")})
-        return attempt
+    async def begin(
+        self, spans: dict[TopicPartition, tuple[int, int]]
+    ) -> dict[TopicPartition, Delivery]:
+        """Mark the deliveries of ``first..last`` per partition as started (one commit).
+
+        A partition whose previous delivery from ``first`` died is cut down to its first job;
+        the caller must run only that job (and seek the rest back).
+        """
+        committed = await self.admin.list_consumer_group_offsets(self.group, partitions=list(spans))
+        plan: dict[TopicPartition, Delivery] = {}
+        marks: dict[TopicPartition, tuple[int, str]] = {}
+        for tp, (first, last) in spans.items():
+            meta = committed.get(tp)
+            previous = read_marker(meta.metadata if meta else None, first)
+            if previous is None:
+                plan[tp] = Delivery(first, 1, None)
+                marks[tp] = (first, format_marker(first, 1, last))
+            else:
+                end = max(previous.end, first)
+                plan[tp] = Delivery(first, previous.count + 1, end)
+                marks[tp] = (first, format_marker(first, previous.count + 1, end))
+        await self.consumer.commit(marks)
+        return plan

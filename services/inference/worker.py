@@ -23,12 +23,14 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import CommitFailedError
-from aiokafka.structs import ConsumerRecord
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from minio import Minio
 from minio.error import S3Error
 from pydantic import Field, ValidationError
@@ -38,7 +40,7 @@ from urllib3.exceptions import HTTPError
 from schemas.messages import CardResult, CardStatus, ImageJob
 from services.inference import metrics
 from services.inference.bench_engine import BenchEngine
-from services.inference.deliveries import DeliveryCounter
+from services.inference.deliveries import Delivery, DeliveryCounter
 from services.inference.engine import CardEngine
 from services.inference.errors import CardError
 from services.inference.model_files import ModelFilesError, resolve
@@ -73,6 +75,18 @@ class InferenceSettings(EngineSettings, KafkaSettings, S3Settings):
         "fixed card after bench_engine_ms, to measure the pipeline alone (refused in production).",
     )
     bench_engine_ms: float = Field(0.0, ge=0)
+    inference_batch_max: int = Field(
+        64,
+        ge=1,
+        description="Most jobs one poll may take; only a fast engine takes more than one "
+        "(see inference_batch_target_ms).",
+    )
+    inference_batch_target_ms: float = Field(
+        100.0,
+        gt=0,
+        description="Jobs per poll are sized to take about this long at the recent pace; a "
+        "model slower than this per card always takes one job at a time.",
+    )
     session_timeout_ms: int = Field(30_000, ge=6_000)
     max_poll_interval_ms: int = Field(
         900_000,
@@ -98,6 +112,65 @@ class InferenceSettings(EngineSettings, KafkaSettings, S3Settings):
         description="Fault injection for tests only: SIGKILL this process when a job's "
         "key contains this text, as a segfault or the OOM killer would.",
     )
+
+
+@dataclass
+class _Send:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] | None
+    future: asyncio.Future[Any]
+
+    def again(self, producer: AIOKafkaProducer) -> Callable[[], Awaitable[Any]]:
+        return lambda: producer.send_and_wait(
+            self.topic, key=self.key, value=self.value, headers=self.headers
+        )
+
+
+@dataclass
+class _Batch:
+    """Jobs taken in one poll, run one after the other by one engine."""
+
+    plan: dict[TopicPartition, Delivery]
+    work: list[tuple[TopicPartition, ConsumerRecord[Any, Any]]]
+    task: asyncio.Task[None] = field(init=False)
+    sent: list[_Send] = field(default_factory=list)
+    finished: dict[TopicPartition, int] = field(default_factory=dict)  # last finished offset
+    cut: bool = False  # start no further job (rebalance, shutdown)
+    settled: bool = False
+
+    def offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Past every finished job; where none finished, back to before this delivery began
+        (a cut or a hand-back is not a death).  Eager rebalancing revokes every partition, so
+        a cut batch's unstarted jobs are re-read from these offsets by their next owner."""
+        return {
+            tp: delivery.after(self.finished[tp]) if tp in self.finished else delivery.not_started()
+            for tp, delivery in self.plan.items()
+        }
+
+
+class Pace:
+    """How many jobs to take per poll: as many as fit in ``target_ms`` at the recent pace.
+
+    A model that takes seconds per card gets one job at a time, exactly as before batching
+    existed, so a rebalance or a shutdown never waits for more than the running job; a fast
+    engine gets up to ``most`` jobs per poll, so the per-poll costs (the delivery marker, the
+    commit, the broker round trips for results) are shared.
+    """
+
+    def __init__(self, target_ms: float, most: int) -> None:
+        self.target_ms = target_ms
+        self.most = most
+        self.job_ms: float | None = None
+
+    def observe(self, ms: float) -> None:
+        self.job_ms = ms if self.job_ms is None else 0.8 * self.job_ms + 0.2 * ms
+
+    def batch_size(self) -> int:
+        if self.job_ms is None or self.most == 1:
+            return 1
+        return max(1, min(self.most, int(self.target_ms / max(self.job_ms, 0.01))))
 
 
 class _FinishBeforeRevoke(ConsumerRebalanceListener):
@@ -126,7 +199,7 @@ class InferenceWorker:
         self.consumer: AIOKafkaConsumer = make_consumer(
             settings,
             group_id=settings.inference_group,
-            max_poll_records=1,
+            max_poll_records=settings.inference_batch_max,
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(settings.session_timeout_ms // 10, 1000),
             max_poll_interval_ms=settings.max_poll_interval_ms,
@@ -135,12 +208,16 @@ class InferenceWorker:
         self.producer: AIOKafkaProducer = make_producer(settings)
         self.admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
         self.deliveries = DeliveryCounter(self.consumer, self.admin, settings.inference_group)
-        self._job: asyncio.Task[None] | None = None
-        self._job_offset: tuple[TopicPartition, int] | None = None
+        self._batch: _Batch | None = None
+        # one job per poll when max_deliveries is 1: a dead batch would park every job in it
+        self.pace = Pace(
+            settings.inference_batch_target_ms,
+            settings.inference_batch_max if settings.max_deliveries > 1 else 1,
+        )
 
     @property
     def busy(self) -> bool:
-        return self._job is not None and not self._job.done()
+        return self._batch is not None and not self._batch.task.done()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -155,10 +232,11 @@ class InferenceWorker:
         )
         try:
             while not stop.is_set():
-                batch = await self.consumer.getmany(timeout_ms=500, max_records=1)
-                for tp, records in batch.items():
-                    for record in records:
-                        await self._run_job(tp, record, stop)
+                batch = await self.consumer.getmany(
+                    timeout_ms=500, max_records=self.pace.batch_size()
+                )
+                if batch:
+                    await self._run_batch(batch, stop)
                 await record_lag(self.consumer, self.settings.inference_group)
         finally:
             await self.consumer.stop()  # leaves the group: partitions move on at once
@@ -166,54 +244,92 @@ class InferenceWorker:
             await self.admin.close()
             log.info("worker.stopped")
 
-    async def _run_job(
-        self, tp: TopicPartition, record: ConsumerRecord[Any, Any], stop: asyncio.Event
+    async def _run_batch(
+        self, records: dict[TopicPartition, list[ConsumerRecord[Any, Any]]], stop: asyncio.Event
     ) -> None:
-        delivery = await with_retry(
-            "deliveries.begin", lambda: self.deliveries.begin(tp, record.offset)
-        )
-        if delivery > self.settings.max_deliveries:
-            self._job = asyncio.create_task(self._park(record, delivery - 1))
-        else:
-            self._job = asyncio.create_task(self._process(record))
-        self._job_offset = (tp, record.offset + 1)
+        spans = {tp: (recs[0].offset, recs[-1].offset) for tp, recs in records.items()}
+        plan = await with_retry("deliveries.begin", lambda: self.deliveries.begin(spans))
+        work: list[tuple[TopicPartition, ConsumerRecord[Any, Any]]] = []
+        for tp, recs in records.items():
+            if plan[tp].suspect_end is not None and len(recs) > 1:
+                # a delivery from here died: one job at a time until the culprit is found
+                self.consumer.seek(tp, recs[1].offset)
+                recs = recs[:1]
+            work.extend((tp, r) for r in recs)
+        batch = _Batch(plan, work)
+        batch.task = asyncio.create_task(self._work_through(batch))
+        self._batch = batch
         self.consumer.pause(*self.consumer.assignment())
         metrics.BUSY.set(1)
         try:
-            while not self._job.done():
+            while not batch.task.done():
                 if stop.is_set():
+                    batch.cut = True  # finish the job that is running, start no other
                     finished, _ = await asyncio.wait(
-                        {self._job}, timeout=self.settings.shutdown_grace_s
+                        {batch.task}, timeout=self.settings.shutdown_grace_s
                     )
                     if not finished:
-                        # Not a crash: clear the delivery marker so it does not count as one.
-                        await self.consumer.commit({tp: (record.offset, "handed-back")})
-                        log.warning("job.handed_back", extra={"key": _key(record)})
-                        self._job_offset = None
+                        await self._hand_back(batch)
                         return
                     break
-                # Wake the moment the job ends; meanwhile poll once a second so the consumer
+                # Wake the moment the batch ends; meanwhile poll once a second so the consumer
                 # stays a live group member (a rebalance callback may run inside this poll).
-                await asyncio.wait({self._job}, timeout=1.0)
+                await asyncio.wait({batch.task}, timeout=1.0)
                 stray = await self.consumer.getmany(timeout_ms=0)
                 for stray_tp, stray_records in stray.items():  # from a partition assigned mid-job
                     self.consumer.seek(stray_tp, stray_records[0].offset)
             await self.settle(self.consumer.assignment())
         finally:
+            self._batch = None
             self.consumer.resume(*self.consumer.assignment())
             metrics.BUSY.set(0)
 
+    async def _work_through(self, batch: _Batch) -> None:
+        """Run the batch's jobs in order; each result is sent, and all are acknowledged."""
+        for tp, record in batch.work:
+            if batch.cut:
+                break
+            started = time.perf_counter()
+            delivery = batch.plan[tp]
+            if delivery.first == record.offset and delivery.attempt > self.settings.max_deliveries:
+                sends = await self._park(record, delivery.attempt - 1)
+            else:
+                sends = await self._process(record)
+            batch.sent.extend(sends)
+            batch.finished[tp] = record.offset
+            self.pace.observe(_ms_since(started))
+        await self._acknowledged(batch.sent)
+
+    async def _acknowledged(self, sent: list[_Send]) -> None:
+        """Wait for the broker's acks; what failed is sent again until it works."""
+        for send in sent:
+            try:
+                await send.future
+            except KafkaError:
+                await with_retry("result.send", send.again(self.producer))
+        sent.clear()
+
+    async def _hand_back(self, batch: _Batch) -> None:
+        """Shutdown grace spent mid-job: commit what finished, return the rest to the group."""
+        batch.task.cancel()  # the engine thread runs on, but nothing more is sent
+        await self._acknowledged(batch.sent)
+        await self.consumer.commit(batch.offsets())
+        log.warning(
+            "job.handed_back", extra={"partitions": sorted(tp.partition for tp in batch.plan)}
+        )
+
     async def settle(self, partitions: set[TopicPartition]) -> None:
-        """Let the running job finish and commit it, if it belongs to ``partitions``."""
-        if self._job is None or self._job_offset is None:
+        """Stop the running batch after its current job and commit it, if it touches
+        ``partitions`` (a rebalance revoking them, or the batch's normal end)."""
+        batch = self._batch
+        if batch is None or batch.settled or not set(batch.plan) & partitions:
             return
-        tp, offset = self._job_offset
-        if tp not in partitions:
-            return
-        await asyncio.shield(self._job)  # result published (or the task raised)
-        self._job_offset = None
+        batch.cut = True
+        await asyncio.shield(batch.task)  # results published and acknowledged (or it raised)
+        batch.settled = True
+        offsets = batch.offsets()
         try:
-            await with_retry("offset.commit", lambda: self.consumer.commit({tp: offset}))
+            await with_retry("offset.commit", lambda: self.consumer.commit(offsets))
         except CommitFailedError as exc:
             # The partition moved to another worker, which will run the job again: a duplicate
             # result the sink absorbs, never a lost one.
@@ -221,26 +337,30 @@ class InferenceWorker:
 
     # -- one job ---------------------------------------------------------------------------------
 
-    async def _process(self, record: ConsumerRecord[Any, Any]) -> None:
+    async def _send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> _Send:
+        """Hand a message to the producer; ``_acknowledged`` waits for the broker later, so a
+        batch of results shares the broker's round trips."""
+        future = await with_retry(
+            "result.enqueue",
+            lambda: self.producer.send(topic, key=key, value=value, headers=headers),
+        )
+        return _Send(topic, key, value, headers, future)
+
+    async def _process(self, record: ConsumerRecord[Any, Any]) -> list[_Send]:
         try:
             job = ImageJob.model_validate_json(record.value)
         except ValidationError as exc:
             metrics.MALFORMED.inc()
             log.error("job.malformed", extra={"key": _key(record), "error": str(exc)[:500]})
-            await with_retry(
-                "dlq.send",
-                lambda: self.producer.send_and_wait(
-                    self.settings.topic_dlq, key=record.key, value=record.value
-                ),
-            )
-            return
+            return [await self._send(self.settings.topic_dlq, record.key, record.value)]
         result = await self._card_result(job)
-        await with_retry(
-            "result.send",
-            lambda: self.producer.send_and_wait(
-                self.settings.topic_results, key=job.object.message_key, value=encode(result)
-            ),
-        )
+        sent = await self._send(self.settings.topic_results, job.object.message_key, encode(result))
         metrics.JOBS.labels(result.status.value, result.reason or "").inc()
         log.info(
             f"card.{result.status.value}",
@@ -253,34 +373,31 @@ class InferenceWorker:
                 "timings": result.timings.model_dump() if result.timings else None,
             },
         )
+        return [sent]
 
-    async def _park(self, record: ConsumerRecord[Any, Any], deaths: int) -> None:
+    async def _park(self, record: ConsumerRecord[Any, Any], deaths: int) -> list[_Send]:
         """A poison job: keep it for inspection on the dead-letter topic, finish its row."""
         detail = (
             f"the worker died {deaths} times while processing this job; parked on "
             f"{self.settings.topic_dlq}"
         )
-        await with_retry(
-            "dlq.send",
-            lambda: self.producer.send_and_wait(
+        sent = [
+            await self._send(
                 self.settings.topic_dlq,
-                key=record.key,
-                value=record.value,
+                record.key,
+                record.value,
                 headers=[("vitrine-reason", b"poison"), ("vitrine-deaths", str(deaths).encode())],
-            ),
-        )
+            )
+        ]
         metrics.JOBS.labels("failed", "poison").inc()
         try:
             job = ImageJob.model_validate_json(record.value)
         except ValidationError:
             log.error("job.parked", extra={"key": _key(record), "deaths": deaths})
-            return
+            return sent
         result = not_done(job, status=CardStatus.failed, reason="poison", detail=detail)
-        await with_retry(
-            "result.send",
-            lambda: self.producer.send_and_wait(
-                self.settings.topic_results, key=job.object.message_key, value=encode(result)
-            ),
+        sent.append(
+            await self._send(self.settings.topic_results, job.object.message_key, encode(result))
         )
         log.error(
             "job.parked",
@@ -290,6 +407,7 @@ class InferenceWorker:
                 "deaths": deaths,
             },
         )
+        return sent
 
     async def _card_result(self, job: ImageJob) -> CardResult:
         started = time.perf_counter()
