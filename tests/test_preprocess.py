@@ -509,3 +509,131 @@ def test_mutated_images_end_as_an_image_or_an_image_error(seed_name: str) -> Non
             data[at : at + n] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
         with contextlib.suppress(ImageError):  # anything else fails the test
             prepare_image(bytes(data), FIT, small)
+
+
+# -- large photos: reduced-scale decoding, one resize, the turn after it, a fast PNG -------------
+
+
+def _photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """Gradients + mid-frequency texture + noise + a few shapes: compresses like a photo."""
+    rng = np.random.default_rng(seed)
+    small = rng.normal(0, 1, (height // 16 + 2, width // 16 + 2, 3)).astype(np.float32)
+    texture = np.asarray(
+        Image.fromarray(((small * 40) + 128).clip(0, 255).astype(np.uint8)).resize(
+            (width, height), Image.Resampling.BILINEAR
+        ),
+        dtype=np.float32,
+    )
+    yy = np.linspace(0, 60, height, dtype=np.float32)[:, None, None]
+    arr = texture * 0.6 + yy + rng.normal(0, 5, (height, width, 3)).astype(np.float32)
+    image = Image.fromarray(arr.clip(0, 255).astype(np.uint8))
+    image.paste((200, 30, 30), (width // 8, height // 8, width // 3, height // 2))
+    return image
+
+
+@pytest.fixture
+def decoded_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """The size each JPEG is actually decoded at (after draft), recorded as it is loaded."""
+    from PIL import JpegImagePlugin
+
+    sizes: list[tuple[int, int]] = []
+    original = JpegImagePlugin.JpegImageFile.load
+
+    def load(self):
+        decoding = bool(self.tile)  # later calls find the pixels loaded and return them
+        result = original(self)
+        if decoding:
+            sizes.append(self.im.size)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", load)
+    return sizes
+
+
+@pytest.mark.parametrize(
+    ("source", "size", "decoded_at"),
+    [
+        ((6000, 4000), 336, (750, 500)),  # 24 MP at 1/8
+        ((6000, 4000), 896, (1500, 1000)),  # 24 MP at 1/4
+        ((4000, 3000), 896, (1000, 750)),  # 4:3 at 1/4 (a square draft request gave 1/2)
+        ((4000, 6000), 896, (1000, 1500)),  # portrait, as stored
+        ((1600, 1200), 1024, (1600, 1200)),  # no smaller scale covers 1024: full size
+    ],
+)
+def test_large_jpeg_is_decoded_at_the_coarsest_dct_scale_covering_the_encoder(
+    decoded_sizes: list[tuple[int, int]],
+    source: tuple[int, int],
+    size: int,
+    decoded_at: tuple[int, int],
+) -> None:
+    data = encode(Image.new("RGB", source, (90, 120, 200)), "JPEG", quality=90)
+    out = prepare_image(data, EncoderInput(size, "pad"), LIMITS)
+    assert decoded_sizes == [decoded_at]
+    assert max(decoded_at) >= size  # never decoded below what the encoder needs
+    assert (out.width, out.height) == (size, size)
+    assert (out.source_width, out.source_height) == source
+
+
+def test_draft_request_keeps_the_long_side_at_the_encoder_size() -> None:
+    from services.inference.preprocess import draft_request
+
+    target = EncoderInput(896, "pad")
+    assert draft_request(6000, 4000, target) == (896, 597)
+    assert draft_request(4000, 6000, target) == (597, 896)
+    assert draft_request(20000, 10, target) == (896, 1)  # never a zero side
+    for width, height in [(6000, 4000), (4000, 3000), (7001, 3), (897, 896), (12000, 5000)]:
+        request = draft_request(width, height, target)
+        scale = min(width // request[0], height // request[1])
+        assert width / scale >= 896 or height / scale >= 896
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 8, 3])
+def test_large_photo_matches_a_full_decode_and_resize(orientation: int) -> None:
+    """Quality: reduced-scale decode + one resize + the turn after it, against the naive path
+    (full decode, exif_transpose, LANCZOS), pixel by pixel."""
+    from PIL import ImageOps
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(_photo(3200, 2400), "JPEG", quality=90, exif=exif.tobytes())
+    target = EncoderInput(336, "fit")
+    ours = np.asarray(decoded(prepare_image(data, target, LIMITS).png), dtype=np.int16)
+    naive = ImageOps.exif_transpose(Image.open(io.BytesIO(data)).convert("RGB"))
+    naive = naive.resize(ours.shape[1::-1], Image.Resampling.LANCZOS)
+    diff = np.abs(ours - np.asarray(naive, dtype=np.int16))
+    assert ours.shape == (*(252, 336)[:: 1 if orientation in (1, 3) else -1], 3)
+    assert diff.mean() < 2.0, diff.mean()
+    assert np.percentile(diff, 99) < 16
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 7), (7, 1), (33, 17), (336, 336), (895, 601)])
+def test_encode_png_is_lossless_and_standard(size: tuple[int, int]) -> None:
+    import cv2
+
+    from services.inference.preprocess import encode_png
+
+    pixels = np.random.default_rng(sum(size)).integers(0, 256, (size[1], size[0], 3), np.uint8)
+    pixels[: size[1] // 2] = 255  # a flat white band, like a letterbox margin
+    png = encode_png(Image.fromarray(pixels))
+    image = decoded(png)
+    assert image.format == "PNG" and image.mode == "RGB" and image.size == size
+    assert np.array_equal(np.asarray(image), pixels)
+    # A second, independent decoder (libpng via OpenCV) reads the same pixels.
+    bgr = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert bgr is not None and np.array_equal(bgr[..., ::-1], pixels)
+
+
+def test_encode_png_is_no_larger_than_pillows() -> None:
+    from services.inference.preprocess import encode_png
+
+    image = _photo(896, 597)
+    canvas = Image.new("RGB", (896, 896), (255, 255, 255))
+    canvas.paste(image, (0, 150))
+    assert len(encode_png(canvas)) <= len(encode(canvas, "PNG", compress_level=1)) * 1.05
+
+
+def test_encode_png_refuses_other_modes() -> None:
+    from services.inference.preprocess import encode_png
+
+    with pytest.raises(ValueError, match="RGB"):
+        encode_png(Image.new("RGBA", (4, 4)))
