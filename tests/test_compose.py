@@ -653,6 +653,8 @@ def test_grafana_provisioning_matches_compose(services: dict[str, dict[str, Any]
     mounts = {v["target"]: Path(v["source"]) for v in services["grafana"]["volumes"]}
     assert mounts[provider["options"]["path"]] == GRAFANA / "dashboards"
     assert mounts["/etc/grafana/provisioning"] == GRAFANA / "provisioning"
+    home = Path(services["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"])
+    assert (GRAFANA / "dashboards" / home.relative_to(provider["options"]["path"])).is_file()
     for path, dashboard in dashboards():
         for panel in dashboard["panels"]:
             if "datasource" in panel:

@@ -20,8 +20,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/minio /usr/local/bin/minio
 # Data and the notification queue belong to an unprivileged user; named volumes mounted on these
-# directories take their ownership when first created.
-RUN useradd --system --uid 10002 --user-group --home-dir /data --shell /usr/sbin/nologin minio \
+# directories take their ownership when first created. Its home is not /data: MinIO keeps
+# ~/.minio (certs) there, which must not land among the buckets.
+RUN useradd --system --uid 10002 --user-group --create-home --home-dir /home/minio \
+        --shell /usr/sbin/nologin minio \
     && mkdir -p /data /queue \
     && chown minio:minio /data /queue
 USER minio
