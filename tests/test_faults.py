@@ -131,6 +131,43 @@ def test_poison_job_is_parked_after_bounded_deliveries(pipeline: Pipeline) -> No
     assert headers["vitrine-reason"] == b"poison" and headers["vitrine-deaths"] == b"3"
 
 
+def test_poison_job_inside_a_batch_is_isolated_and_parked(tmp_path) -> None:
+    """A fast engine takes many jobs per poll; the batch the poison job kills is re-run one job
+    at a time, so only the poison job is parked and its neighbours are done."""
+    ensure_stack()
+    ns = new_namespace(
+        {
+            "VITRINE_ENGINE": "bench",
+            "VITRINE_FAULT_CRASH_ON_KEY": "poison",
+            "VITRINE_SESSION_TIMEOUT_MS": "6000",
+        }
+    )
+    p = Pipeline(ns, tmp_path)
+    p.add("sink", "services.sink")
+    worker = p.add("inference", "services.inference")
+    p.start_all()
+    try:
+        s3 = s3_client(ns.env)
+        keys = [f"b/{i:03d}.jpg" for i in range(60)]
+        keys[45] = "b/045-poison.jpg"
+        for i, key in enumerate(keys):  # a backlog, so that the worker takes batches
+            s3.put_object(Bucket=ns.bucket, Key=key, Body=jpeg(i), ContentType="image/jpeg")
+        with Supervisor(worker) as supervisor:
+            p.add("ingest", "services.ingest").start()
+            wait_for(lambda: final_count(p, "b/") == 60, 300, "60 final rows", interval=1)
+        got = {r["object_key"]: r for r in rows(ns.dsn, ns.bucket, "object_key LIKE 'b/%%'")}
+        assert got["b/045-poison.jpg"]["reason"] == "poison"
+        assert "died 3 times" in got["b/045-poison.jpg"]["detail"]
+        assert {k for k, r in got.items() if r["status"] != "done"} == {"b/045-poison.jpg"}
+        # queued + at most two runs: the dead batch, then its suspect re-run one job at a time
+        assert max(r["results_applied"] for r in got.values()) <= 3
+        assert supervisor.restarts == 3
+        batches = [e["jobs"] for e in worker.events() if e.get("event") == "batch.finished"]
+        assert batches and max(batches) > 1  # it did batch
+    finally:
+        p.close()
+
+
 async def dlq_headers(p: Pipeline, key: str) -> dict[str, bytes]:
     consumer = AIOKafkaConsumer(
         p.ns.env["VITRINE_TOPIC_DLQ"],

@@ -299,6 +299,11 @@ class InferenceWorker:
             batch.finished[tp] = record.offset
             self.pace.observe(_ms_since(started))
         await self._acknowledged(batch.sent)
+        if len(batch.work) > 1:
+            log.info(
+                "batch.finished",
+                extra={"jobs": len(batch.work), "job_ms": round(self.pace.job_ms or 0.0, 2)},
+            )
 
     async def _acknowledged(self, sent: list[_Send]) -> None:
         """Wait for the broker's acks; what failed is sent again until it works."""
