@@ -28,6 +28,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from services.inference.decoding import Decoder  # noqa: E402
 from services.inference.engine import CardEngine  # noqa: E402
 from services.inference.errors import GenerationError  # noqa: E402
 from services.inference.model_files import resolve  # noqa: E402
@@ -62,30 +63,59 @@ def photo() -> bytes:
     return buf.getvalue()
 
 
-def per_token(eng: CardEngine, seeds: int) -> tuple[float, float, int]:
-    """Median ms per generated token, median tokens/s, total tokens."""
-    image = eng.prepare(photo())
-    eng.generate(image, seed=999)  # warm-up
-    ms, tps, tokens = [], [], 0
-    for seed in range(seeds):
-        t = eng.generate(image, seed=seed).timings
-        ms.append(t.generate_ms / max(t.completion_tokens, 1))
-        tps.append(t.tokens_per_s)
-        tokens += t.completion_tokens
-    return statistics.median(ms), statistics.median(tps), tokens
+MODES: list[tuple[str, dict[str, object]]] = [
+    ("unconstrained (llama-cpp-python loop)", {"grammar_backend": "none"}),
+    ("unconstrained (vitrine decode loop)", {"grammar_backend": "none", "own_loop": True}),
+    ("gbnf: llama.cpp grammar sampler", {"grammar_backend": "gbnf"}),
+    ("llguidance, mask only", {"grammar_backend": "llguidance", "grammar_fast_forward": False}),
+    ("llguidance + fast-forward (default)", {"grammar_backend": "llguidance"}),
+]
 
 
-def per_card(eng: CardEngine, seeds: int) -> tuple[float, float, float]:
-    """Median seconds per attempt, tokens per attempt, prefill ms (image + prompt)."""
-    image = eng.prepare(photo())
-    secs, toks, prefill = [], [], []
-    for seed in range(seeds):
-        started = time.perf_counter()
-        t = eng.generate(image, seed=100 + seed).timings
-        secs.append(time.perf_counter() - started)
-        toks.append(t.completion_tokens)
-        prefill.append(t.image_encode_ms + t.prompt_eval_ms)
-    return statistics.median(secs), statistics.median(toks), statistics.median(prefill)
+def mode_engine(pair, max_tokens: int, spec: dict[str, object]) -> CardEngine:
+    options = dict(spec)
+    own_loop = bool(options.pop("own_loop", False))
+    eng = engine(pair, max_tokens=max_tokens, max_attempts=1, **options)
+    if own_loop:  # the decoder without a grammar: separates the loop's cost from the mask's
+        eng.decoder = Decoder(eng.llm, None, fast_forward=False)
+    return eng
+
+
+def interleaved(pair, max_tokens: int, seeds: int, rounds: int) -> list[list[dict[str, float]]]:
+    """One generation per mode in turn, per seed and round, so load noise hits every mode alike."""
+    engines = [mode_engine(pair, max_tokens, spec) for _, spec in MODES]
+    image = engines[0].prepare(photo())
+    for eng in engines:
+        eng.generate(image, seed=999)  # warm-up
+    samples: list[list[dict[str, float]]] = [[] for _ in MODES]
+    try:
+        for _ in range(rounds):
+            for seed in range(seeds):
+                for i, eng in enumerate(engines):
+                    started = time.perf_counter()
+                    raw = eng.generate(image, seed=100 + seed)
+                    wall_ms = (time.perf_counter() - started) * 1000.0
+                    t = raw.timings
+                    samples[i].append(
+                        {
+                            "wall_ms": wall_ms,
+                            "generate_ms": t.generate_ms,
+                            "ms_per_token": t.generate_ms / max(t.completion_tokens, 1),
+                            "tokens": t.completion_tokens,
+                            "forced": t.forced_tokens,
+                            "mask_ms": t.mask_ms,
+                            "prefill_ms": t.image_encode_ms + t.prompt_eval_ms,
+                            "stop": float(raw.finish_reason == "stop"),
+                        }
+                    )
+    finally:
+        for eng in engines:
+            eng.close()
+    return samples
+
+
+def med(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
 
 
 def memory(pair, n: int) -> list[tuple[int, float]]:
@@ -105,6 +135,7 @@ def memory(pair, n: int) -> list[tuple[int, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2, help="repetitions of the seed set")
     parser.add_argument("--memory", type=int, default=200, help="generations (0 = skip)")
     parser.add_argument("--models", type=Path, default=Path("/tmp/vitrine-bench-models"))
     args = parser.parse_args()
@@ -112,28 +143,42 @@ def main() -> None:
     pair = generate(args.models)["llava"]
     print(f"model: {pair.model.name} (32k LLaMA vocab, random weights); cores: {os.cpu_count()}")
 
-    rows = []
-    for label, backend in (("unconstrained", "none"), ("llama.cpp GBNF grammar", "llama")):
-        eng = engine(pair, grammar_backend=backend, max_tokens=200, max_attempts=1)
-        ms, tps, tokens = per_token(eng, args.seeds)
-        eng.close()
-        rows.append((label, ms, tps, tokens))
-    base = rows[0][1]
-    print("\n## Cost per generated token (200-token budget, median of seeds)\n")
-    print("| decoding | ms/token | tokens/s | vs unconstrained |")
-    print("|---|---|---|---|")
-    for label, ms, tps, _ in rows:
-        print(f"| {label} | {ms:.2f} | {tps:.0f} | {ms / base:.2f}x |")
+    print(f"seeds: {args.seeds} x rounds: {args.rounds}, modes interleaved; medians")
 
-    print("\n## One card attempt (full card budget: 1536 tokens)\n")
-    print("| decoding | s/attempt | tokens | tokens/s | prefill ms (image+prompt) |")
-    print("|---|---|---|---|---|")
-    for label, backend in (("unconstrained", "none"), ("llama.cpp GBNF grammar", "llama")):
-        eng = engine(pair, grammar_backend=backend, max_tokens=1536, max_attempts=1)
-        eng.generate(eng.prepare(photo()), seed=999)  # warm-up
-        secs, toks, prefill = per_card(eng, args.seeds)
-        eng.close()
-        print(f"| {label} | {secs:.2f} | {toks:.0f} | {toks / secs:.0f} | {prefill:.0f} |")
+    samples = interleaved(pair, 200, args.seeds, args.rounds)
+    base = med(samples[0], "ms_per_token")
+    own = med(samples[1], "ms_per_token")
+    print("\n## Cost per generated token (200-token budget)\n")
+    print("Forced (fast-forward) tokens are output tokens and count as generated.\n")
+    print(
+        "| decoding | ms/token | tokens/s | forced tokens | mask ms/token "
+        "| vs unconstrained | vs unconstrained (same loop) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for (label, _), rows in zip(MODES, samples, strict=True):
+        ms = med(rows, "ms_per_token")
+        mask = statistics.median(r["mask_ms"] / max(r["tokens"], 1) for r in rows)
+        print(
+            f"| {label} | {ms:.3f} | {1000 / ms:.0f} | {med(rows, 'forced'):.0f} | {mask:.3f} "
+            f"| {ms / base:.2f}x | {ms / own:.2f}x |"
+        )
+
+    samples = interleaved(pair, 1536, args.seeds, args.rounds)
+    base_card = med(samples[0], "wall_ms")
+    print("\n## One card attempt (full card budget: 1536 tokens), end to end\n")
+    print(
+        "| decoding | ms/attempt | vs unconstrained | tokens | forced | closed JSON "
+        "| ms/token (generation) | prefill ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for (label, _), rows in zip(MODES, samples, strict=True):
+        wall = med(rows, "wall_ms")
+        closed = sum(r["stop"] for r in rows)
+        print(
+            f"| {label} | {wall:.0f} | {wall / base_card:.2f}x | {med(rows, 'tokens'):.0f} "
+            f"| {med(rows, 'forced'):.0f} | {closed:.0f}/{len(rows)} "
+            f"| {med(rows, 'ms_per_token'):.3f} | {med(rows, 'prefill_ms'):.0f} |"
+        )
 
     if args.memory:
         samples = memory(pair, args.memory)

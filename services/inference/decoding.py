@@ -22,6 +22,7 @@ and compiles the JSON Schema when the engine starts; anything llguidance cannot 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,9 @@ class GuidanceGrammar:
     def __init__(self, schema: dict[str, Any], llm: Llama) -> None:
         vocab = llm._model.vocab
         try:
-            self.tokenizer: LLTokenizer = lltokenizer_from_vocab(vocab)
+            with warnings.catch_warnings():  # it calls a deprecated alias once per token
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.tokenizer: LLTokenizer = lltokenizer_from_vocab(vocab)
             self.grammar = LLMatcher.grammar_from_json_schema(schema, overrides=JSON_OPTIONS)
         except (ValueError, RuntimeError) as exc:
             raise GrammarError(f"llguidance cannot compile the card schema: {exc}") from exc

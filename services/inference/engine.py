@@ -141,9 +141,10 @@ class _TimedMtmd:
 class _TimedLlama(Llama):
     """Marks when the chat handler finishes the prompt and starts sampling.
 
-    With a ``decoder`` set (the llguidance backend), generation is handed to it at that point:
-    the handler has evaluated the image and prompt into the KV cache, the decoder samples from
-    there, and the handler converts its result into a chat response as usual.
+    While ``decoder`` is set (by ``CardEngine.generate`` on the llguidance backend), generation
+    is handed to it at that point: the handler has evaluated the image and prompt into the KV
+    cache, the decoder samples from there, and the handler converts its result into a chat
+    response as usual.  Outside ``generate`` the model behaves like a stock ``Llama``.
     """
 
     prefill_done_at: float = 0.0
@@ -255,12 +256,14 @@ class CardEngine:
         llama_cpp.llama_set_abort_callback(self.llm._ctx.ctx, self._abort_cb, None)
         self.grammar: LlamaGrammar | None = None
         self.guidance: GuidanceGrammar | None = None
+        self.decoder: Decoder | None = None
+        """Takes over sampling after the handler's prefill (llguidance backend)."""
         try:
             if settings.grammar_backend == "gbnf":
                 self.grammar = compile_grammar(self.schema, self.llm)
             elif settings.grammar_backend == "llguidance":
                 self.guidance = GuidanceGrammar(self.schema, self.llm)
-                self.llm.decoder = Decoder(
+                self.decoder = Decoder(
                     self.llm, self.guidance, fast_forward=settings.grammar_fast_forward
                 )
         except GrammarError:
@@ -291,6 +294,7 @@ class CardEngine:
         with self._lock:
             self._mtmd.image_s = 0.0
             started = time.perf_counter()
+            self.llm.decoder = self.decoder
             try:
                 response: Any = self.llm.create_chat_completion(
                     messages=messages,
@@ -311,6 +315,8 @@ class CardEngine:
                         f"processing time budget of {s.job_timeout_s:g}s spent"
                     ) from exc
                 raise InferenceError(str(exc)) from exc
+            finally:
+                self.llm.decoder = None
             finished = time.perf_counter()
             prefill_s = self.llm.prefill_done_at - started
             image_s = self._mtmd.image_s
