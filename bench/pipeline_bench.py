@@ -68,7 +68,6 @@ def bench_env(engine_ms: float, **extra: str) -> dict[str, str]:
     return {
         "VITRINE_ENGINE": "bench",
         "VITRINE_BENCH_ENGINE_MS": str(engine_ms),
-        "VITRINE_LOG_LEVEL": "WARNING",  # one JSON line per event costs CPU we are measuring
         **extra,
     }
 

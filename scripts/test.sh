@@ -6,9 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-.venv/bin/ruff check schemas services vitrine tests bench
-.venv/bin/ruff format --check schemas services vitrine tests bench
+.venv/bin/ruff check schemas services vitrine tests bench infra
+.venv/bin/ruff format --check schemas services vitrine tests bench infra
 .venv/bin/mypy schemas services vitrine
 .venv/bin/python -m schemas.export --check
 VITRINE_SERVICES=0 infra/stack up
+infra/tools/compose.sh path >/dev/null  # pinned Compose CLI for tests/test_compose.py (built once)
 .venv/bin/pytest "$@"
