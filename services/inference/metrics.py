@@ -26,3 +26,25 @@ RETRIES = Counter(
     "vitrine_inference_transient_retries_total", "Retried transient faults.", ["what"]
 )
 BUSY = Gauge("vitrine_inference_busy", "1 while a job is running.")
+STARTED = Counter("vitrine_inference_jobs_started_total", "Jobs taken from vitrine.jobs.")
+REDELIVERED = Counter(
+    "vitrine_inference_redeliveries_total",
+    "Deliveries after a delivery whose worker died (counted per first job of a delivery).",
+)
+BATCH_JOBS = Histogram(
+    "vitrine_inference_batch_jobs",
+    "Jobs taken per poll (1 for a slow model; more for a fast engine).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+HANDED_BACK = Counter(
+    "vitrine_inference_handed_back_total", "Deliveries handed back unfinished at shutdown."
+)
+COMMITS_LOST = Counter(
+    "vitrine_inference_commits_lost_total",
+    "Offset commits refused after a rebalance (the job runs again elsewhere).",
+)
+MODEL_INFO = Gauge(
+    "vitrine_inference_model_info",
+    "The loaded model and prompt version (value 1).",
+    ["model_id", "prompt_version", "engine"],
+)

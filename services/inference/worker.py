@@ -256,6 +256,9 @@ class InferenceWorker:
                 self.consumer.seek(tp, recs[1].offset)
                 recs = recs[:1]
             work.extend((tp, r) for r in recs)
+        metrics.STARTED.inc(len(work))
+        metrics.BATCH_JOBS.observe(len(work))
+        metrics.REDELIVERED.inc(sum(d.attempt > 1 for d in plan.values()))
         batch = _Batch(plan, work)
         batch.task = asyncio.create_task(self._work_through(batch))
         self._batch = batch
@@ -275,6 +278,7 @@ class InferenceWorker:
                 # Wake the moment the batch ends; meanwhile poll once a second so the consumer
                 # stays a live group member (a rebalance callback may run inside this poll).
                 await asyncio.wait({batch.task}, timeout=1.0)
+                await record_lag(self.consumer, self.settings.inference_group)
                 stray = await self.consumer.getmany(timeout_ms=0)
                 for stray_tp, stray_records in stray.items():  # from a partition assigned mid-job
                     self.consumer.seek(stray_tp, stray_records[0].offset)
@@ -319,6 +323,7 @@ class InferenceWorker:
         batch.task.cancel()  # the engine thread runs on, but nothing more is sent
         await self._acknowledged(batch.sent)
         await self.consumer.commit(batch.offsets())
+        metrics.HANDED_BACK.inc()
         log.warning(
             "job.handed_back", extra={"partitions": sorted(tp.partition for tp in batch.plan)}
         )
@@ -338,6 +343,7 @@ class InferenceWorker:
         except CommitFailedError as exc:
             # The partition moved to another worker, which will run the job again: a duplicate
             # result the sink absorbs, never a lost one.
+            metrics.COMMITS_LOST.inc()
             log.warning("commit.lost_partition", extra={"error": str(exc)[:300]})
 
     # -- one job ---------------------------------------------------------------------------------
@@ -367,6 +373,8 @@ class InferenceWorker:
         result = await self._card_result(job)
         sent = await self._send(self.settings.topic_results, job.object.message_key, encode(result))
         metrics.JOBS.labels(result.status.value, result.reason or "").inc()
+        if result.timings is not None:  # every outcome, not only cards
+            metrics.STAGE_SECONDS.labels("total").observe(result.timings.total_ms / 1000)
         log.info(
             f"card.{result.status.value}",
             extra={
@@ -517,6 +525,7 @@ def load_engine(settings: InferenceSettings) -> CardEngine | BenchEngine:
 async def serve(settings: InferenceSettings, stop: asyncio.Event) -> None:
     engine = await asyncio.to_thread(load_engine, settings)
     metrics.MODEL_LOAD_SECONDS.set(engine.load_ms / 1000)
+    metrics.MODEL_INFO.labels(engine.model_id, engine.prompt.version, settings.engine).set(1)
     log.info(
         "model.loaded",
         extra={

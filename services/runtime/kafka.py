@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from pydantic import BaseModel
 
+from services.runtime.metrics import KAFKA_RETRIES
 from services.runtime.retry import transient
 from services.runtime.settings import KafkaSettings
 
@@ -60,6 +61,7 @@ async def with_retry(
         (KafkaError, OSError),
         max_seconds=max_seconds,
         max_wait=10,
+        on_retry=KAFKA_RETRIES.labels(what).inc,
         # aiokafka marks what may succeed on a later try (connection, timeout, coordinator
         # moving); a commit refused after a rebalance is final and is not retried.
         when=lambda e: (

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer
-from prometheus_client import Gauge, start_http_server
+from prometheus_client import Counter, Gauge, start_http_server
 
+KAFKA_RETRIES = Counter(
+    "vitrine_kafka_retries_total",
+    "Kafka operations retried after a transient fault (broker restarting, timeouts).",
+    ["what"],
+)
 CONSUMER_LAG = Gauge(
     "vitrine_consumer_lag",
     "Messages between the committed position and the end of the partition.",
