@@ -606,15 +606,16 @@ def test_large_photo_matches_a_full_decode_and_resize(orientation: int) -> None:
     assert np.percentile(diff, 99) < 16
 
 
+@pytest.mark.parametrize("level", [0, 1])
 @pytest.mark.parametrize("size", [(1, 1), (1, 7), (7, 1), (33, 17), (336, 336), (895, 601)])
-def test_encode_png_is_lossless_and_standard(size: tuple[int, int]) -> None:
+def test_encode_png_is_lossless_and_standard(size: tuple[int, int], level: int) -> None:
     import cv2
 
     from services.inference.preprocess import encode_png
 
     pixels = np.random.default_rng(sum(size)).integers(0, 256, (size[1], size[0], 3), np.uint8)
     pixels[: size[1] // 2] = 255  # a flat white band, like a letterbox margin
-    png = encode_png(Image.fromarray(pixels))
+    png = encode_png(Image.fromarray(pixels), level)
     image = decoded(png)
     assert image.format == "PNG" and image.mode == "RGB" and image.size == size
     assert np.array_equal(np.asarray(image), pixels)
@@ -623,13 +624,16 @@ def test_encode_png_is_lossless_and_standard(size: tuple[int, int]) -> None:
     assert bgr is not None and np.array_equal(bgr[..., ::-1], pixels)
 
 
-def test_encode_png_is_no_larger_than_pillows() -> None:
+def test_encode_png_sizes() -> None:
+    """Stored (what goes to llama.cpp): the raw pixels plus a few bytes per row and block;
+    compressed: no larger than Pillow's ``compress_level=1``."""
     from services.inference.preprocess import encode_png
 
-    image = _photo(896, 597)
     canvas = Image.new("RGB", (896, 896), (255, 255, 255))
-    canvas.paste(image, (0, 150))
-    assert len(encode_png(canvas)) <= len(encode(canvas, "PNG", compress_level=1)) * 1.05
+    canvas.paste(_photo(896, 597), (0, 150))
+    raw = 896 * 896 * 3
+    assert raw < len(encode_png(canvas)) < raw * 1.01
+    assert len(encode_png(canvas, 1)) <= len(encode(canvas, "PNG", compress_level=1)) * 1.05
 
 
 def test_encode_png_refuses_other_modes() -> None:
