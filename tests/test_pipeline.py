@@ -249,3 +249,41 @@ def _cards_logged(p: Pipeline, name: str) -> int:
         if str(e.get("event", "")).startswith("card.")
         and str(e.get("key", "")).startswith(f"{p.ns.bucket}/batch/")
     )
+
+
+def test_minio_sends_each_event_twice_and_ingest_makes_one_job(pipeline: Pipeline) -> None:
+    """The fast target's copy arrives in milliseconds, the durable one ~3 s later; one job."""
+    key = "dedup/twice.jpg"
+    message_key = f"{pipeline.ns.bucket}/{key}".encode()
+    bootstrap = pipeline.ns.env.get("VITRINE_KAFKA_BOOTSTRAP", "127.0.0.1:29092")
+
+    async def watch() -> tuple[int, int]:
+        topics = ["minio.events", pipeline.ns.env["VITRINE_TOPIC_JOBS"]]
+        consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None)
+        await consumer.start()
+        try:
+            while not consumer.assignment():
+                await consumer.getmany(timeout_ms=200)
+            await consumer.seek_to_end()
+            await asyncio.to_thread(
+                s3_client(pipeline.ns.env).put_object,
+                Bucket=pipeline.ns.bucket,
+                Key=key,
+                Body=jpeg(7),
+                ContentType="image/jpeg",
+            )
+            seen = {topic: 0 for topic in topics}
+            deadline = asyncio.get_running_loop().time() + 20
+            while asyncio.get_running_loop().time() < deadline:
+                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                    seen[tp.topic] += sum(r.key == message_key for r in records)
+                if seen["minio.events"] >= 2:  # the durable copy is in: give ingest 2 s more
+                    deadline = min(deadline, asyncio.get_running_loop().time() + 2)
+            return seen["minio.events"], seen[topics[1]]
+        finally:
+            await consumer.stop()
+
+    events, jobs = asyncio.run(watch())
+    assert events == 2
+    assert jobs == 1
+    assert final_row(pipeline, key)["results_applied"] == 2  # queued, then the one card
