@@ -185,7 +185,8 @@ def run(handler: str, args: argparse.Namespace) -> Result:
             if args.trim:
                 malloc_trim()
                 trimmed = rss_mb()
-            samples.append(Sample(i, rss, trimmed, len(gc.get_objects())))
+            objects = len(gc.get_objects()) - len(samples)  # not counting our own samples
+            samples.append(Sample(i, rss, trimmed, objects))
             extra = f", after malloc_trim {trimmed:.1f} MB" if trimmed is not None else ""
             print(
                 f"  [{handler}] card {i:4d}: RSS {rss:.1f} MB{extra}, "
