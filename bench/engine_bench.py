@@ -47,13 +47,16 @@ def rss_mb() -> float:
     return float("nan")
 
 
+THREADS = os.cpu_count() or 1
+
+
 def engine(pair, **overrides) -> CardEngine:
     settings = EngineSettings(
         model_path=pair.model,
         mmproj_path=pair.mmproj,
         handler=pair.handler,
         n_ctx=4096,
-        n_threads=os.cpu_count() or 1,
+        n_threads=THREADS,
         **overrides,
     )
     return CardEngine(resolve(settings), settings)
@@ -151,12 +154,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2, help="repetitions of the seed set")
+    parser.add_argument("--threads", type=int, default=THREADS, help="llama.cpp CPU threads")
     parser.add_argument("--memory", type=int, default=200, help="generations (0 = skip)")
     parser.add_argument("--models", type=Path, default=Path("/tmp/vitrine-bench-models"))
     args = parser.parse_args()
 
+    global THREADS
+    THREADS = args.threads
     pair = generate(args.models)["llava"]
-    print(f"model: {pair.model.name} (32k LLaMA vocab, random weights); cores: {os.cpu_count()}")
+    print(f"model: {pair.model.name} (32k LLaMA vocab, random weights)")
+    print(f"cores: {os.cpu_count()}, llama.cpp threads: {THREADS}")
 
     print(f"seeds: {args.seeds} x rounds: {args.rounds}, modes interleaved; medians")
     print(f"llguidance set-up (tokenizer from the vocab + schema compile): {setup_ms(pair):.0f} ms")

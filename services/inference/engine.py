@@ -5,6 +5,11 @@ model and projector once and is then reused for every image; services keep one p
 card is generated under a grammar compiled from the card's JSON Schema, parsed by Pydantic, then
 held to the semantic checks; a failed attempt is retried with a new seed and a note saying what was
 wrong, up to ``max_attempts``, after which a typed error says which rule failed.
+
+Two grammar backends enforce the same schema (``VITRINE_GRAMMAR_BACKEND``): ``llguidance`` (the
+default; token masks and forced-token fast-forward in vitrine's own decode loop, see
+``decoding.py``) and ``gbnf`` (llama.cpp's grammar sampler over our own GBNF, see ``grammar.py``).
+Either compiles once at start-up or the engine refuses to start with a ``GrammarError``.
 """
 
 from __future__ import annotations
