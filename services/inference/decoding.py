@@ -21,6 +21,7 @@ and compiles the JSON Schema when the engine starts; anything llguidance cannot 
 
 from __future__ import annotations
 
+import random
 import time
 import warnings
 from dataclasses import dataclass
@@ -148,8 +149,8 @@ class Decoder:
             llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
             self._eval([int(llm.input_ids[llm.n_tokens])])
 
-        if seed is not None:
-            llm.set_seed(seed)
+        # the seed rule of Llama.create_completion: explicit, else drawn from the previous one
+        llm.set_seed(seed if seed is not None else random.Random(llm._seed).randint(0, 2**32))
         sampler = llm._init_sampler(
             top_k=top_k,
             top_p=top_p,
