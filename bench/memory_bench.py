@@ -1,22 +1,24 @@
 """Long-run memory benchmark: N cards in a row from one loaded engine (tiny model), RSS sampled.
 
     python bench/memory_bench.py --cards 500 --handler llava15|mtmd|both
-                                 [--max-tokens 64] [--recycle-every 0] [--trim]
+                                 [--max-tokens 64] [--threads N] [--recycle-every 0] [--trim]
 
 One process loads the engine once (tiny GGUF pair from tests/tiny_models.py, as the tests do),
-then generates ``--cards`` cards in a row, cycling through 100 different photos (photographic-like
-content, sizes 320-1600 px wide, varied aspect ratio, JPEG / PNG / WebP; written to disk once and
-read back per card as the worker fetches an object), through ``card_for_bytes`` —
-exactly the worker's path: preprocess, image encode (mtmd bitmap + chunks), prompt eval, grammar-
-constrained generation, parse.  ``--max-tokens 64`` cannot hold a card, so every card ends as a
-truncated attempt: the point is the number of image encodes + generations, not the text.
+then generates ``--cards`` cards in a row through ``card_for_bytes`` — exactly the worker's path:
+preprocess, image encode (mtmd bitmap + chunks), prompt eval, grammar-constrained generation,
+parse — cycling through 100 different photos (photographic-like content, 320-1600 px wide, varied
+aspect ratios, JPEG / PNG / WebP; written to disk once and read back per card, as the worker
+fetches an object).  ``--max-tokens 64`` cannot hold a card, so every card ends as a truncated
+attempt: the point is the number of image encodes + generations, not the text.
 
 RSS (psutil) is sampled every 25 cards.  Reported: warm-up RSS (after card 20), final RSS, growth,
-and the least-squares slope over the post-warm-up samples (MB per 100 cards).  Also sampled: the
-number of live Python objects (a Python-side leak shows there) and, with ``--trim``, RSS after
-glibc ``malloc_trim(0)`` (separates freed-but-cached heap from memory still in use).
-``--recycle-every N`` closes and reloads the engine every N cards (the recycle-on-schedule
-remedy, to show before/after numbers if a leak is found).
+growth over whole cycles of the photo pool (the same photo just processed at both ends: RSS swings
+with the recent photos' sizes, see ``Result.cycle_growth``), and the least-squares slope over the
+post-warm-up samples (MB per 100 cards).  Also sampled: the number of live Python objects (a
+Python-side leak shows there) and, with ``--trim``, RSS right after glibc's ``malloc_trim(0)``
+(freed-but-cached heap returned: what is left is memory still in use).  ``--recycle-every N``
+closes and reloads the engine every N cards (the recycle-on-schedule remedy, for before/after
+numbers should a leak appear).
 """
 
 from __future__ import annotations
@@ -140,6 +142,21 @@ class Result:
         return self.final.rss_mb - self.warm.rss_mb
 
     @property
+    def cycle_growth(self) -> tuple[int, int, float] | None:
+        """(from card, to card, MB): RSS change over whole cycles of the photo pool.
+
+        Cards cycle through ``POOL`` photos, and RSS after a card depends on the sizes of the
+        last few photos (glibc keeps freed Pillow buffers mapped), so RSS swings with the cycle;
+        comparing the same point of the cycle removes the swing and leaves any real growth.
+        """
+        by_card = {s.card: s.rss_mb for s in self.samples}
+        cycles = (self.final.card - WARMUP) // POOL
+        start = self.final.card - cycles * POOL
+        if cycles < 1 or start not in by_card:
+            return None
+        return start, self.final.card, self.final.rss_mb - by_card[start]
+
+    @property
     def slope_mb_per_100(self) -> float:
         """Least-squares slope of RSS over the post-warm-up samples."""
         post = [s for s in self.samples if s.card >= WARMUP]
@@ -148,11 +165,13 @@ class Result:
         return float(np.polyfit(x, y, 1)[0] * 100)
 
     def markdown(self) -> str:
+        cycle = self.cycle_growth
+        cycle_text = "-" if cycle is None else f"{cycle[2]:+.1f} ({cycle[0]} → {cycle[1]})"
         return (
             f"| {self.handler} | {self.cards} | {self.after_load_mb:.1f} | "
             f"{self.warm.rss_mb:.1f} | {self.final.rss_mb:.1f} | {self.growth_mb:+.1f} | "
-            f"{self.slope_mb_per_100:+.2f} | {max(s.rss_mb for s in self.samples):.1f} | "
-            f"{statistics.median(self.card_s):.2f} |"
+            f"{cycle_text} | {self.slope_mb_per_100:+.2f} | "
+            f"{max(s.rss_mb for s in self.samples):.1f} | {statistics.median(self.card_s):.2f} |"
         )
 
 
@@ -221,9 +240,10 @@ def main() -> None:
     print(f"\n## RSS over {args.cards} cards in one process (sampled every {EVERY})\n")
     print(
         "| handler | cards | after load MB | warm-up (card 20) MB | final MB | growth MB | "
-        "slope MB/100 cards | peak MB | median s/card |"
+        f"growth over whole {POOL}-photo cycles MB | slope MB/100 cards | peak MB | "
+        "median s/card |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(r.markdown())
     for r in results:
