@@ -1,7 +1,8 @@
 """Long-run memory benchmark: N cards in a row from one loaded engine (tiny model), RSS sampled.
 
     python bench/memory_bench.py --cards 500 --handler llava15|mtmd|both
-                                 [--max-tokens 64] [--threads N] [--recycle-every 0] [--trim]
+                                 [--max-tokens 64] [--threads N] [--grammar-backend B]
+                                 [--recycle-every 0] [--trim]
 
 One process loads the engine once (tiny GGUF pair from tests/tiny_models.py, as the tests do),
 then generates ``--cards`` cards in a row through ``card_for_bytes`` — exactly the worker's path:
@@ -63,7 +64,8 @@ def malloc_trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def load(pair: TinyPair, max_tokens: int, threads: int) -> CardEngine:
+def load(pair: TinyPair, max_tokens: int, threads: int, grammar: str | None) -> CardEngine:
+    extra: dict[str, object] = {} if grammar is None else {"grammar_backend": grammar}
     settings = EngineSettings(
         model_path=pair.model,
         mmproj_path=pair.mmproj,
@@ -72,6 +74,7 @@ def load(pair: TinyPair, max_tokens: int, threads: int) -> CardEngine:
         n_threads=threads,
         max_tokens=max_tokens,
         max_attempts=1,
+        **extra,  # type: ignore[arg-type]
     )
     return CardEngine(resolve(settings), settings)
 
@@ -98,6 +101,10 @@ def varied_image(i: int) -> bytes:
     buf = io.BytesIO()
     image.save(buf, fmt, **({"quality": 90} if fmt != "PNG" else {"compress_level": 1}))
     return buf.getvalue()
+
+
+def load_settings_backend(grammar: str | None) -> str:
+    return grammar or str(EngineSettings.model_fields["grammar_backend"].default)
 
 
 def write_photos(folder: Path) -> list[Path]:
@@ -178,7 +185,7 @@ class Result:
 def run(handler: str, args: argparse.Namespace) -> Result:
     pair = generate(args.models)[PAIR_FOR_HANDLER[handler]]
     photos = write_photos(args.models / "photos")
-    engine = load(pair, args.max_tokens, args.threads)
+    engine = load(pair, args.max_tokens, args.threads, args.grammar_backend)
     after_load = rss_mb()
     samples: list[Sample] = []
     card_s: list[float] = []
@@ -188,7 +195,7 @@ def run(handler: str, args: argparse.Namespace) -> Result:
             engine.close()
             del engine
             gc.collect()
-            engine = load(pair, args.max_tokens, args.threads)
+            engine = load(pair, args.max_tokens, args.threads, args.grammar_backend)
         photo = photos[i % len(photos)]
         data = photo.read_bytes()  # as the worker fetches the object
         card_started = time.perf_counter()
@@ -224,6 +231,9 @@ def main() -> None:
     parser.add_argument("--recycle-every", type=int, default=0, help="reload engine (0 = never)")
     parser.add_argument("--trim", action="store_true", help="also sample RSS after malloc_trim")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="llama threads")
+    parser.add_argument(
+        "--grammar-backend", default=None, help="engine's grammar backend (default: settings')"
+    )
     parser.add_argument("--models", type=Path, default=Path("/tmp/vitrine-bench-models"))
     args = parser.parse_args()
     if args.cards < WARMUP + EVERY:
@@ -233,6 +243,7 @@ def main() -> None:
     print(
         f"cards: {args.cards}, max_tokens: {args.max_tokens} (1 attempt), "
         f"recycle every: {args.recycle_every or 'never'}, threads: {args.threads}, "
+        f"grammar backend: {load_settings_backend(args.grammar_backend)}, "
         f"cores: {os.cpu_count()}"
     )
     results = [run(h, args) for h in handlers]
