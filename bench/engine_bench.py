@@ -151,6 +151,7 @@ def memory(pair, n: int) -> list[tuple[int, float]]:
 
 
 def main() -> None:
+    global THREADS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2, help="repetitions of the seed set")
@@ -159,7 +160,6 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=Path("/tmp/vitrine-bench-models"))
     args = parser.parse_args()
 
-    global THREADS
     THREADS = args.threads
     pair = generate(args.models)["llava"]
     print(f"model: {pair.model.name} (32k LLaMA vocab, random weights)")
