@@ -7,12 +7,11 @@ within seconds, in one line.
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
-
 import urllib3
 from minio import Minio
 from minio.error import S3Error
 
+from services.runtime.s3 import make_minio
 from services.runtime.settings import S3Settings
 
 
@@ -22,20 +21,12 @@ class S3Unreachable(ConnectionError):
 
 def ops_minio(settings: S3Settings) -> Minio:
     """Raises S3Unreachable for an endpoint that is not a usable URL."""
-    url = urlparse(settings.s3_endpoint)
     http = urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=3, read=120),
         retries=urllib3.Retry(total=2, backoff_factor=0.3, status_forcelist=(502, 503, 504)),
     )
     try:
-        return Minio(
-            url.netloc or url.path,
-            access_key=settings.s3_access_key,
-            secret_key=settings.s3_secret_key.get_secret_value(),
-            secure=url.scheme == "https",
-            region=settings.s3_region,
-            http_client=http,
-        )
+        return make_minio(settings, http)
     except ValueError as exc:
         raise S3Unreachable(f"VITRINE_S3_ENDPOINT={settings.s3_endpoint}: {exc}") from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
+import urllib3
 from minio import Minio
 from minio.error import S3Error
 
@@ -42,7 +43,8 @@ class ObjectChanged(Exception):
     """The object was overwritten after this job's event; a newer job covers the new content."""
 
 
-def make_minio(settings: S3Settings) -> Minio:
+def make_minio(settings: S3Settings, http_client: urllib3.PoolManager | None = None) -> Minio:
+    """``http_client``: the minio package's own (patient retries) unless one is given."""
     url = urlparse(settings.s3_endpoint)
     return Minio(
         url.netloc or url.path,
@@ -50,6 +52,7 @@ def make_minio(settings: S3Settings) -> Minio:
         secret_key=settings.s3_secret_key.get_secret_value(),
         secure=url.scheme == "https",
         region=settings.s3_region,
+        http_client=http_client,
     )
 
 
