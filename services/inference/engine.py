@@ -240,6 +240,9 @@ class CardEngine:
                     else (preset.n_gpu_layers if preset else -1)
                 ),
                 n_threads=settings.n_threads or os.cpu_count() or 1,
+                # llama-cpp-python would default batches (prompt, fast-forwarded tokens) to every
+                # core; on a shared box that waits on busy cores for each multi-token decode
+                n_threads_batch=settings.n_threads or os.cpu_count() or 1,
                 n_batch=settings.n_batch,
                 seed=settings.seed,
                 verbose=settings.verbose,
