@@ -98,6 +98,10 @@ class Timings(BaseModel):
     generate_ms: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    forced_tokens: int = Field(
+        0, description="Of completion_tokens, those the grammar forced (llguidance fast-forward)."
+    )
+    mask_ms: float = Field(0.0, description="Time spent computing and applying grammar masks.")
     tokens_per_s: float = 0.0
     total_ms: float = 0.0
 

@@ -26,6 +26,8 @@ def done(job: ImageJob, outcome: CardOutcome, fetch_ms: float, total_ms: float) 
             generate_ms=t.generate_ms,
             prompt_tokens=t.prompt_tokens,
             completion_tokens=t.completion_tokens,
+            forced_tokens=t.forced_tokens,
+            mask_ms=t.mask_ms,
             tokens_per_s=t.tokens_per_s,
             total_ms=total_ms,
         ),
