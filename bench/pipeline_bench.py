@@ -3,7 +3,7 @@
     python bench/pipeline_bench.py                 # all three below, one run
     python bench/pipeline_bench.py latency [--images 60]
     python bench/pipeline_bench.py throughput [--images 3000] [--workers 2]
-    python bench/pipeline_bench.py scaling [--sleep-ms 250] [--images 96] [--max-workers 4]
+    python bench/pipeline_bench.py scaling [--sleep-ms 100] [--images 240] [--max-workers 4]
 
 The model is replaced by the benchmark engine (``VITRINE_ENGINE=bench``, services/inference/
 bench_engine.py): a fixed card after 0 ms, or after a fixed sleep for the scaling run. Services run
@@ -234,14 +234,14 @@ def main() -> None:
         s = sub.add_parser(name)
         s.add_argument("--images", type=int, default=None)
         s.add_argument("--workers", type=int, default=2)
-        s.add_argument("--sleep-ms", type=float, default=250.0)
+        s.add_argument("--sleep-ms", type=float, default=100.0)
         s.add_argument("--max-workers", type=int, default=4)
     args = parser.parse_args()
     what = args.what or "all"
     if args.what is None:
         args = parser.parse_args(["all"])
     ensure_stack()
-    defaults = {"latency": 60, "throughput": 3000, "scaling": 96}
+    defaults = {"latency": 60, "throughput": 3000, "scaling": 240}
     for name, run in runs.items():
         if what in (name, "all"):
             run(argparse.Namespace(**{**vars(args), "images": args.images or defaults[name]}))
