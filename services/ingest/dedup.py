@@ -24,13 +24,13 @@ class RecentEvents:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._handled: OrderedDict[Hashable, None] = OrderedDict()
-        self._pending: set[Hashable] = set()
+        self._pending: dict[Hashable, None] = {}  # in arrival order, so oldest goes first
 
     def first_time(self, event: Hashable) -> bool:
         """True for the first copy of ``event`` (handled or pending), False for a repeat."""
         if event in self._handled or event in self._pending:
             return False
-        self._pending.add(event)
+        self._pending[event] = None
         return True
 
     def commit(self) -> None:
