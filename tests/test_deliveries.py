@@ -17,13 +17,15 @@ def test_markers_round_trip_and_older_three_field_markers_still_read() -> None:
 
 
 def test_a_normal_delivery_commits_plain_offsets() -> None:
-    d = Delivery(first=10, attempt=1, suspect_end=None)
+    d = Delivery(first=10, attempt=1, suspect_end=None, last=14)
+    assert d.end == 14
     assert d.after(14) == OffsetAndMetadata(15, "")
     assert d.not_started() == OffsetAndMetadata(10, "")
 
 
 def test_a_suspect_range_carries_one_shared_death_to_each_next_job() -> None:
-    d = Delivery(first=10, attempt=2, suspect_end=13)
+    d = Delivery(first=10, attempt=2, suspect_end=13, last=10)  # alone
+    assert d.end == 13  # the marker keeps the whole range suspect
     assert d.after(10) == OffsetAndMetadata(11, format_marker(11, 1, 13))
     assert d.after(13) == OffsetAndMetadata(14, "")  # past the range: batches again
     # cut before it ran: the marker goes back to what it was, this is not a death

@@ -8,9 +8,11 @@ metadata ``inflight:<offset>:<n>:<end>``: delivery n of the jobs ``offset..end``
 is part of the consumer group's committed offsets, so it survives any worker; a worker that reads
 a marker for the offset it is about to start knows that the previous delivery died.
 
-Fast engines take several jobs per delivery (a batch).  When a batch dies, nobody knows which of
-its jobs was to blame, so the range becomes *suspect*: it is re-run one job at a time, and each
-of its jobs starts with the one death it shared.  A poison job then dies alone, its count climbs,
+Fast engines take several jobs per delivery (a batch, possibly across partitions).  When a batch
+dies, nobody knows which of its jobs was to blame, so each partition's range becomes *suspect*:
+it is re-run one job at a time — each such job delivered alone, with no other partition's jobs
+beside it, so that only its own death is counted on it — and each job of the range starts with
+the one death it shared.  A poison job then dies alone, its count climbs,
 and past the limit it is parked on the dead-letter topic with a ``failed`` result; the innocent
 jobs of the range go through on their second delivery.  A slow model never batches, and then
 this is exactly one marker per job.
@@ -64,6 +66,12 @@ class Delivery:
     first: int
     attempt: int  # 1-based delivery number of the job at ``first``
     suspect_end: int | None  # a delivery of first..suspect_end died: one job at a time
+    last: int  # last offset this delivery runs
+
+    @property
+    def end(self) -> int:
+        """The range the marker covers: a suspect range stays suspect until passed."""
+        return self.last if self.suspect_end is None else self.suspect_end
 
     def after(self, offset: int) -> OffsetAndMetadata:
         """What to commit once the job at ``offset`` is finished."""
@@ -88,26 +96,24 @@ class DeliveryCounter:
         self.admin = admin
         self.group = group
 
-    async def begin(
+    async def plan(
         self, spans: dict[TopicPartition, tuple[int, int]]
     ) -> dict[TopicPartition, Delivery]:
-        """Mark the deliveries of ``first..last`` per partition as started (one commit).
-
-        A partition whose previous delivery from ``first`` died is cut down to its first job;
-        the caller must run only that job (and seek the rest back).
-        """
+        """What the delivery of ``first..last`` per partition would be, from the markers."""
         committed = await self.admin.list_consumer_group_offsets(self.group, partitions=list(spans))
         plan: dict[TopicPartition, Delivery] = {}
-        marks: dict[TopicPartition, tuple[int, str]] = {}
         for tp, (first, last) in spans.items():
             meta = committed.get(tp)
             previous = read_marker(meta.metadata if meta else None, first)
             if previous is None:
-                plan[tp] = Delivery(first, 1, None)
-                marks[tp] = (first, format_marker(first, 1, last))
-            else:
-                end = max(previous.end, first)
-                plan[tp] = Delivery(first, previous.count + 1, end)
-                marks[tp] = (first, format_marker(first, previous.count + 1, end))
-        await self.consumer.commit(marks)
+                plan[tp] = Delivery(first, 1, None, last)
+            else:  # the delivery that wrote it died: this one is its first job alone
+                plan[tp] = Delivery(first, previous.count + 1, max(previous.end, first), first)
         return plan
+
+    async def begin(self, plan: dict[TopicPartition, Delivery]) -> None:
+        """Mark these deliveries as started (one commit). Only partitions whose jobs really
+        run may be marked: a marker left on a job that never ran would count as its death."""
+        await self.consumer.commit(
+            {tp: (d.first, format_marker(d.first, d.attempt, d.end)) for tp, d in plan.items()}
+        )

@@ -248,14 +248,20 @@ class InferenceWorker:
         self, records: dict[TopicPartition, list[ConsumerRecord[Any, Any]]], stop: asyncio.Event
     ) -> None:
         spans = {tp: (recs[0].offset, recs[-1].offset) for tp, recs in records.items()}
-        plan = await with_retry("deliveries.begin", lambda: self.deliveries.begin(spans))
-        work: list[tuple[TopicPartition, ConsumerRecord[Any, Any]]] = []
-        for tp, recs in records.items():
-            if plan[tp].suspect_end is not None and len(recs) > 1:
-                # a delivery from here died: one job at a time until the culprit is found
-                self.consumer.seek(tp, recs[1].offset)
-                recs = recs[:1]
-            work.extend((tp, r) for r in recs)
+        plan = await with_retry("deliveries.plan", lambda: self.deliveries.plan(spans))
+        suspects = [tp for tp, d in plan.items() if d.suspect_end is not None]
+        if suspects:
+            # A delivery from here died: its first job runs alone (no other partition's jobs
+            # beside it), one at a time until the culprit is found.
+            plan = {suspects[0]: plan[suspects[0]]}
+            records = {suspects[0]: records[suspects[0]][:1]}
+        for tp, (first, last) in spans.items():
+            if tp not in records:
+                self.consumer.seek(tp, first)  # not delivered now: read again next poll
+            elif records[tp][-1].offset < last:
+                self.consumer.seek(tp, records[tp][-1].offset + 1)
+        await with_retry("deliveries.begin", lambda: self.deliveries.begin(plan))
+        work = [(tp, r) for tp, recs in records.items() for r in recs]
         metrics.STARTED.inc(len(work))
         metrics.BATCH_JOBS.observe(len(work))
         metrics.REDELIVERED.inc(sum(d.attempt > 1 for d in plan.values()))
