@@ -12,8 +12,10 @@ def test_markers_round_trip_and_older_three_field_markers_still_read() -> None:
     assert read_marker(format_marker(41, 2, 47), 41) == Marker(41, 2, 47)
     assert read_marker("inflight:41:2", 41) == Marker(41, 2, 41)  # one job per marker
     assert read_marker("inflight:41:2:47", 42) is None  # about another offset
-    assert read_marker("handed-back", 41) is None
+    assert read_marker("inflight:41:2", 42) is None
+    assert read_marker("", 41) is read_marker(None, 41) is read_marker("handed-back", 41) is None
     assert read_marker("inflight:x:y:z", 41) is None
+    assert read_marker("inflight:x:y", 41) is None
 
 
 def test_a_normal_delivery_commits_plain_offsets() -> None:

@@ -27,16 +27,8 @@ from pipeline import (
     tiny_model_env,
     wait_for,
 )
-from services.inference.deliveries import parse_marker
 
 pytestmark = [pytest.mark.faults, pytest.mark.pipeline, pytest.mark.model]
-
-
-def test_delivery_marker_parsing() -> None:
-    assert parse_marker("inflight:41:2", 41) == 2
-    assert parse_marker("inflight:41:2", 42) == 0  # a marker for another job
-    assert parse_marker("", 41) == parse_marker(None, 41) == parse_marker("handed-back", 41) == 0
-    assert parse_marker("inflight:x:y", 41) == 0
 
 
 def jpeg(seed: int) -> bytes:

@@ -55,12 +55,6 @@ def read_marker(metadata: str | None, offset: int) -> Marker | None:
     return Marker(*fields)
 
 
-def parse_marker(metadata: str | None, offset: int) -> int:
-    """Deliveries already started for ``offset`` according to a commit's metadata."""
-    marker = read_marker(metadata, offset)
-    return marker.count if marker else 0
-
-
 @dataclass(frozen=True)
 class Delivery:
     first: int
