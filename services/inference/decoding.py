@@ -182,20 +182,15 @@ class Decoder:
             self._bitmask_bytes,
         )
         perf = time.perf_counter
-        accept = llama_cpp.llama_sampler_accept
         sample = llama_cpp.llama_sampler_sample
         get_logits = llama_cpp.llama_get_logits_ith
         out: list[int] = []
         sampled = forced = 0
         mask_s = 0.0
         finish = "length"
-        pending: list[int] = []
         if ff and matcher is not None:  # the grammar may force the opening, e.g. '{"name": "'
-            pending = matcher.compute_ff_tokens()[:budget]
+            pending = self._forced(matcher, smpl, budget)
             if pending:
-                self._consume(matcher, pending)
-                for t in pending:
-                    accept(smpl, t)
                 out += pending
                 forced += len(pending)
                 self._eval(pending)
@@ -222,11 +217,8 @@ class Decoder:
                     finish = "stop"
                     break
                 if ff:
-                    pending = matcher.compute_ff_tokens()[: budget - len(out)]
+                    pending = self._forced(matcher, smpl, budget - len(out))
                     if pending:
-                        self._consume(matcher, pending)
-                        for t in pending:
-                            accept(smpl, t)
                         out += pending
                         forced += len(pending)
                         step += pending
@@ -248,6 +240,16 @@ class Decoder:
             forced=forced,
             mask_ms=mask_s * 1000.0,
         )
+
+    def _forced(self, matcher: LLMatcher, smpl: Any, room: int) -> list[int]:
+        """The tokens the grammar forces next (at most ``room``), consumed by the matcher and
+        fed to the sampler's history as if sampled (so the repeat penalty sees them)."""
+        pending: list[int] = matcher.compute_ff_tokens()[:room]
+        if pending:
+            self._consume(matcher, pending)
+            for t in pending:
+                llama_cpp.llama_sampler_accept(smpl, t)
+        return pending
 
     @staticmethod
     def _consume(matcher: LLMatcher, tokens: list[int]) -> None:
