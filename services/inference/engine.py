@@ -313,15 +313,16 @@ class CardEngine:
                     repeat_penalty=s.repeat_penalty,
                     seed=seed,
                 )
-            except ValueError as exc:
-                if "n_ctx" in str(exc) or "context window" in str(exc):
-                    raise ContextOverflow(f"{exc}; raise VITRINE_N_CTX") from exc
-                raise InferenceError(str(exc)) from exc
-            except RuntimeError as exc:  # llama_decode failed; aborted when over the deadline
+            except (ValueError, RuntimeError) as exc:
+                # An aborted decode surfaces as RuntimeError from llama_decode, but as
+                # ValueError("Failed to evaluate chunk: error code 2") when the abort lands in
+                # the mtmd handler's prefill: the deadline, not the type, tells them apart.
                 if self._past_deadline(None):
                     raise JobTimeout(
                         f"processing time budget of {s.job_timeout_s:g}s spent"
                     ) from exc
+                if "n_ctx" in str(exc) or "context window" in str(exc):
+                    raise ContextOverflow(f"{exc}; raise VITRINE_N_CTX") from exc
                 raise InferenceError(str(exc)) from exc
             finally:
                 self.llm.decoder = None
