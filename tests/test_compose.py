@@ -250,9 +250,10 @@ def stages(path: Path) -> list[list[tuple[str, str]]]:
     return result[1:]
 
 
-def exposed_metric_names() -> set[str]:
-    """Every sample name the services can expose, from prometheus_client's registry after
-    importing every module of services/ (a counter `x` is exposed as x_total, ...)."""
+def metric_families() -> dict[str, set[str]]:
+    """Each metric family the services register, with the sample names it exposes (a counter
+    `x` is exposed as x_total, ...), from prometheus_client's registry after importing every
+    module of services/."""
     import prometheus_client
 
     import services
@@ -267,11 +268,16 @@ def exposed_metric_names() -> set[str]:
         "summary": ("", "_count", "_sum", "_created"),
         "info": ("_info",),
     }
-    names = set()
-    for family in prometheus_client.REGISTRY.collect():
-        if family.name.startswith("vitrine_"):
-            names |= {family.name + s for s in suffixes.get(family.type, ("",))}
-    return names
+    return {
+        family.name: {family.name + s for s in suffixes.get(family.type, ("",))}
+        for family in prometheus_client.REGISTRY.collect()
+        if family.name.startswith("vitrine_")
+    }
+
+
+def exposed_metric_names() -> set[str]:
+    """Every sample name the services can expose."""
+    return set().union(*metric_families().values())
 
 
 # --- the file is valid Compose -----------------------------------------------------------------
@@ -639,6 +645,20 @@ def test_dashboard_queries_only_metrics_the_code_exports() -> None:
         used = {m for e in panel_exprs(dashboard) for m in re.findall(r"\bvitrine_\w+", e)}
         assert used, path.name
         assert used - exported == set(), f"{path.name} queries metrics no service exports"
+
+
+def test_every_metric_the_code_exports_is_on_a_dashboard() -> None:
+    # A metric nobody can see is a metric nobody watches: new ones land on a panel too.
+    used = {
+        m
+        for _, dashboard in dashboards()
+        for e in panel_exprs(dashboard)
+        for m in re.findall(r"\bvitrine_\w+", e)
+    }
+    families = metric_families()
+    assert "vitrine_inference_redeliveries" in families
+    unseen = sorted(name for name, samples in families.items() if not samples & used)
+    assert unseen == [], "exported but on no dashboard panel"
 
 
 def test_grafana_provisioning_matches_compose(services: dict[str, dict[str, Any]]) -> None:
