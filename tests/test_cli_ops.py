@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from conftest import image_bytes
 from pipeline import REPO, Namespace, Pipeline, ensure_stack, new_namespace, s3_client, wait_for
 from vitrine import cli, stack
+from vitrine.health import parse_targets, remote_targets
 from vitrine.upload import content_type_of, plan, sniff
 
 VITRINE = [sys.executable, "-m", "vitrine.cli"]
@@ -126,6 +127,29 @@ def test_logs_of_an_unknown_name_and_the_tail_of_a_known_one(tmp_path: Path) -> 
     result = run(env, "logs", "nosuch")
     assert result.returncode == 1
     assert "no log for nosuch" in one_error_line(result) and "known: ingest" in result.stderr
+
+
+def test_a_scaled_service_is_one_row_per_address() -> None:
+    answers = {"inference-workers": ["10.0.0.7", "10.0.0.5"], "ingest": ["10.0.0.2"]}
+
+    def resolve(host: str, port: int) -> list[str]:
+        if host not in answers:
+            raise OSError("Name or service not known")
+        return sorted(answers[host])
+
+    spec = "ingest=ingest:9100,inference=inference-workers:9100,sink=gone:9100"
+    targets = remote_targets(spec, resolve)
+    assert [(t.name, t.host, t.port, t.error) for t in targets] == [
+        ("ingest", "ingest", 9100, None),
+        ("inference-1", "10.0.0.5", 9100, None),
+        ("inference-2", "10.0.0.7", 9100, None),
+        ("sink", "gone", 9100, "cannot resolve gone: Name or service not known"),
+    ]
+    assert all(t.pidfile is None for t in targets)
+    assert parse_targets(" a=[::1]:9 ,") == [("a", "::1", 9)]
+    for bad in ("ingest", "ingest=host", "=h:1", "i=h:port"):
+        with pytest.raises(ValueError, match="name=host:port"):
+            parse_targets(bad)
 
 
 def test_every_server_down_is_reported_not_raised(tmp_path: Path) -> None:
@@ -487,6 +511,31 @@ def test_status_json_reports_counts_lag_and_services(cards_ns: Namespace, tmp_pa
         assert "✕ down" in rows["sink"] and "● up" in rows["ingest"], screen.stdout
         assert "semantic_check" in screen.stdout
         assert lag_group in screen.stdout
+
+        # Services elsewhere (compose): found by their endpoints, no pid files involved; a name
+        # with nothing behind it is down, with why.
+        remote = {
+            **env,
+            "VITRINE_STATE_DIR": str(tmp_path / "elsewhere"),
+            "VITRINE_METRICS_TARGETS": (
+                f"ingest=127.0.0.1:{base + 1}, sink=127.0.0.1:{base + 2},"
+                "inference=no-such-host.invalid:9100"
+            ),
+        }
+        result = run(remote, "status", "--json")
+        assert result.returncode == 3, result.stderr
+        services = {s["name"]: s for s in json.loads(result.stdout)["services"]}
+        assert list(services) == ["ingest", "sink", "inference"]
+        assert services["ingest"]["up"] is True and services["ingest"]["running"] is None
+        assert services["ingest"]["handled"] is not None
+        assert services["sink"]["state"] == "down" and "127.0.0.1:" in services["sink"]["error"]
+        assert "cannot resolve no-such-host.invalid" in services["inference"]["error"]
+        screen = run(remote, "status")
+        rows = {line.split()[0]: line for line in screen.stdout.splitlines() if line.strip()}
+        assert f"127.0.0.1:{base + 1}" in rows["ingest"] and "● up" in rows["ingest"]
+        bad = run({**remote, "VITRINE_METRICS_TARGETS": "ingest:9100"}, "status")
+        assert bad.returncode == 1 and "VITRINE_METRICS_TARGETS" in bad.stderr, bad.stderr
+        assert "'ingest:9100' is not name=host:port" in bad.stderr
 
         ingest.stop()
         wait_for(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.runtime.settings import KafkaSettings, PostgresSettings, S3Settings
@@ -39,6 +39,24 @@ class OpsSettings(KafkaSettings, S3Settings, PostgresSettings):
     inference_processes: int = Field(1, ge=0, description="Workers infra/services.sh runs.")
     # infra/services.sh: ingest base+1, sink base+2, inference-N base+9+N.
     metrics_base_port: int = 29100
+    metrics_targets: str = Field(
+        "",
+        description=(
+            "Where the services run elsewhere (compose, other hosts): comma-separated "
+            "name=host:port of their /metrics, e.g. ingest=ingest:9100,sink=sink:9100,"
+            "inference=inference-workers:9100. A host that resolves to several addresses (a "
+            "scaled service) is one process per address. Empty = the native stack's pid files "
+            "and ports."
+        ),
+    )
+
+    @field_validator("metrics_targets")
+    @classmethod
+    def _targets_parse(cls, value: str) -> str:
+        from vitrine.health import parse_targets
+
+        parse_targets(value)  # a typo is said at start, not shown as a service down
+        return value
 
     @property
     def state_path(self) -> Path:

@@ -1,15 +1,25 @@
-"""Is each process of the native stack alive and answering?
+"""Is each process of the pipeline alive and answering?
 
-A service is *up* when the pid in its ``$VITRINE_STATE_DIR/run/<name>.pid`` (written by
-``infra/services.sh``) is a live ``services.*`` process **and** its Prometheus endpoint answers on
-the port ``services.sh`` gave it.  A live process whose endpoint is silent is reported as such:
-it is stuck, or something else holds its port.  MinIO is asked its liveness URL; Kafka and
-PostgreSQL are judged by whether the status queries could use them (vitrine.status).
+On the native stack a service is *up* when the pid in its ``$VITRINE_STATE_DIR/run/<name>.pid``
+(written by ``infra/services.sh``) is a live ``services.*`` process **and** its Prometheus
+endpoint answers on the port ``services.sh`` gave it.  A live process whose endpoint is silent is
+reported as such: it is stuck, or something else holds its port.
+
+Where the services run elsewhere (compose, other hosts) no pid can be seen from here, so
+``VITRINE_METRICS_TARGETS`` names their endpoints and an answering endpoint is what *up* means.
+A name that resolves to several addresses is a scaled service (Docker's DNS gives one A record
+per replica), so each address is one process: a dead replica shows as down instead of hiding
+behind a live one.
+
+MinIO is asked its liveness URL; Kafka and PostgreSQL are judged by whether the status queries
+could use them (vitrine.status).
 """
 
 from __future__ import annotations
 
+import socket
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,22 +42,84 @@ HANDLED_METRIC = {
 class ServiceHealth:
     name: str
     pid: int | None
-    running: bool
+    running: bool | None  # None: the process cannot be seen from here (VITRINE_METRICS_TARGETS)
     metrics_port: int
     metrics_up: bool
     handled: float | None = None  # messages handled since start (from its own counters)
     busy: bool | None = None  # inference: a job is running
     error: str | None = None
+    metrics_host: str = "127.0.0.1"
 
     @property
     def up(self) -> bool:
-        return self.running and self.metrics_up
+        return self.running is not False and self.metrics_up
 
     @property
     def state(self) -> str:
         if self.up:
             return "up"
         return "no metrics" if self.running else "down"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one process's metrics are, and its pid file when it runs on this machine."""
+
+    name: str
+    host: str
+    port: int
+    pidfile: Path | None = None
+    error: str | None = None  # the target could not be resolved
+
+
+Resolver = Callable[[str, int], list[str]]
+
+
+def resolve_addresses(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to for TCP, sorted so replicas keep their numbers."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def parse_targets(spec: str) -> list[tuple[str, str, int]]:
+    """``name=host:port,...`` → (name, host, port); ``ValueError`` names the bad entry."""
+    parsed = []
+    for entry in (e.strip() for e in spec.split(",")):
+        if not entry:
+            continue
+        name, eq, address = entry.partition("=")
+        host, colon, port = address.rpartition(":")
+        if not (eq and colon and name.strip() and host and port.isdigit()):
+            raise ValueError(f"{entry!r} is not name=host:port")
+        parsed.append((name.strip(), host.strip("[]"), int(port)))
+    return parsed
+
+
+def remote_targets(spec: str, resolve: Resolver = resolve_addresses) -> list[Target]:
+    """One target per address of each entry; a name that does not resolve stays, as down."""
+    targets = []
+    for name, host, port in parse_targets(spec):
+        try:
+            addresses = resolve(host, port)
+        except OSError as exc:
+            targets.append(Target(name, host, port, error=f"cannot resolve {host}: {exc}"))
+            continue
+        if len(addresses) <= 1:
+            targets.append(Target(name, host, port))
+        else:
+            targets += [Target(f"{name}-{i}", a, port) for i, a in enumerate(addresses, 1)]
+    return targets
+
+
+def service_targets(settings: OpsSettings) -> list[Target]:
+    """The processes ``vitrine status`` checks: the configured targets, else the native stack's."""
+    if settings.metrics_targets.strip():
+        return remote_targets(settings.metrics_targets)
+    run_dir = settings.state_path / "run"
+    return [
+        Target(name, settings.metrics_host, metrics_port(settings, name), run_dir / f"{name}.pid")
+        for name in service_names(settings)
+    ]
 
 
 @dataclass
@@ -90,7 +162,7 @@ def live_service_pid(pidfile: Path) -> int | None:
 
 
 def scrape(host: str, port: int) -> str:
-    url = f"http://{host}:{port}/metrics"
+    url = f"http://[{host}]:{port}/metrics" if ":" in host else f"http://{host}:{port}/metrics"
     with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
         return str(response.read().decode("utf-8", "replace"))
 
@@ -106,23 +178,31 @@ def _summarise(health: ServiceHealth, text: str) -> None:
     health.handled = handled
 
 
-def service_health(settings: OpsSettings, name: str) -> ServiceHealth:
-    pid = live_service_pid(settings.state_path / "run" / f"{name}.pid")
-    port = metrics_port(settings, name)
-    health = ServiceHealth(name, pid, pid is not None, port, metrics_up=False)
+def service_health(target: Target) -> ServiceHealth:
+    pid = live_service_pid(target.pidfile) if target.pidfile else None
+    running = (pid is not None) if target.pidfile else None
+    port = target.port
+    health = ServiceHealth(target.name, pid, running, port, False, metrics_host=target.host)
+    if target.error:
+        health.error = target.error
+        return health
     try:
-        text = scrape(settings.metrics_host, port)
+        text = scrape(target.host, port)
     except (OSError, ValueError) as exc:  # URLError is an OSError; a bad host a ValueError
         reason = getattr(exc, "reason", exc)
-        health.error = f"metrics on :{port}: {reason}"
+        health.error = f"metrics on {_where(target)}: {reason}"
         return health
     health.metrics_up = True
     try:
         _summarise(health, text)
     except ValueError as exc:  # not Prometheus text: something else answers on the port
         health.metrics_up = False
-        health.error = f"port {port} does not serve Prometheus metrics: {exc}"
+        health.error = f"{_where(target)} does not serve Prometheus metrics: {exc}"
     return health
+
+
+def _where(target: Target) -> str:
+    return f":{target.port}" if target.pidfile else f"{target.host}:{target.port}"
 
 
 def minio_health(endpoint: str) -> ServerHealth:

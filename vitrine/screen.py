@@ -87,15 +87,21 @@ def processes(status: Status) -> Table:
         note = ""
         if service.busy is not None:
             note = "running a job" if service.busy else "idle"
-        if not service.running:
+        if service.running is False:
             note = "not running"
         elif not service.metrics_up:
             note = service.error or "metrics endpoint silent"
+        # A process on this machine has a pid and a local port; one elsewhere, its endpoint.
+        where = (
+            f"metrics :{service.metrics_port}"
+            if service.running is not None
+            else f"{service.metrics_host}:{service.metrics_port}"
+        )
         table.add_row(
             service.name,
             _state(service.up, service.state),
             str(service.pid or "-"),
-            f"metrics :{service.metrics_port}",
+            where,
             "-" if service.handled is None else f"{service.handled:.0f}",
             note,
         )

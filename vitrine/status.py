@@ -19,7 +19,7 @@ from vitrine.health import (
     ServiceHealth,
     minio_health,
     service_health,
-    service_names,
+    service_targets,
 )
 from vitrine.lag import GroupLag, KafkaUnreachable, consumer_lag
 
@@ -90,7 +90,7 @@ def gather(settings: OpsSettings, bucket: str, minutes: int = 10) -> Status:
         taken_at=datetime.now(UTC),
         bucket=bucket,
         servers=[kafka, minio_health(settings.s3_endpoint), postgres],
-        services=[service_health(settings, name) for name in service_names(settings)],
+        services=[service_health(t) for t in service_targets(settings)],
         lag=lag,
         cards=cards,
         cards_error=cards_error,
