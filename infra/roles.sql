@@ -1,13 +1,15 @@
--- Roles and database of a compose deployment, run by infra/docker/setup.sh as the superuser of
--- the postgres container (POSTGRES_USER), before infra/migrate.sh. The same accounts as the
--- native stack's provision_postgres (infra/stack):
+-- Roles and database of vitrine, run as the PostgreSQL superuser before infra/migrate.sh, by both
+-- the native stack (infra/stack, provision_postgres) and compose's setup job
+-- (infra/docker/setup.sh), so both get the same accounts:
 --   * :user (VITRINE_PG_USER) owns the database and the tables and runs the migrations; it is no
---     superuser, and no service gets its password (only the setup job does);
+--     superuser and cannot create databases or roles; no service gets its password (the setup
+--     job and the operator's commands do);
 --   * vitrine_sink is the sink's login, with no attribute at all: migration 0002 grants it
 --     CONNECT and the upsert's columns. The connection limit keeps a leaked sink password from
 --     exhausting the server's connections.
--- Idempotent; passwords are re-set on every run so that they follow .env. Values arrive as psql
--- variables and are quoted by format(%I/%L), never spliced into SQL.
+-- Idempotent; passwords are re-set on every run so that they follow the environment. Values
+-- arrive as psql variables (user, pw, db, sink_pw) and are quoted by format(%I/%L), never
+-- spliced into SQL.
 SELECT format('CREATE ROLE %I', :'user')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user') \gexec
 SELECT format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L',

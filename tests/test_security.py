@@ -468,9 +468,10 @@ def test_the_sql_check_tells_static_from_built_sql(code: str, static: bool) -> N
 
 def test_sql_in_the_infra_scripts_cannot_be_spliced_by_the_shell() -> None:
     """Values reach SQL as psql variables (:'v', format(%I/%L)), never by shell expansion:
-    every SQL here-document is quoted, and no inline ``-c`` SQL expands a variable."""
+    every SQL here-document is quoted, no inline ``-c`` SQL expands a variable, and the roles
+    SQL both setups run is a file (infra/roles.sql) that takes its values as psql variables."""
     found = 0
-    for name in ("stack", "migrate.sh", "services.sh"):
+    for name in ("stack", "migrate.sh", "services.sh", "docker/setup.sh"):
         text = (REPO / "infra" / name).read_text()
         for match in re.finditer(r"<<-?\s*(['\"]?)([A-Za-z_]+)\1", text):
             if "SQL" in match.group(2).upper():
@@ -478,7 +479,12 @@ def test_sql_in_the_infra_scripts_cannot_be_spliced_by_the_shell() -> None:
                 assert match.group(1), f"infra/{name}: unquoted SQL here-document {match[0]}"
         for match in re.finditer(r"psql\w*\b[^\n]*\s-c\s+\"([^\"]*)\"", text, re.S):
             assert "$" not in match.group(1), f"infra/{name}: shell expansion in SQL"
-    assert found >= 3
+        if name in ("stack", "docker/setup.sh"):
+            assert re.search(r"-f \"?(\$INFRA_DIR|infra)/roles\.sql", text), name
+    assert found >= 2
+    roles = (REPO / "infra" / "roles.sql").read_text()
+    assert set(re.findall(r":'(\w+)'", roles)) == {"user", "pw", "db", "sink_pw"}
+    assert roles.count("PASSWORD %L'") == 2  # both passwords quoted by format() as literals
 
 
 # =================================================================================================
@@ -638,19 +644,34 @@ def test_sink_grants_are_exactly_what_the_upsert_needs(stack: dict[str, str]) ->
     assert database == (True, False, False, False)
 
 
+ROLE_ATTRIBUTES = (
+    "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolinherit "
+    "FROM pg_roles WHERE rolname = current_user"
+)
+
+
 @pytest.mark.pipeline
 def test_sink_role_has_no_attributes_and_no_memberships(stack: dict[str, str]) -> None:
     with pg(stack["VITRINE_SINK_PG_DSN"]) as conn:
-        attributes = conn.execute(
-            "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, "
-            "rolinherit FROM pg_roles WHERE rolname = current_user"
-        ).fetchone()
+        attributes = conn.execute(ROLE_ATTRIBUTES).fetchone()
         memberships = conn.execute(
             "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member "
             "WHERE r.rolname = current_user"
         ).fetchone()
     assert attributes == (False, False, False, False, False, False)
     assert memberships == (0,)
+
+
+@pytest.mark.pipeline
+def test_owner_role_owns_the_tables_but_is_no_superuser(stack: dict[str, str]) -> None:
+    # infra/roles.sql, shared by infra/stack and compose's setup job.
+    with pg(stack["VITRINE_PG_DSN"]) as conn:
+        attributes = conn.execute(ROLE_ATTRIBUTES).fetchone()
+        owner = conn.execute(
+            "SELECT tableowner = current_user FROM pg_tables WHERE tablename = 'product_cards'"
+        ).fetchone()
+    assert attributes is not None and attributes[:5] == (False, False, False, False, False)
+    assert owner == (True,)
 
 
 SINK_DENIED = {
