@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from conftest import image_bytes
 from pipeline import REPO, Namespace, Pipeline, ensure_stack, new_namespace, s3_client, wait_for
 from vitrine import cli, stack
-from vitrine.health import parse_targets, remote_targets
+from vitrine.health import parse_targets, remote_targets, resolve_addresses
 from vitrine.upload import content_type_of, plan, sniff
 
 VITRINE = [sys.executable, "-m", "vitrine.cli"]
@@ -150,6 +150,21 @@ def test_a_scaled_service_is_one_row_per_address() -> None:
     for bad in ("ingest", "ingest=host", "=h:1", "i=h:port"):
         with pytest.raises(ValueError, match="name=host:port"):
             parse_targets(bad)
+
+
+def test_a_dual_stack_name_is_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    def getaddrinfo(host: str, port: int, **_: Any) -> list[tuple[Any, ...]]:
+        v6 = (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0))
+        v4 = [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in ("10.0.0.9", "10.0.0.3")
+        ]
+        return [v6, *v4] if host == "both" else [v6]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    assert resolve_addresses("both", 9100) == ["10.0.0.3", "10.0.0.9"]
+    assert resolve_addresses("v6only", 9100) == ["::1"]
 
 
 def test_every_server_down_is_reported_not_raised(tmp_path: Path) -> None:

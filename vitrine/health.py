@@ -76,9 +76,13 @@ Resolver = Callable[[str, int], list[str]]
 
 
 def resolve_addresses(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to for TCP, sorted so replicas keep their numbers."""
+    """Every address ``host`` resolves to for TCP, sorted so replicas keep their numbers.
+
+    A dual-stack name (an A and an AAAA record for one machine) is one process, not two: when
+    both families answer, only the IPv4 addresses count (Docker's replicas are IPv4)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({str(info[4][0]) for info in infos})
+    v4 = {str(i[4][0]) for i in infos if i[0] == socket.AF_INET}
+    return sorted(v4 or {str(i[4][0]) for i in infos})
 
 
 def parse_targets(spec: str) -> list[tuple[str, str, int]]:
