@@ -11,6 +11,7 @@ import asyncio
 import io
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -287,3 +288,110 @@ def test_minio_sends_each_event_twice_and_ingest_makes_one_job(pipeline: Pipelin
     assert events == 2
     assert jobs == 1
     assert final_row(pipeline, key)["results_applied"] == 2  # queued, then the one card
+
+
+def test_a_copy_arriving_across_an_ingest_restart_is_still_dropped(pipeline: Pipeline) -> None:
+    """The durable copy of an event handled just before a restart reaches the new process: it
+    recalls what its predecessor handled from minio.events and drops the copy. The contrast
+    (recall off) shows that the replayed copy does become a second job otherwise."""
+    key = "dedup/restart.jpg"
+    message_key = f"{pipeline.ns.bucket}/{key}".encode()
+    env = pipeline.ns.env
+    bootstrap = env.get("VITRINE_KAFKA_BOOTSTRAP", "127.0.0.1:29092")
+    events_topic, jobs_topic = (
+        env.get("VITRINE_TOPIC_EVENTS", "minio.events"),
+        env["VITRINE_TOPIC_JOBS"],
+    )
+    ingest = pipeline.services["ingest"]
+
+    async def jobs_for_key() -> int:
+        consumer = AIOKafkaConsumer(
+            jobs_topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            count, idle = 0, 0
+            while idle < 2:  # two empty polls: the topic is read to its end
+                batch = await consumer.getmany(timeout_ms=500)
+                idle = 0 if batch else idle + 1
+                count += sum(r.key == message_key for rs in batch.values() for r in rs)
+            return count
+        finally:
+            await consumer.stop()
+
+    async def first_copy() -> bytes:
+        consumer = AIOKafkaConsumer(events_topic, bootstrap_servers=bootstrap, group_id=None)
+        await consumer.start()
+        try:
+            while not consumer.assignment():
+                await consumer.getmany(timeout_ms=200)
+            await consumer.seek_to_end()
+            await asyncio.to_thread(
+                s3_client(env).put_object,
+                Bucket=pipeline.ns.bucket,
+                Key=key,
+                Body=jpeg(11),
+                ContentType="image/jpeg",
+            )
+            while True:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for r in records:
+                        if r.key == message_key and r.value:
+                            return r.value
+        finally:
+            await consumer.stop()
+
+    async def replay(value: bytes) -> tuple[int, int]:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            sent = await producer.send_and_wait(events_topic, value, key=message_key)
+            return sent.partition, sent.offset
+        finally:
+            await producer.stop()
+
+    async def committed(partition: int) -> int:
+        from aiokafka import TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=env["VITRINE_INGEST_GROUP"]
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(events_topic, partition)
+            consumer.assign([tp])
+            return await consumer.committed(tp) or 0
+        finally:
+            await consumer.stop()
+
+    def restart_with_a_late_copy(value: bytes, **settings: str) -> None:
+        ingest.stop()
+        partition, offset = asyncio.run(replay(value))  # MinIO's durable copy, arriving late
+        saved = dict(ingest.env)
+        ingest.env.update(settings)
+        try:
+            ingest.start().wait_started()
+        finally:
+            ingest.env.clear()
+            ingest.env.update(saved)
+        wait_for(
+            lambda: asyncio.run(committed(partition)) > offset,
+            60,
+            "the restarted ingest handled the late copy",
+            interval=0.5,
+        )
+
+    value = asyncio.run(first_copy())
+    wait_for(lambda: asyncio.run(jobs_for_key()) == 1, 30, "the upload's job")
+    time.sleep(4)  # MinIO's own durable copy (<= 3 s later) is handled by this process
+    assert asyncio.run(jobs_for_key()) == 1
+
+    restart_with_a_late_copy(value, VITRINE_DEDUP_LOOKBACK_S="0")  # no recall: a second job
+    assert asyncio.run(jobs_for_key()) == 2
+
+    restart_with_a_late_copy(value)  # recall on (the default)
+    assert asyncio.run(jobs_for_key()) == 2
+    recalled = [e for e in ingest.events() if e.get("event") == "ingest.recalled"]
+    assert recalled and recalled[-1]["remembered"] >= 1, recalled

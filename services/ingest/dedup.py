@@ -8,16 +8,24 @@ handled, so each upload still becomes one job.
 
 An event counts as handled only once the batch that carried it is acknowledged and committed: a
 batch that fails is read again, and its events must not look like duplicates then.  The memory is
-bounded (oldest forgotten first) and lives in the process: after an ingest restart, a durable
-copy of an event handled just before the restart becomes a second job — harmless (the sink keeps
-the newest result of the same object version), just wasted work, and only within MinIO's few
-seconds of queue delay.
+bounded (oldest forgotten first) and lives in the process; a new process starts by recalling
+the events its predecessor handled last from the events topic itself (services/ingest/recall.py),
+so a durable copy that arrives across a restart is dropped too.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
+
+from schemas.messages import S3Record
+
+
+def event_identity(record: S3Record) -> Hashable:
+    """What makes two notifications copies of one event: the same kind of event on the same
+    object version, at the same point in the object's history (MinIO's sequencer)."""
+    o = record.s3.object
+    return (record.event_name, o.key, o.sequencer, o.version_id)
 
 
 class RecentEvents:
@@ -40,6 +48,17 @@ class RecentEvents:
         self._pending.clear()
         while len(self._handled) > self.capacity:
             self._handled.popitem(last=False)
+
+    def remember(self, events: Iterable[Hashable]) -> int:
+        """Count ``events`` as handled (by an earlier process); returns how many were new."""
+        before = len(self._handled)
+        for event in events:
+            self._handled[event] = None
+            self._handled.move_to_end(event)
+        added = len(self._handled) - before
+        while len(self._handled) > self.capacity:
+            self._handled.popitem(last=False)
+        return added
 
     def abort(self) -> None:
         """The batch will be read again: its events were not handled."""

@@ -24,7 +24,8 @@ from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from schemas.messages import MinioEvent
-from services.ingest.dedup import RecentEvents
+from services.ingest.dedup import RecentEvents, event_identity
+from services.ingest.recall import try_recall_handled
 from services.ingest.rules import decide
 from services.runtime.kafka import (
     encode,
@@ -71,6 +72,13 @@ class IngestSettings(KafkaSettings):
         description="Handled notifications remembered to drop the second copy MinIO's two "
         "targets send (services/ingest/dedup.py); 0 turns the check off.",
     )
+    dedup_lookback_s: float = Field(
+        60.0,
+        ge=0,
+        description="At start, events handled this long before the last committed one are read "
+        "back from the events topic and remembered, so a copy arriving across a restart is "
+        "dropped too (services/ingest/recall.py); 0 turns it off.",
+    )
 
 
 class Ingest:
@@ -83,7 +91,12 @@ class Ingest:
         self.recent = RecentEvents(settings.dedup_capacity)
 
     async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
         await with_retry("producer.start", self.producer.start)
+        if s.dedup_capacity:  # before the consumer joins: nothing is read until it is done
+            await try_recall_handled(
+                s, self.producer, s.ingest_group, s.bucket, s.dedup_lookback_s, self.recent
+            )
         await with_retry("consumer.start", self.consumer.start)
         log.info("ingest.started", extra={"topic": self.settings.topic_events})
         failures = 0
@@ -139,9 +152,7 @@ class Ingest:
             if s3_record.s3.bucket.name != s.bucket:  # another pipeline's bucket
                 EVENTS.labels("ignored", "other_bucket").inc()
                 continue
-            o = s3_record.s3.object
-            identity = (s3_record.event_name, o.key, o.sequencer, o.version_id)
-            if s.dedup_capacity and not self.recent.first_time(identity):
+            if s.dedup_capacity and not self.recent.first_time(event_identity(s3_record)):
                 EVENTS.labels("duplicate", "").inc()  # the durable target's copy
                 continue
             try:
