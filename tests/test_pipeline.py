@@ -8,11 +8,12 @@ hang, they are not performance claims (bench/pipeline_bench.py measures).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -252,27 +253,39 @@ def _cards_logged(p: Pipeline, name: str) -> int:
     )
 
 
+@contextlib.asynccontextmanager
+async def upload_watched(
+    pipeline: Pipeline, key: str, seed: int, *topics: str
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer at the end of ``topics`` when ``key`` is uploaded: it sees what follows."""
+    env = pipeline.ns.env
+    bootstrap = env.get("VITRINE_KAFKA_BOOTSTRAP", "127.0.0.1:29092")
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=200)
+        await consumer.seek_to_end()
+        await asyncio.to_thread(
+            s3_client(env).put_object,
+            Bucket=pipeline.ns.bucket,
+            Key=key,
+            Body=jpeg(seed),
+            ContentType="image/jpeg",
+        )
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
 def test_minio_sends_each_event_twice_and_ingest_makes_one_job(pipeline: Pipeline) -> None:
     """The fast target's copy arrives in milliseconds, the durable one ~3 s later; one job."""
     key = "dedup/twice.jpg"
     message_key = f"{pipeline.ns.bucket}/{key}".encode()
-    bootstrap = pipeline.ns.env.get("VITRINE_KAFKA_BOOTSTRAP", "127.0.0.1:29092")
 
     async def watch() -> tuple[int, int]:
         topics = ["minio.events", pipeline.ns.env["VITRINE_TOPIC_JOBS"]]
-        consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None)
-        await consumer.start()
-        try:
-            while not consumer.assignment():
-                await consumer.getmany(timeout_ms=200)
-            await consumer.seek_to_end()
-            await asyncio.to_thread(
-                s3_client(pipeline.ns.env).put_object,
-                Bucket=pipeline.ns.bucket,
-                Key=key,
-                Body=jpeg(7),
-                ContentType="image/jpeg",
-            )
+        async with upload_watched(pipeline, key, 7, *topics) as consumer:
             seen = {topic: 0 for topic in topics}
             deadline = asyncio.get_running_loop().time() + 20
             while asyncio.get_running_loop().time() < deadline:
@@ -281,8 +294,6 @@ def test_minio_sends_each_event_twice_and_ingest_makes_one_job(pipeline: Pipelin
                 if seen["minio.events"] >= 2:  # the durable copy is in: give ingest 2 s more
                     deadline = min(deadline, asyncio.get_running_loop().time() + 2)
             return seen["minio.events"], seen[topics[1]]
-        finally:
-            await consumer.stop()
 
     events, jobs = asyncio.run(watch())
     assert events == 2
@@ -320,26 +331,12 @@ def test_a_copy_arriving_across_an_ingest_restart_is_still_dropped(pipeline: Pip
             await consumer.stop()
 
     async def first_copy() -> bytes:
-        consumer = AIOKafkaConsumer(events_topic, bootstrap_servers=bootstrap, group_id=None)
-        await consumer.start()
-        try:
-            while not consumer.assignment():
-                await consumer.getmany(timeout_ms=200)
-            await consumer.seek_to_end()
-            await asyncio.to_thread(
-                s3_client(env).put_object,
-                Bucket=pipeline.ns.bucket,
-                Key=key,
-                Body=jpeg(11),
-                ContentType="image/jpeg",
-            )
+        async with upload_watched(pipeline, key, 11, events_topic) as consumer:
             while True:
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     for r in records:
                         if r.key == message_key and r.value:
                             return r.value
-        finally:
-            await consumer.stop()
 
     async def replay(value: bytes) -> tuple[int, int]:
         from aiokafka import AIOKafkaProducer

@@ -121,25 +121,16 @@ async def try_recall_handled(
 ) -> int:
     """``recall_handled`` that never stops the service from starting; the started ``producer``
     knows the events topic's partitions (a consumer's metadata covers only what it reads)."""
+
+    async def recall() -> int:
+        partitions = await producer.partitions_for(settings.topic_events)
+        return await recall_handled(settings, partitions, group, bucket, lookback_s, recent)
+
     try:
-        return await asyncio.wait_for(
-            _recall(settings, producer, group, bucket, lookback_s, recent), RECALL_TIMEOUT_S
-        )
+        return await asyncio.wait_for(recall(), RECALL_TIMEOUT_S)
     except Exception as exc:  # whatever it was, starting without the memory is the fallback
         log.warning(
             "ingest.recall_failed",
             extra={"error": f"{type(exc).__name__}: {exc}"[:300], "topic": settings.topic_events},
         )
         return 0
-
-
-async def _recall(
-    settings: KafkaSettings,
-    producer: AIOKafkaProducer,
-    group: str,
-    bucket: str,
-    lookback_s: float,
-    recent: RecentEvents,
-) -> int:
-    partitions = await producer.partitions_for(settings.topic_events)
-    return await recall_handled(settings, partitions, group, bucket, lookback_s, recent)
