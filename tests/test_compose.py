@@ -22,6 +22,7 @@ import shlex
 import subprocess
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -250,10 +251,29 @@ def stages(path: Path) -> list[list[tuple[str, str]]]:
     return result[1:]
 
 
-def metric_families() -> dict[str, set[str]]:
-    """Each metric family the services register, with the sample names it exposes (a counter
-    `x` is exposed as x_total, ...), from prometheus_client's registry after importing every
-    module of services/."""
+SAMPLE_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "info": ("_info",),
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    type: str
+    labels: frozenset[str]
+
+    @property
+    def samples(self) -> set[str]:
+        return {self.name + s for s in SAMPLE_SUFFIXES.get(self.type, ("",))}
+
+
+def registered_families() -> dict[str, Family]:
+    """Each metric family the services register, from prometheus_client's registry after
+    importing every module of services/."""
     import prometheus_client
 
     import services
@@ -261,18 +281,21 @@ def metric_families() -> dict[str, set[str]]:
     for info in pkgutil.walk_packages(services.__path__, "services."):
         if not info.name.endswith("__main__"):
             importlib.import_module(info.name)
-    suffixes = {
-        "counter": ("_total", "_created"),
-        "gauge": ("",),
-        "histogram": ("_bucket", "_count", "_sum", "_created"),
-        "summary": ("", "_count", "_sum", "_created"),
-        "info": ("_info",),
+    # Label names as declared (a labelled metric with no child yet has no sample to show them).
+    labels = {
+        name: frozenset(getattr(collector, "_labelnames", ()))
+        for name, collector in prometheus_client.REGISTRY._names_to_collectors.items()
     }
     return {
-        family.name: {family.name + s for s in suffixes.get(family.type, ("",))}
-        for family in prometheus_client.REGISTRY.collect()
-        if family.name.startswith("vitrine_")
+        f.name: Family(f.name, f.type, labels.get(f.name, frozenset()))
+        for f in prometheus_client.REGISTRY.collect()
+        if f.name.startswith("vitrine_")
     }
+
+
+def metric_families() -> dict[str, set[str]]:
+    """Each metric family with the sample names it exposes (a counter `x` as x_total, ...)."""
+    return {name: family.samples for name, family in registered_families().items()}
 
 
 def exposed_metric_names() -> set[str]:
@@ -645,6 +668,117 @@ def test_dashboard_queries_only_metrics_the_code_exports() -> None:
         used = {m for e in panel_exprs(dashboard) for m in re.findall(r"\bvitrine_\w+", e)}
         assert used, path.name
         assert used - exported == set(), f"{path.name} queries metrics no service exports"
+
+
+def panel_targets(dashboard: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    stack = list(dashboard["panels"])
+    while stack:
+        panel = stack.pop()
+        stack.extend(panel.get("panels", []))
+        for target in panel.get("targets", []):
+            yield panel["title"], target
+
+
+RATE_FUNCTIONS = {"rate", "irate", "increase"}
+
+
+def _grouping(node: Any) -> set[str] | None:
+    """The labels a query's result keeps, when its outermost step says (``sum by (...)``)."""
+    import promql_parser as promql
+
+    if isinstance(node, promql.BinaryExpr):
+        return _grouping(node.lhs)
+    if isinstance(node, promql.ParenExpr):
+        return _grouping(node.expr)
+    if isinstance(node, promql.Call) and node.func.name == "histogram_quantile":
+        kept = _grouping(node.args[1])
+        return None if kept is None else kept - {"le"}
+    if (
+        isinstance(node, promql.AggregateExpr)
+        and node.modifier is not None
+        and node.modifier.type == promql.AggModifierType.By
+    ):
+        return set(node.modifier.labels)
+    return None
+
+
+@dataclass
+class QueryFacts:
+    """What one parsed query selects, what it rates, and what is wrong with it."""
+
+    used: list[str]
+    under_rate: list[str]
+    problems: list[str]
+
+
+def query_facts(ast: Any, by_sample: dict[str, Family]) -> QueryFacts:
+    import promql_parser as promql
+
+    facts = QueryFacts([], [], [])
+
+    def selected(node: Any) -> list[str]:
+        names: list[str] = []
+        promql.walk(
+            node,
+            lambda n: names.append(n.name) if isinstance(n, promql.VectorSelector) else None,
+        )
+        return names
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql.VectorSelector) and node.name.startswith("vitrine_"):
+            facts.used.append(node.name)
+        elif isinstance(node, promql.Call) and node.func.name in RATE_FUNCTIONS:
+            facts.under_rate.extend(selected(node.args[0]))
+        elif isinstance(node, promql.Call) and node.func.name == "histogram_quantile":
+            kept = _grouping(node.args[1])
+            if kept is None or "le" not in kept:
+                facts.problems.append("histogram_quantile without `by (le)`")
+        elif isinstance(node, promql.AggregateExpr) and node.modifier is not None:
+            for name in selected(node.expr):
+                family = by_sample.get(name)
+                if family is None:
+                    continue
+                have = family.labels | {"job", "instance"}  # Prometheus adds these two
+                if family.type == "histogram":
+                    have |= {"le"}
+                if extra := set(node.modifier.labels) - have:
+                    facts.problems.append(f"{name} has no label {sorted(extra)}")
+
+    promql.walk(ast, visit)
+    return facts
+
+
+def test_dashboard_queries_parse_and_use_each_metric_as_its_type() -> None:
+    """Prometheus' grammar (promql-parser) over every panel query: counters only under
+    rate/increase, gauges never; histogram_quantile keeps ``le``; ``by`` and legend labels are
+    labels the metric has."""
+    import promql_parser as promql
+
+    by_sample = {s: f for f in registered_families().values() for s in f.samples}
+    checked = 0
+    for path, dashboard in dashboards():
+        for title, target in panel_targets(dashboard):
+            where = f"{path.name}: {title!r}: {target['expr']}"
+            try:
+                ast = promql.parse(target["expr"])
+            except ValueError as exc:
+                raise AssertionError(f"{where}: {exc}") from None
+            facts = query_facts(ast, by_sample)
+            for name in facts.used:
+                family = by_sample.get(name)
+                assert family is not None, f"{where}: no service exports {name}"
+                counting = name.endswith(("_total", "_bucket", "_count", "_sum"))
+                assert counting == (name in facts.under_rate), (
+                    f"{where}: {name} ({family.type}) "
+                    + ("needs rate()/increase()" if counting else "is no counter for rate()")
+                )
+            legend = set(re.findall(r"{{\s*(\w+)\s*}}", target.get("legendFormat", "")))
+            kept = _grouping(ast)
+            if legend and kept is not None:
+                assert legend <= kept, f"{where}: legend {sorted(legend - kept)} not in by()"
+            assert facts.problems == [], f"{where}: {facts.problems}"
+            checked += 1
+    assert checked >= 30
 
 
 def test_every_metric_the_code_exports_is_on_a_dashboard() -> None:
