@@ -748,37 +748,69 @@ def query_facts(ast: Any, by_sample: dict[str, Family]) -> QueryFacts:
     return facts
 
 
-def test_dashboard_queries_parse_and_use_each_metric_as_its_type() -> None:
-    """Prometheus' grammar (promql-parser) over every panel query: counters only under
-    rate/increase, gauges never; histogram_quantile keeps ``le``; ``by`` and legend labels are
-    labels the metric has."""
+def checked_query(expr: str, where: str, by_sample: dict[str, Family]) -> set[str] | None:
+    """Parse ``expr`` with Prometheus' grammar (promql-parser) and hold it to the metrics' types:
+    counters only under rate/increase, gauges never; histogram_quantile keeps ``le``; ``by``
+    labels are labels the metric has. Returns the labels its result keeps, where known."""
     import promql_parser as promql
 
-    by_sample = {s: f for f in registered_families().values() for s in f.samples}
+    try:
+        ast = promql.parse(expr)
+    except ValueError as exc:
+        raise AssertionError(f"{where}: {exc}") from None
+    facts = query_facts(ast, by_sample)
+    for name in facts.used:
+        family = by_sample.get(name)
+        assert family is not None, f"{where}: no service exports {name}"
+        counting = name.endswith(("_total", "_bucket", "_count", "_sum"))
+        assert counting == (name in facts.under_rate), f"{where}: {name} ({family.type}) " + (
+            "needs rate()/increase()" if counting else "is no counter for rate()"
+        )
+    assert facts.problems == [], f"{where}: {facts.problems}"
+    return _grouping(ast)
+
+
+def samples_by_name() -> dict[str, Family]:
+    return {s: f for f in registered_families().values() for s in f.samples}
+
+
+def test_dashboard_queries_parse_and_use_each_metric_as_its_type() -> None:
+    by_sample = samples_by_name()
     checked = 0
     for path, dashboard in dashboards():
         for title, target in panel_targets(dashboard):
             where = f"{path.name}: {title!r}: {target['expr']}"
-            try:
-                ast = promql.parse(target["expr"])
-            except ValueError as exc:
-                raise AssertionError(f"{where}: {exc}") from None
-            facts = query_facts(ast, by_sample)
-            for name in facts.used:
-                family = by_sample.get(name)
-                assert family is not None, f"{where}: no service exports {name}"
-                counting = name.endswith(("_total", "_bucket", "_count", "_sum"))
-                assert counting == (name in facts.under_rate), (
-                    f"{where}: {name} ({family.type}) "
-                    + ("needs rate()/increase()" if counting else "is no counter for rate()")
-                )
+            kept = checked_query(target["expr"], where, by_sample)
             legend = set(re.findall(r"{{\s*(\w+)\s*}}", target.get("legendFormat", "")))
-            kept = _grouping(ast)
             if legend and kept is not None:
                 assert legend <= kept, f"{where}: legend {sorted(legend - kept)} not in by()"
-            assert facts.problems == [], f"{where}: {facts.problems}"
             checked += 1
     assert checked >= 30
+
+
+def test_alert_rules_are_loaded_mounted_and_sound(services: dict[str, dict[str, Any]]) -> None:
+    rules_path = PROMETHEUS.parent / "alerts.yml"
+    config = yaml.safe_load(PROMETHEUS.read_text(encoding="utf-8"))
+    assert config["rule_files"] == ["alerts.yml"]  # relative to the config file's directory
+    mounts = {v["target"]: v for v in services["prometheus"]["volumes"]}
+    assert Path(mounts["/etc/prometheus/alerts.yml"]["source"]) == rules_path
+    assert mounts["/etc/prometheus/alerts.yml"]["read_only"] is True
+    by_sample = samples_by_name()
+    groups = yaml.safe_load(rules_path.read_text(encoding="utf-8"))["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert len({r["alert"] for r in rules}) == len(rules) >= 6
+    for rule in rules:
+        where = f"alerts.yml: {rule['alert']}"
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, where
+        assert rule["labels"]["severity"] in {"critical", "warning"}, where
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], where
+        kept = checked_query(rule["expr"], where, by_sample)
+        text = " ".join(rule["annotations"].values())
+        labels = set(re.findall(r"\$labels\.(\w+)", text))
+        if labels and kept is not None:
+            assert labels <= kept, f"{where}: annotations use {sorted(labels - kept)}"
+    names = {m for r in rules for m in re.findall(r"\bvitrine_\w+", r["expr"])}
+    assert {"vitrine_consumer_lag", "vitrine_inference_jobs_total"} <= names
 
 
 def test_every_metric_the_code_exports_is_on_a_dashboard() -> None:
