@@ -827,6 +827,17 @@ def test_every_metric_the_code_exports_is_on_a_dashboard() -> None:
     assert unseen == [], "exported but on no dashboard panel"
 
 
+def test_every_metric_the_code_exports_is_documented() -> None:
+    table = (REPO / "docs" / "operating.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(vitrine_\w+)` \|", table, re.M))
+    families = metric_families()
+    # A counter is documented as its sample (x_total), a histogram as its family name.
+    missing = sorted(n for n, samples in families.items() if not ({n} | samples) & documented)
+    assert missing == [], "exported but not in docs/operating.md's metrics table"
+    known = set(families) | exposed_metric_names()
+    assert documented <= known, f"documented but exported by no service: {documented - known}"
+
+
 def test_grafana_provisioning_matches_compose(services: dict[str, dict[str, Any]]) -> None:
     datasources = yaml.safe_load(
         (GRAFANA / "provisioning/datasources/prometheus.yml").read_text(encoding="utf-8")
