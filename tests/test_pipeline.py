@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -316,16 +317,24 @@ def test_a_copy_arriving_across_an_ingest_restart_is_still_dropped(pipeline: Pip
     ingest = pipeline.services["ingest"]
 
     async def jobs_for_key() -> int:
+        """Jobs for the key in the whole jobs topic, read up to the end offsets of now."""
         consumer = AIOKafkaConsumer(
             jobs_topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
         )
         await consumer.start()
+        count = 0
+
+        def add(batch: dict[Any, list[Any]]) -> None:
+            nonlocal count
+            count += sum(r.key == message_key for rs in batch.values() for r in rs)
+
         try:
-            count, idle = 0, 0
-            while idle < 2:  # two empty polls: the topic is read to its end
-                batch = await consumer.getmany(timeout_ms=500)
-                idle = 0 if batch else idle + 1
-                count += sum(r.key == message_key for rs in batch.values() for r in rs)
+            while not consumer.assignment():
+                add(await consumer.getmany(timeout_ms=200))
+            tps = list(consumer.assignment())
+            ends = await consumer.end_offsets(tps)
+            while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+                add(await consumer.getmany(timeout_ms=500))
             return count
         finally:
             await consumer.stop()
