@@ -6,9 +6,12 @@
 --     job and the operator's commands do);
 --   * vitrine_sink is the sink's login, with no attribute at all: migration 0002 grants it
 --     CONNECT and the upsert's columns. The connection limit keeps a leaked sink password from
---     exhausting the server's connections.
+--     exhausting the server's connections;
+--   * vitrine_reader is the operator tools' read-only login (`vitrine status / cards / show`,
+--     the PostgreSQL side of `reprocess`): migration 0003 grants it CONNECT and SELECT on
+--     product_cards, nothing else.
 -- Idempotent; passwords are re-set on every run so that they follow the environment. Values
--- arrive as psql variables (user, pw, db, sink_pw) and are quoted by format(%I/%L), never
+-- arrive as psql variables (user, pw, db, sink_pw, reader_pw) and are quoted by format(%I/%L), never
 -- spliced into SQL.
 SELECT format('CREATE ROLE %I', :'user')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user') \gexec
@@ -20,3 +23,7 @@ SELECT 'CREATE ROLE vitrine_sink'
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vitrine_sink') \gexec
 SELECT format('ALTER ROLE vitrine_sink WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT '
               'NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 16 PASSWORD %L', :'sink_pw') \gexec
+SELECT 'CREATE ROLE vitrine_reader'
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vitrine_reader') \gexec
+SELECT format('ALTER ROLE vitrine_reader WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT '
+              'NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 8 PASSWORD %L', :'reader_pw') \gexec

@@ -26,6 +26,7 @@ import psycopg
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DSN = "postgresql://vitrine:vitrine@127.0.0.1:25432/vitrine"
+READER_DSN = "postgresql://vitrine_reader:vitrine-reader-dev@127.0.0.1:25432/vitrine"  # dev.env
 
 
 def ensure_stack() -> None:

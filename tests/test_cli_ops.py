@@ -26,7 +26,16 @@ from psycopg.types.json import Jsonb
 from typer.testing import CliRunner
 
 from conftest import image_bytes
-from pipeline import REPO, Namespace, Pipeline, ensure_stack, new_namespace, s3_client, wait_for
+from pipeline import (
+    READER_DSN,
+    REPO,
+    Namespace,
+    Pipeline,
+    ensure_stack,
+    new_namespace,
+    s3_client,
+    wait_for,
+)
 from vitrine import cli, stack
 from vitrine.health import parse_targets, remote_targets, resolve_addresses
 from vitrine.upload import content_type_of, plan, sniff
@@ -393,6 +402,20 @@ def test_cards_json_lists_the_namespace_rows(cards_ns: Namespace) -> None:
     assert [json.loads(line)["object_key"] for line in by_category.stdout.splitlines()] == [
         "c/tenis.jpg"
     ]
+
+
+def test_the_read_only_role_is_enough_for_cards_show_and_status(cards_ns: Namespace) -> None:
+    # What the compose `vitrine` service runs with: role vitrine_reader (migration 0003).
+    reader = {**cards_ns.env, "VITRINE_PG_DSN": READER_DSN}
+    listed = run(reader, "cards", "--json", "--prefix", "c/", "--search", "caneca")
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["object_key"] for line in listed.stdout.splitlines()] == [
+        "c/caneca.jpg"
+    ]
+    shown = run(reader, "show", "c/tenis.jpg", "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "done", shown.stderr
+    status = json.loads(run(reader, "status", "--json").stdout)
+    assert status["cards_error"] is None and status["cards"]["counts"]["done"] == 2
 
 
 def test_cards_search_ranks_portuguese_full_text(cards_ns: Namespace) -> None:

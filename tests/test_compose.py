@@ -435,6 +435,7 @@ def test_each_service_gets_only_its_own_credentials(services: dict[str, dict[str
         "POSTGRES_PASSWORD": {"postgres", "setup"},
         "VITRINE_PG_PASSWORD": {"setup"},
         "VITRINE_SINK_PG_PASSWORD": {"setup", "sink"},
+        "VITRINE_READER_PG_PASSWORD": {"setup", "vitrine"},
         "GRAFANA_ADMIN_PASSWORD": {"grafana"},
     }
     assert set(expected) <= set(secrets)

@@ -134,6 +134,7 @@ def test_built_in_defaults_are_refused_in_production(
         ("VITRINE_INFERENCE_S3_SECRET_KEY", S3Settings),
         ("VITRINE_PG_DSN", PostgresSettings),
         ("VITRINE_SINK_PG_DSN", PostgresSettings),
+        ("VITRINE_READER_PG_DSN", PostgresSettings),
     ],
 )
 def test_every_credential_of_dev_env_is_refused_in_production(
@@ -246,7 +247,11 @@ def test_the_refused_lists_cover_every_credential_in_dev_env() -> None:
     assert env["VITRINE_ENV"] == "dev"
     s3_secrets = {env["VITRINE_S3_SECRET_KEY"], env["VITRINE_INFERENCE_S3_SECRET_KEY"]}
     assert s3_secrets <= runtime_settings.DEV_S3_SECRET_KEYS
-    pg_passwords = {env["VITRINE_PG_PASSWORD"], env["VITRINE_SINK_PG_PASSWORD"]}
+    pg_passwords = {
+        env["VITRINE_PG_PASSWORD"],
+        env["VITRINE_SINK_PG_PASSWORD"],
+        env["VITRINE_READER_PG_PASSWORD"],
+    }
     assert pg_passwords <= runtime_settings.DEV_PG_PASSWORDS
     assert env["VITRINE_PG_DSN"] == runtime_settings.DEV_PG_DSN
 
@@ -483,8 +488,8 @@ def test_sql_in_the_infra_scripts_cannot_be_spliced_by_the_shell() -> None:
             assert re.search(r"-f \"?(\$INFRA_DIR|infra)/roles\.sql", text), name
     assert found >= 2
     roles = (REPO / "infra" / "roles.sql").read_text()
-    assert set(re.findall(r":'(\w+)'", roles)) == {"user", "pw", "db", "sink_pw"}
-    assert roles.count("PASSWORD %L'") == 2  # both passwords quoted by format() as literals
+    assert set(re.findall(r":'(\w+)'", roles)) == {"user", "pw", "db", "sink_pw", "reader_pw"}
+    assert roles.count("PASSWORD %L'") == 3  # every password quoted by format() as a literal
 
 
 # =================================================================================================
@@ -672,6 +677,38 @@ def test_owner_role_owns_the_tables_but_is_no_superuser(stack: dict[str, str]) -
         ).fetchone()
     assert attributes is not None and attributes[:5] == (False, False, False, False, False)
     assert owner == (True,)
+
+
+@pytest.mark.pipeline
+def test_reader_role_reads_cards_and_nothing_else(stack: dict[str, str]) -> None:
+    # infra/roles.sql + migration 0003: what `vitrine status / cards / show` need, no more.
+    with pg(stack["VITRINE_READER_PG_DSN"]) as conn:
+        attributes = conn.execute(ROLE_ATTRIBUTES).fetchone()
+        conn.execute("SELECT object_key, status, card, search FROM product_cards LIMIT 1")
+        denied = []
+        for name, sql in {
+            "insert": "INSERT INTO product_cards (bucket, object_key) VALUES ('x', 'y')",
+            "update": "UPDATE product_cards SET status = 'done' WHERE false",
+            "delete": "DELETE FROM product_cards WHERE false",
+            "truncate": "TRUNCATE product_cards",
+            "read-migrations": "SELECT * FROM schema_migrations",
+            "temp-table": "CREATE TEMP TABLE t (x int)",
+            "create": "CREATE TABLE pwned (x int)",
+        }.items():
+            try:
+                conn.execute(sql)
+            except psycopg.errors.InsufficientPrivilege:
+                denied.append(name)
+    assert attributes == (False, False, False, False, False, False)
+    assert denied == [
+        "insert",
+        "update",
+        "delete",
+        "truncate",
+        "read-migrations",
+        "temp-table",
+        "create",
+    ]
 
 
 SINK_DENIED = {

@@ -28,7 +28,7 @@ Mode = Literal["dev", "production"]
 DEV_S3_SECRET_KEY = "vitrine-dev-secret"
 DEV_PG_DSN = "postgresql://vitrine:vitrine@127.0.0.1:25432/vitrine"
 DEV_S3_SECRET_KEYS = frozenset({DEV_S3_SECRET_KEY, "vitrine-inference-dev-secret"})
-DEV_PG_PASSWORDS = frozenset({"vitrine", "vitrine-sink-dev"})
+DEV_PG_PASSWORDS = frozenset({"vitrine", "vitrine-sink-dev", "vitrine-reader-dev"})
 
 # Secret files larger than this are refused (a DSN or a key is a few hundred bytes at most).
 SECRET_FILE_MAX_BYTES = 64 * 1024
