@@ -86,9 +86,11 @@ async def recall_handled(
     try:
         await consumer.start()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
         starts = await consumer.beginning_offsets(tps)
         for tp in tps:
+            # One partition at a time: with several assigned, the fetcher also waits on the
+            # others (fetch_max_wait_ms each time) while they have nothing new.
+            consumer.assign([tp])
             end = await consumer.committed(tp)
             if end is None or end <= starts[tp]:
                 continue
