@@ -37,7 +37,7 @@ from pipeline import (
     wait_for,
 )
 from vitrine import cli, stack
-from vitrine.health import parse_targets, remote_targets, resolve_addresses
+from vitrine.health import minio_health, parse_targets, remote_targets, resolve_addresses
 from vitrine.upload import content_type_of, plan, sniff
 
 VITRINE = [sys.executable, "-m", "vitrine.cli"]
@@ -174,6 +174,44 @@ def test_a_dual_stack_name_is_one_process(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     assert resolve_addresses("both", 9100) == ["10.0.0.3", "10.0.0.9"]
     assert resolve_addresses("v6only", 9100) == ["::1"]
+
+
+@pytest.mark.parametrize(("skipped", "metrics_status"), [(9946, 200), (0, 200), (5, 403)])
+def test_minio_skipped_notifications_are_a_notice(skipped: int, metrics_status: int) -> None:
+    # A real overflow takes 50 000+ queued events (bench/outage_bench.py); here a stand-in
+    # server answers MinIO's two URLs the way MinIO does.
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from threading import Thread
+
+    class Minio(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/minio/health/live":
+                self.send_response(200)
+                self.end_headers()
+                return
+            self.send_response(metrics_status)
+            self.end_headers()
+            if metrics_status == 200:
+                self.wfile.write(
+                    b"# TYPE minio_notify_events_skipped_total counter\n"
+                    + f'minio_notify_events_skipped_total{{server="x"}} {skipped}\n'.encode()
+                )
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Minio)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        health = minio_health(f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+    assert health.up
+    if skipped and metrics_status == 200:
+        assert health.notice is not None and f"skipped {skipped} " in health.notice
+        assert "vitrine backfill" in health.notice
+    else:
+        assert health.notice is None
 
 
 def test_every_server_down_is_reported_not_raised(tmp_path: Path) -> None:

@@ -132,6 +132,7 @@ class ServerHealth:
     address: str
     up: bool
     error: str | None = None
+    notice: str | None = None  # up, but something the operator should act on
 
 
 def metrics_port(settings: OpsSettings, name: str) -> int:
@@ -166,7 +167,12 @@ def live_service_pid(pidfile: Path) -> int | None:
 
 
 def scrape(host: str, port: int) -> str:
-    url = f"http://[{host}]:{port}/metrics" if ":" in host else f"http://{host}:{port}/metrics"
+    return scrape_url(
+        f"http://[{host}]:{port}/metrics" if ":" in host else f"http://{host}:{port}/metrics"
+    )
+
+
+def scrape_url(url: str) -> str:
     with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
         return str(response.read().decode("utf-8", "replace"))
 
@@ -213,6 +219,30 @@ def minio_health(endpoint: str) -> ServerHealth:
     url = endpoint.rstrip("/") + "/minio/health/live"
     try:
         with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
-            return ServerHealth("minio", endpoint, response.status == 200)
+            health = ServerHealth("minio", endpoint, response.status == 200)
     except (OSError, ValueError) as exc:  # ValueError: VITRINE_S3_ENDPOINT is not a URL
         return ServerHealth("minio", endpoint, False, str(getattr(exc, "reason", exc)))
+    skipped = minio_skipped_notifications(endpoint)
+    if skipped:
+        health.notice = (
+            f"skipped {skipped:.0f} notifications since it started (queue overflow): "
+            "`vitrine backfill` enqueues objects without a row"
+        )
+    return health
+
+
+def minio_skipped_notifications(endpoint: str) -> float | None:
+    """MinIO's ``minio_notify_events_skipped_total``: events dropped for *every* target, the
+    durable one included, when its 50 000-event notification queue overflows (a burst of uploads
+    while Kafka is down; docs/benchmarks.md). None when its metrics need a token we lack."""
+    url = endpoint.rstrip("/") + "/minio/v2/metrics/cluster"
+    try:
+        text = scrape_url(url)
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "minio_notify_events_skipped_total"
+        )
+    except (OSError, ValueError):  # 403 without MINIO_PROMETHEUS_AUTH_TYPE=public, or not text
+        return None

@@ -81,7 +81,7 @@ def header(status: Status) -> Text:
 def processes(status: Status) -> Table:
     table = _table("processes", "name", "state", "pid", "address", "handled", "note")
     for server in status.servers:
-        note = (server.error or "")[:70]
+        note = (server.error or server.notice or "")[:110]
         table.add_row(server.name, _state(server.up), "", server.address, "", note)
     for service in status.services:
         note = ""
