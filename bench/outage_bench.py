@@ -164,11 +164,11 @@ def main() -> None:
     print(
         f"\nrows final: **{final} of {len(keys)}** ({lost} without a row); MinIO skipped "
         f"{skipped} notifications; last row {last_row_s:.0f} s after the wait began "
-        f"({time.monotonic() - back:.0f} s after Kafka was started again, including the quiet "
-        f"period)."
+        f"({time.monotonic() - back:.0f} s after Kafka was started again, including any wait "
+        f"for rows that never came)."
     )
     if lost:
-        print("Recover them with: vitrine backfill --bucket " + ns.bucket)
+        print("In a deployment, `vitrine backfill` enqueues every object without a row.")
 
 
 if __name__ == "__main__":
