@@ -25,7 +25,7 @@ import pytest
 from psycopg.types.json import Jsonb
 from typer.testing import CliRunner
 
-from conftest import image_bytes
+from conftest import image_bytes, serve
 from pipeline import (
     READER_DSN,
     REPO,
@@ -180,30 +180,19 @@ def test_a_dual_stack_name_is_one_process(monkeypatch: pytest.MonkeyPatch) -> No
 def test_minio_skipped_notifications_are_a_notice(skipped: int, metrics_status: int) -> None:
     # A real overflow takes 50 000+ queued events (bench/outage_bench.py); here a stand-in
     # server answers MinIO's two URLs the way MinIO does.
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-    from threading import Thread
+    metrics = (
+        b"# TYPE minio_notify_events_skipped_total counter\n"
+        + f'minio_notify_events_skipped_total{{server="x"}} {skipped}\n'.encode()
+    )
 
-    class Minio(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/minio/health/live":
-                self.send_response(200)
-                self.end_headers()
-                return
-            self.send_response(metrics_status)
-            self.end_headers()
-            if metrics_status == 200:
-                self.wfile.write(
-                    b"# TYPE minio_notify_events_skipped_total counter\n"
-                    + f'minio_notify_events_skipped_total{{server="x"}} {skipped}\n'.encode()
-                )
+    def minio(path: str) -> tuple[int, bytes]:
+        if path == "/minio/health/live":
+            return 200, b""
+        return metrics_status, metrics if metrics_status == 200 else b""
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Minio)
-    Thread(target=server.serve_forever, daemon=True).start()
+    server, port = serve(minio)
     try:
-        health = minio_health(f"http://127.0.0.1:{server.server_port}")
+        health = minio_health(f"http://127.0.0.1:{port}")
     finally:
         server.shutdown()
     assert health.up

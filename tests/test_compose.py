@@ -20,10 +20,9 @@ import pkgutil
 import re
 import shlex
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +30,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from pydantic_settings import BaseSettings
+
+from conftest import serve
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -863,18 +864,7 @@ def test_grafana_provisioning_matches_compose(services: dict[str, dict[str, Any]
 
 
 def serve_text(body: str) -> tuple[HTTPServer, int]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(body.encode())
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, server.server_address[1]
+    return serve(lambda _path: (200, body.encode()))
 
 
 @pytest.mark.parametrize(
