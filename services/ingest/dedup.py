@@ -43,14 +43,12 @@ class RecentEvents:
 
     def commit(self) -> None:
         """The batch's messages are acknowledged and its offsets committed."""
-        for event in self._pending:
-            self._handled[event] = None
+        self.remember(self._pending)
         self._pending.clear()
-        while len(self._handled) > self.capacity:
-            self._handled.popitem(last=False)
 
     def remember(self, events: Iterable[Hashable]) -> int:
-        """Count ``events`` as handled (by an earlier process); returns how many were new."""
+        """Count ``events`` as handled (this process's committed batch, or an earlier process's
+        events); returns how many were new. The oldest are forgotten past ``capacity``."""
         before = len(self._handled)
         for event in events:
             self._handled[event] = None
