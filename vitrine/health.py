@@ -55,6 +55,12 @@ class ServiceHealth:
         return self.running is not False and self.metrics_up
 
     @property
+    def endpoint(self) -> str:
+        """``:port`` for a process on this machine (running is known), ``host:port`` else."""
+        local = self.running is not None
+        return f":{self.metrics_port}" if local else f"{self.metrics_host}:{self.metrics_port}"
+
+    @property
     def state(self) -> str:
         if self.up:
             return "up"
@@ -200,19 +206,15 @@ def service_health(target: Target) -> ServiceHealth:
         text = scrape(target.host, port)
     except (OSError, ValueError) as exc:  # URLError is an OSError; a bad host a ValueError
         reason = getattr(exc, "reason", exc)
-        health.error = f"metrics on {_where(target)}: {reason}"
+        health.error = f"metrics on {health.endpoint}: {reason}"
         return health
     health.metrics_up = True
     try:
         _summarise(health, text)
     except ValueError as exc:  # not Prometheus text: something else answers on the port
         health.metrics_up = False
-        health.error = f"{_where(target)} does not serve Prometheus metrics: {exc}"
+        health.error = f"{health.endpoint} does not serve Prometheus metrics: {exc}"
     return health
-
-
-def _where(target: Target) -> str:
-    return f":{target.port}" if target.pidfile else f"{target.host}:{target.port}"
 
 
 def minio_health(endpoint: str) -> ServerHealth:

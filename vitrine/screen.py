@@ -91,12 +91,8 @@ def processes(status: Status) -> Table:
             note = "not running"
         elif not service.metrics_up:
             note = service.error or "metrics endpoint silent"
-        # A process on this machine has a pid and a local port; one elsewhere, its endpoint.
-        where = (
-            f"metrics :{service.metrics_port}"
-            if service.running is not None
-            else f"{service.metrics_host}:{service.metrics_port}"
-        )
+        # A process on this machine: its local metrics port; one elsewhere: its endpoint.
+        where = service.endpoint if service.running is None else f"metrics {service.endpoint}"
         table.add_row(
             service.name,
             _state(service.up, service.state),
