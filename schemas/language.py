@@ -22,6 +22,11 @@ class LanguageProfile:
     """Base colour names (both genders where the language inflects them), accents included."""
     colour_modifiers: frozenset[str]
     """Words that may follow a base colour ("azul claro", "verde-oliva")."""
+    colour_connectors: frozenset[str] = frozenset()
+    """Of the modifiers, those that join two colours ("azul e branco") rather than qualify one."""
+    function_words: frozenset[str] = frozenset()
+    """The language's commonest short words (articles, prepositions, conjunctions, pronouns):
+    what the language check counts, since any prose is full of them whatever its topic."""
 
 
 PT_BR = LanguageProfile(
@@ -176,6 +181,108 @@ PT_BR = LanguageProfile(
             "com",
         }
     ),
+    colour_connectors=frozenset({"e", "com"}),
+    function_words=frozenset(
+        [
+            "o",
+            "os",
+            "um",
+            "uma",
+            "uns",
+            "umas",
+            "do",
+            "da",
+            "dos",
+            "das",
+            "no",
+            "na",
+            "nos",
+            "nas",
+            "ao",
+            "aos",
+            "à",
+            "às",
+            "pelo",
+            "pela",
+            "pelos",
+            "pelas",
+            "num",
+            "numa",
+            "de",
+            "em",
+            "para",
+            "por",
+            "com",
+            "sem",
+            "sobre",
+            "entre",
+            "até",
+            "após",
+            "desde",
+            "contra",
+            "durante",
+            "e",
+            "ou",
+            "mas",
+            "porém",
+            "também",
+            "já",
+            "muito",
+            "mais",
+            "menos",
+            "bem",
+            "quando",
+            "onde",
+            "como",
+            "porque",
+            "pois",
+            "que",
+            "seu",
+            "sua",
+            "seus",
+            "suas",
+            "este",
+            "esta",
+            "estes",
+            "estas",
+            "esse",
+            "essa",
+            "esses",
+            "essas",
+            "isso",
+            "isto",
+            "aquele",
+            "aquela",
+            "ele",
+            "ela",
+            "eles",
+            "elas",
+            "você",
+            "vocês",
+            "não",
+            "sim",
+            "é",
+            "são",
+            "está",
+            "estão",
+            "ser",
+            "ter",
+            "tem",
+            "têm",
+            "há",
+            "foi",
+            "pode",
+            "podem",
+            "cada",
+            "todo",
+            "toda",
+            "todos",
+            "todas",
+            "outro",
+            "outra",
+            "qualquer",
+        ]
+    ),
 )
 
 EN = LanguageProfile(
@@ -293,6 +400,89 @@ EN = LanguageProfile(
             "with",
         }
     ),
+    colour_connectors=frozenset({"and", "with"}),
+    function_words=frozenset(
+        [
+            "the",
+            "a",
+            "an",
+            "of",
+            "in",
+            "on",
+            "at",
+            "to",
+            "for",
+            "from",
+            "with",
+            "without",
+            "by",
+            "about",
+            "into",
+            "over",
+            "under",
+            "between",
+            "through",
+            "during",
+            "and",
+            "or",
+            "but",
+            "also",
+            "so",
+            "because",
+            "while",
+            "when",
+            "where",
+            "how",
+            "that",
+            "which",
+            "who",
+            "this",
+            "these",
+            "those",
+            "it",
+            "its",
+            "their",
+            "they",
+            "them",
+            "you",
+            "your",
+            "he",
+            "she",
+            "his",
+            "her",
+            "is",
+            "are",
+            "was",
+            "were",
+            "be",
+            "been",
+            "being",
+            "has",
+            "have",
+            "had",
+            "will",
+            "would",
+            "can",
+            "could",
+            "should",
+            "may",
+            "might",
+            "not",
+            "no",
+            "yes",
+            "each",
+            "every",
+            "any",
+            "other",
+            "more",
+            "most",
+            "very",
+            "than",
+            "then",
+            "there",
+            "here",
+        ]
+    ),
 )
 
 PROFILES: dict[str, LanguageProfile] = {p.code.lower(): p for p in (PT_BR, EN)}
@@ -305,6 +495,33 @@ def profile_for(code: str) -> LanguageProfile:
     except KeyError:
         known = ", ".join(p.code for p in PROFILES.values())
         raise ValueError(f"unsupported output language {code!r}; known: {known}") from None
+
+
+def _alternation(words: list[str]) -> str:
+    # longest first, so a regex engine that takes the first match still sees "azul-marinho"
+    return "|".join(sorted(words, key=lambda w: (-len(w), w)))
+
+
+def colour_pattern(profile: LanguageProfile) -> str:
+    """The profile's colour names as a regex: what the grammar lets ``color_primary`` be.
+
+    A base colour with up to two modifiers ("azul", "azul-marinho", "verde claro fosco"), two
+    colours joined by a connector ("azul e branco", "preto com dourado claro"), or a compound
+    name as listed ("off-white").  Lower case, accents as in the vocabulary.  Everything it
+    matches passes the engine's vocabulary check, which stays as the safety net for free text.
+    """
+    simple = [c for c in profile.colours if not set(c) & {" ", "-"}]
+    compound = [c for c in profile.colours if c not in simple]
+    modifiers = [m for m in profile.colour_modifiers if m not in profile.colour_connectors]
+    base = f"(?:{_alternation(simple)})"
+    modifier = f"(?:{_alternation(modifiers)})"
+    forms = [f"{base}(?:[ -]{modifier}){{0,2}}"]
+    if profile.colour_connectors:
+        joined = _alternation(sorted(profile.colour_connectors))
+        forms.append(f"{base} (?:{joined}) {base}(?:[ -]{modifier})?")
+    if compound:
+        forms.append(_alternation(compound))
+    return "^(?:" + "|".join(forms) + ")$"
 
 
 def fold(text: str) -> str:

@@ -86,14 +86,17 @@ class Namespace:
 
 
 def tiny_model_env(pair: Any) -> dict[str, str]:
-    """Services on the tiny random-weight model; the colour facet is enforced by the grammar and
-    the word minimum lowered so that random weights can produce ``done`` cards at all."""
+    """Services on the tiny random-weight model; the colour facet is enforced by the grammar,
+    the word minimum lowered and left to the checks (see conftest.tiny_settings), and the
+    language check off, so that random weights can produce ``done`` cards at all."""
     return {
         "VITRINE_MODEL_PATH": str(pair.model),
         "VITRINE_MMPROJ_PATH": str(pair.mmproj),
         "VITRINE_HANDLER": pair.handler,
         "VITRINE_COLOUR_VOCABULARY": "enforce",
         "VITRINE_MIN_DESCRIPTION_WORDS": "20",
+        "VITRINE_WORD_MINIMUM": "check",
+        "VITRINE_LANGUAGE_CHECK": "false",
     }
 
 

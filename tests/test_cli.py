@@ -91,6 +91,8 @@ def test_card_json_lines_for_several_images_with_one_model_load(tiny_pairs, tmp_
         env={
             "VITRINE_COLOUR_VOCABULARY": "enforce",
             "VITRINE_MIN_DESCRIPTION_WORDS": "20",
+            "VITRINE_WORD_MINIMUM": "check",
+            "VITRINE_LANGUAGE_CHECK": "false",
             "VITRINE_N_THREADS": "2",
         },
     )
@@ -120,7 +122,7 @@ def test_card_json_lines_for_several_images_with_one_model_load(tiny_pairs, tmp_
 def test_prompt_version_follows_the_settings() -> None:
     default = run("prompt").stdout.strip()
     other = run("prompt", env={"VITRINE_TAXONOMY": "Móveis;Outros"}).stdout.strip()
-    assert default.startswith("card-v1+") and other.startswith("card-v1+") and default != other
+    assert default.startswith("card-v2+") and other.startswith("card-v2+") and default != other
     shown = run("prompt", "--show").stdout
     assert "catalogue analyst" in shown and "Cama, Mesa e Banho" in shown
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 
 import llama_cpp
@@ -9,7 +10,7 @@ import pytest
 from llama_cpp import Llama, LlamaGrammar
 
 from schemas.card import card_json_schema
-from services.inference.grammar import SchemaNotSupported, json_schema_to_gbnf
+from services.inference.grammar import SchemaNotSupported, grammar_schema, json_schema_to_gbnf
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +28,92 @@ def accepted_by_llama_cpp(llm: Llama, gbnf: str) -> bool:
     return True
 
 
+def byte_tokens(llm: Llama, text: str) -> list[int]:
+    """``text`` as the vocabulary's byte-fallback tokens (``<0x7B>``...): the SentencePiece
+    tokenizer would prefix a space, which the grammar rightly refuses before the ``{``."""
+    vocab = llm._model.vocab
+    ids = {
+        llama_cpp.llama_vocab_get_text(vocab, i): i
+        for i in range(llama_cpp.llama_vocab_n_tokens(vocab))
+    }
+    return [ids[f"<0x{b:02X}>".encode()] for b in text.encode()]
+
+
+def gbnf_accepts(llm: Llama, gbnf: str, text: str) -> bool:
+    """Whether llama.cpp's grammar sampler lets ``text`` through, byte by byte, to the end."""
+    sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, gbnf.encode(), b"root")
+    assert sampler
+    try:
+        for token in byte_tokens(llm, text):
+            data = (llama_cpp.llama_token_data * 1)(llama_cpp.llama_token_data(token, 0.0, 0.0))
+            array = llama_cpp.llama_token_data_array(data, 1, -1, False)
+            llama_cpp.llama_sampler_apply(sampler, ctypes.byref(array))
+            if data[0].logit == float("-inf"):
+                return False
+            llama_cpp.llama_sampler_accept(sampler, token)
+        return True
+    finally:
+        llama_cpp.llama_sampler_free(sampler)
+
+
 def test_card_grammar_uses_counted_repetition_and_is_accepted(vocab_model) -> None:
-    gbnf = json_schema_to_gbnf(card_json_schema())
-    assert "char{400,2000}" in gbnf
+    gbnf = json_schema_to_gbnf(grammar_schema(card_json_schema()))
+    assert "char{3,120}" in gbnf and "{149,249}" in gbnf
     assert '"\\"Móveis\\""' in gbnf
     assert accepted_by_llama_cpp(vocab_model, gbnf)
 
 
+def test_the_card_grammar_holds_the_word_minimum_and_the_colour_names(vocab_model) -> None:
+    gbnf = json_schema_to_gbnf(grammar_schema(card_json_schema()))
+    words = ("Caneca de cerâmica azul com alça e acabamento brilhante. " * 30).split()
+
+    def card(description: str, colour: str) -> str:
+        doc = {
+            "product_name": "Caneca de cerâmica",
+            "category_standard": "Casa e Cozinha",
+            "description_long": description,
+            "color_primary": colour,
+            "features_list": ["Alça confortável", "Cerâmica resistente", "Boca larga e lisa"],
+        }
+        return json.dumps(doc, ensure_ascii=False)
+
+    assert gbnf_accepts(vocab_model, gbnf, card(" ".join(words[:150]), "azul-marinho"))
+    assert gbnf_accepts(vocab_model, gbnf, card("\n\n".join(words[:160]), "verde claro"))
+    assert not gbnf_accepts(vocab_model, gbnf, card(" ".join(words[:149]), "azul"))
+    assert not gbnf_accepts(vocab_model, gbnf, card(" ".join(words[:150]), "yellow-marinho"))
+
+
+def test_a_pattern_is_translated_exactly(vocab_model) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"c": {"type": "string", "pattern": '^(?:a"b|[^\\sx]{2,3})(?:[ -]z)?$'}},
+        "required": ["c"],
+        "additionalProperties": False,
+    }
+    gbnf = json_schema_to_gbnf(schema)
+    for value in ('a"b', "yy", "yyy-z", "qq z", "é\\é"):
+        assert gbnf_accepts(vocab_model, gbnf, json.dumps({"c": value}, ensure_ascii=False)), value
+    for value in ("x1", "y", "yyyy", "a b", "qq  z", "xy", "yy -"):
+        assert not gbnf_accepts(vocab_model, gbnf, json.dumps({"c": value}, ensure_ascii=False)), (
+            value
+        )
+
+
 def test_llama_cpp_python_converter_cannot_carry_the_card_schema(vocab_model) -> None:
     """Why the project has its own converter: the bundled one nests 2000 optionals, which
-    llama.cpp refuses, and llama-cpp-python would then sample with no grammar at all."""
-    nested = LlamaGrammar.from_json_schema(json.dumps(card_json_schema()), verbose=False)
+    llama.cpp refuses, and llama-cpp-python would then sample with no grammar at all; and it
+    cannot read the card's patterns at all."""
+    lengths_only = {
+        **card_json_schema(),
+        "properties": {
+            name: {k: v for k, v in spec.items() if k != "pattern"}
+            for name, spec in card_json_schema()["properties"].items()
+        },
+    }
+    nested = LlamaGrammar.from_json_schema(json.dumps(lengths_only), verbose=False)
     assert not accepted_by_llama_cpp(vocab_model, nested._grammar)
+    with pytest.raises(AssertionError, match="Unsupported pattern syntax"):
+        LlamaGrammar.from_json_schema(json.dumps(card_json_schema()), verbose=False)
 
 
 @pytest.mark.parametrize(
@@ -46,7 +121,10 @@ def test_llama_cpp_python_converter_cannot_carry_the_card_schema(vocab_model) ->
     [
         ({"type": "string"}, "unbounded string"),
         ({"type": "string", "maxLength": 2001}, "exceeds 2000"),
-        ({"type": "string", "maxLength": 10, "pattern": "a+"}, "pattern"),
+        ({"type": "string", "maxLength": 10, "pattern": "^a{1,3}$"}, "maxLength"),
+        ({"type": "string", "pattern": "a{1,3}"}, "anchored"),
+        ({"type": "string", "pattern": "^a+$"}, "unbounded repetition"),
+        ({"type": "string", "pattern": "^(?=a)a$"}, "unsupported in pattern"),
         ({"anyOf": [{"type": "string", "maxLength": 3}]}, "unsupported schema"),
         ({"type": "array", "items": {"type": "integer"}}, "unbounded array"),
         (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -12,18 +13,25 @@ from schemas.card import (
     ProductCard,
     card_json_schema,
     card_model,
+    description_pattern,
 )
 from schemas.export import JSON_DIR, render, stale_files, write_all
-from schemas.language import EN, PT_BR, profile_for
+from schemas.language import EN, PT_BR, colour_pattern, profile_for
+from services.inference.checks import count_words, is_known_colour
 from services.inference.settings import EngineSettings
 
 GOOD = {
     "product_name": "Cadeira de escritório ergonômica",
     "category_standard": "Móveis",
-    "description_long": "palavra " * 60,
+    "description_long": "palavra " * 160,
     "color_primary": "preto",
     "features_list": ["Encosto com apoio lombar", "Rodízios silenciosos", "Altura regulável"],
 }
+
+
+DESCRIPTION_WORDS = (
+    "A caneca de cerâmica azul tem alça confortável, acabamento brilhante e boca larga. " * 20
+)
 
 
 def test_exported_schema_file_is_current() -> None:
@@ -71,7 +79,7 @@ def test_extra_fields_and_wrong_feature_count_are_rejected() -> None:
 
 
 def test_enforced_colours_become_an_enum() -> None:
-    schema = card_json_schema(PT_BR.taxonomy, PT_BR.colours)
+    schema = card_model(PT_BR.taxonomy, PT_BR.colours).model_json_schema()
     assert "preto" in schema["properties"]["color_primary"]["enum"]
     with pytest.raises(ValidationError):
         card_model(PT_BR.taxonomy, PT_BR.colours).model_validate({**GOOD, "color_primary": "x"})
@@ -101,3 +109,49 @@ def test_language_selects_default_taxonomy(monkeypatch) -> None:
     assert EngineSettings().categories() == EN.taxonomy
     with pytest.raises(ValueError, match="unsupported output language"):
         profile_for("xx")
+
+
+def test_the_description_pattern_counts_words() -> None:
+    model = card_model()
+    pattern = re.compile(description_pattern(150))
+    words = DESCRIPTION_WORDS.split()
+    assert pattern.fullmatch(" ".join(words[:150])) and not pattern.fullmatch(" ".join(words[:149]))
+    assert pattern.fullmatch("\n\n".join(words[:150]) + "\n")  # paragraphs, a final newline
+    assert not pattern.fullmatch(" ".join(["—"] * 10 + words[:145]))  # a dash is no word
+    with pytest.raises(ValidationError, match="pattern"):
+        model.model_validate({**GOOD, "description_long": " ".join(words[:149])})
+    assert card_model(min_words=20).model_validate(
+        {**GOOD, "description_long": " ".join(words[:80])}
+    )
+
+
+def test_every_word_the_pattern_counts_is_a_word_for_the_checks() -> None:
+    pattern = re.compile(description_pattern(3, 3))
+    for text in ("«Caneca» (azul), 350ml!", "a b c", "—a— 1 ...z"):
+        if pattern.fullmatch(text):
+            assert count_words(text) >= 3, text
+
+
+def test_the_colour_pattern_is_the_vocabulary_check_as_a_grammar() -> None:
+    for profile in (PT_BR, EN):
+        pattern = re.compile(colour_pattern(profile))
+        connectors = profile.colour_connectors
+        modifiers = sorted(profile.colour_modifiers - connectors)
+        bases = sorted(c for c in profile.colours if "-" not in c and " " not in c)
+        for base in bases:
+            for mod in modifiers:
+                for text in (base, f"{base}-{mod}", f"{base} {mod}", f"{base} {mod} {mod}"):
+                    assert pattern.fullmatch(text) and is_known_colour(text, profile), text
+        for joined in (f"{bases[0]} {c} {bases[1]}" for c in connectors):
+            assert pattern.fullmatch(joined) and is_known_colour(joined, profile), joined
+    pt = re.compile(colour_pattern(PT_BR))
+    assert pt.fullmatch("azul-marinho") and pt.fullmatch("off-white")
+    for bad in ("yellow-marinho", "160", "Dominant colour of the product", "azul e", "azul "):
+        assert not pt.fullmatch(bad), bad
+
+
+def test_the_published_schema_carries_both_patterns() -> None:
+    props = card_json_schema()["properties"]
+    assert props["description_long"]["pattern"] == description_pattern(150)
+    assert props["color_primary"]["pattern"] == colour_pattern(PT_BR)
+    assert props["description_long"]["maxLength"] == DESCRIPTION_MAX_CHARS  # both still apply

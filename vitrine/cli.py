@@ -120,14 +120,10 @@ def prompt(
     show: Annotated[bool, typer.Option("--show", help="Print the whole prompt too.")] = False,
 ) -> None:
     """Print the prompt version the current settings produce (taxonomy, language, limits)."""
-    from schemas.card import card_model
-    from services.inference.prompt import build_prompt
     from services.inference.settings import EngineSettings
 
     settings = EngineSettings()
-    colours = settings.profile.colours if settings.colour_vocabulary == "enforce" else None
-    schema = card_model(settings.categories(), colours).model_json_schema()
-    rendered = build_prompt(schema, settings.profile, settings.min_description_words)
+    rendered = settings.prompt(settings.card_type().model_json_schema())
     out.print(rendered.version, highlight=False)
     if show:
         out.print(
@@ -540,7 +536,18 @@ def card(
     model: Annotated[Path | None, typer.Option(help="Text model GGUF (with --mmproj).")] = None,
     mmproj: Annotated[Path | None, typer.Option(help="Vision projector GGUF.")] = None,
     handler: Annotated[
-        str | None, typer.Option(help="Chat handler for --model: llava15|llava16|qwen25vl|mtmd.")
+        str | None,
+        typer.Option(
+            help="Chat handler for --model: llava15|llava16|qwen25vl|mtmd "
+            "(default: chosen from the GGUF files)."
+        ),
+    ] = None,
+    chat_template: Annotated[
+        str | None,
+        typer.Option(
+            help="Chat template for a model without one (or to replace its own): gemma, chatml "
+            "or a Jinja file; implies the mtmd handler unless --handler is given."
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
@@ -561,6 +568,7 @@ def card(
             "model_path": model,
             "mmproj_path": mmproj,
             "handler": handler,
+            "chat_template": chat_template,
             "seed": seed,
         }.items()
         if v is not None
@@ -575,6 +583,7 @@ def card(
         fail("invalid settings: " + "; ".join(e["msg"] for e in exc.errors()), 2)
     except (ModelFilesError, KeyError) as exc:
         fail(str(exc).strip("'\""), 2)
+    err.print(f"handler: {files.handler} ({files.handler_reason})", highlight=False, markup=False)
 
     with err.status(f"loading {files.model_id} …"):
         try:

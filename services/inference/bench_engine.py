@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import time
 
-from schemas.card import card_model
 from services.inference.engine import CardOutcome, GenerationTimings
-from services.inference.prompt import Prompt, build_prompt
+from services.inference.prompt import Prompt
 from services.inference.settings import EngineSettings
 
 _WORDS = (
@@ -32,10 +31,8 @@ class BenchEngine:
     def __init__(self, settings: EngineSettings, delay_ms: float) -> None:
         self.delay_s = delay_ms / 1000.0
         self.model_id = f"bench:{delay_ms:g}ms"
-        card_type = card_model(settings.categories())
-        self.prompt: Prompt = build_prompt(
-            card_type.model_json_schema(), settings.profile, settings.min_description_words
-        )
+        card_type = settings.card_type()
+        self.prompt: Prompt = settings.prompt(card_type.model_json_schema())
         self.load_ms = 0.0
         self._card = card_type(
             product_name="Cartão de benchmark",

@@ -1,9 +1,12 @@
-"""Semantic checks a grammar cannot express.
+"""Content checks: a safety net under the grammar, and the rules no grammar can express.
 
-Constrained decoding guarantees the *shape* of the card (keys, enum, item count, lengths); these
-checks guard its *content*: the description is long enough, the colour is a colour word of the
-output language, the selling points are distinct, the text is not a degenerate loop.  A failure
-makes the engine retry with a fresh seed and a corrective note, within a bounded budget.
+Constrained decoding guarantees the *shape* of the card (keys, enum, item count, lengths) and,
+by default, the description's word minimum and the colour vocabulary (patterns in the card's
+schema).  These checks hold every card to those rules again, whatever the backend or settings
+(free-text colour, a grammar that could not take a pattern), and add the ones that only the
+finished text can show: the selling points are distinct, the text is not a degenerate loop, and
+it is written in the output language.  A failure makes the engine retry with a fresh seed and a
+corrective note, within a bounded budget.
 """
 
 from __future__ import annotations
@@ -13,11 +16,16 @@ from collections import Counter
 from dataclasses import dataclass
 
 from schemas.card import ProductCard
-from schemas.language import LanguageProfile, fold
+from schemas.language import PROFILES, LanguageProfile, fold
 
 WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*|\d+(?:[.,]\d+)*", re.UNICODE)
 MIN_DISTINCT_WORD_RATIO = 0.35
 """Below this share of distinct words a long description is a repetition loop, not prose."""
+
+
+LANGUAGE_MIN_SHARE = 0.12
+"""Below this share of the output language's own function words, a description is not prose in
+that language (Portuguese product prose runs at about 30 %; English text at about 0 %)."""
 
 
 @dataclass(frozen=True)
@@ -43,11 +51,50 @@ def is_known_colour(colour: str, profile: LanguageProfile) -> bool:
     return tokens[0] in colours and all(t in modifiers for t in tokens[1:])
 
 
+def _function_words(profile: LanguageProfile) -> tuple[set[str], list[tuple[str, set[str]]]]:
+    """The profile's function words that no other known language shares, and each other
+    language's own (folded, so "é" and "e" count alike)."""
+    own = {fold(w) for w in profile.function_words}
+    theirs = [
+        (p.name, {fold(w) for w in p.function_words})
+        for p in PROFILES.values()
+        if p.code != profile.code and p.function_words
+    ]
+    shared = set().union(*(words for _, words in theirs)) if theirs else set()
+    return own - shared, [(name, words - own) for name, words in theirs]
+
+
+def language_problem(text: str, profile: LanguageProfile, min_share: float) -> str | None:
+    """Why ``text`` does not read as ``profile``'s language, or None when it does.
+
+    Counts function words, which any prose is full of whatever its topic: the text fails when
+    another known language's own words outnumber the output language's (two at least), or when
+    the output language's share is below ``min_share`` (0 for short texts such as names).
+    """
+    if not profile.function_words:
+        return None
+    words = [fold(w) for w in WORD.findall(text)]
+    if not words:
+        return None
+    own, others = _function_words(profile)
+    n_own = sum(w in own for w in words)
+    for name, theirs in others:
+        found = [w for w in words if w in theirs]
+        if len(found) >= 2 and len(found) > n_own:
+            top = ", ".join(w for w, _ in Counter(found).most_common(3))
+            return f"reads as {name} ({top})"
+    if min_share and n_own / len(words) < min_share:
+        return f"has too few {profile.name} words to be prose in it"
+    return None
+
+
 def _feature_key(feature: str) -> str:
     return " ".join(WORD.findall(fold(feature)))
 
 
-def check_card(card: ProductCard, profile: LanguageProfile, min_words: int) -> list[CheckFailure]:
+def check_card(
+    card: ProductCard, profile: LanguageProfile, min_words: int, *, language: bool = True
+) -> list[CheckFailure]:
     """All content rules that ``card`` breaks; an empty list means the card is acceptable."""
     failures: list[CheckFailure] = []
 
@@ -75,6 +122,24 @@ def check_card(card: ProductCard, profile: LanguageProfile, min_words: int) -> l
                 f"color_primary {card.color_primary!r} is not a {profile.name} colour name",
             )
         )
+
+    for field, text, share in (
+        ()
+        if not language
+        else (
+            ("description_long", card.description_long, LANGUAGE_MIN_SHARE),
+            (
+                "product_name and features_list",
+                " ".join([card.product_name, *card.features_list]),
+                0,
+            ),
+        )
+    ):
+        problem = language_problem(text, profile, share)
+        if problem:
+            failures.append(
+                CheckFailure("language", f"{field} is not written in {profile.name}: it {problem}")
+            )
 
     keys = [_feature_key(f) for f in card.features_list]
     if any(not k for k in keys):

@@ -29,7 +29,7 @@ from llama_cpp import Llama, LlamaGrammar
 from llama_cpp import llama_chat_format as chat_format
 from pydantic import ValidationError
 
-from schemas.card import ProductCard, card_model
+from schemas.card import ProductCard
 from services.inference.checks import check_card
 from services.inference.decoding import Decoded, Decoder, GuidanceGrammar, completion_dict
 from services.inference.errors import (
@@ -44,10 +44,11 @@ from services.inference.errors import (
     SemanticCheckFailed,
     TruncatedOutput,
 )
-from services.inference.grammar import SchemaNotSupported, json_schema_to_gbnf
+from services.inference.grammar import SchemaNotSupported, grammar_schema, json_schema_to_gbnf
 from services.inference.model_files import ModelFiles
+from services.inference.native import RepackChoice, choose_repack, self_test
 from services.inference.preprocess import EncoderInput, ImageLimits, PreparedImage, prepare_image
-from services.inference.prompt import Prompt, build_prompt
+from services.inference.prompt import Prompt
 from services.inference.settings import EngineSettings
 
 HANDLER_CLASSES = {
@@ -150,11 +151,27 @@ class _TimedLlama(Llama):
     is handed to it at that point: the handler has evaluated the image and prompt into the KV
     cache, the decoder samples from there, and the handler converts its result into a chat
     response as usual.  Outside ``generate`` the model behaves like a stock ``Llama``.
+
+    ``use_extra_bufts`` (llama.cpp's weight repacking) is not a ``Llama`` argument: it is set on
+    the model parameters as ``Llama.__init__`` assigns them, before the model is loaded.
     """
 
     prefill_done_at: float = 0.0
     decoder: Decoder | None = None
     last_decoded: Decoded | None = None
+
+    def __init__(self, *args: Any, use_extra_bufts: bool, **kwargs: Any) -> None:
+        self._use_extra_bufts = use_extra_bufts
+        super().__init__(*args, **kwargs)
+
+    @property
+    def model_params(self) -> Any:
+        return self._model_params
+
+    @model_params.setter
+    def model_params(self, params: Any) -> None:
+        params.use_extra_bufts = self._use_extra_bufts
+        self._model_params = params
 
     def create_completion(self, *args: Any, **kwargs: Any) -> Any:
         self.prefill_done_at = time.perf_counter()
@@ -210,19 +227,15 @@ class CardEngine:
         self.files = files
         self.settings = settings
         self.model_id = files.model_id
-        self.card_type = card_model(
-            settings.categories(),
-            settings.profile.colours if settings.colour_vocabulary == "enforce" else None,
-        )
+        self.card_type = settings.card_type()
         self.schema = self.card_type.model_json_schema()
-        self.prompt: Prompt = build_prompt(
-            self.schema, settings.profile, settings.min_description_words
-        )
+        self.prompt: Prompt = settings.prompt(self.schema)
         self.encoder_input = encoder_input_for(files, settings)
         self.limits = ImageLimits(settings.image_max_bytes, settings.image_max_pixels)
         self._lock = threading.Lock()
 
         started = time.perf_counter()
+        self.repack: RepackChoice = choose_repack(settings.cpu_repack)
         self._mtmd = _TimedMtmd()
         try:
             handler = HANDLER_CLASSES[files.handler](
@@ -246,10 +259,17 @@ class CardEngine:
                 n_batch=settings.n_batch,
                 seed=settings.seed,
                 verbose=settings.verbose,
+                use_extra_bufts=self.repack.enabled,
             )
             handler._init_mtmd_context(self.llm)  # load the projector now, not on first image
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"cannot load {files.model} + {files.mmproj}: {exc}") from exc
+        if settings.chat_template is not None:  # given explicitly, so it wins over the model's
+            from services.inference.chat_templates import load_chat_template
+
+            self.llm.metadata["tokenizer.chat_template"] = load_chat_template(
+                settings.chat_template
+            )
         if files.handler == "mtmd" and not self.llm.metadata.get("tokenizer.chat_template"):
             self.llm.close()
             raise ModelLoadError(
@@ -257,6 +277,11 @@ class CardEngine:
                 "needs; choose the model's dedicated handler (e.g. --handler llava15)"
             )
         self.handler = handler
+        try:
+            self_test(self.llm, self.repack)
+        except ModelLoadError:
+            self.llm.close()
+            raise
         # Processing-time budget: llama.cpp asks this callback between compute steps of every
         # decode (prompt and each token) and abandons the decode once it answers True.
         self._deadline: float | None = None
@@ -268,9 +293,9 @@ class CardEngine:
         """Takes over sampling after the handler's prefill (llguidance backend)."""
         try:
             if settings.grammar_backend == "gbnf":
-                self.grammar = compile_grammar(self.schema, self.llm)
+                self.grammar = compile_grammar(grammar_schema(self.schema), self.llm)
             elif settings.grammar_backend == "llguidance":
-                self.guidance = GuidanceGrammar(self.schema, self.llm)
+                self.guidance = GuidanceGrammar(grammar_schema(self.schema), self.llm)
                 self.decoder = Decoder(
                     self.llm, self.guidance, fast_forward=settings.grammar_fast_forward
                 )
@@ -383,13 +408,14 @@ class CardEngine:
             except GenerationError as exc:
                 last = exc
                 failures.append(AttemptFailure(attempt, exc.reason, str(exc)))
-                problems = [
-                    "it was cut off; keep every field within its limits"
-                    if isinstance(exc, TruncatedOutput)
-                    else str(exc)
-                ]
+                problems = [self.prompt.correction(exc.reason, str(exc))]
                 continue
-            broken = check_card(card, self.settings.profile, self.settings.min_description_words)
+            broken = check_card(
+                card,
+                self.settings.profile,
+                self.settings.min_description_words,
+                language=self.settings.language_check,
+            )
             if not broken:
                 return CardOutcome(
                     card=card,
@@ -403,8 +429,10 @@ class CardEngine:
                 )
             detail = "; ".join(b.detail for b in broken)
             last = SemanticCheckFailed(detail, [b.check for b in broken])
-            failures.append(AttemptFailure(attempt, last.reason, detail))
-            problems = [b.detail for b in broken]
+            failures.append(
+                AttemptFailure(attempt, last.reason, detail, tuple(b.check for b in broken))
+            )
+            problems = [self.prompt.correction(b.check, b.detail) for b in broken]
         assert last is not None
         summary = f"no acceptable card after {len(failures)} attempt(s); last: {last}"
         if isinstance(last, SemanticCheckFailed):

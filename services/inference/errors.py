@@ -54,6 +54,8 @@ class AttemptFailure:
     attempt: int
     reason: str
     detail: str
+    checks: tuple[str, ...] = ()
+    """For a ``semantic_check`` attempt, every content rule it broke."""
 
 
 class GenerationError(CardError):

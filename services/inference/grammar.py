@@ -9,13 +9,28 @@ and every keyword it does not implement, so a schema is either enforced exactly 
 start-up — never decoded unconstrained.
 
 Supported: objects (all properties required, in declared order, no extra keys), strings with
-min/max length, string enums and consts, arrays with ``items`` and min/max items, integers,
-numbers, booleans, null, and local ``$ref`` to ``$defs``.
+min/max length or an anchored ``pattern``, string enums and consts, arrays with ``items`` and
+min/max items, integers, numbers, booleans, null, and local ``$ref`` to ``$defs``.
+
+Patterns are translated from Python's own parse of the regex (literals, classes, groups,
+alternation, counted repetition, ``^``/``$`` at the ends), character sets computed exactly, and
+emitted as the JSON-encoded text of the matching strings (a newline in the value is ``\\n`` in
+the document).  Every repetition in a pattern must be counted, so generation terminates.
+
+Neither backend can intersect a pattern with a length bound (GBNF has no intersection;
+llguidance 1.9 reports "unable to determine if regex is empty" for the pair), so
+:func:`grammar_schema` is what both compile: the card's schema with ``minLength``/``maxLength``
+dropped where a ``pattern`` stands beside them.  The pattern then bounds the string on its own
+(the description's word pattern counts words), and Pydantic still checks the character bounds.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import re._parser as sre_parse  # the stdlib's regex parser: patterns mean what Python says
+from collections.abc import Callable
+from re._constants import MAXREPEAT
 from typing import Any
 
 MAX_REPETITION = 2000
@@ -98,6 +113,10 @@ class _Converter:
             return self._object(schema, keys, name)
         if kind == "array":
             return self._array(schema, keys, name)
+        if kind == "string" and "pattern" in schema:
+            self._only(keys, {"type", "pattern"}, name)
+            body = _PatternTranslator(schema["pattern"], name, self.add).translate()
+            return self.add(name, f'"\\"" {body} "\\"" space')
         if kind == "string":
             self._only(keys, {"type", "minLength", "maxLength"}, name)
             lo, hi = int(schema.get("minLength", 0)), schema.get("maxLength")
@@ -148,6 +167,165 @@ class _Converter:
         if lo == 0:
             body = f'"[" space ({item} {tail})? "]" space'
         return self.add(name, body)
+
+
+_JSON_ESCAPES = {
+    0x22: '"\\\\\\""',
+    0x5C: '"\\\\\\\\"',
+    0x0A: '"\\\\n"',
+    0x09: '"\\\\t"',
+    0x0D: '"\\\\r"',
+    0x08: '"\\\\b"',
+    0x0C: '"\\\\f"',
+}
+"""How JSON spells the characters a string cannot hold raw, as GBNF literals."""
+
+MAX_CODEPOINT = 0x10FFFF
+_SPACE = [c for c in range(0x3000 + 1) if chr(c).isspace()]
+"""Python's ``\\s`` for str patterns (every whitespace code point is below U+3001)."""
+
+
+def _ranges(codepoints: list[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for c in sorted(set(codepoints)):
+        if out and c == out[-1][1] + 1:
+            out[-1] = (out[-1][0], c)
+        else:
+            out.append((c, c))
+    return out
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(hi, out[-1][1]))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _complement(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out, start = [], 0
+    for lo, hi in _merge(ranges):
+        if lo > start:
+            out.append((start, lo - 1))
+        start = hi + 1
+    if start <= MAX_CODEPOINT:
+        out.append((start, MAX_CODEPOINT))
+    return out
+
+
+def _cp(c: int) -> str:
+    return f"\\u{c:04X}" if c <= 0xFFFF else f"\\U{c:08X}"
+
+
+class _PatternTranslator:
+    """One anchored regex → a GBNF expression for the JSON-encoded strings it matches."""
+
+    def __init__(self, pattern: str, name: str, add: Callable[[str, str], str]) -> None:
+        self.pattern, self.name, self._add = pattern, name, add
+        self._rules: dict[str, str] = {}
+
+    def _rule(self, body: str) -> str:
+        """A named rule for ``body``: llama.cpp copies a repeated group once per repetition,
+        and refuses a group of many symbols repeated hundreds of times; one symbol it takes."""
+        if body not in self._rules:
+            self._rules[body] = self._add(f"{self.name}-{len(self._rules) + 1}", body)
+        return self._rules[body]
+
+    def translate(self) -> str:
+        try:
+            parsed = list(sre_parse.parse(self.pattern))
+        except re.error as exc:
+            raise SchemaNotSupported(f"{self.name}: invalid pattern: {exc}") from None
+        at = sre_parse.AT
+        if (
+            len(parsed) < 2
+            or parsed[0] != (at, sre_parse.AT_BEGINNING)
+            or parsed[-1] != (at, sre_parse.AT_END)
+        ):
+            raise SchemaNotSupported(
+                f"{self.name}: only patterns anchored with ^ and $ are enforced exactly"
+            )
+        return self._sequence(parsed[1:-1])
+
+    def _fail(self, what: object) -> SchemaNotSupported:
+        return SchemaNotSupported(f"{self.name}: unsupported in pattern {self.pattern!r}: {what}")
+
+    def _sequence(self, items: list[Any]) -> str:
+        return " ".join(self._item(op, av) for op, av in items) or '""'
+
+    def _item(self, op: Any, av: Any) -> str:
+        if op is sre_parse.LITERAL:
+            return self._charset([(av, av)])
+        if op is sre_parse.NOT_LITERAL:
+            return self._charset(_complement([(av, av)]))
+        if op is sre_parse.IN:
+            return self._charset(self._class(av))
+        if op is sre_parse.SUBPATTERN:
+            _group, add_flags, del_flags, sub = av
+            if add_flags or del_flags:
+                raise self._fail("inline flags")
+            return f"({self._sequence(list(sub))})"
+        if op is sre_parse.BRANCH:
+            return "(" + " | ".join(self._sequence(list(alt)) for alt in av[1]) + ")"
+        if op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT):
+            lo, hi, sub = av
+            if hi == MAXREPEAT:
+                raise self._fail("an unbounded repetition (generation could run to max_tokens)")
+            return f"{self._rule(self._sequence(list(sub)))}{_bounds(lo, hi, self.name)}"
+        raise self._fail(op)
+
+    def _class(self, items: list[Any]) -> list[tuple[int, int]]:
+        ranges: list[tuple[int, int]] = []
+        negate = False
+        for op, av in items:
+            if op is sre_parse.NEGATE:
+                negate = True
+            elif op is sre_parse.LITERAL:
+                ranges.append((av, av))
+            elif op is sre_parse.RANGE:
+                ranges.append(av)
+            elif op is sre_parse.CATEGORY and av is sre_parse.CATEGORY_SPACE:
+                ranges += _ranges(_SPACE)
+            elif op is sre_parse.CATEGORY and av is sre_parse.CATEGORY_NOT_SPACE:
+                ranges += _complement(_ranges(_SPACE))
+            else:
+                raise self._fail(f"class item {op} {av}")
+        return _complement(ranges) if negate else _merge(ranges)
+
+    def _charset(self, ranges: list[tuple[int, int]]) -> str:
+        """The JSON text of one character from ``ranges``: raw where JSON allows, else escaped."""
+        special = set(range(0x20)) | {0x22, 0x5C, 0x7F}
+        alternatives = []
+        plain = _complement(_merge([(c, c) for c in special] + _complement(ranges)))
+        if plain:
+            body = "".join(_cp(lo) if lo == hi else f"{_cp(lo)}-{_cp(hi)}" for lo, hi in plain)
+            alternatives.append(f"[{body}]")
+        for c in sorted(special):
+            if any(lo <= c <= hi for lo, hi in ranges):
+                alternatives.append(_JSON_ESCAPES.get(c, f'"\\\\u{c:04x}"'))
+        if not alternatives:
+            raise self._fail("an empty character set")
+        if len(alternatives) == 1:
+            return alternatives[0]
+        return self._rule(" | ".join(alternatives))
+
+
+def grammar_schema(schema: Any) -> Any:
+    """``schema`` as a grammar can enforce it: a string's length bounds give way to its pattern.
+
+    A copy; the published schema keeps every keyword (validation applies them all)."""
+    if isinstance(schema, list):
+        return [grammar_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: grammar_schema(value) for key, value in schema.items()}
+    if "pattern" in out and out.get("type") == "string":
+        out.pop("minLength", None)
+        out.pop("maxLength", None)
+    return out
 
 
 def json_schema_to_gbnf(schema: dict[str, Any]) -> str:

@@ -10,13 +10,17 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from schemas.language import LanguageProfile, profile_for
+from schemas.card import ProductCard, card_model
+from schemas.language import LanguageProfile, colour_pattern, profile_for
 from services.inference.presets import HandlerName
+from services.inference.prompt import Prompt, build_prompt
+
+CpuRepack = Literal["auto", "on", "off"]
 
 GrammarBackend = Literal["llguidance", "gbnf", "none"]
 """llguidance: token masks + forced-token fast-forward in vitrine's decode loop (the default);
@@ -38,7 +42,15 @@ class EngineSettings(BaseSettings):
         None, description="Explicit text-model GGUF (overrides preset)."
     )
     mmproj_path: Path | None = Field(None, description="Explicit vision projector GGUF.")
-    handler: HandlerName | None = Field(None, description="Chat handler for an explicit model.")
+    handler: HandlerName | None = Field(
+        None, description="Chat handler for an explicit model; None = chosen from its files."
+    )
+    chat_template: str | None = Field(
+        None,
+        description="Chat template the mtmd handler renders: a built-in name (gemma, chatml) or "
+        "a Jinja file. Given, it replaces the model's own tokenizer.chat_template; None = the "
+        "model's own.",
+    )
     models_dir: Path = Field(default_factory=default_models_dir)
 
     # llama.cpp runtime
@@ -46,6 +58,12 @@ class EngineSettings(BaseSettings):
     n_ctx: int | None = Field(None, ge=512, description="Context size; None = preset's.")
     n_threads: int | None = Field(None, ge=1, description="CPU threads; None = all cores.")
     n_batch: int = Field(512, ge=32)
+    cpu_repack: CpuRepack = Field(
+        "auto",
+        description="llama.cpp's CPU weight repacking (extra buffer types: AMX, CPU_REPACK). "
+        "auto: on, except where this llama.cpp build has its AMX kernels (they crash on real "
+        "quantized models); on / off force it.",
+    )
     verbose: bool = False
 
     # sampling
@@ -73,15 +91,32 @@ class EngineSettings(BaseSettings):
 
     # card content
     language: str = "pt-BR"
+    prompt_language: Literal["output", "en"] = Field(
+        "output",
+        description="Language of the instructions: the output language (where vitrine has "
+        "a translation, else English) or English.",
+    )
     taxonomy: Annotated[tuple[str, ...] | None, NoDecode] = Field(
         None, description="Categories: a JSON list or ';'-separated; None = language default."
     )
     taxonomy_file: Path | None = Field(None, description="One category per line; '#' comments.")
     min_description_words: int = Field(150, ge=1)
-    colour_vocabulary: Literal["check", "enforce"] = Field(
-        "check",
-        description="check: free-text colour, validated after generation; enforce: the "
-        "grammar only allows the language's base colour names (a fixed facet).",
+    language_check: bool = Field(
+        True,
+        description="Hold the text fields to the output language (a function-word test); "
+        "off for mixed-language catalogues.",
+    )
+    word_minimum: Literal["grammar", "check"] = Field(
+        "grammar",
+        description="grammar: the description's word minimum is a pattern the grammar "
+        "enforces (its character bounds are then checked after generation); check: the "
+        "grammar enforces the character bounds and the word count is checked after.",
+    )
+    colour_vocabulary: Literal["grammar", "enforce", "check"] = Field(
+        "grammar",
+        description="grammar: the grammar allows the language's colour names with modifiers "
+        "('azul-marinho', 'verde claro'); enforce: only the base names (a fixed facet, an "
+        "enum); check: free text, checked against the vocabulary after generation.",
     )
 
     # image limits
@@ -104,6 +139,16 @@ class EngineSettings(BaseSettings):
     def _backend_alias(cls, value: object) -> object:
         return "gbnf" if value == "llama" else value  # the backend's name before llguidance
 
+    @field_validator("chat_template")
+    @classmethod
+    def _known_template(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # VITRINE_CHAT_TEMPLATE= (empty) means unset
+        from services.inference.chat_templates import load_chat_template
+
+        load_chat_template(value)  # a bad name, file or template fails here, not mid-card
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> EngineSettings:
         profile_for(self.language)
@@ -114,6 +159,25 @@ class EngineSettings(BaseSettings):
     @property
     def profile(self) -> LanguageProfile:
         return profile_for(self.language)
+
+    def prompt(self, schema: dict[str, Any]) -> Prompt:
+        """The prompt these settings render for a card schema."""
+        return build_prompt(
+            schema,
+            self.profile,
+            self.min_description_words,
+            prompt_language=self.language if self.prompt_language == "output" else "en",
+        )
+
+    def card_type(self) -> type[ProductCard]:
+        """The card model these settings generate: taxonomy, colour rule, word minimum."""
+        profile = self.profile
+        return card_model(
+            self.categories(),
+            profile.colours if self.colour_vocabulary == "enforce" else None,
+            colour_regex=colour_pattern(profile) if self.colour_vocabulary == "grammar" else None,
+            min_words=self.min_description_words if self.word_minimum == "grammar" else None,
+        )
 
     def categories(self) -> tuple[str, ...]:
         """The configured taxonomy: explicit list, else file, else the language's default."""

@@ -1,0 +1,123 @@
+"""The llama.cpp build on this machine: whether to repack weights, and proof that it decodes.
+
+Why this exists: on a CPU with AMX (Intel Sapphire Rapids and later), a native llama.cpp build
+compiles its AMX kernels and, by default, repacks every weight that has an AMX kernel (Q4_0,
+Q4_1, Q8_0, Q4_K, Q5_K, Q6_K, IQ4_XS, F16, with aligned shapes) into an "AMX" extra buffer.  On
+such a machine the real Gemma 3 270M Q4_K_M crashed with a segmentation fault at the first
+``llama_decode`` after ``amx repack tensor blk.N.attn_output.weight of type q4_K``, and loaded
+fine with ``use_extra_bufts = false``.  The same signature (a fault in
+``ggml_backend_amx_mul_mat`` on the first decode after the AMX repack, machine-dependent,
+Q4_K_M models) is reported upstream for llama.cpp and for Ollama on virtualised Sapphire and
+Granite Rapids hosts, and is not fixed in the vendored llama.cpp.  f32 weights never qualify for
+those kernels, which is why random f32 test models could not see it.
+
+So ``cpu_repack=auto`` keeps the extra buffers (the portable AVX2/AVX-512 ``CPU_REPACK`` path)
+except where the build reports ``AMX_INT8``; ``on``/``off`` force it.  Whatever the choice, the
+engine decodes a few tokens at start-up (:func:`self_test`) so that a build that cannot run the
+model fails there, with the setting to change, rather than on the first job (where each job would
+kill the worker and end up parked as poison).
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import sys
+from dataclasses import dataclass
+
+import llama_cpp
+import numpy as np
+from llama_cpp import Llama
+
+from services.inference.errors import ModelLoadError
+from services.inference.settings import CpuRepack
+
+log = logging.getLogger("vitrine.inference")
+
+SELF_TEST_PROMPT = "Caneca de cerâmica azul"
+SELF_TEST_TOKENS = 4
+"""Greedy tokens decoded one at a time after the prompt: the path every card takes."""
+
+
+def build_features() -> dict[str, str]:
+    """CPU features the llama.cpp build was compiled with (``llama_print_system_info``)."""
+    text = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
+    features: dict[str, str] = {}
+    for part in text.replace("|", "\n").splitlines():
+        name, sep, value = part.partition("=")
+        if sep:
+            features[name.strip().rsplit(" ", 1)[-1]] = value.strip()
+    return features
+
+
+@dataclass(frozen=True)
+class RepackChoice:
+    enabled: bool
+    reason: str
+
+
+def choose_repack(setting: CpuRepack, features: dict[str, str] | None = None) -> RepackChoice:
+    """Whether llama.cpp may repack weights into its extra CPU buffer types."""
+    if setting == "on":
+        return RepackChoice(True, "VITRINE_CPU_REPACK=on")
+    if setting == "off":
+        return RepackChoice(False, "VITRINE_CPU_REPACK=off")
+    features = build_features() if features is None else features
+    if features.get("AMX_INT8") == "1":
+        return RepackChoice(
+            False, "auto: this build has AMX kernels, which crash on quantized models"
+        )
+    return RepackChoice(True, "auto: no AMX kernels in this build")
+
+
+def self_test(llm: Llama, repack: RepackChoice) -> None:
+    """Decode a short prompt and a few tokens; raise ``ModelLoadError`` if the build cannot.
+
+    A native crash cannot be caught, so the attempt is announced first and ``faulthandler``
+    prints the Python stack if it dies: the last lines of the log then say it was the
+    self-test, and which setting to change.
+    """
+    advice = (
+        "set VITRINE_CPU_REPACK=off" if repack.enabled else "rebuild llama-cpp-python for this CPU"
+    )
+    log.info(
+        "engine.self_test",
+        extra={
+            "cpu_repack": repack.enabled,
+            "cpu_repack_reason": repack.reason,
+            "note": f"decoding {SELF_TEST_TOKENS} tokens; if the process dies here, {advice}",
+        },
+    )
+    if not faulthandler.is_enabled():
+        faulthandler.enable(file=sys.stderr)
+    tokens = llm.tokenize(SELF_TEST_PROMPT.encode(), add_bos=True, special=False)
+    n_vocab = llm.n_vocab()
+    ctx = llm._ctx.ctx
+    try:
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        step = tokens
+        for _ in range(SELF_TEST_TOKENS + 1):
+            n_past = llm.n_tokens
+            llm._batch.set_batch(batch=step, n_past=n_past, logits_all=False)
+            llm._ctx.decode(llm._batch)
+            llm.n_tokens += len(step)
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,)
+            )
+            if not np.isfinite(logits).all():
+                raise ModelLoadError(
+                    f"self-test: llama.cpp produced non-finite logits for {llm.model_path} "
+                    f"(cpu_repack={'on' if repack.enabled else 'off'}, {repack.reason}); "
+                    f"{advice}"
+                )
+            if float(logits.max() - logits.min()) == 0.0:
+                raise ModelLoadError(
+                    f"self-test: llama.cpp produced constant logits for {llm.model_path}; {advice}"
+                )
+            step = [int(logits.argmax())]
+    except RuntimeError as exc:  # llama_decode returned an error code
+        raise ModelLoadError(f"self-test: llama.cpp cannot decode with this model: {exc}") from exc
+    finally:
+        llm.reset()
+        llm._ctx.kv_cache_clear()
