@@ -131,3 +131,32 @@ def test_prompt_version_follows_the_settings() -> None:
 def test_prompt_command_matches_the_engine(llava_engine) -> None:
     env = {"VITRINE_N_CTX": "4096"}
     assert run("prompt", env=env).stdout.strip() == llava_engine.prompt.version
+
+
+@pytest.mark.model
+def test_card_chooses_the_handler_from_the_files_and_says_so(tiny_pairs, tmp_path) -> None:
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(image_bytes("JPEG"))
+    pair = tiny_pairs["llava"]  # no chat template, mlp projector: llava15, not mtmd's refusal
+    files = ["--model", str(pair.model), "--mmproj", str(pair.mmproj)]
+    quick = {"VITRINE_N_THREADS": "2", "VITRINE_MAX_ATTEMPTS": "1", "VITRINE_MAX_TOKENS": "64"}
+    result = run("card", str(photo), "--json", *files, env=quick)
+    assert "handler: llava15 (chosen: projector mlp, model has no chat template)" in result.stderr
+    assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr
+    assert json.loads(result.stdout)["status"] in ("done", "failed")
+
+
+def test_card_without_a_handler_rule_or_with_a_bad_template_is_a_usage_error(
+    tiny_pairs, tmp_path
+) -> None:
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(image_bytes("JPEG"))
+    model = str(tiny_pairs["llava"].model)
+    # a text model given as the projector: no projector type, no template, nothing to go by
+    result = run("card", str(photo), "--model", model, "--mmproj", model)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot choose a chat handler" in result.stderr and "--chat-template" in result.stderr
+    mmproj = str(tiny_pairs["llava"].mmproj)
+    result = run("card", str(photo), "--model", model, "--mmproj", mmproj, "--chat-template", "x")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "neither a built-in (gemma, chatml) nor a file" in result.stderr

@@ -14,6 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from services.inference.handlers import (
+    GGUFMetadataError,
+    HandlerChoice,
+    HandlerNotDetected,
+    detect_handler,
+)
 from services.inference.presets import HandlerName, HubFile, Preset, load_registry
 from services.inference.settings import EngineSettings
 
@@ -37,6 +43,8 @@ class ModelFiles:
     handler: HandlerName
     preset: Preset | None
     quant: str | None
+    handler_reason: str = ""
+    """How ``handler`` was chosen, for people: given, a preset's, or detected from the files."""
 
     @property
     def model_id(self) -> str:
@@ -58,17 +66,33 @@ def _cached(file: HubFile, models_dir: Path) -> Path | None:
 
 
 def resolve(settings: EngineSettings) -> ModelFiles:
-    """Model files for ``settings`` that exist locally; never touches the network."""
+    """Model files for ``settings`` that exist locally; never touches the network.
+
+    The handler is ``settings.handler`` when given, else a preset's own, else (an explicit pair)
+    chosen from the files' metadata by ``handlers.detect_handler``; ``handler_reason`` says which.
+    """
     if settings.model_path is not None and settings.mmproj_path is not None:
         for path in (settings.model_path, settings.mmproj_path):
             if not path.is_file():
                 raise ModelFilesError(f"model file not found: {path}")
+        if settings.handler is not None:
+            choice = HandlerChoice(settings.handler, "given: --handler / VITRINE_HANDLER")
+        else:
+            try:
+                choice = detect_handler(
+                    settings.model_path,
+                    settings.mmproj_path,
+                    chat_template=settings.chat_template,
+                )
+            except (HandlerNotDetected, GGUFMetadataError) as exc:
+                raise ModelFilesError(str(exc)) from None
         return ModelFiles(
             model=settings.model_path,
             mmproj=settings.mmproj_path,
-            handler=settings.handler or "mtmd",
+            handler=choice.handler,
             preset=None,
             quant=None,
+            handler_reason=choice.reason,
         )
     registry = load_registry()
     preset = registry.get(settings.preset or registry.default)
@@ -80,7 +104,11 @@ def resolve(settings: EngineSettings) -> ModelFiles:
             f"model preset {preset.name} ({quant}) is not downloaded yet; "
             f"run: vitrine models pull {preset.name} --quant {quant}"
         )
-    return ModelFiles(model, mmproj, settings.handler or preset.handler, preset, quant)
+    if settings.handler is not None:
+        return ModelFiles(
+            model, mmproj, settings.handler, preset, quant, "given: --handler / VITRINE_HANDLER"
+        )
+    return ModelFiles(model, mmproj, preset.handler, preset, quant, f"preset {preset.name}")
 
 
 def check_hub_reachable(timeout: float = 5.0) -> None:
@@ -122,4 +150,4 @@ def pull(preset_name: str, quant: str | None, models_dir: Path) -> ModelFiles:
                 f"the hub refused {file.repo}/{file.filename}: {exc}. "
                 "Gated repos need HF_TOKEN; a renamed file needs an updated preset."
             ) from None
-    return ModelFiles(paths[0], paths[1], preset.handler, preset, quant)
+    return ModelFiles(paths[0], paths[1], preset.handler, preset, quant, f"preset {preset.name}")
