@@ -30,6 +30,10 @@ MAX_DESCRIPTION_WORDS = 250
 """Bounds the pattern itself (with word length), so a grammar that cannot also apply the
 character bound still terminates; the 2000-character bound is the tighter one in practice."""
 
+MIN_WORDS_KEY = "x-vitrine-min-words"
+"""Schema annotation beside a word pattern: the minimum it counts, for a decoder that holds a
+string open until it has that many words instead of compiling the pattern (see grammar.py)."""
+
 WORD_LETTERS = "A-Za-zÀ-ÖØ-öø-ÿ0-9"
 """What makes a run of non-space characters a word: a Latin letter (accented ones included, as
 in Portuguese, Spanish, French) or a digit."""
@@ -41,8 +45,8 @@ def description_pattern(min_words: int, max_words: int = MAX_DESCRIPTION_WORDS) 
     A word is a run of non-space characters with a letter or digit in it (up to 8 leading
     marks such as quotes or brackets, then the letter, then up to 30 more), so every word the
     grammar counts is at least one word for the checks' counter.  Words are separated by one to
-    three spaces or newlines, with up to three more at either end.  Written in the regex subset that Pydantic, llguidance, vitrine's
-    GBNF translator and ECMA-262 validators all read alike.
+    three spaces or newlines, with up to three more at either end.  Written in the regex subset
+    that Pydantic, llguidance, vitrine's GBNF translator and ECMA-262 validators read alike.
     """
     if not 1 <= min_words <= max_words:
         raise ValueError(f"word bounds are empty: {min_words}..{max_words}")
@@ -91,6 +95,7 @@ class ProductCard(BaseModel):
         min_length=DESCRIPTION_MIN_CHARS,
         max_length=DESCRIPTION_MAX_CHARS,
         pattern=description_pattern(MIN_DESCRIPTION_WORDS),
+        json_schema_extra={MIN_WORDS_KEY: MIN_DESCRIPTION_WORDS},
         description=(
             f"Rich, SEO-friendly product description of at least {MIN_DESCRIPTION_WORDS} words "
             "in flowing prose: what the product is, visible materials and finish, design "
@@ -143,6 +148,7 @@ def _card_model(
             min_length=DESCRIPTION_MIN_CHARS,
             max_length=DESCRIPTION_MAX_CHARS,
             pattern=None if min_words is None else description_pattern(min_words),
+            json_schema_extra=None if min_words is None else {MIN_WORDS_KEY: min_words},
             description=ProductCard.model_fields["description_long"].description,
         )
     namespace.update(__annotations__=annotations, __doc__=ProductCard.__doc__, __module__=__name__)

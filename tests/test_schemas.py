@@ -155,3 +155,11 @@ def test_the_published_schema_carries_both_patterns() -> None:
     assert props["description_long"]["pattern"] == description_pattern(150)
     assert props["color_primary"]["pattern"] == colour_pattern(PT_BR)
     assert props["description_long"]["maxLength"] == DESCRIPTION_MAX_CHARS  # both still apply
+
+
+def test_empty_variables_are_unset_as_compose_passes_them(monkeypatch) -> None:
+    for name in ("VITRINE_HANDLER", "VITRINE_CPU_REPACK", "VITRINE_COLOUR_VOCABULARY"):
+        monkeypatch.setenv(name, "")
+    settings = EngineSettings()
+    assert settings.handler is None and settings.cpu_repack == "auto"
+    assert settings.colour_vocabulary == "grammar"

@@ -18,10 +18,14 @@ emitted as the JSON-encoded text of the matching strings (a newline in the value
 the document).  Every repetition in a pattern must be counted, so generation terminates.
 
 Neither backend can intersect a pattern with a length bound (GBNF has no intersection;
-llguidance 1.9 reports "unable to determine if regex is empty" for the pair), so
-:func:`grammar_schema` is what both compile: the card's schema with ``minLength``/``maxLength``
-dropped where a ``pattern`` stands beside them.  The pattern then bounds the string on its own
-(the description's word pattern counts words), and Pydantic still checks the character bounds.
+llguidance 1.9 reports "unable to determine if regex is empty" for the pair, and a Lark lexeme
+``/words/ & /.{400,2000}/`` runs out of expressions), so :func:`grammar_schema` is what they
+compile.  For GBNF, ``minLength``/``maxLength`` are dropped where a ``pattern`` stands beside
+them: the pattern bounds the string on its own (the description's word pattern counts words),
+and Pydantic still checks the character bounds.  For llguidance the description keeps its exact
+character bounds and loses its word pattern, which vitrine's decoder enforces instead by
+masking the closing quote until the words are there (a regex lexeme would also cost about 3 ms
+of mask per token at a 262k vocabulary, against 0.04 ms for a plain bounded string).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import re._parser as sre_parse  # the stdlib's regex parser: patterns mean what 
 from collections.abc import Callable
 from re._constants import MAXREPEAT
 from typing import Any
+
+from schemas.card import MIN_WORDS_KEY
 
 MAX_REPETITION = 2000
 """llama.cpp treats a larger upper bound as unbounded (MAX_REPETITION_THRESHOLD)."""
@@ -313,19 +319,38 @@ class _PatternTranslator:
         return self._rule(" | ".join(alternatives))
 
 
-def grammar_schema(schema: Any) -> Any:
+def grammar_schema(schema: Any, *, words_by_decoder: bool = False) -> Any:
     """``schema`` as a grammar can enforce it: a string's length bounds give way to its pattern.
 
-    A copy; the published schema keeps every keyword (validation applies them all)."""
+    With ``words_by_decoder``, a word pattern (a string annotated with ``MIN_WORDS_KEY``) gives
+    way instead: the grammar keeps the exact character bounds and the decoder holds the string
+    open until it has the words (vitrine's own decode loop, llguidance backend).  A copy; the
+    published schema keeps every keyword (validation applies them all)."""
     if isinstance(schema, list):
-        return [grammar_schema(item) for item in schema]
+        return [grammar_schema(item, words_by_decoder=words_by_decoder) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {key: grammar_schema(value) for key, value in schema.items()}
+    out = {
+        key: grammar_schema(value, words_by_decoder=words_by_decoder)
+        for key, value in schema.items()
+    }
     if "pattern" in out and out.get("type") == "string":
-        out.pop("minLength", None)
-        out.pop("maxLength", None)
+        if words_by_decoder and MIN_WORDS_KEY in out:
+            out.pop("pattern")
+        else:
+            out.pop("minLength", None)
+            out.pop("maxLength", None)
+    out.pop(MIN_WORDS_KEY, None)
     return out
+
+
+def word_minimums(schema: dict[str, Any]) -> dict[str, int]:
+    """Top-level string fields with a word minimum, and the minimum."""
+    return {
+        name: int(spec[MIN_WORDS_KEY])
+        for name, spec in schema.get("properties", {}).items()
+        if isinstance(spec, dict) and MIN_WORDS_KEY in spec
+    }
 
 
 def json_schema_to_gbnf(schema: dict[str, Any]) -> str:

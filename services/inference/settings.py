@@ -33,7 +33,8 @@ def default_models_dir() -> Path:
 
 
 class EngineSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
+    # compose passes every setting through as ${VITRINE_X:-}: empty means "not set"
+    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore", env_ignore_empty=True)
 
     # which model
     preset: str | None = Field(None, description="Preset name; None = the registry default.")

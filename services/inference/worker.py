@@ -66,7 +66,7 @@ log = logging.getLogger("vitrine.inference")
 class InferenceSettings(EngineSettings, KafkaSettings, S3Settings):
     """Everything the inference service reads from the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore", env_ignore_empty=True)
 
     inference_group: str = "vitrine-inference"
     engine: Literal["llama", "bench"] = Field(

@@ -1,0 +1,137 @@
+"""The engine on real quantized weights: Gemma 3 270M Q4_K_M, its real 262k vocabulary.
+
+Random f32 toys never reach llama.cpp's quantized kernels or weight repacking (an AMX machine
+crashed at the first decode on exactly this model), and a 32k vocabulary hides what a grammar
+costs at 262k.  These tests load the real model, paired with a random projector (real language,
+blind eyes: see ``tests/tiny_models.real_pair``), under both grammar backends and both handler
+kinds: every generation ends as a card or a typed error, never a crash, and whatever the grammar
+enforces holds on the raw text.  Kept to a few generations (about two minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from conftest import load_engine
+from schemas.card import description_pattern
+from schemas.language import PT_BR, colour_pattern
+from services.inference.engine import CardEngine
+from services.inference.errors import GenerationError
+from services.inference.native import choose_repack
+from tiny_models import TinyPair, real_pair
+
+pytestmark = [pytest.mark.model, pytest.mark.realweights]
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+@pytest.fixture(scope="session")
+def real_pairs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TinyPair]:
+    return real_pair(tmp_path_factory.mktemp("real-pair"))
+
+
+def real_engine(pair: TinyPair, **overrides: object) -> CardEngine:
+    values: dict[str, object] = {"word_minimum": "grammar", "n_ctx": 4096}
+    if pair.chat_template:
+        values["chat_template"] = pair.chat_template
+    values.update(overrides)
+    return load_engine(pair, **values)
+
+
+@pytest.fixture(scope="module", params=["llguidance", "gbnf"])
+def backend_engine(request: pytest.FixtureRequest, real_pairs) -> Iterator[CardEngine]:
+    # llguidance with the generic handler and the Gemma template, GBNF with the llava one:
+    # both backends and both handler kinds run on the real vocabulary
+    pair = real_pairs["mtmd" if request.param == "llguidance" else "llava"]
+    engine = real_engine(pair, grammar_backend=request.param, max_attempts=1)
+    yield engine
+    engine.close()
+
+
+def test_the_model_is_real_and_quantized(real_pairs) -> None:
+    engine = real_engine(real_pairs["llava"], max_attempts=1)
+    try:
+        assert engine.llm.n_vocab() == 262_144
+        assert engine.llm.metadata["general.architecture"] == "gemma3"
+        assert engine.llm.metadata["general.file_type"] == "15"  # MOSTLY_Q4_K_M
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_repacking_on_or_off_loads_self_tests_and_decodes(real_pairs, setting: str) -> None:
+    """Each setting passes the start-up self-test (a crash would end the test run here, which
+    is the point: at start, not on a job) and then generates."""
+    engine = real_engine(real_pairs["llava"], cpu_repack=setting, max_tokens=64, max_attempts=1)
+    try:
+        assert engine.repack.enabled is (setting == "on")
+        image = engine.prepare((SAMPLES / "caneca-azul.jpg").read_bytes())
+        raw = engine.generate(image, seed=1)
+        assert raw.timings.completion_tokens > 0
+    finally:
+        engine.close()
+
+
+def test_auto_keeps_repacking_here_unless_the_build_has_amx(real_pairs) -> None:
+    engine = real_engine(real_pairs["llava"], max_tokens=64, max_attempts=1)
+    try:
+        assert engine.repack == choose_repack("auto")
+    finally:
+        engine.close()
+
+
+def test_a_card_or_a_typed_error_and_the_grammar_holds_on_the_raw_text(backend_engine) -> None:
+    """Whatever the content checks say, the grammar's rules hold on what the model wrote:
+    the category enum, the word minimum, the colour names, three features, no extra keys."""
+    engine = backend_engine
+    image = engine.prepare((SAMPLES / "caneca-azul.jpg").read_bytes())
+    raw = engine.generate(image, seed=11)
+    assert raw.finish_reason == "stop", raw.text[-200:]
+    doc = json.loads(raw.text)
+    assert set(doc) == set(engine.schema["properties"])
+    assert doc["category_standard"] in PT_BR.taxonomy
+    assert re.fullmatch(description_pattern(150), doc["description_long"])
+    assert re.fullmatch(colour_pattern(PT_BR), doc["color_primary"])
+    assert len(doc["features_list"]) == 3
+    assert all(8 <= len(f) <= 160 for f in doc["features_list"])
+    assert 3 <= len(doc["product_name"]) <= 120
+    try:
+        jsonschema.validate(doc, engine.schema)  # the character bounds, checked after
+    except jsonschema.ValidationError as exc:
+        assert exc.validator == "maxLength" and list(exc.path) == ["description_long"]
+    try:
+        outcome = engine.card_for_image(image, seed=11)
+    except GenerationError as exc:
+        assert exc.reason in {"semantic_check", "invalid_output"}
+    else:
+        assert outcome.card.category_standard in PT_BR.taxonomy
+
+
+def test_rss_is_flat_over_many_short_generations(real_pairs) -> None:
+    engine = real_engine(real_pairs["llava"], max_tokens=24, max_attempts=1)
+    try:
+        image = engine.prepare((SAMPLES / "tenis-preto.jpg").read_bytes())
+        samples = {}
+        for i in range(1, 31):
+            with pytest.raises(GenerationError):  # 24 tokens cannot hold a card: truncated
+                engine.card_for_image(image, seed=i)
+            if i in (5, 30):
+                samples[i] = rss_mb()
+    finally:
+        engine.close()
+    growth = samples[30] - samples[5]
+    print(f"real weights: RSS after 5: {samples[5]:.1f} MB, after 30: {samples[30]:.1f} MB")
+    assert growth < 40, f"RSS grew {growth:.1f} MB between generation 5 and 30"
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
