@@ -27,8 +27,8 @@ FEATURE_MAX_CHARS = 160
 FEATURE_COUNT = 3
 MIN_DESCRIPTION_WORDS = 150
 MAX_DESCRIPTION_WORDS = 250
-"""Bounds the pattern itself (with word length), so a grammar that cannot also apply the
-character bound still terminates; the 2000-character bound is the tighter one in practice."""
+"""Bounds the pattern GBNF generates (with word length), so that grammar, which cannot also apply
+the character bound, still terminates; the 2000-character bound is the tighter one in practice."""
 
 MIN_WORDS_KEY = "x-vitrine-min-words"
 """Schema annotation beside a word pattern: the minimum it counts, for a decoder that holds a
@@ -39,15 +39,29 @@ WORD_LETTERS = "A-Za-zÀ-ÖØ-öø-ÿ0-9"
 in Portuguese, Spanish, French) or a digit."""
 
 
-def description_pattern(min_words: int, max_words: int = MAX_DESCRIPTION_WORDS) -> str:
-    """At least ``min_words`` words as a regex, so the grammar itself counts them.
+WORD_PATTERN = f"[^\\s{WORD_LETTERS}]*[{WORD_LETTERS}]\\S*"
+"""One word as the description's pattern counts it: a run of non-space characters with a letter
+or digit in it.  The letter is the run's first (the leading part excludes letters), so matching
+is deterministic and a failing match cannot backtrack exponentially.  Every such word is at
+least one word for the content checks' counter."""
 
-    A word is a run of non-space characters with a letter or digit in it (up to 8 leading
-    marks such as quotes or brackets, then the letter, then up to 30 more), so every word the
-    grammar counts is at least one word for the checks' counter.  Words are separated by one to
-    three spaces or newlines, with up to three more at either end.  Written in the regex subset
-    that Pydantic, llguidance, vitrine's GBNF translator and ECMA-262 validators read alike.
-    """
+
+def description_pattern(min_words: int) -> str:
+    """At least ``min_words`` words, as a regex: the contract's word minimum.
+
+    Written in the regex subset that Pydantic, llguidance, vitrine's GBNF translator and
+    ECMA-262 validators read alike."""
+    if min_words < 1:
+        raise ValueError(f"a word minimum must be at least 1, not {min_words}")
+    return f"^\\s*{WORD_PATTERN}(?:\\s+{WORD_PATTERN}){{{min_words - 1},}}\\s*$"
+
+
+def bounded_description_pattern(min_words: int, max_words: int = MAX_DESCRIPTION_WORDS) -> str:
+    """The part of :func:`description_pattern` a grammar without length bounds can generate.
+
+    Every repetition counted (at most ``max_words`` words of up to 8 leading marks, a letter and
+    30 more characters, one to three spaces or newlines between), so GBNF generation terminates;
+    whatever it generates matches :func:`description_pattern`."""
     if not 1 <= min_words <= max_words:
         raise ValueError(f"word bounds are empty: {min_words}..{max_words}")
     word = f"[^\\s{WORD_LETTERS}]{{0,8}}[{WORD_LETTERS}][^\\s]{{0,30}}"

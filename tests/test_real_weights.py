@@ -54,34 +54,35 @@ def backend_engine(request: pytest.FixtureRequest, real_pairs) -> Iterator[CardE
     engine.close()
 
 
-def test_the_model_is_real_and_quantized(real_pairs) -> None:
-    engine = real_engine(real_pairs["llava"], max_attempts=1)
-    try:
-        assert engine.llm.n_vocab() == 262_144
-        assert engine.llm.metadata["general.architecture"] == "gemma3"
-        assert engine.llm.metadata["general.file_type"] == "15"  # MOSTLY_Q4_K_M
-    finally:
-        engine.close()
+@pytest.fixture(scope="module")
+def default_engine(real_pairs) -> Iterator[CardEngine]:
+    """The default settings on the real model (llguidance, auto repack), for the short tests."""
+    engine = real_engine(real_pairs["llava"], max_tokens=24, max_attempts=1)
+    yield engine
+    engine.close()
+
+
+def test_the_model_is_real_and_quantized_and_auto_repack_is_the_rule(default_engine) -> None:
+    engine = default_engine
+    assert engine.llm.n_vocab() == 262_144
+    assert engine.llm.metadata["general.architecture"] == "gemma3"
+    assert engine.llm.metadata["general.file_type"] == "15"  # MOSTLY_Q4_K_M
+    assert engine.repack == choose_repack("auto")
 
 
 @pytest.mark.parametrize("setting", ["on", "off"])
 def test_repacking_on_or_off_loads_self_tests_and_decodes(real_pairs, setting: str) -> None:
     """Each setting passes the start-up self-test (a crash would end the test run here, which
-    is the point: at start, not on a job) and then generates."""
-    engine = real_engine(real_pairs["llava"], cpu_repack=setting, max_tokens=64, max_attempts=1)
+    is the point: at start, not on a job) and then generates (no grammar: the load is what is
+    under test, and llguidance's 262k-entry tokenizer takes seconds to build)."""
+    engine = real_engine(
+        real_pairs["llava"], cpu_repack=setting, grammar_backend="none", max_tokens=16
+    )
     try:
         assert engine.repack.enabled is (setting == "on")
         image = engine.prepare((SAMPLES / "caneca-azul.jpg").read_bytes())
         raw = engine.generate(image, seed=1)
         assert raw.timings.completion_tokens > 0
-    finally:
-        engine.close()
-
-
-def test_auto_keeps_repacking_here_unless_the_build_has_amx(real_pairs) -> None:
-    engine = real_engine(real_pairs["llava"], max_tokens=64, max_attempts=1)
-    try:
-        assert engine.repack == choose_repack("auto")
     finally:
         engine.close()
 
@@ -113,18 +114,15 @@ def test_a_card_or_a_typed_error_and_the_grammar_holds_on_the_raw_text(backend_e
         assert outcome.card.category_standard in PT_BR.taxonomy
 
 
-def test_rss_is_flat_over_many_short_generations(real_pairs) -> None:
-    engine = real_engine(real_pairs["llava"], max_tokens=24, max_attempts=1)
-    try:
-        image = engine.prepare((SAMPLES / "tenis-preto.jpg").read_bytes())
-        samples = {}
-        for i in range(1, 31):
-            with pytest.raises(GenerationError):  # 24 tokens cannot hold a card: truncated
-                engine.card_for_image(image, seed=i)
-            if i in (5, 30):
-                samples[i] = rss_mb()
-    finally:
-        engine.close()
+def test_rss_is_flat_over_many_short_generations(default_engine) -> None:
+    engine = default_engine
+    image = engine.prepare((SAMPLES / "tenis-preto.jpg").read_bytes())
+    samples = {}
+    for i in range(1, 31):
+        with pytest.raises(GenerationError):  # 24 tokens cannot hold a card: truncated
+            engine.card_for_image(image, seed=i)
+        if i in (5, 30):
+            samples[i] = rss_mb()
     growth = samples[30] - samples[5]
     print(f"real weights: RSS after 5: {samples[5]:.1f} MB, after 30: {samples[30]:.1f} MB")
     assert growth < 40, f"RSS grew {growth:.1f} MB between generation 5 and 30"

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from schemas.card import (
     DESCRIPTION_MAX_CHARS,
     ProductCard,
+    bounded_description_pattern,
     card_json_schema,
     card_model,
     description_pattern,
@@ -126,10 +127,24 @@ def test_the_description_pattern_counts_words() -> None:
 
 
 def test_every_word_the_pattern_counts_is_a_word_for_the_checks() -> None:
-    pattern = re.compile(description_pattern(3, 3))
-    for text in ("«Caneca» (azul), 350ml!", "a b c", "—a— 1 ...z"):
-        if pattern.fullmatch(text):
+    for pattern in (
+        re.compile(description_pattern(3)),
+        re.compile(bounded_description_pattern(3, 3)),
+    ):
+        for text in ("«Caneca» (azul), 350ml!", "a b c", "—a— 1 ...z", "azul,verde x y"):
+            assert pattern.fullmatch(text), text
             assert count_words(text) >= 3, text
+        assert not pattern.fullmatch("— a b"), "a dash is no word"
+
+
+def test_what_the_grammar_generates_is_in_the_contract() -> None:
+    contract, bounded = (
+        re.compile(description_pattern(5)),
+        re.compile(bounded_description_pattern(5)),
+    )
+    for text in ("a b c d e", "\n  um, dois; três —quatro cinco\n", "x " * 300):
+        assert not bounded.fullmatch(text) or contract.fullmatch(text), text
+    assert contract.fullmatch("x " * 300) and not bounded.fullmatch("x " * 300)  # 300 > 250
 
 
 def test_the_colour_pattern_is_the_vocabulary_check_as_a_grammar() -> None:

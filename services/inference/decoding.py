@@ -21,9 +21,12 @@ and compiles the JSON Schema when the engine starts; anything llguidance cannot 
 
 from __future__ import annotations
 
+import ctypes
 import random
 import time
 import warnings
+from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +37,8 @@ from llguidance import LLMatcher, LLTokenizer
 from llguidance.llamacpp import lltokenizer_from_vocab
 
 from services.inference.errors import GrammarError
+from services.inference.repetition import DrySettings, NoRepeat, breaker_tokens
+from services.inference.word_minimum import WordMinimum, quote_tokens
 
 if TYPE_CHECKING:
     from llguidance._lib import JsonCompileOptions
@@ -71,6 +76,14 @@ class GuidanceGrammar:
         if self._initial.is_error():
             raise GrammarError(f"llguidance rejected the card grammar: {self._initial.get_error()}")
         self.n_vocab = self.tokenizer.vocab_size
+        self._pieces: list[bytes] | None = None
+
+    def pieces(self) -> list[bytes]:
+        """Every vocabulary entry's bytes (computed once per grammar, when first asked)."""
+        if self._pieces is None:
+            decode = self.tokenizer.decode_bytes
+            self._pieces = [decode([i]) for i in range(self.n_vocab)]
+        return self._pieces
 
     def matcher(self) -> LLMatcher:
         """A matcher at the start of the grammar (a copy: no recompilation per card)."""
@@ -87,6 +100,151 @@ class Decoded:
     mask_ms: float
 
 
+class Penalties:
+    """llama.cpp's penalties sampler (``llama_sampler_init_penalties``), applied to the logits.
+
+    In the chain it looks up every one of the vocabulary's entries in its hash map of recent
+    tokens on every step: 0.65 ms of a Gemma 3 step at 262k entries, more than everything else
+    vitrine adds.  Here the same float32 arithmetic is applied to the (at most ``last_n``)
+    distinct recent tokens only, and the chain is built without its penalties; every other
+    sampler sees exactly the candidates it saw before, so the same seed samples the same tokens.
+    """
+
+    def __init__(self, last_n: int, repeat: float, freq: float, present: float) -> None:
+        self.last_n = last_n
+        # ctypes hands llama.cpp these as C floats: the same rounding as np.float32
+        self.repeat, self.freq, self.present = (
+            np.float32(repeat),
+            np.float32(freq),
+            np.float32(present),
+        )
+        self._repeat = float(self.repeat)
+        self._window: deque[int] = deque()
+        self._counts: dict[int, int] = {}
+
+    @staticmethod
+    def replaces(last_n: int, repeat: float, freq: float, present: float) -> bool:
+        """Whether to take the penalties out of the chain: they are active, and not both a
+        frequency and a presence penalty (a build that fuses ``count * freq + present`` into one
+        FMA would round that sum differently)."""
+        active = last_n > 0 and not (repeat == 1.0 and freq == 0.0 and present == 0.0)
+        return active and (freq == 0.0 or present == 0.0)
+
+    def accept(self, token: int) -> None:
+        """``llama_sampler_penalties_accept``: the last ``last_n`` tokens, counted."""
+        counts = self._counts
+        counts[token] = counts.get(token, 0) + 1
+        if len(self._window) >= self.last_n:
+            old = self._window.popleft()
+            left = counts[old] - 1
+            if left:
+                counts[old] = left
+            else:
+                del counts[old]
+        self._window.append(token)
+
+    def apply(self, logits: np.ndarray, logits_c: Any) -> None:
+        """``llama_sampler_penalties_apply`` on the recent tokens' logits, in place.
+
+        A repetition penalty alone is applied by a Python loop over the ctypes array (fewer
+        calls than numpy for 64 tokens); Python's double arithmetic then stored as a C float is
+        float32's correctly rounded product and quotient (double has more than 2 x 24 + 2 bits),
+        so it is llama.cpp's result to the bit.  Frequency/presence penalties take numpy's
+        float32 arithmetic, which rounds each step as C does.
+        """
+        counts = self._counts
+        if not counts:
+            return
+        if not (self.freq or self.present):
+            repeat = self._repeat
+            for token in counts:
+                value = logits_c[token]
+                logits_c[token] = value * repeat if value <= 0 else value / repeat
+            return
+        ids = np.fromiter(counts, dtype=np.intp, count=len(counts))
+        values = logits[ids]
+        values = np.where(values <= 0, values * self.repeat, values / self.repeat)
+        n = np.fromiter(counts.values(), dtype=np.float32, count=len(counts))
+        values -= n * self.freq + np.float32(1.0) * self.present
+        logits[ids] = values
+
+
+_memcmp = ctypes.CDLL(None).memcmp
+_memcmp.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+_memcmp.restype = ctypes.c_int
+
+
+class MaskCache:
+    """llguidance's bitmask applied to the logits, with the token indices of recent masks kept.
+
+    A card spends most of its tokens inside a few strings, where the mask is the same on every
+    step (at 262k entries, about 7 300 tokens refused: quotes, backslashes, control bytes), so
+    unpacking 262k bits each step is wasted work.  The bitmask is compared (``memcmp``) with the
+    last few seen; a known one sets its cached indices to -inf, a new one is unpacked once.  A
+    mask that allows fewer tokens than it refuses is cached as the allowed ones (those logits
+    are kept, the rest set to -inf): the same result either way.
+    """
+
+    SIZE = 8
+
+    def __init__(self, n_vocab: int) -> None:
+        self.n_vocab = n_vocab
+        self.bitmask = np.zeros((n_vocab + 31) // 32, dtype=np.int32)
+        self.bitmask_ptr = self.bitmask.ctypes.data
+        self.bitmask_bytes = self.bitmask.nbytes
+        self._recent: list[tuple[np.ndarray, bool, np.ndarray]] = []
+        """(bitmask copy, indices are the allowed tokens, token indices), newest first."""
+        self.hits = self.misses = 0
+
+    def apply(self, logits: np.ndarray) -> None:
+        """Set the logits of the tokens the current bitmask refuses to -inf."""
+        recent, ptr, size = self._recent, self.bitmask_ptr, self.bitmask_bytes
+        for i, entry in enumerate(recent):
+            if _memcmp(entry[0].ctypes.data, ptr, size) == 0:
+                if i:
+                    recent.insert(0, recent.pop(i))
+                self.hits += 1
+                break
+        else:
+            self.misses += 1
+            allowed = np.unpackbits(
+                self.bitmask.view(np.uint8), bitorder="little", count=self.n_vocab
+            ).view(np.bool_)
+            n_allowed = int(np.count_nonzero(allowed))
+            keep = n_allowed < self.n_vocab - n_allowed
+            indices = np.flatnonzero(allowed if keep else ~allowed)
+            entry = (self.bitmask.copy(), keep, indices)
+            recent.insert(0, entry)
+            del recent[self.SIZE :]
+        _, keep, indices = entry
+        if keep:
+            kept = logits[indices]
+            logits.fill(NEG_INF)
+            logits[indices] = kept
+        else:
+            logits[indices] = NEG_INF
+
+
+class LogitsView:
+    """The last token's logits as numpy and ctypes arrays, rebuilt only when llama.cpp moves
+    its output buffer (it reallocates it only to grow)."""
+
+    def __init__(self, n_vocab: int) -> None:
+        self.n_vocab = n_vocab
+        self._address: int | None = None
+        self._views: tuple[np.ndarray, Any] = (np.empty(0, np.float32), None)
+
+    def view(self, pointer: Any) -> tuple[np.ndarray, Any]:
+        address = ctypes.cast(pointer, ctypes.c_void_p).value
+        if address != self._address:
+            if not address:
+                raise RuntimeError("llama.cpp returned no logits")
+            array = (ctypes.c_float * self.n_vocab).from_address(address)
+            self._views = (np.ctypeslib.as_array(array), array)
+            self._address = address
+        return self._views
+
+
 UNSUPPORTED = ("stream", "logprobs", "logits_processor", "grammar", "logit_bias", "stop")
 
 
@@ -97,7 +255,15 @@ class Decoder:
     that separates the grammar's cost from the loop's).
     """
 
-    def __init__(self, llm: Llama, grammar: GuidanceGrammar | None, *, fast_forward: bool) -> None:
+    def __init__(
+        self,
+        llm: Llama,
+        grammar: GuidanceGrammar | None,
+        *,
+        fast_forward: bool,
+        word_minimums: Mapping[str, int] | None = None,
+        dry: DrySettings | None = None,
+    ) -> None:
         self.llm = llm
         self.grammar = grammar
         self.fast_forward = fast_forward and grammar is not None
@@ -106,11 +272,20 @@ class Decoder:
             raise GrammarError(
                 f"llguidance vocabulary has {grammar.n_vocab} tokens, the model {self.n_vocab}"
             )
-        words = (self.n_vocab + 31) // 32
-        self._bitmask = np.zeros(words, dtype=np.int32)
-        self._bitmask_u8 = self._bitmask.view(np.uint8)
-        self._bitmask_ptr = self._bitmask.ctypes.data
-        self._bitmask_bytes = self._bitmask.nbytes
+        self._masks = MaskCache(self.n_vocab)
+        self._logits = LogitsView(self.n_vocab)
+        self._words: list[WordMinimum] = []
+        """String fields held open until they have their words (see ``word_minimum.py``)."""
+        self._norepeat: NoRepeat | None = None
+        """The DRY penalty against loops (see ``repetition.py``)."""
+        if grammar is not None and dry is not None and dry.multiplier > 0:
+            self._norepeat = NoRepeat(dry, breaker_tokens(grammar.pieces()))
+        if word_minimums and grammar is not None:
+            quotes = quote_tokens(grammar.pieces())
+            self._words = [
+                WordMinimum(field, n, quotes, key_separator=JSON_OPTIONS["key_separator"] or ": ")
+                for field, n in word_minimums.items()
+            ]
 
     def run(
         self,
@@ -151,6 +326,11 @@ class Decoder:
 
         # the seed rule of Llama.create_completion: explicit, else drawn from the previous one
         llm.set_seed(seed if seed is not None else random.Random(llm._seed).randint(0, 2**32))
+        penalties: Penalties | None = None
+        last_n = llm.last_n_tokens_size
+        if Penalties.replaces(last_n, repeat_penalty, frequency_penalty, presence_penalty):
+            penalties = Penalties(last_n, repeat_penalty, frequency_penalty, presence_penalty)
+            repeat_penalty, frequency_penalty, presence_penalty = 1.0, 0.0, 0.0
         sampler = llm._init_sampler(
             top_k=top_k,
             top_p=top_p,
@@ -165,22 +345,18 @@ class Decoder:
             mirostat_eta=mirostat_eta,
         )
         try:
-            return self._loop(sampler.sampler, budget)
+            return self._loop(sampler.sampler, penalties, budget)
         finally:
             sampler.close()
 
-    def _loop(self, smpl: Any, budget: int) -> Decoded:
+    def _loop(self, smpl: Any, penalties: Penalties | None, budget: int) -> Decoded:
         llm = self.llm
         ctx = llm._ctx.ctx
         vocab = llm._model.vocab
-        n_vocab = self.n_vocab
         matcher = self.grammar.matcher() if self.grammar is not None else None
         ff = self.fast_forward
-        bitmask_u8, bitmask_ptr, bitmask_bytes = (
-            self._bitmask_u8,
-            self._bitmask_ptr,
-            self._bitmask_bytes,
-        )
+        masks, view = self._masks, self._logits.view
+        bitmask_ptr, bitmask_bytes = self._masks.bitmask_ptr, self._masks.bitmask_bytes
         perf = time.perf_counter
         sample = llama_cpp.llama_sampler_sample
         get_logits = llama_cpp.llama_get_logits_ith
@@ -188,40 +364,53 @@ class Decoder:
         sampled = forced = 0
         mask_s = 0.0
         finish = "length"
+        words, norepeat = self._words, self._norepeat
+        for field in words:
+            field.reset()
+        piece = self.grammar.tokenizer.decode_bytes if self.grammar is not None else None
         if ff and matcher is not None:  # the grammar may force the opening, e.g. '{"name": "'
-            pending = self._forced(matcher, smpl, budget)
+            pending = self._forced(matcher, smpl, penalties, budget)
             if pending:
                 out += pending
                 forced += len(pending)
+                self._feed(words, piece, pending)
                 self._eval(pending)
         while len(out) < budget:
+            logits, logits_c = view(get_logits(ctx, -1))
             if matcher is not None:
                 started = perf()
                 matcher.unsafe_compute_mask_ptr(bitmask_ptr, bitmask_bytes)
-                logits = np.ctypeslib.as_array(get_logits(ctx, -1), shape=(n_vocab,))
-                disallowed = np.unpackbits(
-                    np.invert(bitmask_u8), bitorder="little", count=n_vocab
-                ).view(np.bool_)
-                logits[disallowed] = NEG_INF
+                masks.apply(logits)
+                for field in words:
+                    if field.holds():
+                        field.mask(logits)
                 mask_s += perf() - started
+            if penalties is not None:
+                penalties.apply(logits, logits_c)
+            if norepeat is not None:
+                norepeat.apply(logits, out)
             token = sample(smpl, ctx, -1)
             if llama_cpp.llama_vocab_is_eog(vocab, token):
                 finish = "stop"
                 break
+            if penalties is not None:
+                penalties.accept(token)
             sampled += 1
             out.append(token)
             step = [token]
             if matcher is not None:
                 self._consume(matcher, step)
+                self._feed(words, piece, step)
                 if matcher.is_stopped():  # only EOS could follow
                     finish = "stop"
                     break
                 if ff:
-                    pending = self._forced(matcher, smpl, budget - len(out))
+                    pending = self._forced(matcher, smpl, penalties, budget - len(out))
                     if pending:
                         out += pending
                         forced += len(pending)
                         step += pending
+                        self._feed(words, piece, pending)
                         if matcher.is_stopped():
                             finish = "stop"
                             break
@@ -241,7 +430,16 @@ class Decoder:
             mask_ms=mask_s * 1000.0,
         )
 
-    def _forced(self, matcher: LLMatcher, smpl: Any, room: int) -> list[int]:
+    @staticmethod
+    def _feed(words: list[WordMinimum], piece: Any, tokens: list[int]) -> None:
+        if words:
+            data = piece(tokens)
+            for field in words:
+                field.feed(data)
+
+    def _forced(
+        self, matcher: LLMatcher, smpl: Any, penalties: Penalties | None, room: int
+    ) -> list[int]:
         """The tokens the grammar forces next (at most ``room``), consumed by the matcher and
         fed to the sampler's history as if sampled (so the repeat penalty sees them)."""
         pending: list[int] = matcher.compute_ff_tokens()[:room]
@@ -249,6 +447,8 @@ class Decoder:
             self._consume(matcher, pending)
             for t in pending:
                 llama_cpp.llama_sampler_accept(smpl, t)
+                if penalties is not None:
+                    penalties.accept(t)
         return pending
 
     @staticmethod

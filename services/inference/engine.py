@@ -44,11 +44,17 @@ from services.inference.errors import (
     SemanticCheckFailed,
     TruncatedOutput,
 )
-from services.inference.grammar import SchemaNotSupported, grammar_schema, json_schema_to_gbnf
+from services.inference.grammar import (
+    SchemaNotSupported,
+    grammar_schema,
+    json_schema_to_gbnf,
+    word_minimums,
+)
 from services.inference.model_files import ModelFiles
 from services.inference.native import RepackChoice, choose_repack, self_test
 from services.inference.preprocess import EncoderInput, ImageLimits, PreparedImage, prepare_image
 from services.inference.prompt import Prompt
+from services.inference.repetition import DrySettings
 from services.inference.settings import EngineSettings
 
 HANDLER_CLASSES = {
@@ -295,9 +301,16 @@ class CardEngine:
             if settings.grammar_backend == "gbnf":
                 self.grammar = compile_grammar(grammar_schema(self.schema), self.llm)
             elif settings.grammar_backend == "llguidance":
-                self.guidance = GuidanceGrammar(grammar_schema(self.schema), self.llm)
+                # the decoder holds the word minimum: the grammar keeps the character bounds
+                self.guidance = GuidanceGrammar(
+                    grammar_schema(self.schema, words_by_decoder=True), self.llm
+                )
                 self.decoder = Decoder(
-                    self.llm, self.guidance, fast_forward=settings.grammar_fast_forward
+                    self.llm,
+                    self.guidance,
+                    fast_forward=settings.grammar_fast_forward,
+                    word_minimums=word_minimums(self.schema),
+                    dry=DrySettings(multiplier=settings.dry_multiplier),
                 )
         except GrammarError:
             self.llm.close()
@@ -312,6 +325,16 @@ class CardEngine:
             },
         )
         self.load_ms = (time.perf_counter() - started) * 1000.0
+
+    def describe(self) -> dict[str, Any]:
+        """How this engine was set up, for the start-up log line: what a user checks first."""
+        return {
+            "handler": self.files.handler,
+            "handler_reason": self.files.handler_reason,
+            "cpu_repack": self.repack.enabled,
+            "cpu_repack_reason": self.repack.reason,
+            "grammar_backend": self.settings.grammar_backend,
+        }
 
     def _past_deadline(self, _data: Any) -> bool:
         return self._deadline is not None and time.monotonic() > self._deadline

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from re._constants import MAXREPEAT
 from typing import Any
 
-from schemas.card import MIN_WORDS_KEY
+from schemas.card import MIN_WORDS_KEY, bounded_description_pattern
 
 MAX_REPETITION = 2000
 """llama.cpp treats a larger upper bound as unbounded (MAX_REPETITION_THRESHOLD)."""
@@ -338,6 +338,8 @@ def grammar_schema(schema: Any, *, words_by_decoder: bool = False) -> Any:
         if words_by_decoder and MIN_WORDS_KEY in out:
             out.pop("pattern")
         else:
+            if MIN_WORDS_KEY in out:  # the contract's unbounded word pattern: its bounded part
+                out["pattern"] = bounded_description_pattern(int(out[MIN_WORDS_KEY]))
             out.pop("minLength", None)
             out.pop("maxLength", None)
     out.pop(MIN_WORDS_KEY, None)

@@ -72,6 +72,13 @@ class EngineSettings(BaseSettings):
     temperature: float = Field(0.3, ge=0.0, le=2.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     repeat_penalty: float = Field(1.1, ge=1.0)
+    dry_multiplier: float = Field(
+        0.8,
+        ge=0.0,
+        description="DRY penalty against loops (llguidance backend): a token that would "
+        "extend a repeated sequence of 2+ tokens loses multiplier * 1.75^(length-2) of its "
+        "logit; 0 = off.",
+    )
     max_tokens: int = Field(1536, ge=64, description="Token budget for the whole JSON card.")
     max_attempts: int = Field(3, ge=1, le=10, description="Generations per image before failing.")
     job_timeout_s: float = Field(

@@ -6,7 +6,8 @@ per token at a 262k vocabulary.  So on vitrine's own decode loop the grammar kee
 character bounds, and this keeps the string from closing too early: while the decoder is inside
 the field and the text has fewer words than the minimum, every token that contains a ``"`` is
 masked out, so the model cannot end the string (an escaped ``\\"`` goes too, which costs
-nothing).  Words are counted as the content checks count them.  If the character bound leaves no
+nothing).  Words are counted as the contract's pattern counts them (``schemas.card``), which
+the content checks' counter never undercounts.  If the character bound leaves no
 other token (150 words cannot fit), the quote is allowed back and the checks report the count.
 """
 
@@ -17,7 +18,9 @@ import re
 
 import numpy as np
 
-from services.inference.checks import WORD
+from schemas.card import WORD_PATTERN
+
+WORD = re.compile(WORD_PATTERN)
 
 NEG_INF = np.float32(-np.inf)
 _ESCAPE = re.compile(rb"\\(u[0-9a-fA-F]{4}|.)")

@@ -538,6 +538,7 @@ async def serve(settings: InferenceSettings, stop: asyncio.Event) -> None:
             "model": engine.model_id,
             "load_ms": round(engine.load_ms),
             "prompt_version": engine.prompt.version,
+            **(engine.describe() if isinstance(engine, CardEngine) else {}),
         },
     )
     try:
