@@ -124,7 +124,9 @@ def test_prompt_version_follows_the_settings() -> None:
     other = run("prompt", env={"VITRINE_TAXONOMY": "Móveis;Outros"}).stdout.strip()
     assert default.startswith("card-v2+") and other.startswith("card-v2+") and default != other
     shown = run("prompt", "--show").stdout
-    assert "catalogue analyst" in shown and "Cama, Mesa e Banho" in shown
+    assert "analista de catálogo" in shown and "Cama, Mesa e Banho" in shown
+    english = run("prompt", "--show", env={"VITRINE_PROMPT_LANGUAGE": "en"}).stdout
+    assert "catalogue analyst" in english and "português do Brasil" in english
 
 
 @pytest.mark.model

@@ -12,6 +12,7 @@ import time
 
 import jsonschema
 import pytest
+from test_checks import DESCRIPTION
 
 import services.inference.engine as engine_module
 from conftest import image_bytes, load_engine
@@ -163,7 +164,7 @@ def _pair(tiny_pairs, model=None, mmproj=None, handler=None):
 GOOD_CARD = {
     "product_name": "Luminária de mesa articulada",
     "category_standard": "Decoração",
-    "description_long": " ".join(f"termo{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(160)),
+    "description_long": DESCRIPTION,  # 179 words of Portuguese prose
     "color_primary": "branco",
     "features_list": ["Haste articulada", "Luz LED econômica", "Base com peso estável"],
 }
@@ -196,19 +197,29 @@ def test_retry_recovers_after_truncation_and_invalid_output(monkeypatch, llava_e
     assert outcome.attempts == 3 and outcome.seed == 12
     assert [f.reason for f in outcome.failures] == ["truncated", "invalid_output"]
     assert [seed for seed, _ in calls] == [10, 11, 12]
-    assert calls[0][1] is None and "cut off" in calls[1][1][0]
+    assert calls[0][1] is None
+    assert calls[1][1][0] == llava_engine.prompt.correction("truncated", "")  # "cut off"
     assert outcome.timings.generate_ms == 30  # summed over attempts
 
 
 def test_semantic_failure_exhausts_budget_and_names_the_check(monkeypatch, llava_engine) -> None:
-    calls = scripted(
-        monkeypatch, llava_engine, [(card_text(color_primary="furta-cor"), "stop")] * 3
-    )
+    # the colour is the grammar's now; a repeated selling point is what only a check sees
+    same = ["Haste articulada", "haste articulada!", "Luz LED econômica"]
+    calls = scripted(monkeypatch, llava_engine, [(card_text(features_list=same), "stop")] * 3)
     with pytest.raises(SemanticCheckFailed) as info:
         llava_engine.card_for_image(llava_engine.prepare(image_bytes("PNG")))
-    assert info.value.checks == ["color_vocabulary"]
+    assert info.value.checks == ["features_distinct"]
     assert len(info.value.attempts) == 3 == len(calls)
-    assert "furta-cor" in calls[2][1][0]  # the corrective note names the problem
+    assert info.value.attempts[0].checks == ("features_distinct",)
+    assert "diferentes" in calls[2][1][0]  # the corrective note says what to do
+
+
+def test_a_colour_outside_the_vocabulary_is_refused_by_the_card_schema(
+    monkeypatch, llava_engine
+) -> None:
+    scripted(monkeypatch, llava_engine, [(card_text(color_primary="furta-cor"), "stop")] * 3)
+    with pytest.raises(InvalidOutput, match="color_primary"):
+        llava_engine.card_for_image(llava_engine.prepare(image_bytes("PNG")))
 
 
 @pytest.mark.parametrize("engine_name", ["llava_engine", "mtmd_engine"])
