@@ -16,7 +16,6 @@ import jsonschema
 import pytest
 from pydantic import ConfigDict, Field, StringConstraints
 
-import services.inference.engine as engine_module
 from conftest import image_bytes, load_engine
 from schemas.card import ProductCard
 from services.inference.decoding import Decoder
@@ -43,7 +42,7 @@ class SmallCard(ProductCard):
 
 def engine_for(pair: Any, card: type[ProductCard], **overrides: object) -> CardEngine:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(engine_module, "card_model", lambda *_args: card)
+        mp.setattr(EngineSettings, "card_type", lambda _self: card)
         return load_engine(pair, **overrides)
 
 
