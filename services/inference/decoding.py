@@ -14,6 +14,12 @@ backend; the only difference is where the grammar's mask comes from.  Forced tok
 the chain's history (``llama_sampler_accept``) as if they had been sampled, and count as output
 tokens.
 
+Per token, the loop is held to llama.cpp's own decode (``bench/engine_bench.py --model``): the
+repetition penalty is applied by :class:`Penalties` to the recent tokens' logits instead of by
+the chain's sampler, which looks up all 262k entries of a Gemma 3 vocabulary in a hash map on
+every step (same float32 arithmetic, same tokens for the same seed); the mask is applied from
+:class:`MaskCache`'s token indices of recent masks, not unpacked from 262k bits each step.
+
 Compile once, fail loudly: :class:`GuidanceGrammar` builds the tokenizer from the model's vocab
 and compiles the JSON Schema when the engine starts; anything llguidance cannot enforce is a
 :class:`~services.inference.errors.GrammarError` then, never unconstrained decoding later.
