@@ -285,3 +285,21 @@ def test_processing_time_budget_aborts_the_decode(tiny_pairs) -> None:
         json.loads(raw.text)
     finally:
         engine.close()
+
+
+def test_a_description_short_of_words_is_the_word_check_not_a_schema_failure(
+    monkeypatch, tiny_pairs
+) -> None:
+    """With the grammar holding the word minimum, a description that still falls short (the
+    character bound came first) gets the check's count and note, not a regex in the prompt."""
+    engine = load_engine(tiny_pairs["llava"], word_minimum="grammar", language_check=False)
+    try:
+        short = " ".join(DESCRIPTION.split()[:100])
+        calls = scripted(monkeypatch, engine, [(card_text(description_long=short), "stop")] * 3)
+        with pytest.raises(SemanticCheckFailed) as info:
+            engine.card_for_image(engine.prepare(image_bytes("PNG")))
+        assert info.value.checks == ["description_min_words"]
+        assert "100 words" in calls[1][1][0]
+        assert "pattern" in engine.schema["properties"]["description_long"]  # the contract's
+    finally:
+        engine.close()

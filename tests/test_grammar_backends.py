@@ -42,7 +42,7 @@ class SmallCard(ProductCard):
 
 def engine_for(pair: Any, card: type[ProductCard], **overrides: object) -> CardEngine:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(EngineSettings, "card_type", lambda _self: card)
+        mp.setattr(EngineSettings, "card_type", lambda _self, **_kw: card)
         return load_engine(pair, **overrides)
 
 

@@ -233,8 +233,8 @@ class CardEngine:
         self.files = files
         self.settings = settings
         self.model_id = files.model_id
-        self.card_type = settings.card_type()
-        self.schema = self.card_type.model_json_schema()
+        self.schema = settings.card_type().model_json_schema()  # the grammar's and prompt's
+        self.card_type = settings.card_type(word_pattern=False)  # parsing: words are a check
         self.prompt: Prompt = settings.prompt(self.schema)
         self.encoder_input = encoder_input_for(files, settings)
         self.limits = ImageLimits(settings.image_max_bytes, settings.image_max_pixels)

@@ -177,14 +177,21 @@ class EngineSettings(BaseSettings):
             prompt_language=self.language if self.prompt_language == "output" else "en",
         )
 
-    def card_type(self) -> type[ProductCard]:
-        """The card model these settings generate: taxonomy, colour rule, word minimum."""
+    def card_type(self, *, word_pattern: bool = True) -> type[ProductCard]:
+        """The card model these settings generate: taxonomy, colour rule, word minimum.
+
+        ``word_pattern=False`` is the same card without the description's word pattern: what
+        the engine parses with, so that a description short of words is the content check's
+        ``description_min_words`` (with a corrective note that gives the count), not a schema
+        failure that quotes a regex."""
         profile = self.profile
         return card_model(
             self.categories(),
             profile.colours if self.colour_vocabulary == "enforce" else None,
             colour_regex=colour_pattern(profile) if self.colour_vocabulary == "grammar" else None,
-            min_words=self.min_description_words if self.word_minimum == "grammar" else None,
+            min_words=self.min_description_words
+            if self.word_minimum == "grammar" and word_pattern
+            else None,
         )
 
     def categories(self) -> tuple[str, ...]:
