@@ -198,9 +198,24 @@ class MaskCache:
         self.bitmask = np.zeros((n_vocab + 31) // 32, dtype=np.int32)
         self.bitmask_ptr = self.bitmask.ctypes.data
         self.bitmask_bytes = self.bitmask.nbytes
+        self._scratch = np.empty_like(self.bitmask)
         self._recent: list[tuple[np.ndarray, bool, np.ndarray]] = []
         """(bitmask copy, indices are the allowed tokens, token indices), newest first."""
         self.hits = self.misses = 0
+
+    def refuse(self, tokens: np.ndarray) -> None:
+        """Take ``tokens`` (a bitmask of them, see :meth:`bits`) out of the current bitmask,
+        unless nothing would be left: what masking their logits after :meth:`apply` does, but on
+        8k words instead of the logits (and the result is a mask the cache knows next step)."""
+        left = np.bitwise_and(self.bitmask, ~tokens, out=self._scratch)
+        if left.any():
+            np.copyto(self.bitmask, left)
+
+    def bits(self, tokens: np.ndarray) -> np.ndarray:
+        """``tokens`` (ids) as a bitmask laid out like llguidance's."""
+        allowed = np.zeros(self.bitmask.size * 32, dtype=np.bool_)
+        allowed[tokens] = True
+        return np.packbits(allowed, bitorder="little").view(np.int32)
 
     def apply(self, logits: np.ndarray) -> None:
         """Set the logits of the tokens the current bitmask refuses to -inf."""
@@ -373,6 +388,7 @@ class Decoder:
         words, norepeat = self._words, self._norepeat
         for field in words:
             field.reset()
+        quote_bits = {id(field): masks.bits(field.quotes) for field in words}
         piece = self.grammar.tokenizer.decode_bytes if self.grammar is not None else None
         if ff and matcher is not None:  # the grammar may force the opening, e.g. '{"name": "'
             pending = self._forced(matcher, smpl, penalties, budget)
@@ -386,10 +402,10 @@ class Decoder:
             if matcher is not None:
                 started = perf()
                 matcher.unsafe_compute_mask_ptr(bitmask_ptr, bitmask_bytes)
-                masks.apply(logits)
                 for field in words:
-                    if field.holds():
-                        field.mask(logits)
+                    if field.holds():  # WordMinimum.mask's quote tokens, in the bitmask
+                        masks.refuse(quote_bits[id(field)])
+                masks.apply(logits)
                 mask_s += perf() - started
             if penalties is not None:
                 penalties.apply(logits, logits_c)
