@@ -3,6 +3,7 @@
     python bench/engine_bench.py [--seeds 5] [--rounds 2] [--memory 200]
     python bench/engine_bench.py --model M.gguf --mmproj P.gguf --handler llava15 \
         [--seeds 3] [--rounds 2] [--card-seeds 2]
+    python bench/engine_bench.py --real     # the same, on the test suite's real pair
 
 Reports, measured in the same run on the same model, image and prompt, with every decoding mode
 run in turn for each seed (so load from other processes hits all modes alike):
@@ -536,6 +537,12 @@ def main() -> None:
     parser.add_argument("--memory", type=int, default=200, help="generations (0 = skip; tiny)")
     parser.add_argument("--models", type=Path, default=Path("/tmp/vitrine-bench-models"))
     real = parser.add_argument_group("real weights")
+    real.add_argument(
+        "--real",
+        action="store_true",
+        help="the suite's real pair (tests/tiny_models.real_pair: Gemma 3 270M Q4_K_M from the "
+        "cache or its package, a generated 640-wide projector, llava15), written under --models",
+    )
     real.add_argument("--model", type=Path, help="text model GGUF")
     real.add_argument("--mmproj", type=Path, help="vision projector GGUF")
     real.add_argument("--handler", default="llava15", help="chat handler (default llava15)")
@@ -543,6 +550,13 @@ def main() -> None:
     real.add_argument("--card-seeds", type=int, default=2, help="card attempts per mode (real)")
     real.add_argument("--card-tokens", type=int, default=1536, help="card budget (real)")
     args = parser.parse_args()
+    if args.real:
+        if args.model is not None or args.mmproj is not None:
+            parser.error("--real or --model/--mmproj, not both")
+        from tiny_models import real_pair
+
+        pair = real_pair(args.models)["llava"]
+        args.model, args.mmproj, args.handler = pair.model, pair.mmproj, pair.handler
     if (args.model is None) != (args.mmproj is None):
         parser.error("give --model and --mmproj together")
 
