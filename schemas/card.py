@@ -72,6 +72,14 @@ def bounded_description_pattern(min_words: int, max_words: int = MAX_DESCRIPTION
     )
 
 
+def _description_doc(min_words: int) -> str:
+    return (
+        f"Rich, SEO-friendly product description of at least {min_words} words "
+        "in flowing prose: what the product is, visible materials and finish, design "
+        "details, how and where it is used, and the benefits for the buyer."
+    )
+
+
 Feature = Annotated[
     str,
     StringConstraints(min_length=FEATURE_MIN_CHARS, max_length=FEATURE_MAX_CHARS),
@@ -105,16 +113,13 @@ class ProductCard(BaseModel):
         max_length=CATEGORY_MAX,
         description="Top-level catalogue category; exactly one of the allowed values.",
     )
+    # The word minimum is a deployment's setting (VITRINE_MIN_DESCRIPTION_WORDS): the generating
+    # model (card_model) carries it as a pattern and the engine's checks count it, so this, the
+    # type every consumer reads results with, must accept the cards of any such deployment.
     description_long: str = Field(
         min_length=DESCRIPTION_MIN_CHARS,
         max_length=DESCRIPTION_MAX_CHARS,
-        pattern=description_pattern(MIN_DESCRIPTION_WORDS),
-        json_schema_extra={MIN_WORDS_KEY: MIN_DESCRIPTION_WORDS},
-        description=(
-            f"Rich, SEO-friendly product description of at least {MIN_DESCRIPTION_WORDS} words "
-            "in flowing prose: what the product is, visible materials and finish, design "
-            "details, how and where it is used, and the benefits for the buyer."
-        ),
+        description=_description_doc(MIN_DESCRIPTION_WORDS),
     )
     color_primary: str = Field(
         min_length=3,
@@ -156,14 +161,14 @@ def _card_model(
         namespace["color_primary"] = Field(
             min_length=3, max_length=COLOR_MAX, pattern=colour_regex, description=colour_doc
         )
-    if min_words != MIN_DESCRIPTION_WORDS:
+    if min_words is not None:
         annotations["description_long"] = str
         namespace["description_long"] = Field(
             min_length=DESCRIPTION_MIN_CHARS,
             max_length=DESCRIPTION_MAX_CHARS,
-            pattern=None if min_words is None else description_pattern(min_words),
-            json_schema_extra=None if min_words is None else {MIN_WORDS_KEY: min_words},
-            description=ProductCard.model_fields["description_long"].description,
+            pattern=description_pattern(min_words),
+            json_schema_extra={MIN_WORDS_KEY: min_words},
+            description=_description_doc(min_words),
         )
     namespace.update(__annotations__=annotations, __doc__=ProductCard.__doc__, __module__=__name__)
     model: type[ProductCard] = type("ProductCard", (ProductCard,), namespace)

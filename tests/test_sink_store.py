@@ -8,6 +8,7 @@ Each test writes under its own bucket name and deletes its rows afterwards.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -16,12 +17,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from aiokafka.structs import ConsumerRecord
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from pydantic import ValidationError
 
 from schemas.card import ProductCard
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef, Timings
+from services.sink.service import parse
 from services.sink.store import UPSERT, row, upsert_batch
 
 DSN = os.environ.get("VITRINE_PG_DSN") or "postgresql://vitrine:vitrine@127.0.0.1:25432/vitrine"
@@ -543,3 +546,57 @@ def test_table_checks_back_the_model_up(bucket: str) -> None:
             with pytest.raises(psycopg.errors.CheckViolation):
                 conn.execute(UPSERT, bad)
     assert rows_of(bucket) == {}
+
+
+# -- results that break the contract -----------------------------------------------------------
+
+
+def record_of(payload: bytes, offset: int = 7) -> ConsumerRecord[Any, Any]:
+    return ConsumerRecord(
+        topic="vitrine.results",
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=None,
+        value=payload,
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=len(payload),
+        headers=(),
+    )
+
+
+def test_a_deployments_own_word_minimum_is_not_part_of_the_wire_contract(bucket: str) -> None:
+    """A worker run with VITRINE_MIN_DESCRIPTION_WORDS=20 publishes 20-word cards; the sink
+    reads them with the shared type, which must not impose the default 150-word pattern."""
+    short = " ".join(DESCRIPTION.split()[:70])
+    assert 20 <= len(short.split()) < 150 and len(short) >= 400
+    card = make_card().model_copy(update={"description_long": short})
+    done = make_result(make_ref(bucket), CardStatus.done, card=card)
+    parsed = parse(record_of(done.model_dump_json().encode()))
+    assert parsed == done
+    apply([parsed])
+    assert the_row(bucket)["description_long"] == short
+
+
+def test_a_result_that_breaks_the_contract_ends_as_a_failed_row(bucket: str) -> None:
+    ref = make_ref(bucket)
+    done = json.loads(make_result(ref, CardStatus.done).model_dump_json())
+    done["card"]["category_standard"] = "x" * 200  # a producer on another contract
+    parsed = parse(record_of(json.dumps(done).encode()))
+    assert parsed is not None
+    assert parsed.status is CardStatus.failed and parsed.card is None
+    assert parsed.reason == "result_invalid"
+    assert parsed.detail is not None and "card.category_standard" in parsed.detail
+    apply([make_result(ref, CardStatus.queued), parsed])
+    r = the_row(bucket)
+    assert r["status"] == "failed" and r["reason"] == "result_invalid"
+    assert r["trace_id"] == done["trace_id"]
+
+
+@pytest.mark.parametrize(
+    "payload", [b"", b"not json", b"[1, 2]", b'{"status": "done", "card": null}']
+)
+def test_a_result_that_names_no_object_is_not_invented(payload: bytes) -> None:
+    assert parse(record_of(payload)) is None

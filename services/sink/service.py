@@ -10,6 +10,7 @@ PostgreSQL goes away the batch is retried on a fresh connection with backoff; no
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -72,14 +73,49 @@ class SinkSettings(KafkaSettings, PostgresSettings):
 
 
 def parse(record: ConsumerRecord[Any, Any]) -> CardResult | None:
+    raw = record.value or b""
     try:
-        return CardResult.model_validate_json(record.value or b"")
+        return CardResult.model_validate_json(raw)
     except ValidationError as exc:
         MALFORMED.inc()
+        salvaged = salvage(raw, exc)
         log.error(
             "result.malformed",
-            extra={"partition": record.partition, "offset": record.offset, "error": str(exc)[:500]},
+            extra={
+                "partition": record.partition,
+                "offset": record.offset,
+                "error": str(exc)[:500],
+                "recorded_as": None if salvaged is None else "failed",
+            },
         )
+        return salvaged
+
+
+def salvage(raw: bytes, exc: ValidationError) -> CardResult | None:
+    """A result that breaks the contract but still names its object becomes a failed result.
+
+    Without this the object's row would stay ``queued`` for ever (a producer on another
+    version of the card contract, say); failed with the validation error it reaches a final
+    status a person can see and reprocess.  A message that cannot be tied to an object stays
+    only in the log and the metric."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    errors = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+    )
+    data.update(
+        status=CardStatus.failed.value,
+        card=None,
+        reason="result_invalid",
+        detail=f"the result broke the card contract: {errors}"[:2000],
+    )
+    try:
+        return CardResult.model_validate(data)
+    except ValidationError:
         return None
 
 
