@@ -149,12 +149,28 @@ def test_hostile_corpus_ends_in_precise_rows_and_nothing_dies(pipeline: Pipeline
         if not ok:
             problems.append((case.label, expected, measured, detail))
 
-    race = final[RACE_KEY]
-    missing_logged = [
-        e
-        for e in pipeline.services["inference"].events()
-        if e.get("key") == f"{bucket}/{RACE_KEY}" and e.get("reason") == "object_missing"
-    ]
+    # the delete makes the row final before the worker reaches the job: wait for the worker too,
+    # then read the row again (the worker's older failed result must not replace the delete)
+    missing_logged = wait_for(
+        lambda: [
+            e
+            for e in pipeline.services["inference"].events()
+            if e.get("key") == f"{bucket}/{RACE_KEY}" and e.get("reason") == "object_missing"
+        ],
+        CARD_DEADLINE_S,
+        "the worker to find the raced object gone (object_missing)",
+        interval=1,
+    )
+    wait_for(
+        lambda: any(
+            e.get("key") == f"{bucket}/{RACE_KEY}" and e.get("reason") == "object_missing"
+            for e in pipeline.services["sink"].events()
+        ),
+        CARD_DEADLINE_S,
+        "the sink to apply the worker's object_missing result",
+        interval=1,
+    )
+    race = final_rows(pipeline)[RACE_KEY]
     table.append(
         (
             "deleted right after upload",
@@ -169,7 +185,6 @@ def test_hostile_corpus_ends_in_precise_rows_and_nothing_dies(pipeline: Pipeline
 
     assert not problems, "\n".join(map(str, problems))
     assert race["status"] == "deleted" and race["card"] is None, race
-    assert missing_logged, "the worker should have found the object gone (object_missing)"
     assert_alive(pipeline)
 
 
