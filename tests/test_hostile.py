@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import json
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -303,7 +305,7 @@ def test_garbage_on_the_events_topic_is_logged_counted_parked_and_skipped(
         return [
             e
             for e in ingest.events()
-            if e.get("event") == "event.malformed"
+            if e.get("event") == "message.parked"
             and (e.get("partition"), e.get("offset")) in wanted
         ]
 
@@ -399,7 +401,7 @@ def test_event_with_an_invalid_record_does_not_kill_ingest(pipeline: Pipeline) -
         lambda: (
             proc.poll() is not None
             or any(
-                e.get("event") == "event.malformed"
+                e.get("event") == "message.parked"
                 and (e.get("partition"), e.get("offset")) == (partition, offset)
                 for e in ingest.events()
             )
@@ -409,3 +411,90 @@ def test_event_with_an_invalid_record_does_not_kill_ingest(pipeline: Pipeline) -
     )
     time.sleep(1)
     assert_alive(pipeline, ("ingest",))
+
+
+def test_a_result_that_breaks_the_contract_is_parked_and_a_fixed_copy_replays(
+    pipeline: Pipeline, tmp_path
+) -> None:
+    """The sink parks the broken result with its headers and records the object as failed
+    (it stays running); `vitrine dlq replay --value-file` puts the fixed result back on the
+    results topic and the row becomes done."""
+    from test_sink_store import make_ref, make_result
+
+    from schemas.messages import CardStatus
+    from services.runtime import dead_letters as h
+    from services.runtime.settings import KafkaSettings
+    from vitrine.dlq import read_parked
+
+    env = pipeline.ns.env
+    ref = make_ref(pipeline.ns.bucket, key="h/dlq/broken-result.jpg")
+    good = make_result(ref, CardStatus.done).model_copy(update={"produced_at": datetime.now(UTC)})
+    broken = json.loads(good.model_dump_json())
+    broken["card"]["features_list"] = ["only one"]  # a producer on another contract
+    bootstrap = env.get("VITRINE_KAFKA_BOOTSTRAP", "127.0.0.1:29092")
+    [(partition, offset)] = asyncio.run(
+        _produce(bootstrap, pipeline.ns.results_topic, [json.dumps(broken).encode()])
+    )
+
+    key = "h/dlq/broken-result.jpg"
+    row = wait_for(
+        lambda: final_rows(pipeline).get(key), CARD_DEADLINE_S, "a failed row for the result"
+    )
+    assert (row["status"], row["reason"]) == ("failed", "invalid_result"), row
+    assert "card.features_list" in row["detail"]
+    assert_alive(pipeline, ("sink",))
+
+    settings = KafkaSettings(kafka_bootstrap=bootstrap, topic_dlq=env["VITRINE_TOPIC_DLQ"])
+
+    def mine() -> list[Any]:
+        return [
+            p
+            for p in read_parked(settings)
+            if p.headers.get(h.SOURCE_TOPIC) == pipeline.ns.results_topic
+            and p.headers.get(h.SOURCE_OFFSET) == str(offset)
+        ]
+
+    [parked] = wait_for(mine, 60, "the broken result on the dead-letter topic")
+    assert parked.value == json.dumps(broken).encode()
+    assert parked.headers[h.SERVICE] == "sink"
+    assert parked.headers[h.REASON] == "invalid_result"
+    assert parked.headers[h.SOURCE_PARTITION] == str(partition)
+    assert "features_list" in parked.headers[h.DETAIL]
+    assert h.PARKED_AT in parked.headers
+
+    fixed = tmp_path / "fixed.json"
+    fixed.write_text(good.model_dump_json())
+    replayed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vitrine.cli",
+            "dlq",
+            "replay",
+            parked.position,
+            "--value-file",
+            str(fixed),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"-> {pipeline.ns.results_topic}" in replayed.stdout
+    row = wait_for(
+        lambda: (r := final_rows(pipeline).get(key)) and r["status"] == "done" and r,
+        CARD_DEADLINE_S,
+        "the replayed, fixed result to make the row done",
+    )
+    assert good.card is not None and row["product_name"] == good.card.product_name
+    listed = subprocess.run(
+        [sys.executable, "-m", "vitrine.cli", "dlq", "list", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert parked.position in {json.loads(line)["position"] for line in listed.stdout.splitlines()}
+    assert_alive(pipeline)

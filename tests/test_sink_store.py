@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from schemas.card import ProductCard
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef, Timings
+from services.runtime.dead_letters import InvalidMessage
 from services.sink.service import parse
 from services.sink.store import UPSERT, row, upsert_batch
 
@@ -584,19 +585,25 @@ def test_a_result_that_breaks_the_contract_ends_as_a_failed_row(bucket: str) -> 
     ref = make_ref(bucket)
     done = json.loads(make_result(ref, CardStatus.done).model_dump_json())
     done["card"]["category_standard"] = "x" * 200  # a producer on another contract
-    parsed = parse(record_of(json.dumps(done).encode()))
-    assert parsed is not None
+    with pytest.raises(InvalidMessage) as parked:
+        parse(record_of(json.dumps(done).encode()))
+    assert parked.value.reason == "invalid_result"
+    assert "card.category_standard" in parked.value.detail
+    parsed = parked.value.fallback
+    assert isinstance(parsed, CardResult)
     assert parsed.status is CardStatus.failed and parsed.card is None
-    assert parsed.reason == "result_invalid"
+    assert parsed.reason == "invalid_result"
     assert parsed.detail is not None and "card.category_standard" in parsed.detail
     apply([make_result(ref, CardStatus.queued), parsed])
     r = the_row(bucket)
-    assert r["status"] == "failed" and r["reason"] == "result_invalid"
+    assert r["status"] == "failed" and r["reason"] == "invalid_result"
     assert r["trace_id"] == done["trace_id"]
 
 
 @pytest.mark.parametrize(
     "payload", [b"", b"not json", b"[1, 2]", b'{"status": "done", "card": null}']
 )
-def test_a_result_that_names_no_object_is_not_invented(payload: bytes) -> None:
-    assert parse(record_of(payload)) is None
+def test_a_result_that_names_no_object_is_parked_with_no_row_invented(payload: bytes) -> None:
+    with pytest.raises(InvalidMessage) as parked:
+        parse(record_of(payload))
+    assert parked.value.fallback is None

@@ -26,8 +26,12 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="List and download model presets.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Export the JSON Schemas of the contracts.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Inspect the dead-letter topic and put fixed messages back.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(dlq_app, name="dlq")
 
 out = Console()
 err = Console(stderr=True)
@@ -344,6 +348,97 @@ def _settings(cls: Any) -> Any:
         )
     except SecretSettingsError as exc:
         fail(str(exc))
+
+
+# -- dlq --------------------------------------------------------------------------------------
+
+
+@dlq_app.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(min=1, help="Show the newest N.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per message.")] = False,
+) -> None:
+    """What is parked: position, when, which service, from where, why."""
+    from services.runtime import dead_letters as h
+    from services.runtime.settings import KafkaSettings
+    from vitrine.dlq import DeadLetterError, read_parked
+
+    settings = _settings(KafkaSettings)
+    try:
+        found = read_parked(settings, limit)
+    except DeadLetterError as exc:
+        fail(str(exc))
+    if as_json:
+        for parked in found:
+            sys.stdout.write(json.dumps(parked.to_dict(), ensure_ascii=False) + "\n")
+        return
+    table = Table(title=f"{settings.topic_dlq}: {len(found)} parked", title_justify="left")
+    for column in ("position", "parked at", "service", "from", "reason", "key", "detail"):
+        table.add_column(column, overflow="fold")
+    for parked in found:
+        hd = parked.headers
+        source = f"{hd.get(h.SOURCE_TOPIC, '?')}/{hd.get(h.SOURCE_PARTITION, '?')}:" + hd.get(
+            h.SOURCE_OFFSET, "?"
+        )
+        table.add_row(
+            parked.position,
+            hd.get(h.PARKED_AT, "-"),
+            hd.get(h.SERVICE, "-"),
+            source if h.SOURCE_TOPIC in hd else "-",
+            hd.get(h.REASON, "-"),
+            (parked.key or b"").decode(errors="replace"),
+            hd.get(h.DETAIL, "")[:120],
+        )
+    out.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    position: Annotated[str, typer.Argument(help="PARTITION:OFFSET, as `vitrine dlq list` shows.")],
+) -> None:
+    """One parked message: all its headers and its value (JSON when it is JSON)."""
+    from services.runtime.settings import KafkaSettings
+    from vitrine.dlq import DeadLetterError, find
+
+    try:
+        parked = find(_settings(KafkaSettings), position)
+    except DeadLetterError as exc:
+        fail(str(exc))
+    sys.stdout.write(json.dumps(parked.to_dict(), ensure_ascii=False, indent=2) + "\n")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    position: Annotated[str, typer.Argument(help="PARTITION:OFFSET, as `vitrine dlq list` shows.")],
+    value_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--value-file",
+            help="The fixed message body to send instead of the parked one ('-' = stdin).",
+        ),
+    ] = None,
+) -> None:
+    """Put a parked message (or its fixed version) back on the topic it came from."""
+    from services.runtime.settings import KafkaSettings
+    from vitrine.dlq import DeadLetterError, find, replay
+
+    settings = _settings(KafkaSettings)
+    value = None
+    if value_file is not None:
+        try:
+            value = sys.stdin.buffer.read() if str(value_file) == "-" else value_file.read_bytes()
+        except OSError as exc:
+            fail(f"cannot read {value_file}: {exc.strerror}")
+    try:
+        parked = find(settings, position)
+        topic, partition, offset = replay(settings, parked, value)
+    except DeadLetterError as exc:
+        fail(str(exc))
+    out.print(
+        f"replayed {settings.topic_dlq} {parked.position} -> {topic} {partition}:{offset}"
+        + (" (fixed value)" if value is not None else ""),
+        highlight=False,
+    )
 
 
 # -- put --------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -59,6 +59,18 @@ async def _group_state(admin: AIOKafkaAdminClient, group: str) -> tuple[int, str
     return len(members), str(state)
 
 
+async def topic_partitions(
+    admin: AIOKafkaAdminClient, topics: Iterable[str]
+) -> dict[str, list[int]]:
+    """Each existing topic's partitions (a missing topic is left out)."""
+    described = await admin.describe_topics(sorted(set(topics)))
+    return {
+        t["topic"]: sorted(p["partition"] for p in t["partitions"])
+        for t in described
+        if t["error_code"] == 0
+    }
+
+
 async def _lag(bootstrap: str, groups: Mapping[str, str], timeout_s: float) -> list[GroupLag]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
     consumer = AIOKafkaConsumer(
@@ -70,12 +82,7 @@ async def _lag(bootstrap: str, groups: Mapping[str, str], timeout_s: float) -> l
             await asyncio.wait_for(consumer.start(), timeout_s)
         except Exception as exc:
             raise KafkaUnreachable(f"{bootstrap}: {type(exc).__name__}: {exc}") from None
-        described = await admin.describe_topics(list(set(groups.values())))
-        partitions = {
-            t["topic"]: sorted(p["partition"] for p in t["partitions"])
-            for t in described
-            if t["error_code"] == 0
-        }
+        partitions = await topic_partitions(admin, set(groups.values()))
         lags = []
         for group, topic in groups.items():
             lag = GroupLag(group, topic)

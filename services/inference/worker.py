@@ -46,6 +46,7 @@ from services.inference.errors import CardError
 from services.inference.model_files import ModelFilesError, resolve
 from services.inference.results import done, from_error, not_done
 from services.inference.settings import EngineSettings
+from services.runtime.dead_letters import DeadLetter
 from services.runtime.kafka import encode, make_consumer, make_producer, with_retry
 from services.runtime.metrics import record_lag
 from services.runtime.retry import transient
@@ -59,6 +60,7 @@ from services.runtime.s3 import (
 )
 from services.runtime.service import run_service
 from services.runtime.settings import KafkaSettings, S3Settings
+from services.runtime.stage import dead_letter_output
 
 log = logging.getLogger("vitrine.inference")
 
@@ -118,7 +120,7 @@ class InferenceSettings(EngineSettings, KafkaSettings, S3Settings):
 class _Send:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: list[tuple[str, bytes]] | None
     future: asyncio.Future[Any]
 
@@ -358,7 +360,7 @@ class InferenceWorker:
         self,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> _Send:
         """Hand a message to the producer; ``_acknowledged`` waits for the broker later, so a
@@ -374,8 +376,7 @@ class InferenceWorker:
             job = ImageJob.model_validate_json(record.value)
         except ValidationError as exc:
             metrics.MALFORMED.inc()
-            log.error("job.malformed", extra={"key": _key(record), "error": str(exc)[:500]})
-            return [await self._send(self.settings.topic_dlq, record.key, record.value)]
+            return [await self._park_record(record, "malformed_job", str(exc))]
         result = await self._card_result(job)
         sent = await self._send(self.settings.topic_results, job.object.message_key, encode(result))
         metrics.JOBS.labels(result.status.value, result.reason or "").inc()
@@ -394,20 +395,35 @@ class InferenceWorker:
         )
         return [sent]
 
+    async def _park_record(
+        self,
+        record: ConsumerRecord[Any, Any],
+        reason: str,
+        detail: str,
+        extra: dict[str, str] | None = None,
+    ) -> _Send:
+        """Park under the one dead-letter policy (``services/runtime/dead_letters.py``)."""
+        letter = DeadLetter(
+            service="inference",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            reason=reason,
+            detail=detail,
+            extra=extra or {},
+        )
+        out = dead_letter_output(letter, self.settings.topic_dlq)
+        return await self._send(out.topic, out.key, out.value, out.headers)
+
     async def _park(self, record: ConsumerRecord[Any, Any], deaths: int) -> list[_Send]:
         """A poison job: keep it for inspection on the dead-letter topic, finish its row."""
         detail = (
             f"the worker died {deaths} times while processing this job; parked on "
             f"{self.settings.topic_dlq}"
         )
-        sent = [
-            await self._send(
-                self.settings.topic_dlq,
-                record.key,
-                record.value,
-                headers=[("vitrine-reason", b"poison"), ("vitrine-deaths", str(deaths).encode())],
-            )
-        ]
+        sent = [await self._park_record(record, "poison", detail, {"vitrine-deaths": str(deaths)})]
         metrics.JOBS.labels("failed", "poison").inc()
         try:
             job = ImageJob.model_validate_json(record.value)

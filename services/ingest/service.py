@@ -2,24 +2,22 @@
 
     python -m services.ingest
 
-Batches of notifications are turned into messages, every message is acknowledged by the broker,
-and only then are the batch's offsets committed: a crash replays the batch, and replays are
-harmless (job ids are deterministic, the sink's upsert ignores what it has already applied).
-A notification that does not parse is logged, counted and parked on the dead-letter topic; it
-never stops the loop.
+A stage on the shared runtime (``services/runtime/stage.py``): batches of notifications become
+messages, every message is acknowledged by the broker, and only then are the batch's offsets
+committed.  A crash replays the batch, and replays are harmless (job ids are deterministic, the
+sink's upsert ignores what it has already applied).  A notification that does not parse is
+parked on the dead-letter topic with the reason in its headers; it never stops the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
@@ -27,16 +25,11 @@ from schemas.messages import MinioEvent
 from services.ingest.dedup import RecentEvents, event_identity
 from services.ingest.recall import try_recall_handled
 from services.ingest.rules import decide
-from services.runtime.kafka import (
-    encode,
-    make_consumer,
-    make_producer,
-    rewind_after_failure,
-    with_retry,
-)
-from services.runtime.metrics import record_lag
+from services.runtime.dead_letters import InvalidMessage
+from services.runtime.kafka import encode, make_consumer, make_producer, with_retry
 from services.runtime.service import run_service
 from services.runtime.settings import KafkaSettings
+from services.runtime.stage import Item, Output, Stage, StageRunner
 
 log = logging.getLogger("vitrine.ingest")
 
@@ -46,16 +39,9 @@ EVENTS = Counter(
 MALFORMED = Counter("vitrine_ingest_malformed_total", "Notifications that did not parse.")
 PUBLISHED = Counter(
     "vitrine_ingest_published_total",
-    "Messages published, by kind: job, result (queued/rejected/deleted rows), dlq.",
+    "Messages published, by kind: job, result (queued/rejected/deleted rows); parked "
+    "notifications are counted by vitrine_dead_letters_total.",
     ["kind"],
-)
-BATCH_SECONDS = Histogram(
-    "vitrine_ingest_batch_seconds",
-    "From a batch of notifications read to its outputs acknowledged and its offsets committed.",
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-BATCH_RETRIES = Counter(
-    "vitrine_ingest_batch_retries_total", "Batches re-read after a Kafka error (broker restart)."
 )
 
 
@@ -81,74 +67,40 @@ class IngestSettings(KafkaSettings):
     )
 
 
-class Ingest:
+class Ingest(Stage[MinioEvent]):
+    """A notification → the job and/or result messages the rules decide for each of its
+    records; parked when it does not parse, or when a record is not a valid object."""
+
+    service = "ingest"
+
     def __init__(self, settings: IngestSettings) -> None:
         self.settings = settings
-        self.producer: AIOKafkaProducer = make_producer(settings)
-        self.consumer = make_consumer(
-            settings, settings.topic_events, group_id=settings.ingest_group
-        )
+        self.dlq_topic = settings.topic_dlq
         self.recent = RecentEvents(settings.dedup_capacity)
 
-    async def run(self, stop: asyncio.Event) -> None:
-        s = self.settings
-        await with_retry("producer.start", self.producer.start)
-        if s.dedup_capacity:  # before the consumer joins: nothing is read until it is done
-            await try_recall_handled(
-                s, self.producer, s.ingest_group, s.bucket, s.dedup_lookback_s, self.recent
-            )
-        await with_retry("consumer.start", self.consumer.start)
-        log.info("ingest.started", extra={"topic": self.settings.topic_events})
-        failures = 0
+    def decode(self, record: ConsumerRecord[Any, Any]) -> MinioEvent:
         try:
-            while not stop.is_set():
-                batch = await self.consumer.getmany(
-                    timeout_ms=200, max_records=self.settings.batch_max
-                )
-                if not batch:
-                    continue
-                started = time.perf_counter()
-                try:
-                    sends: list[asyncio.Future[Any]] = []
-                    for records in batch.values():
-                        for record in records:
-                            sends.extend(await self._handle(record))
-                    await asyncio.gather(*sends)  # every output acknowledged ...
-                    await self.consumer.commit(  # ... before the input is committed
-                        {tp: records[-1].offset + 1 for tp, records in batch.items()}
-                    )
-                    self.recent.commit()
-                    failures = 0
-                except KafkaError as exc:
-                    self.recent.abort()
-                    failures += 1
-                    BATCH_RETRIES.inc()
-                    await rewind_after_failure(self.consumer, batch, exc, failures)
-                    continue
-                BATCH_SECONDS.observe(time.perf_counter() - started)
-                await record_lag(self.consumer, self.settings.ingest_group)
-        finally:
-            await self.consumer.stop()
-            await self.producer.stop()
-
-    async def _park(self, record: ConsumerRecord[Any, Any], exc: Exception) -> asyncio.Future[Any]:
-        """A notification we cannot read: logged, counted, kept on the dead-letter topic."""
-        MALFORMED.inc()
-        PUBLISHED.labels("dlq").inc()
-        log.error(
-            "event.malformed",
-            extra={"offset": record.offset, "partition": record.partition, "error": str(exc)[:500]},
-        )
-        return await self.producer.send(self.settings.topic_dlq, key=record.key, value=record.value)
-
-    async def _handle(self, record: ConsumerRecord[Any, Any]) -> list[asyncio.Future[Any]]:
-        s = self.settings
-        try:
-            event = MinioEvent.model_validate_json(record.value or b"")
+            return MinioEvent.model_validate_json(record.value or b"")
         except ValidationError as exc:
-            return [await self._park(record, exc)]
-        sends = []
-        for s3_record in event.records:
+            MALFORMED.inc()
+            raise InvalidMessage("malformed_event", str(exc)) from None
+
+    async def handle(self, items: Sequence[Item[MinioEvent]]) -> list[Output]:
+        outputs: list[Output] = []
+        for item in items:
+            outputs.extend(self._outputs(item))
+        return outputs
+
+    def committed(self, items: Sequence[Item[MinioEvent]]) -> None:
+        self.recent.commit()
+
+    def aborted(self) -> None:
+        self.recent.abort()
+
+    def _outputs(self, item: Item[MinioEvent]) -> list[Output]:
+        s = self.settings
+        outputs = []
+        for s3_record in item.value.records:
             if s3_record.s3.bucket.name != s.bucket:  # another pipeline's bucket
                 EVENTS.labels("ignored", "other_bucket").inc()
                 continue
@@ -159,23 +111,16 @@ class Ingest:
                 decision = decide(s3_record, s.image_max_bytes)
                 ref = s3_record.object_ref()
             except ValidationError as exc:  # parses as an event, but not a valid object
-                sends.append(await self._park(record, exc))
+                MALFORMED.inc()
+                outputs.append(self.park(item.record, "invalid_object", str(exc)))
                 continue
             key = f"{ref.bucket}/{ref.key}"
             if decision.result is not None:
                 PUBLISHED.labels("result").inc()
-                sends.append(
-                    await self.producer.send(
-                        s.topic_results, key=ref.message_key, value=encode(decision.result)
-                    )
-                )
+                outputs.append(Output(s.topic_results, ref.message_key, encode(decision.result)))
             if decision.job is not None:
                 PUBLISHED.labels("job").inc()
-                sends.append(
-                    await self.producer.send(
-                        s.topic_jobs, key=ref.message_key, value=encode(decision.job)
-                    )
-                )
+                outputs.append(Output(s.topic_jobs, ref.message_key, encode(decision.job)))
             outcome = (
                 "job"
                 if decision.job
@@ -195,9 +140,37 @@ class Ingest:
                     "sequencer": ref.sequencer,
                 },
             )
-        return sends
+        return outputs
+
+
+async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
+    producer = make_producer(settings)
+    consumer = make_consumer(settings, settings.topic_events, group_id=settings.ingest_group)
+    stage = Ingest(settings)
+    await with_retry("producer.start", producer.start)
+    try:
+        if settings.dedup_capacity:  # before the consumer joins: nothing is read until it is done
+            await try_recall_handled(
+                settings,
+                producer,
+                settings.ingest_group,
+                settings.bucket,
+                settings.dedup_lookback_s,
+                stage.recent,
+            )
+        await with_retry("consumer.start", consumer.start)
+        log.info("ingest.started", extra={"topic": settings.topic_events})
+        try:
+            runner = StageRunner(
+                stage, consumer, producer, group=settings.ingest_group, batch_max=settings.batch_max
+            )
+            await runner.run(stop)
+        finally:
+            await consumer.stop()
+    finally:
+        await producer.stop()
 
 
 def main() -> None:
     settings = IngestSettings()
-    run_service("ingest", settings, lambda stop: Ingest(settings).run(stop))
+    run_service("ingest", settings, lambda stop: serve(settings, stop))

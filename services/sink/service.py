@@ -2,9 +2,11 @@
 
     python -m services.sink
 
-Offsets are committed only after the batch's transaction has committed.  A crash in between
-replays the batch, and the store's newest-wins guard makes the replay change nothing.  When
-PostgreSQL goes away the batch is retried on a fresh connection with backoff; nothing is skipped.
+A stage on the shared runtime (``services/runtime/stage.py``).  Offsets are committed only after
+the batch's transaction has committed.  A crash in between replays the batch, and the store's
+newest-wins guard makes the replay change nothing.  When PostgreSQL goes away the batch is
+retried on a fresh connection with backoff; nothing is skipped.  A result that breaks the
+contract is parked on the dead-letter topic, and recorded as a failed row if it names its object.
 """
 
 from __future__ import annotations
@@ -15,23 +17,24 @@ import logging
 import os
 import signal
 import time
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Histogram
 from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from schemas.messages import CardResult, CardStatus
-from services.runtime.kafka import make_consumer, rewind_after_failure, with_retry
-from services.runtime.metrics import record_lag
+from services.runtime.dead_letters import InvalidMessage
+from services.runtime.kafka import make_consumer, make_producer
 from services.runtime.retry import transient
 from services.runtime.service import run_service
 from services.runtime.settings import KafkaSettings, PostgresSettings
+from services.runtime.stage import Item, Output, Stage, StageRunner, start
 from services.sink.store import upsert_batch
 
 log = logging.getLogger("vitrine.sink")
@@ -47,10 +50,6 @@ BATCH_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
 DB_RETRIES = Counter("vitrine_sink_db_retries_total", "Batches retried after a DB error.")
-COMMIT_RETRIES = Counter(
-    "vitrine_sink_commit_retries_total",
-    "Batches re-read because the offset commit failed (rows already written; replay is a no-op).",
-)
 END_TO_END_SECONDS = Histogram(
     "vitrine_sink_end_to_end_seconds",
     "From the object's upload (event time) to its final row committed, by status.",
@@ -72,23 +71,15 @@ class SinkSettings(KafkaSettings, PostgresSettings):
     )
 
 
-def parse(record: ConsumerRecord[Any, Any]) -> CardResult | None:
+def parse(record: ConsumerRecord[Any, Any]) -> CardResult:
+    """The result under the contract; one that breaks it is parked, and recorded as a failed
+    row when it still names its object (see :func:`salvage`)."""
     raw = record.value or b""
     try:
         return CardResult.model_validate_json(raw)
     except ValidationError as exc:
         MALFORMED.inc()
-        salvaged = salvage(raw, exc)
-        log.error(
-            "result.malformed",
-            extra={
-                "partition": record.partition,
-                "offset": record.offset,
-                "error": str(exc)[:500],
-                "recorded_as": None if salvaged is None else "failed",
-            },
-        )
-        return salvaged
+        raise InvalidMessage("invalid_result", str(exc), fallback=salvage(raw, exc)) from None
 
 
 def salvage(raw: bytes, exc: ValidationError) -> CardResult | None:
@@ -96,8 +87,10 @@ def salvage(raw: bytes, exc: ValidationError) -> CardResult | None:
 
     Without this the object's row would stay ``queued`` for ever (a producer on another
     version of the card contract, say); failed with the validation error it reaches a final
-    status a person can see and reprocess.  A message that cannot be tied to an object stays
-    only in the log and the metric."""
+    status a person can see and reprocess, while the original waits on the dead-letter topic.
+    The failure is dated a microsecond before the original, so a fixed copy of the original
+    (``vitrine dlq replay --value-file``) is newer and replaces it.  A message that cannot be
+    tied to an object is only parked."""
     try:
         data = json.loads(raw)
     except ValueError:
@@ -110,13 +103,14 @@ def salvage(raw: bytes, exc: ValidationError) -> CardResult | None:
     data.update(
         status=CardStatus.failed.value,
         card=None,
-        reason="result_invalid",
+        reason="invalid_result",
         detail=f"the result broke the card contract: {errors}"[:2000],
     )
     try:
-        return CardResult.model_validate(data)
+        failed = CardResult.model_validate(data)
     except ValidationError:
         return None
+    return failed.model_copy(update={"produced_at": failed.produced_at - timedelta(microseconds=1)})
 
 
 def observe_end_to_end(results: list[CardResult]) -> None:
@@ -132,13 +126,47 @@ def observe_end_to_end(results: list[CardResult]) -> None:
             END_TO_END_SECONDS.labels(result.status.value).observe(max(seconds, 0.0))
 
 
-class Sink:
-    def __init__(self, settings: SinkSettings) -> None:
+class Sink(Stage[CardResult]):
+    """Results → rows: one transaction per batch, retried through database outages."""
+
+    service = "sink"
+
+    def __init__(self, settings: SinkSettings, stop: asyncio.Event) -> None:
         self.settings = settings
-        self.consumer = make_consumer(
-            settings, settings.topic_results, group_id=settings.sink_group
-        )
+        self.dlq_topic = settings.topic_dlq
+        self.stop = stop
         self.conn: psycopg.AsyncConnection[Any] | None = None
+
+    def decode(self, record: ConsumerRecord[Any, Any]) -> CardResult:
+        return parse(record)
+
+    async def handle(self, items: Sequence[Item[CardResult]]) -> list[Output]:
+        results = [item.value for item in items]
+        for result in results:
+            RESULTS.labels(result.status.value, result.reason or "").inc()
+        if results:
+            ROWS_CHANGED.inc(await self.write(results))
+        observe_end_to_end(results)
+        return []
+
+    def before_commit(self) -> None:
+        marker = self.settings.fault_crash_before_commit_once
+        if marker is not None and not marker.exists():
+            marker.touch()
+            log.warning("fault_injection.crash_before_commit")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def committed(self, items: Sequence[Item[CardResult]]) -> None:
+        for item in items:
+            result = item.value
+            log.info(
+                f"row.{result.status.value}",
+                extra={
+                    "key": f"{result.object.bucket}/{result.object.key}",
+                    "trace_id": result.trace_id,
+                    "reason": result.reason,
+                },
+            )
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self.conn is None or self.conn.closed:
@@ -149,13 +177,13 @@ class Sink:
             )
         return self.conn
 
-    async def write(self, results: list[CardResult], stop: asyncio.Event) -> int:
+    async def write(self, results: list[CardResult]) -> int:
         """Upsert until it works: a DB outage delays the batch, it never drops it."""
         async for attempt in transient(
             "db.upsert",
             psycopg.OperationalError,
             max_wait=10,
-            stop_event=stop,
+            stop_event=self.stop,
             on_retry=DB_RETRIES.inc,
         ):
             with attempt:
@@ -171,62 +199,33 @@ class Sink:
                 return changed
         raise AssertionError("unreachable")
 
-    def _maybe_crash(self) -> None:
-        marker = self.settings.fault_crash_before_commit_once
-        if marker is not None and not marker.exists():
-            marker.touch()
-            log.warning("fault_injection.crash_before_commit")
-            os.kill(os.getpid(), signal.SIGKILL)
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        await with_retry("consumer.start", self.consumer.start)
-        log.info("sink.started", extra={"topic": self.settings.topic_results})
-        try:
-            failures = 0
-            while not stop.is_set():
-                batch = await self.consumer.getmany(
-                    timeout_ms=self.settings.batch_wait_ms or 1, max_records=self.settings.batch_max
-                )
-                if not batch:
-                    continue
-                results = [
-                    r
-                    for records in batch.values()
-                    for rec in records
-                    if (r := parse(rec)) is not None
-                ]
-                for result in results:
-                    RESULTS.labels(result.status.value, result.reason or "").inc()
-                changed = await self.write(results, stop) if results else 0
-                ROWS_CHANGED.inc(changed)
-                observe_end_to_end(results)
-                self._maybe_crash()
-                try:
-                    await self.consumer.commit(
-                        {tp: records[-1].offset + 1 for tp, records in batch.items()}
-                    )
-                    failures = 0
-                except KafkaError as exc:  # rows are written: the replay will change nothing
-                    failures += 1
-                    COMMIT_RETRIES.inc()
-                    await rewind_after_failure(self.consumer, batch, exc, failures)
-                    continue
-                for result in results:
-                    log.info(
-                        f"row.{result.status.value}",
-                        extra={
-                            "key": f"{result.object.bucket}/{result.object.key}",
-                            "trace_id": result.trace_id,
-                            "reason": result.reason,
-                        },
-                    )
-                await record_lag(self.consumer, self.settings.sink_group)
-        finally:
-            await self.consumer.stop()
-            if self.conn is not None:
-                await self.conn.close()
+
+async def serve(settings: SinkSettings, stop: asyncio.Event) -> None:
+    consumer = make_consumer(settings, settings.topic_results, group_id=settings.sink_group)
+    producer = make_producer(settings)  # for the dead-letter topic
+    sink = Sink(settings, stop)
+    await start(consumer, producer)
+    log.info("sink.started", extra={"topic": settings.topic_results})
+    try:
+        runner = StageRunner(
+            sink,
+            consumer,
+            producer,
+            group=settings.sink_group,
+            batch_max=settings.batch_max,
+            poll_ms=settings.batch_wait_ms,
+        )
+        await runner.run(stop)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await sink.close()
 
 
 def main() -> None:
     settings = SinkSettings()
-    run_service("sink", settings, lambda stop: Sink(settings).run(stop))
+    run_service("sink", settings, lambda stop: serve(settings, stop))
