@@ -20,6 +20,7 @@ from urllib.parse import unquote_plus
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.card import ProductCard
+from schemas.reasons import Reason
 
 SCHEMA_VERSION: Literal[1] = 1
 JOB_NAMESPACE = uuid.UUID("5d7c1f0e-4b7a-4f55-9a52-6f1c8a1e3b21")
@@ -87,7 +88,10 @@ class CardStatus(StrEnum):
 
 
 class Timings(BaseModel):
-    """Where the time of one card went, in milliseconds (engine stages summed over attempts)."""
+    """Where the time of one card went, in milliseconds (engine stages summed over attempts).
+
+    The one timings shape: the engine fills the stages of each generation, attempts are summed
+    with :meth:`plus`, and the worker adds ``fetch_ms`` and ``total_ms`` before publishing."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -102,8 +106,25 @@ class Timings(BaseModel):
         0, description="Of completion_tokens, those the grammar forced (llguidance fast-forward)."
     )
     mask_ms: float = Field(0.0, description="Time spent computing and applying grammar masks.")
-    tokens_per_s: float = 0.0
+    tokens_per_s: float = Field(
+        0.0, description="completion_tokens over generate_ms; filled in when left at 0."
+    )
     total_ms: float = 0.0
+
+    @model_validator(mode="after")
+    def _rate(self) -> Timings:
+        if not self.tokens_per_s and self.generate_ms > 0:
+            self.tokens_per_s = self.completion_tokens / (self.generate_ms / 1000.0)
+        return self
+
+    def plus(self, other: Timings) -> Timings:
+        """Both summed, stage by stage (attempts add up); the rate is that of the sums."""
+        summed = {
+            name: getattr(self, name) + getattr(other, name)
+            for name in type(self).model_fields
+            if name != "tokens_per_s"
+        }
+        return Timings(**summed)
 
 
 class CardResult(BaseModel):
@@ -117,7 +138,7 @@ class CardResult(BaseModel):
     object: ObjectRef
     status: CardStatus
     card: ProductCard | None = None
-    reason: str | None = Field(None, max_length=64, description="Stable machine code.")
+    reason: Reason | None = Field(None, description="Stable machine code (schemas/reasons.py).")
     detail: str | None = Field(None, max_length=2000, description="Human explanation.")
     model_id: str | None = None
     prompt_version: str | None = None

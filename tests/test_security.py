@@ -1162,11 +1162,12 @@ def test_without_the_grammar_validation_still_refuses_injected_output(
 ) -> None:
     """Second line of defence (also what VITRINE_GRAMMAR_BACKEND=none would leave): the engine's
     parser refuses extra fields and categories outside the taxonomy as typed errors."""
-    from services.inference.engine import GenerationTimings, RawGeneration
+    from schemas.messages import Timings
+    from services.inference.engine import RawGeneration
     from services.inference.errors import InvalidOutput
 
     with pytest.raises(InvalidOutput):
-        llava_engine.parse(RawGeneration(injected, "stop", GenerationTimings()))
+        llava_engine.parse(RawGeneration(injected, "stop", Timings()))
 
 
 @pytest.mark.model

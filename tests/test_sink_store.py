@@ -93,7 +93,7 @@ def make_result(
     """A result produced ``at`` seconds after T0, shaped like the producer of that status."""
     by_inference = status in (CardStatus.done, CardStatus.failed)
     if reason is None and status in (CardStatus.rejected, CardStatus.failed):
-        reason = "undecodable_image"
+        reason = "bad_image"
     return CardResult(
         job_id=ImageJob.job_id_for(ref),
         trace_id=uuid.uuid4().hex,
@@ -258,7 +258,7 @@ def test_replaying_a_batch_changes_nothing(bucket: str) -> None:
         make_result(ref, CardStatus.queued),
         make_result(other, CardStatus.queued, at=0.1),
         make_result(ref, CardStatus.done, at=5.0),
-        make_result(other, CardStatus.rejected, at=6.0, reason="undecodable_image"),
+        make_result(other, CardStatus.rejected, at=6.0, reason="bad_image"),
     ]
     assert apply(batch) == [4]
     before = rows_of(bucket)
@@ -270,7 +270,7 @@ def test_replaying_a_batch_changes_nothing(bucket: str) -> None:
     assert after[ref.key]["results_applied"] == 2
     assert after[ref.key]["status"] == "done"
     assert after[other.key]["status"] == "rejected"
-    assert after[other.key]["reason"] == "undecodable_image"
+    assert after[other.key]["reason"] == "bad_image"
 
 
 def test_replaying_single_results_out_of_order_changes_nothing(bucket: str) -> None:
@@ -311,7 +311,7 @@ def test_result_of_an_older_version_is_ignored(bucket: str) -> None:
     old_batch = [
         make_result(old_ref, CardStatus.queued, at=1.0),
         make_result(old_ref, CardStatus.done, at=90.0, card=make_card("Tênis velho")),
-        make_result(old_ref, CardStatus.failed, at=91.0, reason="generation_failed"),
+        make_result(old_ref, CardStatus.failed, at=91.0, reason="generation"),
         make_result(old_ref, CardStatus.deleted, at=92.0),
     ]
     assert apply(old_batch) == [0]
@@ -324,10 +324,10 @@ def test_newer_final_status_of_the_same_event_replaces_done(bucket: str) -> None
     # Reprocessing an event (same sequencer, a later final result) is allowed to win.
     ref = make_ref(bucket)
     apply([make_result(ref, CardStatus.done, at=5.0)])
-    failed = make_result(ref, CardStatus.failed, at=50.0, reason="generation_failed")
+    failed = make_result(ref, CardStatus.failed, at=50.0, reason="generation")
     assert apply([failed]) == [1]
     r = the_row(bucket)
-    assert r["status"] == "failed" and r["reason"] == "generation_failed"
+    assert r["status"] == "failed" and r["reason"] == "generation"
     assert r["card"] is None and r["product_name"] is None
 
 

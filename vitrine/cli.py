@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from schemas.messages import CardStatus
+
 app = typer.Typer(
     help="vitrine: product photos in, validated product cards out.",
     no_args_is_help=True,
@@ -185,7 +187,7 @@ def reprocess(
     selection = Selection(everything, tuple(status or ()), prefix, not_model, not_prompt, bucket)
     if selection.empty:
         fail("say what to reprocess: --all, --status, --prefix, --not-model or --not-prompt", 2)
-    allowed = {"queued", "done", "rejected", "failed"}
+    allowed = set(STATUSES) - {CardStatus.deleted.value}  # a deleted object has no photo
     if set(selection.statuses) - allowed:
         fail(f"--status must be one of {', '.join(sorted(allowed))}", 2)
     settings = RequeueSettings()
@@ -534,7 +536,7 @@ def _s3_message(exc: Exception) -> str:
 
 # -- cards / show -----------------------------------------------------------------------------
 
-STATUSES = ("queued", "done", "rejected", "failed", "deleted")
+STATUSES = tuple(s.value for s in CardStatus)
 
 
 @app.command()
@@ -713,22 +715,23 @@ def _print_card(path: Path, outcome: Any, as_json: bool) -> None:
         "card": outcome.card.model_dump(),
         "model": outcome.model_id,
         "prompt_version": outcome.prompt_version,
-        "timings": outcome.timings_dict(),
+        "attempts": outcome.attempts,
+        "timings": outcome.timings.model_dump(),
     }
     if as_json:
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         sys.stdout.flush()
         return
     c = outcome.card
-    t = outcome.timings_dict()
+    t = outcome.timings
     out.rule(f"[bold]{path}")
     out.print(f"[bold]{c.product_name}[/]  ·  {c.category_standard}  ·  {c.color_primary}")
     out.print(c.description_long, highlight=False)
     for feature in c.features_list:
         out.print(f"  • {feature}", highlight=False)
     out.print(
-        f"[dim]{outcome.model_id} · {outcome.prompt_version} · attempts {t['attempts']} · "
-        f"{t['completion_tokens']} tokens at {t['tokens_per_s']} tok/s[/]"
+        f"[dim]{outcome.model_id} · {outcome.prompt_version} · attempts {outcome.attempts} · "
+        f"{t.completion_tokens} tokens at {t.tokens_per_s:.1f} tok/s[/]"
     )
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 
-from services.inference.engine import CardOutcome, GenerationTimings
+from schemas.messages import Timings
+from services.inference.engine import CardOutcome
 from services.inference.prompt import Prompt
 from services.inference.settings import EngineSettings
 
@@ -55,8 +56,7 @@ class BenchEngine:
             prompt_version=self.prompt.version,
             attempts=1,
             seed=0 if seed is None else seed,
-            preprocess_ms=0.0,
-            timings=GenerationTimings(generate_ms=self.delay_s * 1000.0),
+            timings=Timings(generate_ms=self.delay_s * 1000.0),
         )
 
     def close(self) -> None:

@@ -30,6 +30,7 @@ from llama_cpp import llama_chat_format as chat_format
 from pydantic import ValidationError
 
 from schemas.card import ProductCard
+from schemas.messages import Timings
 from services.inference.checks import check_card
 from services.inference.decoding import Decoded, Decoder, GuidanceGrammar, completion_dict
 from services.inference.errors import (
@@ -73,37 +74,10 @@ mtmd_cpp.mtmd_helper_log_set(llama_logger.llama_log_callback, ctypes.c_void_p(0)
 
 
 @dataclass
-class GenerationTimings:
-    image_encode_ms: float = 0.0
-    prompt_eval_ms: float = 0.0
-    generate_ms: float = 0.0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    """Output tokens, sampled and forced alike."""
-    forced_tokens: int = 0
-    """Of ``completion_tokens``, those the grammar forced (llguidance fast-forward, no sampling)."""
-    mask_ms: float = 0.0
-    """Time spent computing and applying llguidance's token masks (inside ``generate_ms``)."""
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.completion_tokens / (self.generate_ms / 1000.0) if self.generate_ms else 0.0
-
-    def add(self, other: GenerationTimings) -> None:
-        self.image_encode_ms += other.image_encode_ms
-        self.prompt_eval_ms += other.prompt_eval_ms
-        self.generate_ms += other.generate_ms
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
-        self.forced_tokens += other.forced_tokens
-        self.mask_ms += other.mask_ms
-
-
-@dataclass
 class RawGeneration:
     text: str
     finish_reason: str | None
-    timings: GenerationTimings
+    timings: Timings
 
 
 @dataclass
@@ -113,24 +87,9 @@ class CardOutcome:
     prompt_version: str
     attempts: int
     seed: int
-    preprocess_ms: float
-    timings: GenerationTimings
+    timings: Timings
+    """Every attempt's stages summed, and the image's preprocessing."""
     failures: list[AttemptFailure] = field(default_factory=list)
-
-    def timings_dict(self) -> dict[str, float | int]:
-        t = self.timings
-        return {
-            "preprocess_ms": round(self.preprocess_ms, 2),
-            "image_encode_ms": round(t.image_encode_ms, 2),
-            "prompt_eval_ms": round(t.prompt_eval_ms, 2),
-            "generate_ms": round(t.generate_ms, 2),
-            "prompt_tokens": t.prompt_tokens,
-            "completion_tokens": t.completion_tokens,
-            "tokens_per_s": round(t.tokens_per_s, 2),
-            "forced_tokens": t.forced_tokens,
-            "mask_ms": round(t.mask_ms, 2),
-            "attempts": self.attempts,
-        }
 
 
 class _TimedMtmd:
@@ -380,7 +339,7 @@ class CardEngine:
             decoded = self.llm.last_decoded
         choice = response["choices"][0]
         usage = response.get("usage") or {}
-        timings = GenerationTimings(
+        timings = Timings(
             image_encode_ms=image_s * 1000.0,
             prompt_eval_ms=max(prefill_s - image_s, 0.0) * 1000.0,
             generate_ms=(finished - self.llm.prefill_done_at) * 1000.0,
@@ -419,13 +378,13 @@ class CardEngine:
 
     def _card_with_retries(self, image: PreparedImage, seed: int | None) -> CardOutcome:
         base_seed = self.settings.seed if seed is None else seed
-        total = GenerationTimings()
+        total = Timings(preprocess_ms=image.preprocess_ms)
         failures: list[AttemptFailure] = []
         problems: list[str] | None = None
         last: GenerationError | None = None
         for attempt in range(1, self.settings.max_attempts + 1):
             raw = self.generate(image, seed=base_seed + attempt - 1, retry_problems=problems)
-            total.add(raw.timings)
+            total = total.plus(raw.timings)
             try:
                 card = self.parse(raw)
             except GenerationError as exc:
@@ -446,7 +405,6 @@ class CardEngine:
                     prompt_version=self.prompt.version,
                     attempts=attempt,
                     seed=base_seed + attempt - 1,
-                    preprocess_ms=image.preprocess_ms,
                     timings=total,
                     failures=failures,
                 )

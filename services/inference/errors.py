@@ -1,18 +1,21 @@
 """Typed failures of the card engine.
 
-Each error carries a stable ``reason`` code, which becomes the ``reason`` of a failed result and
-a metrics label, plus a human message.  Callers branch on the type, never on message text.
+Each error carries a stable ``reason`` code (``schemas/reasons.py``), which becomes the
+``reason`` of a failed result and a metrics label, plus a human message.  Callers branch on
+the type, never on message text.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schemas.reasons import Reason
+
 
 class CardError(Exception):
     """Base class: something prevented a valid card for this image."""
 
-    reason = "card_error"
+    reason: Reason = Reason.card_error
     permanent = True
     """Permanent errors will fail again on retry with the same input; transient ones may not."""
 
@@ -20,31 +23,31 @@ class CardError(Exception):
 class ImageError(CardError):
     """The bytes are not an image we can use (corrupt, unsupported, or over a limit)."""
 
-    reason = "bad_image"
+    reason: Reason = Reason.bad_image
 
 
 class EmptyImage(ImageError):
     """Zero bytes: MinIO omits the size of empty objects from events, so it surfaces here."""
 
-    reason = "empty_object"
+    reason: Reason = Reason.empty_object
 
 
 class ImageTooLarge(ImageError):
     """Over the pixel or byte limit: refuses decompression bombs before decoding them."""
 
-    reason = "image_too_large"
+    reason: Reason = Reason.image_too_large
 
 
 class ModelLoadError(CardError):
     """The model or projector file is missing, unreadable, or incompatible."""
 
-    reason = "model_load"
+    reason: Reason = Reason.model_load
 
 
 class GrammarError(CardError):
     """The card's JSON Schema could not be compiled into a decoding grammar."""
 
-    reason = "grammar"
+    reason: Reason = Reason.grammar
 
 
 @dataclass
@@ -52,7 +55,7 @@ class AttemptFailure:
     """One failed generation attempt, kept so the final error tells the whole story."""
 
     attempt: int
-    reason: str
+    reason: Reason
     detail: str
     checks: tuple[str, ...] = ()
     """For a ``semantic_check`` attempt, every content rule it broke."""
@@ -61,7 +64,7 @@ class AttemptFailure:
 class GenerationError(CardError):
     """Generation finished but produced no acceptable card within the retry budget."""
 
-    reason = "generation"
+    reason: Reason = Reason.generation
 
     def __init__(self, message: str, attempts: list[AttemptFailure] | None = None) -> None:
         super().__init__(message)
@@ -71,19 +74,19 @@ class GenerationError(CardError):
 class TruncatedOutput(GenerationError):
     """``finish_reason == "length"``: the token budget ran out inside the JSON."""
 
-    reason = "truncated"
+    reason: Reason = Reason.truncated
 
 
 class InvalidOutput(GenerationError):
     """The text is not JSON, or the JSON does not validate against the card model."""
 
-    reason = "invalid_output"
+    reason: Reason = Reason.invalid_output
 
 
 class SemanticCheckFailed(GenerationError):
     """Valid JSON that breaks a rule the grammar cannot express (word count, colour, ...)."""
 
-    reason = "semantic_check"
+    reason: Reason = Reason.semantic_check
 
     def __init__(
         self, message: str, checks: list[str], attempts: list[AttemptFailure] | None = None
@@ -95,16 +98,16 @@ class SemanticCheckFailed(GenerationError):
 class InferenceError(CardError):
     """llama.cpp refused to run this request (e.g. the prompt does not fit the context)."""
 
-    reason = "inference"
+    reason: Reason = Reason.inference
 
 
 class ContextOverflow(InferenceError):
     """Image tokens + prompt exceed ``n_ctx``: raise ``VITRINE_N_CTX`` or shrink the image."""
 
-    reason = "context_overflow"
+    reason: Reason = Reason.context_overflow
 
 
 class JobTimeout(CardError):
     """The image's processing-time budget (``VITRINE_JOB_TIMEOUT_S``) ran out mid-generation."""
 
-    reason = "timeout"
+    reason: Reason = Reason.timeout

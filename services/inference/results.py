@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from schemas.messages import CardResult, CardStatus, ImageJob, Timings
+from schemas.reasons import Reason
 from services.inference.engine import CardOutcome
 from services.inference.errors import CardError, GenerationError, ImageError
 
 
 def done(job: ImageJob, outcome: CardOutcome, fetch_ms: float, total_ms: float) -> CardResult:
-    t = outcome.timings
     return CardResult(
         job_id=job.job_id,
         trace_id=job.trace_id,
@@ -18,19 +18,7 @@ def done(job: ImageJob, outcome: CardOutcome, fetch_ms: float, total_ms: float) 
         model_id=outcome.model_id,
         prompt_version=outcome.prompt_version,
         attempts=outcome.attempts,
-        timings=Timings(
-            fetch_ms=fetch_ms,
-            preprocess_ms=outcome.preprocess_ms,
-            image_encode_ms=t.image_encode_ms,
-            prompt_eval_ms=t.prompt_eval_ms,
-            generate_ms=t.generate_ms,
-            prompt_tokens=t.prompt_tokens,
-            completion_tokens=t.completion_tokens,
-            forced_tokens=t.forced_tokens,
-            mask_ms=t.mask_ms,
-            tokens_per_s=t.tokens_per_s,
-            total_ms=total_ms,
-        ),
+        timings=outcome.timings.model_copy(update={"fetch_ms": fetch_ms, "total_ms": total_ms}),
         producer="inference",
     )
 
@@ -39,7 +27,7 @@ def not_done(
     job: ImageJob,
     *,
     status: CardStatus,
-    reason: str,
+    reason: Reason,
     detail: str,
     model_id: str | None = None,
     prompt_version: str | None = None,

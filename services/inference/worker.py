@@ -38,6 +38,7 @@ from pydantic_settings import SettingsConfigDict
 from urllib3.exceptions import HTTPError
 
 from schemas.messages import CardResult, CardStatus, ImageJob
+from schemas.reasons import Reason
 from services.inference import metrics
 from services.inference.bench_engine import BenchEngine
 from services.inference.deliveries import Delivery, DeliveryCounter
@@ -376,7 +377,7 @@ class InferenceWorker:
             job = ImageJob.model_validate_json(record.value)
         except ValidationError as exc:
             metrics.MALFORMED.inc()
-            return [await self._park_record(record, "malformed_job", str(exc))]
+            return [await self._park_record(record, Reason.malformed_job, str(exc))]
         result = await self._card_result(job)
         sent = await self._send(self.settings.topic_results, job.object.message_key, encode(result))
         metrics.JOBS.labels(result.status.value, result.reason or "").inc()
@@ -398,7 +399,7 @@ class InferenceWorker:
     async def _park_record(
         self,
         record: ConsumerRecord[Any, Any],
-        reason: str,
+        reason: Reason,
         detail: str,
         extra: dict[str, str] | None = None,
     ) -> _Send:
@@ -423,14 +424,16 @@ class InferenceWorker:
             f"the worker died {deaths} times while processing this job; parked on "
             f"{self.settings.topic_dlq}"
         )
-        sent = [await self._park_record(record, "poison", detail, {"vitrine-deaths": str(deaths)})]
-        metrics.JOBS.labels("failed", "poison").inc()
+        sent = [
+            await self._park_record(record, Reason.poison, detail, {"vitrine-deaths": str(deaths)})
+        ]
+        metrics.JOBS.labels("failed", Reason.poison).inc()
         try:
             job = ImageJob.model_validate_json(record.value)
         except ValidationError:
             log.error("job.parked", extra={"key": _key(record), "deaths": deaths})
             return sent
-        result = not_done(job, status=CardStatus.failed, reason="poison", detail=detail)
+        result = not_done(job, status=CardStatus.failed, reason=Reason.poison, detail=detail)
         sent.append(
             await self._send(self.settings.topic_results, job.object.message_key, encode(result))
         )
@@ -450,17 +453,17 @@ class InferenceWorker:
             return not_done(
                 job,
                 status=CardStatus.failed,
-                reason="foreign_bucket",
+                reason=Reason.foreign_bucket,
                 detail=f"this worker serves bucket {self.settings.bucket!r}",
             )
         try:
             data = await self._fetch(job)
         except (ObjectMissing, ObjectChanged, ObjectTooLarge, ObjectForbidden) as exc:
             status, reason = {
-                ObjectMissing: (CardStatus.failed, "object_missing"),
-                ObjectChanged: (CardStatus.failed, "superseded"),
-                ObjectTooLarge: (CardStatus.rejected, "image_too_large"),
-                ObjectForbidden: (CardStatus.failed, "access_denied"),
+                ObjectMissing: (CardStatus.failed, Reason.object_missing),
+                ObjectChanged: (CardStatus.failed, Reason.superseded),
+                ObjectTooLarge: (CardStatus.rejected, Reason.image_too_large),
+                ObjectForbidden: (CardStatus.failed, Reason.access_denied),
             }[type(exc)]
             return not_done(
                 job, status=status, reason=reason, detail=str(exc), total_ms=_ms_since(started)
@@ -494,13 +497,13 @@ class InferenceWorker:
             return not_done(
                 job,
                 status=CardStatus.failed,
-                reason="internal_error",
+                reason=Reason.internal_error,
                 detail=f"{type(exc).__name__}: {exc}",
                 total_ms=_ms_since(started),
             )
         t = outcome.timings
         for stage, ms in (
-            ("preprocess", outcome.preprocess_ms),
+            ("preprocess", t.preprocess_ms),
             ("encode", t.image_encode_ms),
             ("prompt_eval", t.prompt_eval_ms),
             ("generate", t.generate_ms),

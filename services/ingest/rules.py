@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef, S3Record
+from schemas.reasons import Reason
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo"}
@@ -37,22 +38,22 @@ class Decision:
     result: CardResult | None
 
 
-def classify_upload(ref: ObjectRef, max_bytes: int) -> tuple[str, str] | None:
+def classify_upload(ref: ObjectRef, max_bytes: int) -> tuple[Reason, str] | None:
     """``(reason, detail)`` when an uploaded object cannot be a usable image, else None."""
     if ref.size == 0:
-        return "empty_object", "the object is empty (0 bytes)"
+        return Reason.empty_object, "the object is empty (0 bytes)"
     if ref.size is not None and ref.size > max_bytes:
-        return "image_too_large", f"{ref.size} bytes is over the limit of {max_bytes} bytes"
+        return Reason.image_too_large, f"{ref.size} bytes is over the limit of {max_bytes} bytes"
     content_type = (ref.content_type or "").split(";")[0].strip().lower()
     suffix = PurePosixPath(ref.key).suffix.lower()
     if content_type.startswith("image/svg"):
-        return "not_an_image", "SVG is vector markup, not a photo"
+        return Reason.not_an_image, "SVG is vector markup, not a photo"
     if content_type.startswith("image/"):
         return None
     if content_type in NEUTRAL_TYPES and suffix in IMAGE_EXTENSIONS:
         return None
     declared = content_type or "no content type"
-    return "not_an_image", f"{declared} with extension {suffix or '(none)'} is not an image"
+    return Reason.not_an_image, f"{declared} with extension {suffix or '(none)'} is not an image"
 
 
 def decide(record: S3Record, max_bytes: int) -> Decision:

@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from schemas.messages import MinioEvent
+from schemas.reasons import Reason
 from services.ingest.dedup import RecentEvents, event_identity
 from services.ingest.recall import try_recall_handled
 from services.ingest.rules import decide
@@ -83,7 +84,7 @@ class Ingest(Stage[MinioEvent]):
             return MinioEvent.model_validate_json(record.value or b"")
         except ValidationError as exc:
             MALFORMED.inc()
-            raise InvalidMessage("malformed_event", str(exc)) from None
+            raise InvalidMessage(Reason.malformed_event, str(exc)) from None
 
     async def handle(self, items: Sequence[Item[MinioEvent]]) -> list[Output]:
         outputs: list[Output] = []
@@ -112,7 +113,7 @@ class Ingest(Stage[MinioEvent]):
                 ref = s3_record.object_ref()
             except ValidationError as exc:  # parses as an event, but not a valid object
                 MALFORMED.inc()
-                outputs.append(self.park(item.record, "invalid_object", str(exc)))
+                outputs.append(self.park(item.record, Reason.invalid_object, str(exc)))
                 continue
             key = f"{ref.bucket}/{ref.key}"
             if decision.result is not None:

@@ -19,6 +19,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from schemas.reasons import Reason
+
 PARKED = Counter(
     "vitrine_dead_letters_total",
     "Messages parked on the dead-letter topic, by service, source topic and reason.",
@@ -48,7 +50,7 @@ class InvalidMessage(Exception):
     reaches a final status while the original waits in the dead-letter topic for a fix.
     """
 
-    def __init__(self, reason: str, detail: str, *, fallback: Any = None) -> None:
+    def __init__(self, reason: Reason, detail: str, *, fallback: Any = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
@@ -65,7 +67,7 @@ class DeadLetter:
     offset: int
     key: bytes | None
     value: bytes | None
-    reason: str
+    reason: Reason
     detail: str
     extra: Mapping[str, str] = field(default_factory=dict)
 

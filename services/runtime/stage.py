@@ -32,6 +32,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from prometheus_client import Counter, Histogram
 
+from schemas.reasons import Reason
 from services.runtime.dead_letters import PARKED, DeadLetter, InvalidMessage
 from services.runtime.kafka import rewind_after_failure, with_retry
 from services.runtime.metrics import record_lag
@@ -92,7 +93,7 @@ class Stage(Generic[T]):
     def park(
         self,
         record: ConsumerRecord[Any, Any],
-        reason: str,
+        reason: Reason,
         detail: str,
         extra: dict[str, str] | None = None,
     ) -> Output:

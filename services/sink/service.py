@@ -29,6 +29,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from schemas.messages import CardResult, CardStatus
+from schemas.reasons import Reason
 from services.runtime.dead_letters import InvalidMessage
 from services.runtime.kafka import make_consumer, make_producer
 from services.runtime.retry import transient
@@ -79,7 +80,7 @@ def parse(record: ConsumerRecord[Any, Any]) -> CardResult:
         return CardResult.model_validate_json(raw)
     except ValidationError as exc:
         MALFORMED.inc()
-        raise InvalidMessage("invalid_result", str(exc), fallback=salvage(raw, exc)) from None
+        raise InvalidMessage(Reason.invalid_result, str(exc), fallback=salvage(raw, exc)) from None
 
 
 def salvage(raw: bytes, exc: ValidationError) -> CardResult | None:
@@ -103,7 +104,7 @@ def salvage(raw: bytes, exc: ValidationError) -> CardResult | None:
     data.update(
         status=CardStatus.failed.value,
         card=None,
-        reason="invalid_result",
+        reason=Reason.invalid_result,
         detail=f"the result broke the card contract: {errors}"[:2000],
     )
     try:
