@@ -5,7 +5,7 @@
     python bench/pipeline_bench.py throughput [--images 3000] [--workers 2]
     python bench/pipeline_bench.py scaling [--sleep-ms 100] [--images 240] [--max-workers 4]
 
-The model is replaced by the benchmark engine (``VITRINE_ENGINE=bench``, services/inference/
+The model is replaced by the benchmark engine (``VITRINE_ENGINE=bench``, bench/
 bench_engine.py): a fixed card after 0 ms, or after a fixed sleep for the scaling run. Services run
 as subprocesses in a private namespace (own bucket, topics, groups), exactly as in the tests.
 
@@ -81,7 +81,7 @@ def start(ns: Namespace, workers: int, services: tuple[str, ...] = ("ingest", "s
     if "sink" in services:
         p.add("sink", "services.sink")
     for i in range(workers):
-        p.add(f"inference-{i + 1}", "services.inference")
+        p.add(f"inference-{i + 1}", "bench.bench_engine")
     p.start_all()
     return p
 

@@ -145,7 +145,7 @@ class Service:
         self._mark = len(self.lines())
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module],
+            [sys.executable, "-m", *self.module.split()],
             cwd=REPO,
             env=self.env,
             stdout=log,

@@ -47,14 +47,13 @@ APP_DIR_IN_IMAGE = "/app"
 
 # Settings the compose deployment deliberately does not pass, and why.
 NOT_PASSED = {
-    "VITRINE_ENGINE": "benchmark stand-in without a model; refused with VITRINE_ENV=production",
-    "VITRINE_BENCH_ENGINE_MS": "only for VITRINE_ENGINE=bench",
+    "VITRINE_ENGINE": "only llama ships; stand-ins register in bench/ and tests/ processes",
     "VITRINE_S3_SECRET_KEY_FILE": "compose passes the secret; a secrets: override may set it",
     "VITRINE_PG_DSN_FILE": "compose passes the DSN; a secrets: override may set it",
     # Fixed by the image, not a knob: read only to default VITRINE_MODELS_DIR, which compose sets.
     "VITRINE_CACHE_DIR": "only the default of VITRINE_MODELS_DIR, which compose sets",
 }
-# Test-only fault injection, whatever its name after the prefix.
+# Read by tests/fault_services.py only (the services read none), whatever the name after it.
 NOT_PASSED_PREFIXES = ("VITRINE_FAULT_",)
 
 

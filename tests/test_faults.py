@@ -31,6 +31,11 @@ from pipeline import (
 pytestmark = [pytest.mark.faults, pytest.mark.pipeline, pytest.mark.model]
 
 
+# the real services, started through the test-only wrapper that injects VITRINE_FAULT_* faults
+FAULTY_INFERENCE = "tests.fault_services inference"
+FAULTY_SINK = "tests.fault_services sink"
+
+
 def jpeg(seed: int) -> bytes:
     rng = np.random.default_rng(seed)
     image = Image.new("RGB", (160, 120), tuple(int(c) for c in rng.integers(0, 255, 3)))
@@ -74,7 +79,7 @@ def pipeline(tiny_pairs, tmp_path) -> Iterator[Pipeline]:
     p = Pipeline(ns, tmp_path)
     p.add("ingest", "services.ingest")
     p.add("sink", "services.sink")
-    p.add("inference", "services.inference")
+    p.add("inference", FAULTY_INFERENCE)
     p.start_all()
     yield p
     p.close()
@@ -136,7 +141,7 @@ def test_poison_job_inside_a_batch_is_isolated_and_parked(tmp_path) -> None:
     )
     p = Pipeline(ns, tmp_path)
     p.add("sink", "services.sink")
-    worker = p.add("inference", "services.inference")
+    worker = p.add("inference", FAULTY_INFERENCE)
     p.start_all()
     try:
         s3 = s3_client(ns.env)
@@ -187,10 +192,10 @@ def test_sink_crash_between_transaction_and_commit_replays_without_changes(
     ns = new_namespace(tiny_model_env(tiny_pairs["llava"]))
     p = Pipeline(ns, tmp_path)
     p.add("ingest", "services.ingest")
-    p.add("inference", "services.inference")
+    p.add("inference", FAULTY_INFERENCE)
     sink = p.add(
         "sink",
-        "services.sink",
+        FAULTY_SINK,
         VITRINE_FAULT_CRASH_BEFORE_COMMIT_ONCE=str(marker),
         VITRINE_BATCH_WAIT_MS="2000",
     )
@@ -269,7 +274,7 @@ def test_a_job_longer_than_the_poll_interval_runs_once_without_rebalancing(
         "VITRINE_MAX_POLL_INTERVAL_MS": "10000",
         "VITRINE_SESSION_TIMEOUT_MS": "6000",
     }
-    workers = [p.add(f"inference-{i}", "services.inference", **slow) for i in (1, 2)]
+    workers = [p.add(f"inference-{i}", FAULTY_INFERENCE, **slow) for i in (1, 2)]
     p.start_all()
     try:
         time.sleep(8)  # let the start-up rebalances settle before the job

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -40,11 +38,10 @@ from urllib3.exceptions import HTTPError
 from schemas.messages import CardResult, CardStatus, ImageJob
 from schemas.reasons import Reason
 from services.inference import metrics
-from services.inference.bench_engine import BenchEngine
 from services.inference.deliveries import Delivery, DeliveryCounter
-from services.inference.engine import CardEngine
+from services.inference.engines import Engine, UnknownEngine, load_engine
 from services.inference.errors import CardError
-from services.inference.model_files import ModelFilesError, resolve
+from services.inference.model_files import ModelFilesError
 from services.inference.results import done, from_error, not_done
 from services.inference.settings import EngineSettings
 from services.runtime.dead_letters import DeadLetter
@@ -72,12 +69,11 @@ class InferenceSettings(EngineSettings, KafkaSettings, S3Settings):
     model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore", env_ignore_empty=True)
 
     inference_group: str = "vitrine-inference"
-    engine: Literal["llama", "bench"] = Field(
+    engine: str = Field(
         "llama",
-        description="llama: the model; bench: bench/pipeline_bench.py's stand-in that returns a "
-        "fixed card after bench_engine_ms, to measure the pipeline alone (refused in production).",
+        description="The engine by name (services/inference/engines.py): llama, the model; "
+        "benchmarks and tests register their stand-ins in their own processes.",
     )
-    bench_engine_ms: float = Field(0.0, ge=0)
     inference_batch_max: int = Field(
         64,
         ge=1,
@@ -103,17 +99,6 @@ class InferenceSettings(EngineSettings, KafkaSettings, S3Settings):
         ge=1,
         description="Deliveries of one job that may end in a dead worker before the "
         "job is parked on the dead-letter topic (poison message).",
-    )
-    fault_slow_on_key: str | None = Field(
-        None,
-        description="Fault injection for tests only: jobs whose key contains this text "
-        "take fault_slow_s longer, like a multi-minute CPU inference.",
-    )
-    fault_slow_s: float = Field(0.0, ge=0)
-    fault_crash_on_key: str | None = Field(
-        None,
-        description="Fault injection for tests only: SIGKILL this process when a job's "
-        "key contains this text, as a segfault or the OOM killer would.",
     )
 
 
@@ -193,9 +178,7 @@ class _FinishBeforeRevoke(ConsumerRebalanceListener):
 
 
 class InferenceWorker:
-    def __init__(
-        self, settings: InferenceSettings, engine: CardEngine | BenchEngine, minio: Minio
-    ) -> None:
+    def __init__(self, settings: InferenceSettings, engine: Engine, minio: Minio) -> None:
         self.settings = settings
         self.engine = engine
         self.minio = minio
@@ -470,17 +453,6 @@ class InferenceWorker:
             )
         fetch_ms = _ms_since(started)
         metrics.STAGE_SECONDS.labels("fetch").observe(fetch_ms / 1000)
-        slow_on = self.settings.fault_slow_on_key
-        if slow_on and slow_on in job.object.key:
-            log.warning(
-                "fault_injection.slow",
-                extra={"key": job.object.key, "seconds": self.settings.fault_slow_s},
-            )
-            await asyncio.to_thread(time.sleep, self.settings.fault_slow_s)
-        crash_on = self.settings.fault_crash_on_key
-        if crash_on and crash_on in job.object.key:
-            log.warning("fault_injection.crash", extra={"key": job.object.key})
-            os.kill(os.getpid(), signal.SIGKILL)
         try:
             outcome = await asyncio.to_thread(self.engine.card_for_bytes, data)
         except CardError as exc:
@@ -535,41 +507,35 @@ def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
-def load_engine(settings: InferenceSettings) -> CardEngine | BenchEngine:
-    if settings.engine == "bench":
-        if settings.env != "dev":
-            raise SystemExit(
-                f"inference: VITRINE_ENGINE=bench is a benchmark stand-in without a model; "
-                f"refused with VITRINE_ENV={settings.env}"
-            )
-        log.warning("engine.bench", extra={"delay_ms": settings.bench_engine_ms})
-        return BenchEngine(settings, settings.bench_engine_ms)
-    return CardEngine(resolve(settings), settings)
-
-
-async def serve(settings: InferenceSettings, stop: asyncio.Event) -> None:
-    engine = await asyncio.to_thread(load_engine, settings)
+async def serve(
+    settings: InferenceSettings,
+    stop: asyncio.Event,
+    worker_type: type[InferenceWorker] = InferenceWorker,
+) -> None:
+    engine = await asyncio.to_thread(load_engine, settings.engine, settings)
     metrics.MODEL_LOAD_SECONDS.set(engine.load_ms / 1000)
     metrics.MODEL_INFO.labels(engine.model_id, engine.prompt.version, settings.engine).set(1)
     log.info(
         "model.loaded",
         extra={
             "model": engine.model_id,
+            "engine": settings.engine,
             "load_ms": round(engine.load_ms),
             "prompt_version": engine.prompt.version,
-            **(engine.describe() if isinstance(engine, CardEngine) else {}),
+            **engine.describe(),
         },
     )
     try:
-        await InferenceWorker(settings, engine, make_minio(settings)).run(stop)
+        await worker_type(settings, engine, make_minio(settings)).run(stop)
     finally:
         engine.close()
 
 
-def main() -> None:
+def main(worker_type: type[InferenceWorker] = InferenceWorker) -> None:
+    """Start the service; tests start it with a subclass of the worker that injects faults."""
     settings = InferenceSettings()
     try:
-        run_service("inference", settings, lambda stop: serve(settings, stop))
-    except (ModelFilesError, CardError) as exc:
+        run_service("inference", settings, lambda stop: serve(settings, stop, worker_type))
+    except (ModelFilesError, CardError, UnknownEngine) as exc:
         log.error("worker.cannot_start", extra={"error": str(exc)})
         sys.exit(2)

@@ -14,12 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import signal
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -65,11 +62,6 @@ class SinkSettings(KafkaSettings, PostgresSettings):
     sink_group: str = "vitrine-sink"
     batch_max: int = Field(500, ge=1)
     batch_wait_ms: int = Field(50, ge=0, description="How long a batch may wait to fill.")
-    fault_crash_before_commit_once: Path | None = Field(
-        None,
-        description="Fault injection for tests only: after the first batch's transaction, "
-        "create this file and SIGKILL the process before the offsets are committed.",
-    )
 
 
 def parse(record: ConsumerRecord[Any, Any]) -> CardResult:
@@ -150,13 +142,6 @@ class Sink(Stage[CardResult]):
         observe_end_to_end(results)
         return []
 
-    def before_commit(self) -> None:
-        marker = self.settings.fault_crash_before_commit_once
-        if marker is not None and not marker.exists():
-            marker.touch()
-            log.warning("fault_injection.crash_before_commit")
-            os.kill(os.getpid(), signal.SIGKILL)
-
     def committed(self, items: Sequence[Item[CardResult]]) -> None:
         for item in items:
             result = item.value
@@ -205,10 +190,10 @@ class Sink(Stage[CardResult]):
             await self.conn.close()
 
 
-async def serve(settings: SinkSettings, stop: asyncio.Event) -> None:
+async def serve(settings: SinkSettings, stop: asyncio.Event, sink_type: type[Sink] = Sink) -> None:
     consumer = make_consumer(settings, settings.topic_results, group_id=settings.sink_group)
     producer = make_producer(settings)  # for the dead-letter topic
-    sink = Sink(settings, stop)
+    sink = sink_type(settings, stop)
     await start(consumer, producer)
     log.info("sink.started", extra={"topic": settings.topic_results})
     try:

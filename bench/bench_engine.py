@@ -1,23 +1,30 @@
 """A stand-in for the card engine that measures the pipeline, not the model.
 
-    VITRINE_ENGINE=bench VITRINE_BENCH_ENGINE_MS=0 python -m services.inference
+    VITRINE_ENGINE=bench VITRINE_BENCH_ENGINE_MS=0 python -m bench.bench_engine
+
+Run as a module, it registers itself as engine ``bench`` and starts the inference service
+(``services.inference.worker.main``); the service itself never imports it.
 
 The pipeline's own cost (notifications, Kafka hops, the object fetch, the sink's transaction) is
 hidden behind seconds of inference with any real model, so ``bench/pipeline_bench.py`` swaps the
-model for this engine: it returns one fixed, schema-valid card after ``bench_engine_ms`` (zero for
-"what does the pipeline add", a fixed sleep for "how do workers scale").  The bytes are not even
-decoded.  Every card it makes says so (model id ``bench:<ms>ms``), and the service refuses it
-with ``VITRINE_ENV=production``, so it cannot quietly stand in for a model.
+model for this engine: it returns one fixed, schema-valid card after VITRINE_BENCH_ENGINE_MS
+(zero for "what does the pipeline add", a fixed sleep for "how do workers scale").  The bytes
+are not even decoded.  Every card it makes says so (model id ``bench:<ms>ms``), and it refuses
+to start with ``VITRINE_ENV=production``, so it cannot quietly stand in for a model.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import time
+from typing import Any
 
 from schemas.messages import Timings
 from services.inference.engine import CardOutcome
 from services.inference.prompt import Prompt
 from services.inference.settings import EngineSettings
+from services.runtime.settings import ModeSettings
 
 _WORDS = (
     "Cartão sintético do motor de benchmark, sem modelo nem imagem: serve apenas para medir "
@@ -59,5 +66,33 @@ class BenchEngine:
             timings=Timings(generate_ms=self.delay_s * 1000.0),
         )
 
+    def describe(self) -> dict[str, Any]:
+        return {"delay_ms": self.delay_s * 1000.0}
+
     def close(self) -> None:
         pass
+
+
+def bench_engine(settings: EngineSettings) -> BenchEngine:
+    mode = ModeSettings().env
+    if mode != "dev":
+        raise SystemExit(
+            f"inference: the bench engine is a benchmark stand-in without a model; "
+            f"refused with VITRINE_ENV={mode}"
+        )
+    delay_ms = float(os.environ.get("VITRINE_BENCH_ENGINE_MS", "0") or 0)
+    logging.getLogger("vitrine.inference").warning("engine.bench", extra={"delay_ms": delay_ms})
+    return BenchEngine(settings, delay_ms)
+
+
+def register() -> None:
+    from services.inference.engines import register as register_engine
+
+    register_engine("bench", bench_engine)
+
+
+if __name__ == "__main__":
+    from services.inference.worker import main
+
+    register()
+    main()

@@ -1,0 +1,74 @@
+"""What the worker needs from an engine, and the registry that names the engines.
+
+The worker knows engines only through :class:`Engine`; ``VITRINE_ENGINE`` picks one by name.
+The package registers one, ``llama`` (llama.cpp, ``engine.py``).  Stand-ins for benchmarks and
+tests (a fixed card after N ms, say) register themselves from ``bench/`` or ``tests/`` in the
+process that runs them, and the shipping package never imports them, so a deployment cannot
+select what it does not contain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from services.inference.engine import CardOutcome
+from services.inference.prompt import Prompt
+from services.inference.settings import EngineSettings
+
+
+class Engine(Protocol):
+    """A card maker loaded once per process."""
+
+    model_id: str
+    load_ms: float
+    prompt: Prompt
+
+    def card_for_bytes(self, data: bytes, *, seed: int | None = None) -> CardOutcome:
+        """A checked card, or a ``CardError`` with a stable reason."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the ``model.loaded`` log line says about it (handler, backend, ...)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class UnknownEngine(ValueError):
+    """``VITRINE_ENGINE`` names no engine registered in this process."""
+
+
+EngineFactory = Callable[[EngineSettings], Engine]
+
+_ENGINES: dict[str, EngineFactory] = {}
+
+
+def register(name: str, factory: EngineFactory) -> None:
+    """Make ``VITRINE_ENGINE=name`` build engines with ``factory`` in this process."""
+    _ENGINES[name] = factory
+
+
+def names() -> list[str]:
+    return sorted(_ENGINES)
+
+
+def load_engine(name: str, settings: EngineSettings) -> Engine:
+    try:
+        factory = _ENGINES[name]
+    except KeyError:
+        raise UnknownEngine(
+            f"VITRINE_ENGINE={name!r} is not an engine this process knows "
+            f"(known: {', '.join(names())})"
+        ) from None
+    return factory(settings)
+
+
+def _llama(settings: EngineSettings) -> Engine:
+    from services.inference.engine import CardEngine
+    from services.inference.model_files import resolve
+
+    return CardEngine(resolve(settings), settings)
+
+
+register("llama", _llama)
