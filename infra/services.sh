@@ -31,14 +31,9 @@ PYTHON="${VITRINE_PYTHON:-$REPO_DIR/.venv/bin/python}"
 
 say() { echo "services: $*"; }
 
-# name module metrics-port-offset
+# name module metrics-port-offset (the rule lives in vitrine/targets.py, which vitrine status reads)
 instances() {
-    echo "ingest services.ingest 1"
-    echo "sink services.sink 2"
-    local i
-    for ((i = 1; i <= VITRINE_INFERENCE_PROCESSES; i++)); do
-        echo "inference-$i services.inference $((9 + i))"
-    done
+    (cd "$REPO_DIR" && "$PYTHON" -m vitrine.targets instances "$VITRINE_INFERENCE_PROCESSES")
 }
 
 live_pid() {

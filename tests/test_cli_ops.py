@@ -37,7 +37,8 @@ from pipeline import (
     wait_for,
 )
 from vitrine import cli, stack
-from vitrine.health import minio_health, parse_targets, remote_targets, resolve_addresses
+from vitrine.health import minio_health, remote_targets, resolve_addresses
+from vitrine.targets import parse_targets
 from vitrine.upload import content_type_of, plan, sniff
 
 VITRINE = [sys.executable, "-m", "vitrine.cli"]

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.runtime.settings import KafkaSettings, PostgresSettings, S3Settings
+from vitrine.targets import parse_targets
 
 # The package lives in the repository checkout (editable install): infra/ is beside it.  An
 # installed wheel has no infra/, and the commands that need it say so (vitrine.stack).
@@ -53,8 +54,6 @@ class OpsSettings(KafkaSettings, S3Settings, PostgresSettings):
     @field_validator("metrics_targets")
     @classmethod
     def _targets_parse(cls, value: str) -> str:
-        from vitrine.health import parse_targets
-
         parse_targets(value)  # a typo is said at start, not shown as a service down
         return value
 

@@ -26,7 +26,9 @@ from pathlib import Path
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from vitrine import targets
 from vitrine.config import OpsSettings
+from vitrine.targets import parse_targets
 
 HTTP_TIMEOUT_S = 2.0
 
@@ -91,20 +93,6 @@ def resolve_addresses(host: str, port: int) -> list[str]:
     return sorted(v4 or {str(i[4][0]) for i in infos})
 
 
-def parse_targets(spec: str) -> list[tuple[str, str, int]]:
-    """``name=host:port,...`` → (name, host, port); ``ValueError`` names the bad entry."""
-    parsed = []
-    for entry in (e.strip() for e in spec.split(",")):
-        if not entry:
-            continue
-        name, eq, address = entry.partition("=")
-        host, colon, port = address.rpartition(":")
-        if not (eq and colon and name.strip() and host and port.isdigit()):
-            raise ValueError(f"{entry!r} is not name=host:port")
-        parsed.append((name.strip(), host.strip("[]"), int(port)))
-    return parsed
-
-
 def remote_targets(spec: str, resolve: Resolver = resolve_addresses) -> list[Target]:
     """One target per address of each entry; a name that does not resolve stays, as down."""
     targets = []
@@ -142,12 +130,8 @@ class ServerHealth:
 
 
 def metrics_port(settings: OpsSettings, name: str) -> int:
-    """The port infra/services.sh assigns: ingest base+1, sink base+2, inference-N base+9+N."""
-    if name == "ingest":
-        return settings.metrics_base_port + 1
-    if name == "sink":
-        return settings.metrics_base_port + 2
-    return settings.metrics_base_port + 9 + int(name.rsplit("-", 1)[1])
+    """The port infra/services.sh assigns (the rule lives in vitrine/targets.py)."""
+    return targets.metrics_port(settings.metrics_base_port, name)
 
 
 def service_names(settings: OpsSettings) -> list[str]:
