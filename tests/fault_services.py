@@ -3,7 +3,7 @@
     python -m tests.fault_services inference|sink
 
 The product reads no variable whose only purpose is to break it; this module does, and starts
-the real service with a subclass that misbehaves where the variable says:
+the real service with a job handler or a sink that misbehaves where the variable says:
 
 - ``VITRINE_FAULT_CRASH_ON_KEY`` (inference): SIGKILL the worker on a job whose key contains
   this text, after taking it and before its result, as a segfault or the OOM killer would;
@@ -28,14 +28,15 @@ from pathlib import Path
 
 from schemas.messages import CardResult, ImageJob
 from services.inference import worker
+from services.inference.job import JobHandler
 from services.runtime.service import run_service
 from services.sink import service as sink_service
 
 log = logging.getLogger("vitrine.fault_injection")
 
 
-class FaultyWorker(worker.InferenceWorker):
-    async def _card_result(self, job: ImageJob) -> CardResult:
+class FaultyHandler(JobHandler):
+    async def result_for(self, job: ImageJob) -> CardResult:
         key = job.object.key
         slow_on = os.environ.get("VITRINE_FAULT_SLOW_ON_KEY")
         if slow_on and slow_on in key:
@@ -46,7 +47,7 @@ class FaultyWorker(worker.InferenceWorker):
         if crash_on and crash_on in key:
             log.warning("fault_injection.crash", extra={"key": key})
             os.kill(os.getpid(), signal.SIGKILL)
-        return await super()._card_result(job)
+        return await super().result_for(job)
 
 
 class FaultySink(sink_service.Sink):
@@ -64,7 +65,7 @@ def main() -> None:
         from bench.bench_engine import register
 
         register()
-        worker.main(FaultyWorker)
+        worker.main(FaultyHandler)
     elif which == "sink":
         settings = sink_service.SinkSettings()
         run_service("sink", settings, lambda stop: sink_service.serve(settings, stop, FaultySink))

@@ -19,6 +19,7 @@ from schemas.card import ProductCard, card_model
 from schemas.language import LanguageProfile, colour_pattern, profile_for
 from services.inference.presets import HandlerName
 from services.inference.prompt import Prompt, build_prompt
+from services.runtime.settings import KafkaSettings, S3Settings
 
 CpuRepack = Literal["auto", "on", "off"]
 
@@ -202,3 +203,42 @@ class EngineSettings(BaseSettings):
             lines = self.taxonomy_file.read_text(encoding="utf-8").splitlines()
             return tuple(s for line in lines if (s := line.split("#", 1)[0].strip()))
         return self.profile.taxonomy
+
+
+class InferenceSettings(EngineSettings, KafkaSettings, S3Settings):
+    """Everything the inference service reads from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore", env_ignore_empty=True)
+
+    inference_group: str = "vitrine-inference"
+    engine: str = Field(
+        "llama",
+        description="The engine by name (services/inference/engines.py): llama, the model; "
+        "benchmarks and tests register their stand-ins in their own processes.",
+    )
+    inference_batch_max: int = Field(
+        64,
+        ge=1,
+        description="Most jobs one poll may take; only a fast engine takes more than one "
+        "(see inference_batch_target_ms).",
+    )
+    inference_batch_target_ms: float = Field(
+        100.0,
+        gt=0,
+        description="Jobs per poll are sized to take about this long at the recent pace; a "
+        "model slower than this per card always takes one job at a time.",
+    )
+    session_timeout_ms: int = Field(30_000, ge=6_000)
+    max_poll_interval_ms: int = Field(
+        900_000,
+        ge=10_000,
+        description="Upper bound on one job's wall time before Kafka gives "
+        "the partition away (the worker keeps polling while paused, so this rarely binds).",
+    )
+    shutdown_grace_s: float = Field(60.0, ge=0, description="Time to finish a job on SIGTERM.")
+    max_deliveries: int = Field(
+        3,
+        ge=1,
+        description="Deliveries of one job that may end in a dead worker before the "
+        "job is parked on the dead-letter topic (poison message).",
+    )

@@ -1,0 +1,149 @@
+"""One job: ``ImageJob`` → ``CardResult``, every outcome a final status with a stable reason.
+
+The object is fetched *by key* (bytes never travel through Kafka), the engine runs in a thread,
+and whatever happens — the object gone or replaced, the image unusable, the model failing, a bug
+— becomes a result the sink can write.  Nothing here knows about Kafka: the delivery mechanics
+(``delivery.py``) call :meth:`JobHandler.__call__` and publish what it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from minio import Minio
+from minio.error import S3Error
+from urllib3.exceptions import HTTPError
+
+from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef
+from schemas.reasons import Reason
+from services.inference import metrics
+from services.inference.engines import Engine
+from services.inference.errors import CardError
+from services.inference.results import done, from_error, not_done
+from services.inference.settings import InferenceSettings
+from services.runtime.retry import transient
+from services.runtime.s3 import (
+    ObjectChanged,
+    ObjectForbidden,
+    ObjectMissing,
+    ObjectTooLarge,
+    read_object,
+)
+
+log = logging.getLogger("vitrine.inference")
+
+FETCH_OUTCOMES: dict[type[Exception], tuple[CardStatus, Reason]] = {
+    ObjectMissing: (CardStatus.failed, Reason.object_missing),
+    ObjectChanged: (CardStatus.failed, Reason.superseded),
+    ObjectTooLarge: (CardStatus.rejected, Reason.image_too_large),
+    ObjectForbidden: (CardStatus.failed, Reason.access_denied),
+}
+"""What each permanent fetch failure means for the object's row (transient ones are retried)."""
+
+Fetch = Callable[[ObjectRef], Awaitable[bytes]]
+
+
+def minio_fetch(minio: Minio, max_bytes: int) -> Fetch:
+    """Read the object as the job names it, retrying transient S3 faults (5xx, refused, reset)
+    until it works; a permanent one (see :data:`FETCH_OUTCOMES`) is raised."""
+
+    async def fetch(ref: ObjectRef) -> bytes:
+        async for attempt in transient(
+            "s3.get",
+            (S3Error, HTTPError, OSError),
+            on_retry=metrics.RETRIES.labels("s3.get").inc,
+        ):
+            with attempt:
+                return await asyncio.to_thread(read_object, minio, ref, max_bytes)
+        raise AssertionError("unreachable")
+
+    return fetch
+
+
+class JobHandler:
+    """Turns a job into its result; the one place a job's outcome is decided."""
+
+    def __init__(self, settings: InferenceSettings, engine: Engine, fetch: Fetch) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.fetch = fetch
+
+    async def __call__(self, job: ImageJob) -> CardResult:
+        result = await self.result_for(job)
+        report(job, result)
+        return result
+
+    async def result_for(self, job: ImageJob) -> CardResult:
+        started = time.perf_counter()
+        if job.object.bucket != self.settings.bucket:  # forged or misrouted: not ours to read
+            return not_done(
+                job,
+                status=CardStatus.failed,
+                reason=Reason.foreign_bucket,
+                detail=f"this worker serves bucket {self.settings.bucket!r}",
+            )
+        try:
+            data = await self.fetch(job.object)
+        except tuple(FETCH_OUTCOMES) as exc:
+            status, reason = FETCH_OUTCOMES[type(exc)]
+            return not_done(
+                job, status=status, reason=reason, detail=str(exc), total_ms=_ms_since(started)
+            )
+        fetch_ms = _ms_since(started)
+        metrics.STAGE_SECONDS.labels("fetch").observe(fetch_ms / 1000)
+        try:
+            outcome = await asyncio.to_thread(self.engine.card_for_bytes, data)
+        except CardError as exc:
+            return from_error(
+                job,
+                exc,
+                model_id=self.engine.model_id,
+                prompt_version=self.engine.prompt.version,
+                fetch_ms=fetch_ms,
+                total_ms=_ms_since(started),
+            )
+        except Exception as exc:  # a bug must fail this job, not the service
+            log.exception("job.crashed", extra={"key": job.object.key, "trace_id": job.trace_id})
+            return not_done(
+                job,
+                status=CardStatus.failed,
+                reason=Reason.internal_error,
+                detail=f"{type(exc).__name__}: {exc}",
+                total_ms=_ms_since(started),
+            )
+        t = outcome.timings
+        for stage, ms in (
+            ("preprocess", t.preprocess_ms),
+            ("encode", t.image_encode_ms),
+            ("prompt_eval", t.prompt_eval_ms),
+            ("generate", t.generate_ms),
+        ):
+            metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
+        metrics.TOKENS_PER_SECOND.observe(t.tokens_per_s)
+        metrics.ATTEMPTS.observe(outcome.attempts)
+        return done(job, outcome, fetch_ms, _ms_since(started))
+
+
+def report(job: ImageJob, result: CardResult) -> None:
+    """The job's log line and counters, for every outcome."""
+    metrics.JOBS.labels(result.status.value, result.reason or "").inc()
+    if result.timings is not None:  # every outcome, not only cards
+        metrics.STAGE_SECONDS.labels("total").observe(result.timings.total_ms / 1000)
+    log.info(
+        f"card.{result.status.value}",
+        extra={
+            "key": f"{job.object.bucket}/{job.object.key}",
+            "trace_id": job.trace_id,
+            "job_id": str(job.job_id),
+            "reason": result.reason,
+            "attempts": result.attempts,
+            "timings": result.timings.model_dump() if result.timings else None,
+        },
+    )
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
