@@ -613,3 +613,61 @@ def test_status_json_reports_counts_lag_and_services(cards_ns: Namespace, tmp_pa
         )
     finally:
         p.stop_all()
+
+
+# -- vitrine config -------------------------------------------------------------------------------
+
+
+def config_lines(env: dict[str, str], service: str) -> dict[str, dict[str, str]]:
+    done = run(env, "config", "--service", service, "--json")
+    assert done.returncode == 0, done.stderr
+    return {json.loads(line)["variable"]: json.loads(line) for line in done.stdout.splitlines()}
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("VITRINE_")}
+
+
+def test_config_says_where_each_value_came_from_and_masks_secrets(tmp_path) -> None:
+    env = {
+        **clean_env(),
+        "VITRINE_SINK_BATCH_MAX": "9",
+        "VITRINE_PG_DSN": "postgresql://u:topsecret-pw@db.example:5432/cards",
+    }
+    sink = config_lines(env, "sink")
+    assert sink["VITRINE_SINK_BATCH_MAX"] | {"description": ""} == {
+        "variable": "VITRINE_SINK_BATCH_MAX",
+        "value": "9",
+        "source": "environment",
+        "description": "",
+    }
+    assert sink["VITRINE_BATCH_WAIT_MS"]["source"] == "default"
+    assert sink["VITRINE_KAFKA_BOOTSTRAP"] == sink["VITRINE_KAFKA_BOOTSTRAP"] | {
+        "value": "127.0.0.1:29092",
+        "source": "dev.env",
+    }
+    dsn = sink["VITRINE_PG_DSN"]
+    assert dsn["source"] == "environment" and "db.example" in dsn["value"]
+    assert "topsecret" not in json.dumps(sink)
+    assert "VITRINE_S3_ACCESS_KEY" not in sink  # the sink does not talk to S3
+
+    secret = tmp_path / "s3-secret"
+    secret.write_text("a-real-secret-from-a-file\n")
+    inference = config_lines(
+        {**clean_env(), "VITRINE_S3_SECRET_KEY_FILE": str(secret)}, "inference"
+    )
+    assert inference["VITRINE_S3_SECRET_KEY"]["source"] == "file (VITRINE_S3_SECRET_KEY_FILE)"
+    assert inference["VITRINE_S3_SECRET_KEY"]["value"] == "********"
+    assert "a-real-secret" not in json.dumps(inference)
+    assert inference["VITRINE_ENGINE"]["value"] == "llama"
+    # the old shared name still sets the batch size, and says so
+    ingest = config_lines({**clean_env(), "VITRINE_BATCH_MAX": "7"}, "ingest")
+    assert ingest["VITRINE_INGEST_BATCH_MAX (as VITRINE_BATCH_MAX)"]["value"] == "7"
+
+
+def test_config_refuses_what_the_service_would_refuse() -> None:
+    done = run({**clean_env(), "VITRINE_SINK_BATCH_MAX": "0"}, "config", "--service", "sink")
+    assert done.returncode == 1
+    assert "VITRINE_SINK_BATCH_MAX" in one_error_line(done)
+    done = run(clean_env(), "config", "--service", "nope")
+    assert done.returncode == 2 and "--service must be one of" in one_error_line(done)

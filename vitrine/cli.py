@@ -352,6 +352,55 @@ def _settings(cls: Any) -> Any:
         fail(str(exc))
 
 
+# -- config -----------------------------------------------------------------------------------
+
+
+@app.command()
+def config(
+    service: Annotated[
+        str, typer.Option(help="ingest, inference, sink, or vitrine (these commands).")
+    ] = "vitrine",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per variable.")] = False,
+) -> None:
+    """Every variable a service reads: its value (secrets masked) and where it came from
+    (environment, file, dev.env, default)."""
+    from pydantic import ValidationError
+
+    from services.runtime.settings import SecretSettingsError
+    from vitrine.config import INFRA_DIR
+    from vitrine.settings_report import SERVICES, report
+
+    if service not in SERVICES:
+        fail(f"--service must be one of {', '.join(SERVICES)}", 2)
+    try:
+        lines = report(service, INFRA_DIR / "dev.env")
+    except ValidationError as exc:
+        fail(
+            "invalid settings: "
+            + "; ".join(
+                f"VITRINE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+            )
+        )
+    except SecretSettingsError as exc:
+        fail(str(exc))
+    if as_json:
+        for line in lines:
+            sys.stdout.write(json.dumps(line.to_dict(), ensure_ascii=False) + "\n")
+        return
+    table = Table(title=f"{service}: {len(lines)} settings", title_justify="left")
+    for column in ("variable", "value", "source", "meaning"):
+        table.add_column(column, overflow="fold")
+    for line in lines:
+        table.add_row(line.variable, line.value, line.source, line.description)
+    out.print(table)
+    if service in ("sink", "inference"):
+        err.print(
+            "note: infra/services.sh gives this service its own credentials "
+            "(VITRINE_SINK_PG_* / VITRINE_INFERENCE_S3_*) in place of the ones shown",
+            highlight=False,
+        )
+
+
 # -- dlq --------------------------------------------------------------------------------------
 
 

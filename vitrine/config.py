@@ -12,9 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, field_validator
-from pydantic_settings import SettingsConfigDict
 
-from services.runtime.settings import KafkaSettings, PostgresSettings, S3Settings
+from services.runtime.settings import (
+    InferenceGroup,
+    IngestGroup,
+    KafkaSettings,
+    PostgresSettings,
+    S3Settings,
+    SinkGroup,
+)
 from vitrine.targets import parse_targets
 
 # The package lives in the repository checkout (editable install): infra/ is beside it.  An
@@ -23,17 +29,11 @@ REPO_DIR = Path(__file__).resolve().parents[1]
 INFRA_DIR = REPO_DIR / "infra"
 
 
-class OpsSettings(KafkaSettings, S3Settings, PostgresSettings):
+class OpsSettings(
+    KafkaSettings, IngestGroup, InferenceGroup, SinkGroup, S3Settings, PostgresSettings
+):
     """Everything ``vitrine status / put / cards / show / up`` read from the environment."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="VITRINE_", extra="ignore", hide_input_in_errors=True
-    )
-
-    # Same names and defaults as IngestSettings / InferenceSettings / SinkSettings.
-    ingest_group: str = "vitrine-ingest"
-    inference_group: str = "vitrine-inference"
-    sink_group: str = "vitrine-sink"
     state_dir: Path | None = Field(
         None, description="infra/stack's state dir; None = <repo>/.vitrine"
     )

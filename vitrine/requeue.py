@@ -20,7 +20,6 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from pydantic_settings import SettingsConfigDict
 
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef
 from services.runtime.kafka import encode, make_producer, with_retry
@@ -29,7 +28,8 @@ from services.runtime.settings import KafkaSettings, PostgresSettings, S3Setting
 
 
 class RequeueSettings(KafkaSettings, S3Settings, PostgresSettings):
-    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
+    """What `vitrine reprocess` and `vitrine backfill` read: Kafka to enqueue, S3 to list,
+    PostgreSQL to select."""
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
 from schemas.card import ProductCard, card_model
 from schemas.language import LanguageProfile, colour_pattern, profile_for
 from services.inference.presets import HandlerName
 from services.inference.prompt import Prompt, build_prompt
-from services.runtime.settings import KafkaSettings, S3Settings
+from services.runtime.settings import (
+    ImageSettings,
+    InferenceGroup,
+    KafkaSettings,
+    S3Settings,
+)
 
 CpuRepack = Literal["auto", "on", "off"]
 
@@ -33,10 +38,7 @@ def default_models_dir() -> Path:
     return cache / "models"
 
 
-class EngineSettings(BaseSettings):
-    # compose passes every setting through as ${VITRINE_X:-}: empty means "not set"
-    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore", env_ignore_empty=True)
-
+class EngineSettings(ImageSettings):
     # which model
     preset: str | None = Field(None, description="Preset name; None = the registry default.")
     quant: str | None = Field(None, description="Quantisation, e.g. Q4_K_M; None = preset's.")
@@ -128,8 +130,7 @@ class EngineSettings(BaseSettings):
         "enum); check: free text, checked against the vocabulary after generation.",
     )
 
-    # image limits
-    image_max_bytes: int = Field(30 * 1024 * 1024, ge=1)
+    # image limits (image_max_bytes: ImageSettings)
     image_max_pixels: int = Field(60_000_000, ge=1)
     image_size: int | None = Field(None, ge=32, description="Encoder input side; None = preset's.")
 
@@ -205,12 +206,9 @@ class EngineSettings(BaseSettings):
         return self.profile.taxonomy
 
 
-class InferenceSettings(EngineSettings, KafkaSettings, S3Settings):
+class InferenceSettings(EngineSettings, KafkaSettings, InferenceGroup, S3Settings):
     """Everything the inference service reads from the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore", env_ignore_empty=True)
-
-    inference_group: str = "vitrine-inference"
     engine: str = Field(
         "llama",
         description="The engine by name (services/inference/engines.py): llama, the model; "

@@ -18,18 +18,17 @@ from typing import Any
 
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter
-from pydantic import Field, ValidationError
-from pydantic_settings import SettingsConfigDict
+from pydantic import ValidationError
 
 from schemas.messages import MinioEvent
 from schemas.reasons import Reason
 from services.ingest.dedup import RecentEvents, event_identity
 from services.ingest.recall import try_recall_handled
 from services.ingest.rules import decide
+from services.ingest.settings import IngestSettings
 from services.runtime.dead_letters import InvalidMessage
 from services.runtime.kafka import encode, make_consumer, make_producer, with_retry
 from services.runtime.service import run_service
-from services.runtime.settings import KafkaSettings
 from services.runtime.stage import Item, Output, Stage, StageRunner
 
 log = logging.getLogger("vitrine.ingest")
@@ -44,28 +43,6 @@ PUBLISHED = Counter(
     "notifications are counted by vitrine_dead_letters_total.",
     ["kind"],
 )
-
-
-class IngestSettings(KafkaSettings):
-    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
-
-    ingest_group: str = "vitrine-ingest"
-    bucket: str = Field("incoming", description="Events of other buckets are ignored.")
-    image_max_bytes: int = Field(30 * 1024 * 1024, ge=1)
-    batch_max: int = Field(500, ge=1)
-    dedup_capacity: int = Field(
-        200_000,
-        ge=0,
-        description="Handled notifications remembered to drop the second copy MinIO's two "
-        "targets send (services/ingest/dedup.py); 0 turns the check off.",
-    )
-    dedup_lookback_s: float = Field(
-        60.0,
-        ge=0,
-        description="At start, events handled this long before the last committed one are read "
-        "back from the events topic and remembered, so a copy arriving across a restart is "
-        "dropped too (services/ingest/recall.py); 0 turns it off.",
-    )
 
 
 class Ingest(Stage[MinioEvent]):
@@ -163,7 +140,11 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
         log.info("ingest.started", extra={"topic": settings.topic_events})
         try:
             runner = StageRunner(
-                stage, consumer, producer, group=settings.ingest_group, batch_max=settings.batch_max
+                stage,
+                consumer,
+                producer,
+                group=settings.ingest_group,
+                batch_max=settings.ingest_batch_max,
             )
             await runner.run(stop)
         finally:

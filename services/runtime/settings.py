@@ -85,12 +85,23 @@ def dsn_password(dsn: str) -> str | None:
     return None if password is None else str(password)
 
 
-class ModeSettings(BaseSettings):
-    """``VITRINE_ENV``: ``dev`` accepts the dev stack's credentials, ``production`` does not."""
+class VitrineSettings(BaseSettings):
+    """The one base of every settings class: ``VITRINE_<FIELD>`` variables, unknown ones
+    ignored (one environment serves every service), an empty value meaning "not set" (compose
+    passes every setting as ``${VITRINE_X:-}``), and validation errors that never echo a value
+    (a refused setting cannot print a secret into a log)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="VITRINE_", extra="ignore", hide_input_in_errors=True
+        env_prefix="VITRINE_",
+        extra="ignore",
+        env_ignore_empty=True,
+        hide_input_in_errors=True,
+        populate_by_name=True,  # a field renamed with its old variable kept as an alias
     )
+
+
+class ModeSettings(VitrineSettings):
+    """``VITRINE_ENV``: ``dev`` accepts the dev stack's credentials, ``production`` does not."""
 
     env: Mode = Field(
         "dev",
@@ -98,14 +109,26 @@ class ModeSettings(BaseSettings):
     )
 
 
-class KafkaSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
+class ImageSettings(VitrineSettings):
+    """Which objects are photos for this pipeline; read by ingest (from the event's metadata)
+    and by the worker (from the fetched bytes)."""
+
+    bucket: str = Field("incoming", description="The bucket served; events of others are ignored.")
+    image_max_bytes: int = Field(
+        30 * 1024 * 1024, ge=1, description="Larger objects are rejected as image_too_large."
+    )
+
+
+class KafkaSettings(VitrineSettings):
+    """The broker and the topics (every service and `vitrine` read them)."""
 
     kafka_bootstrap: str = "127.0.0.1:29092"
-    topic_events: str = "minio.events"
+    topic_events: str = Field("minio.events", description="MinIO's bucket notifications.")
     topic_jobs: str = "vitrine.jobs"
     topic_results: str = "vitrine.results"
-    topic_dlq: str = "vitrine.jobs.dlq"
+    topic_dlq: str = Field(
+        "vitrine.jobs.dlq", description="The one dead-letter topic, for every service."
+    )
     metrics_port: int | None = Field(None, description="Prometheus /metrics port; None = off.")
     metrics_host: str = Field(
         "127.0.0.1",
@@ -115,11 +138,21 @@ class KafkaSettings(BaseSettings):
     log_level: str = "INFO"
 
 
-class S3Settings(ModeSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="VITRINE_", extra="ignore", hide_input_in_errors=True
-    )
+# Each consumer group's name, defined once: its service reads it, and so do the operator's
+# commands (vitrine status, lag), which compose all three.
+class IngestGroup(VitrineSettings):
+    ingest_group: str = "vitrine-ingest"
 
+
+class InferenceGroup(VitrineSettings):
+    inference_group: str = "vitrine-inference"
+
+
+class SinkGroup(VitrineSettings):
+    sink_group: str = "vitrine-sink"
+
+
+class S3Settings(ImageSettings, ModeSettings):
     s3_endpoint: str = "http://127.0.0.1:29000"
     s3_access_key: str = "vitrine"
     s3_secret_key: SecretStr = SecretStr(DEV_S3_SECRET_KEY)
@@ -131,7 +164,6 @@ class S3Settings(ModeSettings):
         description="Region to sign for; None = ask the server (GetBucketLocation), which a "
         "read-only user is not allowed to do: set it (us-east-1 for MinIO) with one.",
     )
-    bucket: str = "incoming"
 
     @model_validator(mode="after")
     def _s3_secret(self) -> S3Settings:
@@ -152,10 +184,6 @@ class S3Settings(ModeSettings):
 
 
 class PostgresSettings(ModeSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="VITRINE_", extra="ignore", hide_input_in_errors=True
-    )
-
     pg_dsn: SecretStr = SecretStr(DEV_PG_DSN)
     pg_dsn_file: Path | None = Field(
         None, description="File holding the DSN; wins over VITRINE_PG_DSN."

@@ -22,8 +22,7 @@ from typing import Any
 import psycopg
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter, Histogram
-from pydantic import Field, ValidationError
-from pydantic_settings import SettingsConfigDict
+from pydantic import ValidationError
 
 from schemas.messages import CardResult, CardStatus
 from schemas.reasons import Reason
@@ -31,8 +30,8 @@ from services.runtime.dead_letters import InvalidMessage
 from services.runtime.kafka import make_consumer, make_producer
 from services.runtime.retry import transient
 from services.runtime.service import run_service
-from services.runtime.settings import KafkaSettings, PostgresSettings
 from services.runtime.stage import Item, Output, Stage, StageRunner, start
+from services.sink.settings import SinkSettings
 from services.sink.store import upsert_batch
 
 log = logging.getLogger("vitrine.sink")
@@ -54,14 +53,6 @@ END_TO_END_SECONDS = Histogram(
     ["status"],
     buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600),
 )
-
-
-class SinkSettings(KafkaSettings, PostgresSettings):
-    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="ignore")
-
-    sink_group: str = "vitrine-sink"
-    batch_max: int = Field(500, ge=1)
-    batch_wait_ms: int = Field(50, ge=0, description="How long a batch may wait to fill.")
 
 
 def parse(record: ConsumerRecord[Any, Any]) -> CardResult:
@@ -202,7 +193,7 @@ async def serve(settings: SinkSettings, stop: asyncio.Event, sink_type: type[Sin
             consumer,
             producer,
             group=settings.sink_group,
-            batch_max=settings.batch_max,
+            batch_max=settings.sink_batch_max,
             poll_ms=settings.batch_wait_ms,
         )
         await runner.run(stop)
