@@ -55,6 +55,7 @@ from services.inference.decoding import Decoder, GuidanceGrammar  # noqa: E402
 from services.inference.engine import CardEngine  # noqa: E402
 from services.inference.errors import GenerationError  # noqa: E402
 from services.inference.model_files import resolve  # noqa: E402
+from services.inference.native import RepackableLlama  # noqa: E402
 from services.inference.settings import EngineSettings  # noqa: E402
 from tiny_models import generate  # noqa: E402
 
@@ -190,27 +191,8 @@ def bare_decode(llm: Llama, prompt_len: int, n_tokens: int) -> Bare:
     )
 
 
-class RepackLlama(Llama):
-    """A stock ``Llama`` with ``llama_model_params.use_extra_bufts`` set (llama.cpp's CPU weight
-    repacking), which is not a ``Llama`` argument: it is applied as ``Llama.__init__`` assigns
-    the model parameters, before the model is loaded."""
-
-    def __init__(self, *args: Any, use_extra_bufts: bool, **kwargs: Any) -> None:
-        self._use_extra_bufts = use_extra_bufts
-        super().__init__(*args, **kwargs)
-
-    @property
-    def model_params(self) -> Any:
-        return self._model_params
-
-    @model_params.setter
-    def model_params(self, params: Any) -> None:
-        params.use_extra_bufts = self._use_extra_bufts
-        self._model_params = params
-
-
 def bare_llama(model: Path, use_extra_bufts: bool) -> Llama:
-    return RepackLlama(
+    return RepackableLlama(
         model_path=str(model),
         n_ctx=N_CTX,
         n_threads=THREADS,

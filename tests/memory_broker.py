@@ -158,7 +158,7 @@ class MemoryConsumer:
         self.commits.append(stored)
 
 
-class MemoryProducer:
+class _Client:
     def __init__(self, broker: MemoryBroker) -> None:
         self.broker = broker
 
@@ -168,6 +168,11 @@ class MemoryProducer:
     async def stop(self) -> None:
         pass
 
+    async def close(self) -> None:
+        pass
+
+
+class MemoryProducer(_Client):
     async def send(
         self,
         topic: str,
@@ -187,16 +192,7 @@ class MemoryProducer:
         return await (await self.send(topic, **kwargs))
 
 
-class MemoryAdmin:
-    def __init__(self, broker: MemoryBroker) -> None:
-        self.broker = broker
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
+class MemoryAdmin(_Client):
     async def list_consumer_group_offsets(
         self, group: str, partitions: list[TopicPartition]
     ) -> dict[TopicPartition, OffsetAndMetadata]:

@@ -335,12 +335,17 @@ def status(
 
 def _settings(cls: Any) -> Any:
     """Settings from the environment; an invalid one is the user's error, said in one line."""
+    return _validated(cls)
+
+
+def _validated(make: Any) -> Any:
+    """``make()``, with an invalid setting said in one line."""
     from pydantic import ValidationError
 
     from services.runtime.settings import SecretSettingsError
 
     try:
-        return cls()
+        return make()
     except ValidationError as exc:
         fail(
             "invalid settings: "
@@ -364,25 +369,12 @@ def config(
 ) -> None:
     """Every variable a service reads: its value (secrets masked) and where it came from
     (environment, file, dev.env, default)."""
-    from pydantic import ValidationError
-
-    from services.runtime.settings import SecretSettingsError
     from vitrine.config import INFRA_DIR
     from vitrine.settings_report import SERVICES, report
 
     if service not in SERVICES:
         fail(f"--service must be one of {', '.join(SERVICES)}", 2)
-    try:
-        lines = report(service, INFRA_DIR / "dev.env")
-    except ValidationError as exc:
-        fail(
-            "invalid settings: "
-            + "; ".join(
-                f"VITRINE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-            )
-        )
-    except SecretSettingsError as exc:
-        fail(str(exc))
+    lines = _validated(lambda: report(service, INFRA_DIR / "dev.env"))
     if as_json:
         for line in lines:
             sys.stdout.write(json.dumps(line.to_dict(), ensure_ascii=False) + "\n")

@@ -321,17 +321,7 @@ class InferenceWorker:
         extra: dict[str, str] | None = None,
     ) -> _Send:
         """Park under the one dead-letter policy (``services/runtime/dead_letters.py``)."""
-        letter = DeadLetter(
-            service="inference",
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            reason=reason,
-            detail=detail,
-            extra=extra or {},
-        )
+        letter = DeadLetter.of("inference", record, reason, detail, extra)
         out = dead_letter_output(letter, self.settings.topic_dlq)
         return await self._send(out.topic, out.key, out.value, out.headers)
 

@@ -52,7 +52,7 @@ from services.inference.grammar import (
     word_minimums,
 )
 from services.inference.model_files import ModelFiles
-from services.inference.native import RepackChoice, choose_repack, self_test
+from services.inference.native import RepackableLlama, RepackChoice, choose_repack, self_test
 from services.inference.preprocess import EncoderInput, ImageLimits, PreparedImage, prepare_image
 from services.inference.prompt import Prompt
 from services.inference.repetition import DrySettings
@@ -109,7 +109,7 @@ class _TimedMtmd:
             self.image_s += time.perf_counter() - started
 
 
-class _TimedLlama(Llama):
+class _TimedLlama(RepackableLlama):
     """Marks when the chat handler finishes the prompt and starts sampling.
 
     While ``decoder`` is set (by ``CardEngine.generate`` on the llguidance backend), generation
@@ -117,26 +117,12 @@ class _TimedLlama(Llama):
     cache, the decoder samples from there, and the handler converts its result into a chat
     response as usual.  Outside ``generate`` the model behaves like a stock ``Llama``.
 
-    ``use_extra_bufts`` (llama.cpp's weight repacking) is not a ``Llama`` argument: it is set on
-    the model parameters as ``Llama.__init__`` assigns them, before the model is loaded.
+    ``use_extra_bufts``: see :class:`native.RepackableLlama`.
     """
 
     prefill_done_at: float = 0.0
     decoder: Decoder | None = None
     last_decoded: Decoded | None = None
-
-    def __init__(self, *args: Any, use_extra_bufts: bool, **kwargs: Any) -> None:
-        self._use_extra_bufts = use_extra_bufts
-        super().__init__(*args, **kwargs)
-
-    @property
-    def model_params(self) -> Any:
-        return self._model_params
-
-    @model_params.setter
-    def model_params(self, params: Any) -> None:
-        params.use_extra_bufts = self._use_extra_bufts
-        self._model_params = params
 
     def create_completion(self, *args: Any, **kwargs: Any) -> Any:
         self.prefill_done_at = time.perf_counter()

@@ -24,6 +24,7 @@ import faulthandler
 import logging
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import llama_cpp
 import numpy as np
@@ -121,3 +122,22 @@ def self_test(llm: Llama, repack: RepackChoice) -> None:
     finally:
         llm.reset()
         llm._ctx.kv_cache_clear()
+
+
+class RepackableLlama(Llama):
+    """A ``Llama`` that takes ``use_extra_bufts`` (llama.cpp's CPU weight repacking), which is
+    not a ``Llama`` argument: it is set on the model parameters as ``Llama.__init__`` assigns
+    them, before the model is loaded."""
+
+    def __init__(self, *args: Any, use_extra_bufts: bool, **kwargs: Any) -> None:
+        self._use_extra_bufts = use_extra_bufts
+        super().__init__(*args, **kwargs)
+
+    @property
+    def model_params(self) -> Any:
+        return self._model_params
+
+    @model_params.setter
+    def model_params(self, params: Any) -> None:
+        params.use_extra_bufts = self._use_extra_bufts
+        self._model_params = params

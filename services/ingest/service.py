@@ -27,7 +27,7 @@ from services.ingest.recall import try_recall_handled
 from services.ingest.rules import decide
 from services.ingest.settings import IngestSettings
 from services.runtime.dead_letters import InvalidMessage
-from services.runtime.kafka import encode, make_consumer, make_producer, with_retry
+from services.runtime.kafka import encode, make_consumer, make_producer
 from services.runtime.service import run_service
 from services.runtime.stage import Item, Output, Stage, StageRunner
 
@@ -122,12 +122,15 @@ class Ingest(Stage[MinioEvent]):
 
 
 async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
+    stage = Ingest(settings)
     producer = make_producer(settings)
     consumer = make_consumer(settings, settings.topic_events, group_id=settings.ingest_group)
-    stage = Ingest(settings)
-    await with_retry("producer.start", producer.start)
-    try:
-        if settings.dedup_capacity:  # before the consumer joins: nothing is read until it is done
+    runner = StageRunner(
+        stage, consumer, producer, group=settings.ingest_group, batch_max=settings.ingest_batch_max
+    )
+
+    async def recall() -> None:  # before the consumer joins: nothing is read until it is done
+        if settings.dedup_capacity:
             await try_recall_handled(
                 settings,
                 producer,
@@ -136,21 +139,8 @@ async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
                 settings.dedup_lookback_s,
                 stage.recent,
             )
-        await with_retry("consumer.start", consumer.start)
-        log.info("ingest.started", extra={"topic": settings.topic_events})
-        try:
-            runner = StageRunner(
-                stage,
-                consumer,
-                producer,
-                group=settings.ingest_group,
-                batch_max=settings.ingest_batch_max,
-            )
-            await runner.run(stop)
-        finally:
-            await consumer.stop()
-    finally:
-        await producer.stop()
+
+    await runner.serve(stop, before_consume=recall)
 
 
 def main() -> None:

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 
-from services.runtime.settings import ImageSettings, IngestGroup, KafkaSettings
+from services.runtime.settings import ImageSettings, IngestGroup, KafkaSettings, batch_max_field
 
 
 class IngestSettings(KafkaSettings, IngestGroup, ImageSettings):
-    ingest_batch_max: int = Field(
-        500,
-        ge=1,
-        validation_alias=AliasChoices("VITRINE_INGEST_BATCH_MAX", "VITRINE_BATCH_MAX"),
-        description="Notifications per batch (VITRINE_BATCH_MAX, the old shared name, still "
-        "works).",
-    )
+    ingest_batch_max: int = batch_max_field("ingest", "notifications")
     dedup_capacity: int = Field(
         200_000,
         ge=0,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter
 
 from schemas.reasons import Reason
@@ -70,6 +71,28 @@ class DeadLetter:
     reason: Reason
     detail: str
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        service: str,
+        record: ConsumerRecord[Any, Any],
+        reason: Reason,
+        detail: str,
+        extra: Mapping[str, str] | None = None,
+    ) -> DeadLetter:
+        """``record``, untouched, parked by ``service`` for ``reason``."""
+        return cls(
+            service,
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.value,
+            reason,
+            detail,
+            extra or {},
+        )
 
     def headers(self, now: datetime | None = None) -> list[tuple[str, bytes]]:
         detail = self.detail.encode()[:DETAIL_MAX_BYTES].decode(errors="ignore")

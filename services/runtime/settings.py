@@ -16,9 +16,9 @@ setting cannot print a secret into a log.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Mode = Literal["dev", "production"]
@@ -97,6 +97,17 @@ class VitrineSettings(BaseSettings):
         env_ignore_empty=True,
         hide_input_in_errors=True,
         populate_by_name=True,  # a field renamed with its old variable kept as an alias
+    )
+
+
+def batch_max_field(service: str, what: str) -> Any:
+    """``VITRINE_<SERVICE>_BATCH_MAX``, most ``what`` per batch; the old shared name
+    ``VITRINE_BATCH_MAX`` still sets it."""
+    return Field(
+        500,
+        ge=1,
+        validation_alias=AliasChoices(f"VITRINE_{service.upper()}_BATCH_MAX", "VITRINE_BATCH_MAX"),
+        description=f"Most {what} per batch (VITRINE_BATCH_MAX, the old shared name, still works).",
     )
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -99,17 +99,7 @@ class Stage(Generic[T]):
     ) -> Output:
         """The dead-letter message for ``record``, logged and counted (published with the
         batch, so it is acknowledged before the record is committed)."""
-        letter = DeadLetter(
-            service=self.service,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            reason=reason,
-            detail=detail,
-            extra=extra or {},
-        )
+        letter = DeadLetter.of(self.service, record, reason, detail, extra)
         return dead_letter_output(letter, self.dlq_topic)
 
     def before_commit(self) -> None:
@@ -170,6 +160,25 @@ class StageRunner(Generic[T]):
             BATCH_SECONDS.labels(self.stage.service).observe(time.perf_counter() - started)
             await record_lag(self.consumer, self.group)
 
+    async def serve(
+        self, stop: asyncio.Event, before_consume: Callable[[], Awaitable[Any]] | None = None
+    ) -> None:
+        """Start the producer, then (after ``before_consume``, e.g. ingest's recall of what it
+        handled) the consumer; log ``<service>.started``; :meth:`run`; stop both clients."""
+        try:
+            await with_retry("producer.start", self.producer.start)
+            if before_consume is not None:
+                await before_consume()
+            await with_retry("consumer.start", self.consumer.start)
+            log.info(
+                f"{self.stage.service}.started",
+                extra={"topic": ",".join(sorted(self.consumer.subscription()))},
+            )
+            await self.run(stop)
+        finally:
+            await self.consumer.stop()
+            await self.producer.stop()
+
     def decode(self, batch: Batch) -> tuple[list[Item[T]], list[Output]]:
         items: list[Item[T]] = []
         parked: list[Output] = []
@@ -206,9 +215,3 @@ def dead_letter_output(letter: DeadLetter, dlq_topic: str) -> Output:
         },
     )
     return Output(dlq_topic, letter.key, letter.value, letter.headers())
-
-
-async def start(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
-    """Start both clients, patiently: a service may come up before the broker."""
-    await with_retry("producer.start", producer.start)
-    await with_retry("consumer.start", consumer.start)

@@ -30,7 +30,7 @@ from services.runtime.dead_letters import InvalidMessage
 from services.runtime.kafka import make_consumer, make_producer
 from services.runtime.retry import transient
 from services.runtime.service import run_service
-from services.runtime.stage import Item, Output, Stage, StageRunner, start
+from services.runtime.stage import Item, Output, Stage, StageRunner
 from services.sink.settings import SinkSettings
 from services.sink.store import upsert_batch
 
@@ -182,24 +182,20 @@ class Sink(Stage[CardResult]):
 
 
 async def serve(settings: SinkSettings, stop: asyncio.Event, sink_type: type[Sink] = Sink) -> None:
+    sink = sink_type(settings, stop)
     consumer = make_consumer(settings, settings.topic_results, group_id=settings.sink_group)
     producer = make_producer(settings)  # for the dead-letter topic
-    sink = sink_type(settings, stop)
-    await start(consumer, producer)
-    log.info("sink.started", extra={"topic": settings.topic_results})
+    runner = StageRunner(
+        sink,
+        consumer,
+        producer,
+        group=settings.sink_group,
+        batch_max=settings.sink_batch_max,
+        poll_ms=settings.batch_wait_ms,
+    )
     try:
-        runner = StageRunner(
-            sink,
-            consumer,
-            producer,
-            group=settings.sink_group,
-            batch_max=settings.sink_batch_max,
-            poll_ms=settings.batch_wait_ms,
-        )
-        await runner.run(stop)
+        await runner.serve(stop)
     finally:
-        await consumer.stop()
-        await producer.stop()
         await sink.close()
 
 

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 
-from services.runtime.settings import KafkaSettings, PostgresSettings, SinkGroup
+from services.runtime.settings import KafkaSettings, PostgresSettings, SinkGroup, batch_max_field
 
 
 class SinkSettings(KafkaSettings, SinkGroup, PostgresSettings):
-    sink_batch_max: int = Field(
-        500,
-        ge=1,
-        validation_alias=AliasChoices("VITRINE_SINK_BATCH_MAX", "VITRINE_BATCH_MAX"),
-        description="Results per transaction (VITRINE_BATCH_MAX, the old shared name, still "
-        "works).",
-    )
+    sink_batch_max: int = batch_max_field("sink", "results")
     batch_wait_ms: int = Field(50, ge=0, description="How long a batch may wait to fill.")
