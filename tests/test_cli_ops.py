@@ -671,3 +671,15 @@ def test_config_refuses_what_the_service_would_refuse() -> None:
     assert "VITRINE_SINK_BATCH_MAX" in one_error_line(done)
     done = run(clean_env(), "config", "--service", "nope")
     assert done.returncode == 2 and "--service must be one of" in one_error_line(done)
+
+
+def test_every_variable_a_service_reads_is_documented() -> None:
+    from vitrine.settings_report import SERVICES, settings_class
+
+    undocumented = {
+        service: [
+            name for name, f in settings_class(service).model_fields.items() if not f.description
+        ]
+        for service in SERVICES
+    }
+    assert all(not names for names in undocumented.values()), undocumented

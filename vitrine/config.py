@@ -39,7 +39,9 @@ class OpsSettings(
     )
     inference_processes: int = Field(1, ge=0, description="Workers infra/services.sh runs.")
     # infra/services.sh: ingest base+1, sink base+2, inference-N base+9+N.
-    metrics_base_port: int = 29100
+    metrics_base_port: int = Field(
+        29100, description="infra/services.sh's metrics ports start here (vitrine/targets.py)."
+    )
     metrics_targets: str = Field(
         "",
         description=(

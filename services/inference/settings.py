@@ -55,26 +55,31 @@ class EngineSettings(ImageSettings):
         "a Jinja file. Given, it replaces the model's own tokenizer.chat_template; None = the "
         "model's own.",
     )
-    models_dir: Path = Field(default_factory=default_models_dir)
+    models_dir: Path = Field(
+        default_factory=default_models_dir,
+        description="Where presets are downloaded to (VITRINE_CACHE_DIR/models by default).",
+    )
 
     # llama.cpp runtime
     n_gpu_layers: int | None = Field(None, description="-1 = all layers on GPU; None = preset's.")
     n_ctx: int | None = Field(None, ge=512, description="Context size; None = preset's.")
     n_threads: int | None = Field(None, ge=1, description="CPU threads; None = all cores.")
-    n_batch: int = Field(512, ge=32)
+    n_batch: int = Field(512, ge=32, description="llama.cpp's prompt-evaluation batch size.")
     cpu_repack: CpuRepack = Field(
         "auto",
         description="llama.cpp's CPU weight repacking (extra buffer types: AMX, CPU_REPACK). "
         "auto: on, except where this llama.cpp build has its AMX kernels (they crash on real "
         "quantized models); on / off force it.",
     )
-    verbose: bool = False
+    verbose: bool = Field(False, description="llama.cpp's own logging on stderr.")
 
     # sampling
-    seed: int = 42
-    temperature: float = Field(0.3, ge=0.0, le=2.0)
-    top_p: float = Field(0.9, gt=0.0, le=1.0)
-    repeat_penalty: float = Field(1.1, ge=1.0)
+    seed: int = Field(42, description="Sampling seed of the first attempt (retries add 1).")
+    temperature: float = Field(0.3, ge=0.0, le=2.0, description="Sampling temperature.")
+    top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    repeat_penalty: float = Field(
+        1.1, ge=1.0, description="llama.cpp's repetition penalty (DRY is dry_multiplier)."
+    )
     dry_multiplier: float = Field(
         0.8,
         ge=0.0,
@@ -101,7 +106,9 @@ class EngineSettings(ImageSettings):
     )
 
     # card content
-    language: str = "pt-BR"
+    language: str = Field(
+        "pt-BR", description="Output language: its taxonomy, colours, checks and prompt."
+    )
     prompt_language: Literal["output", "en"] = Field(
         "output",
         description="Language of the instructions: the output language (where vitrine has "
@@ -111,7 +118,9 @@ class EngineSettings(ImageSettings):
         None, description="Categories: a JSON list or ';'-separated; None = language default."
     )
     taxonomy_file: Path | None = Field(None, description="One category per line; '#' comments.")
-    min_description_words: int = Field(150, ge=1)
+    min_description_words: int = Field(
+        150, ge=1, description="Words description_long must have (grammar and check)."
+    )
     language_check: bool = Field(
         True,
         description="Hold the text fields to the output language (a function-word test); "
@@ -131,7 +140,9 @@ class EngineSettings(ImageSettings):
     )
 
     # image limits (image_max_bytes: ImageSettings)
-    image_max_pixels: int = Field(60_000_000, ge=1)
+    image_max_pixels: int = Field(
+        60_000_000, ge=1, description="Larger images are refused before decoding (bombs)."
+    )
     image_size: int | None = Field(None, ge=32, description="Encoder input side; None = preset's.")
 
     @field_validator("taxonomy", mode="before")
@@ -226,7 +237,9 @@ class InferenceSettings(EngineSettings, KafkaSettings, InferenceGroup, S3Setting
         description="Jobs per poll are sized to take about this long at the recent pace; a "
         "model slower than this per card always takes one job at a time.",
     )
-    session_timeout_ms: int = Field(30_000, ge=6_000)
+    session_timeout_ms: int = Field(
+        30_000, ge=6_000, description="Kafka group session: a silent worker is dropped after it."
+    )
     max_poll_interval_ms: int = Field(
         900_000,
         ge=10_000,

@@ -133,10 +133,12 @@ class ImageSettings(VitrineSettings):
 class KafkaSettings(VitrineSettings):
     """The broker and the topics (every service and `vitrine` read them)."""
 
-    kafka_bootstrap: str = "127.0.0.1:29092"
+    kafka_bootstrap: str = Field("127.0.0.1:29092", description="Kafka brokers, host:port[,...].")
     topic_events: str = Field("minio.events", description="MinIO's bucket notifications.")
-    topic_jobs: str = "vitrine.jobs"
-    topic_results: str = "vitrine.results"
+    topic_jobs: str = Field("vitrine.jobs", description="Jobs from ingest to the workers.")
+    topic_results: str = Field(
+        "vitrine.results", description="Results (every status) for the sink and consumers."
+    )
     topic_dlq: str = Field(
         "vitrine.jobs.dlq", description="The one dead-letter topic, for every service."
     )
@@ -146,27 +148,32 @@ class KafkaSettings(VitrineSettings):
         description="Address /metrics binds to: loopback for the native stack; 0.0.0.0 in a "
         "container, where Prometheus scrapes it over the container network.",
     )
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
 
 # Each consumer group's name, defined once: its service reads it, and so do the operator's
 # commands (vitrine status, lag), which compose all three.
 class IngestGroup(VitrineSettings):
-    ingest_group: str = "vitrine-ingest"
+    ingest_group: str = Field("vitrine-ingest", description="Ingest's consumer group.")
 
 
 class InferenceGroup(VitrineSettings):
-    inference_group: str = "vitrine-inference"
+    inference_group: str = Field(
+        "vitrine-inference", description="The workers' consumer group (they share the jobs)."
+    )
 
 
 class SinkGroup(VitrineSettings):
-    sink_group: str = "vitrine-sink"
+    sink_group: str = Field("vitrine-sink", description="The sink's consumer group.")
 
 
 class S3Settings(ImageSettings, ModeSettings):
-    s3_endpoint: str = "http://127.0.0.1:29000"
-    s3_access_key: str = "vitrine"
-    s3_secret_key: SecretStr = SecretStr(DEV_S3_SECRET_KEY)
+    s3_endpoint: str = Field("http://127.0.0.1:29000", description="The S3 (MinIO) URL.")
+    s3_access_key: str = Field("vitrine", description="The S3 user.")
+    s3_secret_key: SecretStr = Field(
+        SecretStr(DEV_S3_SECRET_KEY),
+        description="The S3 user's secret (dev default refused in production).",
+    )
     s3_secret_key_file: Path | None = Field(
         None, description="File holding the S3 secret key; wins over VITRINE_S3_SECRET_KEY."
     )
@@ -195,7 +202,10 @@ class S3Settings(ImageSettings, ModeSettings):
 
 
 class PostgresSettings(ModeSettings):
-    pg_dsn: SecretStr = SecretStr(DEV_PG_DSN)
+    pg_dsn: SecretStr = Field(
+        SecretStr(DEV_PG_DSN),
+        description="libpq connection string (dev default refused in production).",
+    )
     pg_dsn_file: Path | None = Field(
         None, description="File holding the DSN; wins over VITRINE_PG_DSN."
     )
