@@ -42,6 +42,7 @@ RULES = (
     "product_name_blank",
     "description_min_words",
     "description_repetitive",
+    "description_echoes_prompt",
     "color_vocabulary",
     "features_blank",
     "features_distinct",

@@ -134,3 +134,19 @@ def test_english_names_and_features_fail_the_language_check() -> None:
 def test_a_portuguese_card_passes_the_language_check_and_an_english_profile_rejects_it() -> None:
     assert check_card(card(), PT_BR, 150) == []
     assert "language" in names(check_card(card(), EN, 150))
+
+
+def test_a_description_that_copies_the_instructions_fails() -> None:
+    """Measured on Gemma 3 270M: cards that passed every other rule opened with the field
+    guide's own sentence; a copied run of 8 words is an echo, a shared phrase is not."""
+    prompt = (
+        "- description_long: Descrição rica e boa para SEO, em prosa corrida: o que é o "
+        "produto, materiais e acabamento visíveis, como e onde é usado."
+    )
+    echoed = "descrição rica e boa para SEO, em prosa corrida: o que é o produto. " + DESCRIPTION
+    failures = check_card(card(description_long=echoed[:2000]), PT_BR, 150, prompt=prompt)
+    assert names(failures) == ["description_echoes_prompt"]
+    assert "rica e boa para SEO" in failures[0].detail
+    # the same words in another order, or a short shared phrase, are the product's own prose
+    assert check_card(card(), PT_BR, 150, prompt=prompt) == []
+    assert check_card(card(), PT_BR, 150, prompt=DESCRIPTION[:40]) == []

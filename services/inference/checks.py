@@ -92,10 +92,35 @@ def _feature_key(feature: str) -> str:
     return " ".join(WORD.findall(fold(feature)))
 
 
+ECHO_SPAN_WORDS = 8
+"""A run this long copied from the instructions is an echo, not a description: measured on Gemma
+3 270M, passing cards opened with the field guide's own sentence."""
+
+
+def prompt_echo(text: str, prompt: str, span: int = ECHO_SPAN_WORDS) -> str | None:
+    """The first run of ``span`` words of ``text`` that also stands in ``prompt``, if any."""
+    said = [fold(w) for w in WORD.findall(prompt)]
+    runs = {tuple(said[i : i + span]) for i in range(len(said) - span + 1)}
+    words = WORD.findall(text)
+    folded = [fold(w) for w in words]
+    for i in range(len(folded) - span + 1):
+        if tuple(folded[i : i + span]) in runs:
+            return " ".join(words[i : i + span])
+    return None
+
+
 def check_card(
-    card: ProductCard, profile: LanguageProfile, min_words: int, *, language: bool = True
+    card: ProductCard,
+    profile: LanguageProfile,
+    min_words: int,
+    *,
+    language: bool = True,
+    prompt: str | None = None,
 ) -> list[CheckFailure]:
-    """All content rules that ``card`` breaks; an empty list means the card is acceptable."""
+    """All content rules that ``card`` breaks; an empty list means the card is acceptable.
+
+    ``prompt``: the instructions the model was given; a description that copies a run of them
+    fails ``description_echoes_prompt``."""
     failures: list[CheckFailure] = []
 
     if not card.product_name.strip():
@@ -113,6 +138,16 @@ def check_card(
         top = ", ".join(w for w, _ in Counter(fold(w) for w in words).most_common(3))
         failures.append(
             CheckFailure("description_repetitive", f"description_long repeats itself ({top})")
+        )
+
+    echo = prompt_echo(card.description_long, prompt) if prompt else None
+    if echo is not None:
+        failures.append(
+            CheckFailure(
+                "description_echoes_prompt",
+                f"description_long copies the instructions (\u201c{echo}\u201d) instead of "
+                "describing the product",
+            )
         )
 
     if not is_known_colour(card.color_primary, profile):

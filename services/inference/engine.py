@@ -383,6 +383,7 @@ class CardEngine:
                 self.settings.profile,
                 self.settings.min_description_words,
                 language=self.settings.language_check,
+                prompt=f"{self.prompt.system}\n{self.prompt.user}",
             )
             if not broken:
                 return CardOutcome(

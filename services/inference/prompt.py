@@ -71,6 +71,8 @@ benefits from it.""",
         "finish, design, use, care, benefit) and no phrase may be repeated",
         "features_distinct": "{detail}: the three selling points must be about three different "
         "aspects of the product",
+        "description_echoes_prompt": "{detail}: describe the product in the photo in your own "
+        "words; never repeat these instructions",
         "language": "{detail}: write it in {language}",
         "truncated": "it was cut off; keep every field within its limits",
     },
@@ -122,6 +124,8 @@ o comprador se beneficia dele.""",
         "acabamento, design, uso, cuidados, benefício) e nenhuma expressão pode se repetir",
         "features_distinct": "{detail}: os três diferenciais devem tratar de três aspectos "
         "diferentes do produto",
+        "description_echoes_prompt": "{detail}: descreva o produto da foto com suas próprias "
+        "palavras; nunca repita estas instruções",
         "language": "{detail}: escreva em {language}",
         "truncated": "a resposta foi cortada; mantenha cada campo dentro dos limites",
     },
