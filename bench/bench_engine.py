@@ -34,7 +34,7 @@ _WORDS = (
 
 
 class BenchEngine:
-    """Duck-types ``CardEngine`` for the worker: ``card_for_bytes``, ``model_id``, ``prompt``."""
+    """An ``Engine`` (services/inference/engines.py) that makes one fixed card."""
 
     def __init__(self, settings: EngineSettings, delay_ms: float) -> None:
         self.delay_s = delay_ms / 1000.0

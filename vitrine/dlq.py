@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,12 @@ def parse_position(text: str) -> tuple[int, int]:
         raise DeadLetterError(f"not a position: {text!r} (want PARTITION:OFFSET)") from None
 
 
-async def _read(settings: KafkaSettings, limit: int | None) -> list[Parked]:
+Span = Callable[[int, int, int], tuple[int, int]]
+"""``(partition, first, end)`` → the offsets ``[from, to)`` to read of that partition."""
+
+
+async def _read(settings: KafkaSettings, span: Span) -> list[Parked]:
+    """The parked messages in each partition's ``span``, oldest first."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -94,45 +100,59 @@ async def _read(settings: KafkaSettings, limit: int | None) -> list[Parked]:
             raise DeadLetterError(f"no topic {settings.topic_dlq!r} on {settings.kafka_bootstrap}")
         tps = [TopicPartition(settings.topic_dlq, p) for p in sorted(partitions)]
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        firsts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
+        stops: dict[TopicPartition, int] = {}
+        for tp in tps:
+            begin, stop = span(tp.partition, firsts[tp], ends[tp])
+            begin, stop = max(begin, firsts[tp]), min(stop, ends[tp])
+            if begin < stop:
+                consumer.seek(tp, begin)
+                stops[tp] = stop
         found: list[Parked] = []
-        pending = {tp for tp in tps if ends[tp] > await consumer.position(tp)}
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=2000)
+        while stops:
+            batch = await consumer.getmany(*stops, timeout_ms=2000)
             if not batch:
                 break
             for tp, records in batch.items():
-                for r in records:
-                    found.append(
-                        Parked(
-                            r.partition,
-                            r.offset,
-                            r.timestamp,
-                            r.key,
-                            r.value,
-                            h.headers_dict(r.headers),
-                        )
+                found += [
+                    Parked(
+                        r.partition,
+                        r.offset,
+                        r.timestamp,
+                        r.key,
+                        r.value,
+                        h.headers_dict(r.headers),
                     )
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    pending.discard(tp)
+                    for r in records
+                    if r.offset < stops[tp]
+                ]
+                if records and records[-1].offset + 1 >= stops[tp]:
+                    del stops[tp]
         found.sort(key=lambda p: (p.timestamp_ms, p.partition, p.offset))
-        return found if limit is None else found[-limit:]
+        return found
     finally:
         await consumer.stop()
 
 
 def read_parked(settings: KafkaSettings, limit: int | None = None) -> list[Parked]:
-    """The parked messages, oldest first (the newest ``limit`` of them)."""
-    return asyncio.run(_read(settings, limit))
+    """The parked messages, oldest first (the newest ``limit`` of them: those are among the
+    newest ``limit`` of each partition, so no more is read)."""
+    if limit is None:
+        return asyncio.run(_read(settings, lambda _p, first, end: (first, end)))
+    found = asyncio.run(_read(settings, lambda _p, first, end: (end - limit, end)))
+    return found[-limit:]
 
 
 def find(settings: KafkaSettings, position: str) -> Parked:
+    """The message at ``position``, read alone."""
     partition, offset = parse_position(position)
-    for parked in read_parked(settings):
-        if (parked.partition, parked.offset) == (partition, offset):
-            return parked
-    raise DeadLetterError(f"nothing parked at {partition}:{offset} on {settings.topic_dlq}")
+    found = asyncio.run(
+        _read(settings, lambda p, first, end: (offset, offset + 1) if p == partition else (0, 0))
+    )
+    if not found:
+        raise DeadLetterError(f"nothing parked at {partition}:{offset} on {settings.topic_dlq}")
+    return found[0]
 
 
 async def _send(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 from schemas.card import ProductCard
 from schemas.language import PROFILES, LanguageProfile, fold
@@ -97,10 +98,17 @@ ECHO_SPAN_WORDS = 8
 3 270M, passing cards opened with the field guide's own sentence."""
 
 
+@lru_cache(maxsize=8)
+def _runs(prompt: str, span: int) -> frozenset[tuple[str, ...]]:
+    """Every run of ``span`` folded words of ``prompt`` (an engine's prompt is one string, so
+    this is computed once per process, not once per attempt)."""
+    said = [fold(w) for w in WORD.findall(prompt)]
+    return frozenset(tuple(said[i : i + span]) for i in range(len(said) - span + 1))
+
+
 def prompt_echo(text: str, prompt: str, span: int = ECHO_SPAN_WORDS) -> str | None:
     """The first run of ``span`` words of ``text`` that also stands in ``prompt``, if any."""
-    said = [fold(w) for w in WORD.findall(prompt)]
-    runs = {tuple(said[i : i + span]) for i in range(len(said) - span + 1)}
+    runs = _runs(prompt, span)
     words = WORD.findall(text)
     folded = [fold(w) for w in words]
     for i in range(len(folded) - span + 1):

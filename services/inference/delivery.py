@@ -34,7 +34,6 @@ from services.inference import metrics
 from services.inference.deliveries import Delivery, DeliveryCounter
 from services.inference.results import not_done
 from services.inference.settings import InferenceSettings
-from services.runtime.dead_letters import DeadLetter
 from services.runtime.kafka import encode, make_consumer, make_producer, with_retry
 from services.runtime.metrics import record_lag
 from services.runtime.stage import dead_letter_output
@@ -321,8 +320,9 @@ class InferenceWorker:
         extra: dict[str, str] | None = None,
     ) -> _Send:
         """Park under the one dead-letter policy (``services/runtime/dead_letters.py``)."""
-        letter = DeadLetter.of("inference", record, reason, detail, extra)
-        out = dead_letter_output(letter, self.settings.topic_dlq)
+        out = dead_letter_output(
+            "inference", record, reason, detail, self.settings.topic_dlq, extra
+        )
         return await self._send(out.topic, out.key, out.value, out.headers)
 
     async def _park(self, record: ConsumerRecord[Any, Any], deaths: int) -> list[_Send]:

@@ -181,6 +181,7 @@ class CardEngine:
         self.schema = settings.card_type().model_json_schema()  # the grammar's and prompt's
         self.card_type = settings.card_type(word_pattern=False)  # parsing: words are a check
         self.prompt: Prompt = settings.prompt(self.schema)
+        self._instructions = f"{self.prompt.system}\n{self.prompt.user}"  # for the echo check
         self.encoder_input = encoder_input_for(files, settings)
         self.limits = ImageLimits(settings.image_max_bytes, settings.image_max_pixels)
         self._lock = threading.Lock()
@@ -383,7 +384,7 @@ class CardEngine:
                 self.settings.profile,
                 self.settings.min_description_words,
                 language=self.settings.language_check,
-                prompt=f"{self.prompt.system}\n{self.prompt.user}",
+                prompt=self._instructions,
             )
             if not broken:
                 return CardOutcome(

@@ -5,9 +5,9 @@ key and value byte for byte, and headers that say where it came from and why it 
 one command (``vitrine dlq list|show|replay``) can inspect any parked message and put a fixed one
 back on the topic it came from, whichever service parked it.
 
-A stage signals a message it cannot handle by raising :class:`InvalidMessage` from its decoder or
-handler; the stage runtime parks the record and moves past it, so one bad message never stops a
-service and is never silently dropped.
+A stage signals a record it cannot decode by raising :class:`InvalidMessage`; the stage runtime
+parks it and moves past it, so one bad message never stops a service and is never silently
+dropped.  Every parked message, whoever parks it, is built by ``stage.dead_letter_output``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter
 
 from schemas.reasons import Reason
@@ -71,28 +70,6 @@ class DeadLetter:
     reason: Reason
     detail: str
     extra: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def of(
-        cls,
-        service: str,
-        record: ConsumerRecord[Any, Any],
-        reason: Reason,
-        detail: str,
-        extra: Mapping[str, str] | None = None,
-    ) -> DeadLetter:
-        """``record``, untouched, parked by ``service`` for ``reason``."""
-        return cls(
-            service,
-            record.topic,
-            record.partition,
-            record.offset,
-            record.key,
-            record.value,
-            reason,
-            detail,
-            extra or {},
-        )
 
     def headers(self, now: datetime | None = None) -> list[tuple[str, bytes]]:
         detail = self.detail.encode()[:DETAIL_MAX_BYTES].decode(errors="ignore")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -99,8 +99,7 @@ class Stage(Generic[T]):
     ) -> Output:
         """The dead-letter message for ``record``, logged and counted (published with the
         batch, so it is acknowledged before the record is committed)."""
-        letter = DeadLetter.of(self.service, record, reason, detail, extra)
-        return dead_letter_output(letter, self.dlq_topic)
+        return dead_letter_output(self.service, record, reason, detail, self.dlq_topic, extra)
 
     def before_commit(self) -> None:
         """Called once outputs are acknowledged, just before the offsets are committed."""
@@ -200,18 +199,37 @@ class StageRunner(Generic[T]):
         await asyncio.gather(*sends)
 
 
-def dead_letter_output(letter: DeadLetter, dlq_topic: str) -> Output:
-    """A dead letter as the message to publish; logged and counted once, here."""
-    PARKED.labels(letter.service, letter.topic, letter.reason).inc()
+def dead_letter_output(
+    service: str,
+    record: ConsumerRecord[Any, Any],
+    reason: Reason,
+    detail: str,
+    dlq_topic: str,
+    extra: Mapping[str, str] | None = None,
+) -> Output:
+    """``record``, untouched, as the dead-letter message ``service`` publishes for ``reason``;
+    logged and counted once, here."""
+    letter = DeadLetter(
+        service,
+        record.topic,
+        record.partition,
+        record.offset,
+        record.key,
+        record.value,
+        reason,
+        detail,
+        extra or {},
+    )
+    PARKED.labels(service, record.topic, reason).inc()
     log.error(
         "message.parked",
         extra={
-            "topic": letter.topic,
-            "partition": letter.partition,
-            "offset": letter.offset,
-            "reason": letter.reason,
-            "error": letter.detail[:500],
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "reason": reason,
+            "error": detail[:500],
             "dlq": dlq_topic,
         },
     )
-    return Output(dlq_topic, letter.key, letter.value, letter.headers())
+    return Output(dlq_topic, record.key, record.value, letter.headers())
