@@ -48,3 +48,19 @@ MODEL_INFO = Gauge(
     "The loaded model and prompt version (value 1).",
     ["model_id", "prompt_version", "engine"],
 )
+
+# -- the batched engine (slots.py): one llama.cpp context generating several cards at once ----
+SLOTS = Gauge("vitrine_engine_slots", "Sequences the engine can generate at once.")
+SLOTS_BUSY = Gauge("vitrine_engine_slots_busy", "Sequences generating now (prefill or decode).")
+QUEUED = Gauge("vitrine_engine_queued", "Generations waiting for a free slot.")
+BATCH_OCCUPANCY = Histogram(
+    "vitrine_engine_batch_occupancy",
+    "Sequences in each batched decode step (the engine's slots in use).",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+)
+SEQUENCE_TOKENS_PER_SECOND = Histogram(
+    "vitrine_engine_sequence_tokens_per_second",
+    "Output tokens per second of one generation, seen by its own job (batch-mates share the "
+    "device, so this falls as occupancy rises while the aggregate rate grows).",
+    buckets=(0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320, 640),
+)
