@@ -25,7 +25,10 @@ MODEL_LOAD_SECONDS = Gauge("vitrine_inference_model_load_seconds", "Model load t
 RETRIES = Counter(
     "vitrine_inference_transient_retries_total", "Retried transient faults.", ["what"]
 )
-BUSY = Gauge("vitrine_inference_busy", "1 while a job is running.")
+BUSY = Gauge(
+    "vitrine_inference_busy",
+    "Jobs in flight: slots running a delivery, up to vitrine_inference_parallel (0 = idle).",
+)
 STARTED = Counter("vitrine_inference_jobs_started_total", "Jobs taken from vitrine.jobs.")
 REDELIVERED = Counter(
     "vitrine_inference_redeliveries_total",
@@ -63,4 +66,9 @@ SEQUENCE_TOKENS_PER_SECOND = Histogram(
     "Output tokens per second of one generation, seen by its own job (batch-mates share the "
     "device, so this falls as occupancy rises while the aggregate rate grows).",
     buckets=(0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320, 640),
+)
+
+# -- rolling deliveries (delivery.py): up to the engine's parallel jobs in flight ---------------
+PARALLEL = Gauge(
+    "vitrine_inference_parallel", "Jobs the worker keeps in flight at most (the engine's slots)."
 )

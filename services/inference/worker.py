@@ -47,7 +47,10 @@ async def serve(
     )
     try:
         fetch = minio_fetch(make_minio(settings), settings.image_max_bytes)
-        await InferenceWorker(settings, handler_type(settings, engine, fetch)).run(stop)
+        handler = handler_type(settings, engine, fetch)
+        # the engine's slots: up to this many cards generated at once (1 for an engine without)
+        parallel = getattr(engine, "parallel", 1)
+        await InferenceWorker(settings, handler, parallel=parallel).run(stop)
     finally:
         engine.close()
 
