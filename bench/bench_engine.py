@@ -34,10 +34,15 @@ _WORDS = (
 
 
 class BenchEngine:
-    """An ``Engine`` (services/inference/engines.py) that makes one fixed card."""
+    """An ``Engine`` (services/inference/engines.py) that makes one fixed card.
+
+    It takes ``VITRINE_ENGINE_PARALLEL`` cards at once (``auto`` = 1): a stand-in for the
+    batched engine, each card still taking ``delay_ms``."""
 
     def __init__(self, settings: EngineSettings, delay_ms: float) -> None:
         self.delay_s = delay_ms / 1000.0
+        parallel = settings.engine_parallel
+        self.parallel = parallel if isinstance(parallel, int) else 1
         self.model_id = f"bench:{delay_ms:g}ms"
         card_type = settings.card_type()
         self.prompt: Prompt = settings.prompt(card_type.model_json_schema())
@@ -67,7 +72,7 @@ class BenchEngine:
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"delay_ms": self.delay_s * 1000.0}
+        return {"delay_ms": self.delay_s * 1000.0, "parallel": self.parallel}
 
     def close(self) -> None:
         pass

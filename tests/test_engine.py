@@ -174,7 +174,7 @@ GOOD_CARD = {
 def scripted(monkeypatch, engine: CardEngine, outputs: list[tuple[str, str]]) -> list:
     calls: list = []
 
-    def fake_generate(image, *, seed, retry_problems=None):
+    def fake_generate(image, *, seed, retry_problems=None, deadline=None):
         calls.append((seed, retry_problems))
         text, finish = outputs[len(calls) - 1]
         return RawGeneration(text, finish, Timings(generate_ms=10, completion_tokens=5))
@@ -234,7 +234,7 @@ def test_budget_spent_while_the_image_is_decoded_is_a_timeout(
     real = engine_module.mtmd_cpp.mtmd_helper_eval_chunk_single
 
     def deadline_passes_now(*args):
-        engine._deadline = time.monotonic() - 1.0
+        engine.clock.deadline = time.monotonic() - 1.0
         return real(*args)
 
     monkeypatch.setattr(
@@ -246,7 +246,7 @@ def test_budget_spent_while_the_image_is_decoded_is_a_timeout(
             engine.generate(image, seed=1)
         assert "error code 2" in str(info.value.__cause__)
     finally:
-        engine._deadline = None
+        engine.clock.deadline = None
     monkeypatch.undo()
     assert engine.generate(image, seed=1).finish_reason == "stop"
 
@@ -272,15 +272,21 @@ def test_all_engine_errors_are_card_errors() -> None:
         assert issubclass(error, CardError)
 
 
-def test_processing_time_budget_aborts_the_decode(tiny_pairs) -> None:
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_processing_time_budget_aborts_the_decode(tiny_pairs, parallel: int) -> None:
     # 0.1 s is below one attempt here (image encode + prefill + ~200 tokens), so the budget
     # runs out inside a llama.cpp decode, whichever one; the cause is that aborted decode.
-    engine = load_engine(tiny_pairs["llava"], job_timeout_s=0.1)
+    # Batched, a shared step is never aborted (it would abort every batch-mate): the budget
+    # then ends the sequence at the next step, without a cause, or aborts its own prefill.
+    engine = load_engine(tiny_pairs["llava"], job_timeout_s=0.1, engine_parallel=parallel)
     try:
         image = engine.prepare(image_bytes("JPEG"))
         with pytest.raises(JobTimeout, match=r"0\.1s") as info:
             engine.card_for_image(image)
-        assert isinstance(info.value.__cause__, (RuntimeError, ValueError))
+        if parallel == 1:
+            assert isinstance(info.value.__cause__, (RuntimeError, ValueError))
+        else:
+            assert info.value.__cause__ is None or "chunk" in str(info.value.__cause__)
         raw = engine.generate(image, seed=1)  # no deadline outside card_for_image
         assert raw.finish_reason == "stop"
         json.loads(raw.text)

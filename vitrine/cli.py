@@ -731,16 +731,26 @@ def card(
     err.print(f"loaded {files.model_id} in {engine.load_ms / 1000:.1f}s", highlight=False)
 
     failures = 0
+    from concurrent.futures import ThreadPoolExecutor
+
     from rich.progress import Progress
 
-    with Progress(console=err, transient=True, disable=len(images) < 2) as progress:
+    def card(path: Path) -> Any:
+        try:
+            return engine.card_for_bytes(path.read_bytes())
+        except CardError as exc:
+            return exc
+
+    # a batched engine makes engine.parallel cards at once; they are printed in the given order
+    with (
+        Progress(console=err, transient=True, disable=len(images) < 2) as progress,
+        ThreadPoolExecutor(max_workers=engine.parallel) as threads,
+    ):
         task = progress.add_task("cards", total=len(images))
-        for path in images:
-            try:
-                outcome = engine.card_for_bytes(path.read_bytes())
-            except CardError as exc:
+        for path, outcome in zip(images, threads.map(card, images), strict=True):
+            if isinstance(outcome, CardError):
                 failures += 1
-                _print_failure(path, exc, as_json)
+                _print_failure(path, outcome, as_json)
             else:
                 _print_card(path, outcome, as_json)
             progress.advance(task)

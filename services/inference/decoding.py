@@ -247,30 +247,70 @@ class MaskCache:
 
 
 class LogitsView:
-    """The last token's logits as numpy and ctypes arrays, rebuilt only when llama.cpp moves
-    its output buffer (it reallocates it only to grow)."""
+    """Rows of llama.cpp's logits as numpy and ctypes arrays, built once per row address.
+
+    llama.cpp reallocates its output buffer only to grow it, so the addresses of the rows a
+    batch asks for (one per sequence) repeat from step to step; a view is rebuilt only for an
+    address not seen since the buffer last moved."""
+
+    MOST = 256
 
     def __init__(self, n_vocab: int) -> None:
         self.n_vocab = n_vocab
-        self._address: int | None = None
-        self._views: tuple[np.ndarray, Any] = (np.empty(0, np.float32), None)
+        self._views: dict[int, tuple[np.ndarray, Any]] = {}
 
     def view(self, pointer: Any) -> tuple[np.ndarray, Any]:
         address = ctypes.cast(pointer, ctypes.c_void_p).value
-        if address != self._address:
-            if not address:
-                raise RuntimeError("llama.cpp returned no logits")
+        if not address:
+            raise RuntimeError("llama.cpp returned no logits")
+        views = self._views.get(address)
+        if views is None:
+            if len(self._views) >= self.MOST:
+                self._views.clear()
             array = (ctypes.c_float * self.n_vocab).from_address(address)
-            self._views = (np.ctypeslib.as_array(array), array)
-            self._address = address
-        return self._views
+            views = self._views[address] = (np.ctypeslib.as_array(array), array)
+        return views
 
 
 UNSUPPORTED = ("stream", "logprobs", "logits_processor", "grammar", "logit_bias", "stop")
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """What one generation samples with: llama-cpp-python's ``create_completion`` arguments."""
+
+    seed: int | None
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    typical_p: float
+    repeat_penalty: float
+    frequency_penalty: float
+    presence_penalty: float
+    mirostat_mode: int = 0
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
+
+    @classmethod
+    def from_completion_kwargs(cls, kwargs: Mapping[str, Any]) -> Sampling:
+        """The sampling part of what a chat handler passes to ``create_completion``; refuses
+        what the guided decoder cannot honour rather than ignoring it."""
+        for name in UNSUPPORTED:
+            if kwargs.get(name):
+                raise ValueError(f"the guided decoder does not support {name}={kwargs[name]!r}")
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in kwargs.items() if k in names})
+
+
 class Decoder:
-    """Generation after the handler's prefill: mask → sample → consume → fast-forward → decode.
+    """Generation after the prompt: mask → sample → consume → fast-forward → decode.
+
+    One decoder per engine holds what every generation shares (the compiled grammar, the mask
+    cache, the word-minimum and DRY settings); each generation's own state is a
+    :class:`Sequence`.  :meth:`run` drives one sequence at the end of llama-cpp-python's
+    single-sequence context (the chat handler's prefill, then this loop); the batched engine
+    (``slots.py``) drives one per slot, each step's tokens decoded together.
 
     With ``grammar=None`` it decodes unconstrained through the same loop (a benchmark control
     that separates the grammar's cost from the loop's).
@@ -293,43 +333,61 @@ class Decoder:
             raise GrammarError(
                 f"llguidance vocabulary has {grammar.n_vocab} tokens, the model {self.n_vocab}"
             )
-        self._masks = MaskCache(self.n_vocab)
-        self._logits = LogitsView(self.n_vocab)
-        self._words: list[WordMinimum] = []
+        self.masks = MaskCache(self.n_vocab)
+        self.logits = LogitsView(self.n_vocab)
+        self.word_minimums = dict(word_minimums or {}) if grammar is not None else {}
         """String fields held open until they have their words (see ``word_minimum.py``)."""
-        self._norepeat: NoRepeat | None = None
+        self._quotes: np.ndarray | None = None
+        self._quote_bits: np.ndarray | None = None
+        if self.word_minimums:
+            assert grammar is not None
+            self._quotes = quote_tokens(grammar.pieces())
+            self._quote_bits = self.masks.bits(self._quotes)
+        self.norepeat: NoRepeat | None = None
         """The DRY penalty against loops (see ``repetition.py``)."""
         if grammar is not None and dry is not None and dry.multiplier > 0:
-            self._norepeat = NoRepeat(dry, breaker_tokens(grammar.pieces()))
-        if word_minimums and grammar is not None:
-            quotes = quote_tokens(grammar.pieces())
-            self._words = [
-                WordMinimum(field, n, quotes, key_separator=JSON_OPTIONS["key_separator"] or ": ")
-                for field, n in word_minimums.items()
-            ]
+            self.norepeat = NoRepeat(dry, breaker_tokens(grammar.pieces()))
 
-    def run(
-        self,
-        *,
-        prompt: list[int],
-        max_tokens: int | None,
-        seed: int | None,
-        temperature: float,
-        top_p: float,
-        top_k: int,
-        min_p: float,
-        typical_p: float,
-        repeat_penalty: float,
-        frequency_penalty: float,
-        presence_penalty: float,
-        mirostat_mode: int = 0,
-        mirostat_tau: float = 5.0,
-        mirostat_eta: float = 0.1,
-        **rest: Any,
-    ) -> Decoded:
-        for name in UNSUPPORTED:
-            if rest.get(name):
-                raise ValueError(f"the guided decoder does not support {name}={rest[name]!r}")
+    def sequence(self, sampling: Sampling, budget: int) -> Sequence:
+        """A new generation's state: its own matcher, sampler chain (seeded), penalties and
+        word counters, for at most ``budget`` output tokens."""
+        llm = self.llm
+        # the seed rule of Llama.create_completion: explicit, else drawn from the previous one
+        seed = sampling.seed
+        llm.set_seed(seed if seed is not None else random.Random(llm._seed).randint(0, 2**32))
+        repeat, freq, present = (
+            sampling.repeat_penalty,
+            sampling.frequency_penalty,
+            sampling.presence_penalty,
+        )
+        penalties: Penalties | None = None
+        last_n = llm.last_n_tokens_size
+        if Penalties.replaces(last_n, repeat, freq, present):
+            penalties = Penalties(last_n, repeat, freq, present)
+            repeat, freq, present = 1.0, 0.0, 0.0
+        sampler = llm._init_sampler(
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            min_p=sampling.min_p,
+            typical_p=sampling.typical_p,
+            temp=sampling.temperature,
+            repeat_penalty=repeat,
+            frequency_penalty=freq,
+            presence_penalty=present,
+            mirostat_mode=sampling.mirostat_mode,
+            mirostat_tau=sampling.mirostat_tau,
+            mirostat_eta=sampling.mirostat_eta,
+        )
+        words = [
+            WordMinimum(field, n, self._quotes, key_separator=JSON_OPTIONS["key_separator"] or ": ")
+            for field, n in self.word_minimums.items()
+            if self._quotes is not None
+        ]
+        return Sequence(self, sampler, penalties, budget, words)
+
+    def run(self, *, prompt: list[int], max_tokens: int | None, **rest: Any) -> Decoded:
+        """Generate at the end of ``llm``'s one sequence, which holds ``prompt`` evaluated."""
+        sampling = Sampling.from_completion_kwargs(rest)
         llm = self.llm
         n_ctx = llm.n_ctx()
         if len(prompt) != llm.n_tokens:
@@ -344,139 +402,19 @@ class Decoder:
             llm.n_tokens -= 1
             llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
             self._eval([int(llm.input_ids[llm.n_tokens])])
-
-        # the seed rule of Llama.create_completion: explicit, else drawn from the previous one
-        llm.set_seed(seed if seed is not None else random.Random(llm._seed).randint(0, 2**32))
-        penalties: Penalties | None = None
-        last_n = llm.last_n_tokens_size
-        if Penalties.replaces(last_n, repeat_penalty, frequency_penalty, presence_penalty):
-            penalties = Penalties(last_n, repeat_penalty, frequency_penalty, presence_penalty)
-            repeat_penalty, frequency_penalty, presence_penalty = 1.0, 0.0, 0.0
-        sampler = llm._init_sampler(
-            top_k=top_k,
-            top_p=top_p,
-            min_p=min_p,
-            typical_p=typical_p,
-            temp=temperature,
-            repeat_penalty=repeat_penalty,
-            frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty,
-            mirostat_mode=mirostat_mode,
-            mirostat_tau=mirostat_tau,
-            mirostat_eta=mirostat_eta,
-        )
+        sequence = self.sequence(sampling, budget)
         try:
-            return self._loop(sampler.sampler, penalties, budget)
+            ctx = llm._ctx.ctx
+            step = sequence.opening()
+            if step:
+                self._eval(step)
+            while not sequence.done:
+                step = sequence.step(ctx, -1)
+                if not sequence.done:
+                    self._eval(step)
+            return sequence.result()
         finally:
-            sampler.close()
-
-    def _loop(self, smpl: Any, penalties: Penalties | None, budget: int) -> Decoded:
-        llm = self.llm
-        ctx = llm._ctx.ctx
-        vocab = llm._model.vocab
-        matcher = self.grammar.matcher() if self.grammar is not None else None
-        ff = self.fast_forward
-        masks, view = self._masks, self._logits.view
-        bitmask_ptr, bitmask_bytes = self._masks.bitmask_ptr, self._masks.bitmask_bytes
-        perf = time.perf_counter
-        sample = llama_cpp.llama_sampler_sample
-        get_logits = llama_cpp.llama_get_logits_ith
-        out: list[int] = []
-        sampled = forced = 0
-        mask_s = 0.0
-        finish = "length"
-        words, norepeat = self._words, self._norepeat
-        for field in words:
-            field.reset()
-        quote_bits = {id(field): masks.bits(field.quotes) for field in words}
-        piece = self.grammar.tokenizer.decode_bytes if self.grammar is not None else None
-        if ff and matcher is not None:  # the grammar may force the opening, e.g. '{"name": "'
-            pending = self._forced(matcher, smpl, penalties, budget)
-            if pending:
-                out += pending
-                forced += len(pending)
-                self._feed(words, piece, pending)
-                self._eval(pending)
-        while len(out) < budget:
-            logits, logits_c = view(get_logits(ctx, -1))
-            if matcher is not None:
-                started = perf()
-                matcher.unsafe_compute_mask_ptr(bitmask_ptr, bitmask_bytes)
-                for field in words:
-                    if field.holds():  # WordMinimum.mask's quote tokens, in the bitmask
-                        masks.refuse(quote_bits[id(field)])
-                masks.apply(logits)
-                mask_s += perf() - started
-            if penalties is not None:
-                penalties.apply(logits, logits_c)
-            if norepeat is not None:
-                norepeat.apply(logits, out)
-            token = sample(smpl, ctx, -1)
-            if llama_cpp.llama_vocab_is_eog(vocab, token):
-                finish = "stop"
-                break
-            if penalties is not None:
-                penalties.accept(token)
-            sampled += 1
-            out.append(token)
-            step = [token]
-            if matcher is not None:
-                self._consume(matcher, step)
-                self._feed(words, piece, step)
-                if matcher.is_stopped():  # only EOS could follow
-                    finish = "stop"
-                    break
-                if ff:
-                    pending = self._forced(matcher, smpl, penalties, budget - len(out))
-                    if pending:
-                        out += pending
-                        forced += len(pending)
-                        step += pending
-                        self._feed(words, piece, pending)
-                        if matcher.is_stopped():
-                            finish = "stop"
-                            break
-            if len(out) >= budget:
-                break
-            self._eval(step)
-        if self.grammar is not None:
-            raw = self.grammar.tokenizer.decode_bytes(out)
-        else:
-            raw = llm.detokenize(out)
-        return Decoded(
-            tokens=out,
-            text=raw.decode("utf-8", errors="ignore"),
-            finish_reason=finish,
-            sampled=sampled,
-            forced=forced,
-            mask_ms=mask_s * 1000.0,
-        )
-
-    @staticmethod
-    def _feed(words: list[WordMinimum], piece: Any, tokens: list[int]) -> None:
-        if words:
-            data = piece(tokens)
-            for field in words:
-                field.feed(data)
-
-    def _forced(
-        self, matcher: LLMatcher, smpl: Any, penalties: Penalties | None, room: int
-    ) -> list[int]:
-        """The tokens the grammar forces next (at most ``room``), consumed by the matcher and
-        fed to the sampler's history as if sampled (so the repeat penalty sees them)."""
-        pending: list[int] = matcher.compute_ff_tokens()[:room]
-        if pending:
-            self._consume(matcher, pending)
-            for t in pending:
-                llama_cpp.llama_sampler_accept(smpl, t)
-                if penalties is not None:
-                    penalties.accept(t)
-        return pending
-
-    @staticmethod
-    def _consume(matcher: LLMatcher, tokens: list[int]) -> None:
-        if not matcher.consume_tokens(tokens):
-            raise RuntimeError(f"llguidance refused a token it allowed: {matcher.get_error()}")
+            sequence.close()
 
     def _eval(self, tokens: list[int]) -> None:
         """Decode ``tokens`` at the end of the sequence; logits only for the last one."""
@@ -490,6 +428,146 @@ class Decoder:
             llm.input_ids[n_past : n_past + len(chunk)] = chunk
             llm.n_tokens += len(chunk)
             llm._requires_eval = False
+
+
+class Sequence:
+    """One generation's decode state, from the end of its prompt to its last token.
+
+    :meth:`opening` gives the tokens the grammar forces before anything is sampled; then each
+    :meth:`step` reads the logits its last tokens produced (row ``index`` of the last decode),
+    masks and penalises them, samples, consumes, fast-forwards, and returns the tokens to decode
+    next.  Once :attr:`done`, :meth:`result` is the text.  Forced tokens are fed to the chain's
+    history as if sampled and count as output tokens.
+    """
+
+    def __init__(
+        self,
+        decoder: Decoder,
+        sampler: Any,
+        penalties: Penalties | None,
+        budget: int,
+        words: list[WordMinimum],
+    ) -> None:
+        self.decoder = decoder
+        self._sampler = sampler
+        self.smpl = sampler.sampler
+        self.penalties = penalties
+        self.budget = budget
+        grammar = decoder.grammar
+        self.matcher = grammar.matcher() if grammar is not None else None
+        self.piece = grammar.tokenizer.decode_bytes if grammar is not None else None
+        self.words = words
+        self.out: list[int] = []
+        self.sampled = self.forced = 0
+        self.mask_s = 0.0
+        self.finish = "length"
+        self.done = budget <= 0
+
+    def opening(self) -> list[int]:
+        """The tokens the grammar forces first, e.g. ``{"name": "`` (fed to the matcher)."""
+        if self.done or not self.decoder.fast_forward or self.matcher is None:
+            return []
+        pending = self._forced(self.budget)
+        if pending:
+            self.out += pending
+            self.forced += len(pending)
+            self._feed(pending)
+        if len(self.out) >= self.budget:
+            self.done = True
+        return pending
+
+    def step(self, ctx: Any, index: int) -> list[int]:
+        """Sample from row ``index`` of the last decode; the tokens to decode next (none once
+        :attr:`done`)."""
+        decoder, matcher, out = self.decoder, self.matcher, self.out
+        logits, logits_c = decoder.logits.view(llama_cpp.llama_get_logits_ith(ctx, index))
+        if matcher is not None:
+            masks = decoder.masks
+            started = time.perf_counter()
+            matcher.unsafe_compute_mask_ptr(masks.bitmask_ptr, masks.bitmask_bytes)
+            for field in self.words:
+                if field.holds():  # WordMinimum.mask's quote tokens, in the bitmask
+                    assert decoder._quote_bits is not None
+                    masks.refuse(decoder._quote_bits)
+            masks.apply(logits)
+            self.mask_s += time.perf_counter() - started
+        if self.penalties is not None:
+            self.penalties.apply(logits, logits_c)
+        if decoder.norepeat is not None:
+            decoder.norepeat.apply(logits, out)
+        token = llama_cpp.llama_sampler_sample(self.smpl, ctx, index)
+        if llama_cpp.llama_vocab_is_eog(decoder.llm._model.vocab, token):
+            return self._finish("stop")
+        if self.penalties is not None:
+            self.penalties.accept(token)
+        self.sampled += 1
+        out.append(token)
+        step = [token]
+        if matcher is not None:
+            _consume(matcher, step)
+            self._feed(step)
+            if matcher.is_stopped():  # only EOS could follow
+                return self._finish("stop")
+            if decoder.fast_forward:
+                pending = self._forced(self.budget - len(out))
+                if pending:
+                    out += pending
+                    self.forced += len(pending)
+                    step += pending
+                    self._feed(pending)
+                    if matcher.is_stopped():
+                        return self._finish("stop")
+        if len(out) >= self.budget:
+            return self._finish("length")
+        return step
+
+    def result(self) -> Decoded:
+        grammar = self.decoder.grammar
+        if grammar is not None:
+            raw = grammar.tokenizer.decode_bytes(self.out)
+        else:
+            raw = self.decoder.llm.detokenize(self.out)
+        return Decoded(
+            tokens=self.out,
+            text=raw.decode("utf-8", errors="ignore"),
+            finish_reason=self.finish,
+            sampled=self.sampled,
+            forced=self.forced,
+            mask_ms=self.mask_s * 1000.0,
+        )
+
+    def close(self) -> None:
+        self._sampler.close()
+
+    def _finish(self, reason: str) -> list[int]:
+        self.finish = reason
+        self.done = True
+        return []
+
+    def _feed(self, tokens: list[int]) -> None:
+        if self.words:
+            assert self.piece is not None
+            data = self.piece(tokens)
+            for field in self.words:
+                field.feed(data)
+
+    def _forced(self, room: int) -> list[int]:
+        """The tokens the grammar forces next (at most ``room``), consumed by the matcher and
+        fed to the sampler's history as if sampled (so the repeat penalty sees them)."""
+        assert self.matcher is not None
+        pending: list[int] = self.matcher.compute_ff_tokens()[:room]
+        if pending:
+            _consume(self.matcher, pending)
+            for t in pending:
+                llama_cpp.llama_sampler_accept(self.smpl, t)
+                if self.penalties is not None:
+                    self.penalties.accept(t)
+        return pending
+
+
+def _consume(matcher: LLMatcher, tokens: list[int]) -> None:
+    if not matcher.consume_tokens(tokens):
+        raise RuntimeError(f"llguidance refused a token it allowed: {matcher.get_error()}")
 
 
 def completion_dict(decoded: Decoded, prompt_tokens: int, model: str) -> dict[str, Any]:

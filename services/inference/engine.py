@@ -31,19 +31,18 @@ from pydantic import ValidationError
 
 from schemas.card import ProductCard
 from schemas.messages import Timings
+from services.inference.capacity import check_kv_fits, choose_slots, context_error
 from services.inference.checks import check_card
 from services.inference.decoding import Decoded, Decoder, GuidanceGrammar, completion_dict
 from services.inference.errors import (
     AttemptFailure,
-    ContextOverflow,
     GenerationError,
     GrammarError,
-    InferenceError,
     InvalidOutput,
-    JobTimeout,
     ModelLoadError,
     SemanticCheckFailed,
     TruncatedOutput,
+    decode_failure,
 )
 from services.inference.grammar import (
     SchemaNotSupported,
@@ -57,6 +56,7 @@ from services.inference.preprocess import EncoderInput, ImageLimits, PreparedIma
 from services.inference.prompt import Prompt
 from services.inference.repetition import DrySettings
 from services.inference.settings import EngineSettings
+from services.inference.slots import AbortClock, SlotEngine
 
 HANDLER_CLASSES = {
     "llava15": chat_format.Llava15ChatHandler,
@@ -93,15 +93,21 @@ class CardOutcome:
 
 
 class _TimedMtmd:
-    """Stands in for the ``mtmd_cpp`` module inside a chat handler to time image chunks."""
+    """Stands in for the ``mtmd_cpp`` module inside a chat handler to time image chunks.
+
+    While ``seq_id`` is set (the batched engine prefilling one slot, ``slots.py``), image chunks
+    are evaluated into that sequence instead of the handler's sequence 0."""
 
     def __init__(self) -> None:
         self.image_s = 0.0
+        self.seq_id: int | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(mtmd_cpp, name)
 
     def mtmd_helper_eval_chunk_single(self, *args: Any) -> Any:
+        if self.seq_id is not None:  # (mtmd_ctx, lctx, chunk, n_past, seq_id, n_batch, ...)
+            args = (*args[:4], llama_cpp.llama_seq_id(self.seq_id), *args[5:])
         started = time.perf_counter()
         try:
             return mtmd_cpp.mtmd_helper_eval_chunk_single(*args)
@@ -172,7 +178,12 @@ def encoder_input_for(files: ModelFiles, settings: EngineSettings) -> EncoderInp
 
 
 class CardEngine:
-    """Holds one model in memory; ``card_for_bytes`` is the whole image → card path."""
+    """Holds one model in memory; ``card_for_bytes`` is the whole image → card path.
+
+    With ``parallel`` > 1 (``VITRINE_ENGINE_PARALLEL``, llguidance backend), ``card_for_bytes``
+    may be called from that many threads at once: their generations share one context and
+    are decoded together (``slots.py``).  With 1, generations run one at a time under a lock.
+    """
 
     def __init__(self, files: ModelFiles, settings: EngineSettings) -> None:
         self.files = files
@@ -189,21 +200,32 @@ class CardEngine:
         started = time.perf_counter()
         self.repack: RepackChoice = choose_repack(settings.cpu_repack)
         self._mtmd = _TimedMtmd()
+        preset = files.preset
+        n_gpu_layers = (
+            settings.n_gpu_layers
+            if settings.n_gpu_layers is not None
+            else (preset.n_gpu_layers if preset else -1)
+        )
+        self.parallel, self.parallel_reason = choose_slots(
+            settings.engine_parallel,
+            grammar_backend=settings.grammar_backend,
+            n_gpu_layers=n_gpu_layers,
+        )
+        self.n_ctx = settings.n_ctx or (preset.n_ctx if preset else 4096)
+        """One generation's context: a slot's share of the KV cache."""
+        on_gpu = n_gpu_layers != 0 and bool(llama_cpp.llama_supports_gpu_offload())
+        kv_bytes = check_kv_fits(files.model, self.parallel, self.n_ctx, on_gpu=on_gpu)
         try:
             handler = HANDLER_CLASSES[files.handler](
                 clip_model_path=str(files.mmproj), verbose=settings.verbose
             )
             handler._mtmd_cpp = self._mtmd
-            preset = files.preset
             self.llm = _TimedLlama(
                 model_path=str(files.model),
                 chat_handler=handler,
-                n_ctx=settings.n_ctx or (preset.n_ctx if preset else 4096),
-                n_gpu_layers=(
-                    settings.n_gpu_layers
-                    if settings.n_gpu_layers is not None
-                    else (preset.n_gpu_layers if preset else -1)
-                ),
+                n_ctx=self.n_ctx * self.parallel,
+                sequences=self.parallel,
+                n_gpu_layers=n_gpu_layers,
                 n_threads=settings.n_threads or os.cpu_count() or 1,
                 # llama-cpp-python would default batches (prompt, fast-forwarded tokens) to every
                 # core; on a shared box that waits on busy cores for each multi-token decode
@@ -215,6 +237,8 @@ class CardEngine:
             )
             handler._init_mtmd_context(self.llm)  # load the projector now, not on first image
         except (ValueError, RuntimeError, OSError) as exc:
+            if "llama_context" in str(exc):
+                raise context_error(exc, self.parallel, self.n_ctx, kv_bytes) from exc
             raise ModelLoadError(f"cannot load {files.model} + {files.mmproj}: {exc}") from exc
         if settings.chat_template is not None:  # given explicitly, so it wins over the model's
             from services.inference.chat_templates import load_chat_template
@@ -236,7 +260,7 @@ class CardEngine:
             raise
         # Processing-time budget: llama.cpp asks this callback between compute steps of every
         # decode (prompt and each token) and abandons the decode once it answers True.
-        self._deadline: float | None = None
+        self.clock = AbortClock()
         self._abort_cb = llama_cpp.ggml_abort_callback(self._past_deadline)
         llama_cpp.llama_set_abort_callback(self.llm._ctx.ctx, self._abort_cb, None)
         self.grammar: LlamaGrammar | None = None
@@ -261,6 +285,18 @@ class CardEngine:
         except GrammarError:
             self.llm.close()
             raise
+        self.slots: SlotEngine | None = None
+        if self.parallel > 1:
+            assert self.decoder is not None  # choose_slots: llguidance only
+            self.slots = SlotEngine(
+                self.llm,
+                handler,
+                self._mtmd,
+                self.decoder,
+                slots=self.parallel,
+                n_ctx=self.n_ctx,
+                clock=self.clock,
+            )
         log.info(
             "engine.grammar",
             extra={
@@ -280,20 +316,32 @@ class CardEngine:
             "cpu_repack": self.repack.enabled,
             "cpu_repack_reason": self.repack.reason,
             "grammar_backend": self.settings.grammar_backend,
+            "parallel": self.parallel,
+            "parallel_reason": self.parallel_reason,
+            "n_ctx_per_slot": self.n_ctx,
         }
 
     def _past_deadline(self, _data: Any) -> bool:
-        return self._deadline is not None and time.monotonic() > self._deadline
+        return self.clock.expired()
 
     # -- one generation ---------------------------------------------------------------------
 
     def generate(
-        self, image: PreparedImage, *, seed: int, retry_problems: list[str] | None = None
+        self,
+        image: PreparedImage,
+        *,
+        seed: int,
+        retry_problems: list[str] | None = None,
+        deadline: float | None = None,
     ) -> RawGeneration:
-        """One constrained generation for one image; no validation."""
+        """One constrained generation for one image, by ``deadline`` (``time.monotonic()``);
+        no validation."""
         messages = self.prompt.messages(image.data_uri(), retry_problems)
         s = self.settings
+        if self.slots is not None:
+            return self._generate_in_slot(messages, seed, deadline)
         with self._lock:
+            self.clock.deadline = deadline
             self._mtmd.image_s = 0.0
             started = time.perf_counter()
             self.llm.decoder = self.decoder
@@ -308,18 +356,12 @@ class CardEngine:
                     seed=seed,
                 )
             except (ValueError, RuntimeError) as exc:
-                # An aborted decode surfaces as RuntimeError from llama_decode, but as
-                # ValueError("Failed to evaluate chunk: error code 2") when the abort lands in
-                # the mtmd handler's prefill: the deadline, not the type, tells them apart.
-                if self._past_deadline(None):
-                    raise JobTimeout(
-                        f"processing time budget of {s.job_timeout_s:g}s spent"
-                    ) from exc
-                if "n_ctx" in str(exc) or "context window" in str(exc):
-                    raise ContextOverflow(f"{exc}; raise VITRINE_N_CTX") from exc
-                raise InferenceError(str(exc)) from exc
+                raise decode_failure(
+                    exc, timed_out=self.clock.expired(), budget_s=s.job_timeout_s
+                ) from exc
             finally:
                 self.llm.decoder = None
+                self.clock.deadline = None
             finished = time.perf_counter()
             prefill_s = self.llm.prefill_done_at - started
             image_s = self._mtmd.image_s
@@ -336,6 +378,35 @@ class CardEngine:
             mask_ms=decoded.mask_ms if decoded else 0.0,
         )
         return RawGeneration(choice["message"]["content"] or "", choice["finish_reason"], timings)
+
+    def _generate_in_slot(
+        self, messages: list[dict[str, Any]], seed: int, deadline: float | None
+    ) -> RawGeneration:
+        assert self.slots is not None
+        s = self.settings
+        generation = self.slots.generate(
+            messages,
+            {
+                "max_tokens": s.max_tokens,
+                "temperature": s.temperature,
+                "top_p": s.top_p,
+                "repeat_penalty": s.repeat_penalty,
+                "seed": seed,
+            },
+            deadline=deadline,
+            budget_s=s.job_timeout_s,
+        )
+        decoded = generation.decoded
+        timings = Timings(
+            image_encode_ms=generation.image_ms,
+            prompt_eval_ms=generation.prompt_ms,
+            generate_ms=generation.generate_ms,
+            prompt_tokens=generation.prompt_tokens,
+            completion_tokens=len(decoded.tokens),
+            forced_tokens=decoded.forced,
+            mask_ms=decoded.mask_ms,
+        )
+        return RawGeneration(decoded.text, decoded.finish_reason, timings)
 
     def parse(self, raw: RawGeneration) -> ProductCard:
         """Raw text → validated card; typed errors for truncation and schema failures."""
@@ -357,20 +428,21 @@ class CardEngine:
     def card_for_image(self, image: PreparedImage, *, seed: int | None = None) -> CardOutcome:
         """Generate, parse and check, retrying within the budget; raises ``GenerationError``."""
         budget = self.settings.job_timeout_s
-        self._deadline = time.monotonic() + budget if budget > 0 else None
-        try:
-            return self._card_with_retries(image, seed)
-        finally:
-            self._deadline = None
+        deadline = time.monotonic() + budget if budget > 0 else None
+        return self._card_with_retries(image, seed, deadline)
 
-    def _card_with_retries(self, image: PreparedImage, seed: int | None) -> CardOutcome:
+    def _card_with_retries(
+        self, image: PreparedImage, seed: int | None, deadline: float | None
+    ) -> CardOutcome:
         base_seed = self.settings.seed if seed is None else seed
         total = Timings(preprocess_ms=image.preprocess_ms)
         failures: list[AttemptFailure] = []
         problems: list[str] | None = None
         last: GenerationError | None = None
         for attempt in range(1, self.settings.max_attempts + 1):
-            raw = self.generate(image, seed=base_seed + attempt - 1, retry_problems=problems)
+            raw = self.generate(
+                image, seed=base_seed + attempt - 1, retry_problems=problems, deadline=deadline
+            )
             total = total.plus(raw.timings)
             try:
                 card = self.parse(raw)
@@ -415,4 +487,6 @@ class CardEngine:
         return self.card_for_image(self.prepare(data), seed=seed)
 
     def close(self) -> None:
+        if self.slots is not None:
+            self.slots.close()
         self.llm.close()

@@ -23,9 +23,12 @@ class Engine(Protocol):
     model_id: str
     load_ms: float
     prompt: Prompt
+    parallel: int
+    """Cards it makes at once: how many threads may be in :meth:`card_for_bytes` together
+    (the worker keeps that many jobs in flight)."""
 
     def card_for_bytes(self, data: bytes, *, seed: int | None = None) -> CardOutcome:
-        """A checked card, or a ``CardError`` with a stable reason."""
+        """A checked card, or a ``CardError`` with a stable reason; thread-safe."""
         ...
 
     def describe(self) -> dict[str, Any]:

@@ -111,3 +111,16 @@ class JobTimeout(CardError):
     """The image's processing-time budget (``VITRINE_JOB_TIMEOUT_S``) ran out mid-generation."""
 
     reason: Reason = Reason.timeout
+
+
+def decode_failure(exc: Exception, *, timed_out: bool, budget_s: float) -> CardError:
+    """What a failed llama.cpp evaluation means for the job.
+
+    An aborted decode surfaces as RuntimeError from ``llama_decode``, but as
+    ``ValueError("Failed to evaluate chunk: error code 2")`` when the abort lands in the mtmd
+    handler's prefill: the deadline, not the type, tells them apart."""
+    if timed_out:
+        return JobTimeout(f"processing time budget of {budget_s:g}s spent")
+    if "n_ctx" in str(exc) or "context window" in str(exc):
+        return ContextOverflow(f"{exc}; raise VITRINE_N_CTX")
+    return InferenceError(str(exc))

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from minio import Minio
 from minio.error import S3Error
@@ -64,12 +65,19 @@ def minio_fetch(minio: Minio, max_bytes: int) -> Fetch:
 
 
 class JobHandler:
-    """Turns a job into its result; the one place a job's outcome is decided."""
+    """Turns a job into its result; the one place a job's outcome is decided.
+
+    It may be awaited for ``engine.parallel`` jobs at once: each engine call gets a thread of
+    its own (asyncio's default pool has as few as 5), so a batched engine sees every job the
+    worker has in flight."""
 
     def __init__(self, settings: InferenceSettings, engine: Engine, fetch: Fetch) -> None:
         self.settings = settings
         self.engine = engine
         self.fetch = fetch
+        self._threads = ThreadPoolExecutor(
+            max_workers=max(engine.parallel, 1), thread_name_prefix="vitrine-engine"
+        )
 
     async def __call__(self, job: ImageJob) -> CardResult:
         result = await self.result_for(job)
@@ -95,7 +103,9 @@ class JobHandler:
         fetch_ms = _ms_since(started)
         metrics.STAGE_SECONDS.labels("fetch").observe(fetch_ms / 1000)
         try:
-            outcome = await asyncio.to_thread(self.engine.card_for_bytes, data)
+            outcome = await asyncio.get_running_loop().run_in_executor(
+                self._threads, self.engine.card_for_bytes, data
+            )
         except CardError as exc:
             return from_error(
                 job,

@@ -125,13 +125,29 @@ def self_test(llm: Llama, repack: RepackChoice) -> None:
 
 
 class RepackableLlama(Llama):
-    """A ``Llama`` that takes ``use_extra_bufts`` (llama.cpp's CPU weight repacking), which is
-    not a ``Llama`` argument: it is set on the model parameters as ``Llama.__init__`` assigns
-    them, before the model is loaded."""
+    """A ``Llama`` that takes two llama.cpp parameters ``Llama`` does not: ``use_extra_bufts``
+    (CPU weight repacking), set on the model parameters, and ``sequences`` (``n_seq_max``, for
+    the batched engine, with a KV cache split per sequence: ``kv_unified`` off, each sequence
+    getting ``n_ctx / sequences`` cells), set on the context parameters.  Both are applied as
+    ``Llama.__init__`` assigns the parameters, before the model and context are created."""
 
-    def __init__(self, *args: Any, use_extra_bufts: bool, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, use_extra_bufts: bool, sequences: int = 1, **kwargs: Any
+    ) -> None:
         self._use_extra_bufts = use_extra_bufts
+        self._sequences = sequences
         super().__init__(*args, **kwargs)
+
+    @property
+    def context_params(self) -> Any:
+        return self._context_params
+
+    @context_params.setter
+    def context_params(self, params: Any) -> None:
+        if self._sequences > 1:
+            params.n_seq_max = self._sequences
+            params.kv_unified = False
+        self._context_params = params
 
     @property
     def model_params(self) -> Any:

@@ -62,9 +62,21 @@ class EngineSettings(ImageSettings):
 
     # llama.cpp runtime
     n_gpu_layers: int | None = Field(None, description="-1 = all layers on GPU; None = preset's.")
-    n_ctx: int | None = Field(None, ge=512, description="Context size; None = preset's.")
+    n_ctx: int | None = Field(
+        None,
+        ge=512,
+        description="Context size of one generation (one slot's KV cache, in tokens); the "
+        "context holds VITRINE_ENGINE_PARALLEL times this. None = preset's.",
+    )
     n_threads: int | None = Field(None, ge=1, description="CPU threads; None = all cores.")
     n_batch: int = Field(512, ge=32, description="llama.cpp's prompt-evaluation batch size.")
+    engine_parallel: int | Literal["auto"] = Field(
+        "auto",
+        description="Cards generated at once in one llama.cpp context (continuous batching; "
+        "each slot has VITRINE_N_CTX tokens of KV cache). auto: 8 on a CPU and 16 with the "
+        "model on a GPU (measured: bench/batch_bench.py); 1 with the gbnf backend, which "
+        "cannot batch.",
+    )
     cpu_repack: CpuRepack = Field(
         "auto",
         description="llama.cpp's CPU weight repacking (extra buffer types: AMX, CPU_REPACK). "
@@ -153,6 +165,13 @@ class EngineSettings(ImageSettings):
             if text.startswith("["):
                 return tuple(json.loads(text))
             return tuple(part.strip() for part in text.split(";") if part.strip())
+        return value
+
+    @field_validator("engine_parallel")
+    @classmethod
+    def _parallel_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 256:
+            raise ValueError("VITRINE_ENGINE_PARALLEL must be auto or 1..256 (llama.cpp's limit)")
         return value
 
     @field_validator("grammar_backend", mode="before")
