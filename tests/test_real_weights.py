@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -56,10 +57,35 @@ def backend_engine(request: pytest.FixtureRequest, real_pairs) -> Iterator[CardE
 
 @pytest.fixture(scope="module")
 def default_engine(real_pairs) -> Iterator[CardEngine]:
-    """The default settings on the real model (llguidance, auto repack), for the short tests."""
+    """The default settings on the real model (llguidance, auto repack, auto slots: batched),
+    for the short tests."""
     engine = real_engine(real_pairs["llava"], max_tokens=64, max_attempts=1)
     yield engine
     engine.close()
+
+
+def test_batched_on_real_weights_a_lone_card_is_the_sequential_one(
+    real_pairs, default_engine
+) -> None:
+    """The quantized kernels, not only the f32 toys: a generation alone in a slot of the
+    batched engine gives the single-sequence path's tokens; generations side by side each end
+    with their own text (batch-mates may change a quantized model's last bits, so they are
+    not compared)."""
+    assert default_engine.parallel > 1 and default_engine.slots is not None
+    alone = real_engine(real_pairs["llava"], max_tokens=64, max_attempts=1, engine_parallel=1)
+    try:
+        image = alone.prepare((SAMPLES / "caneca-azul.jpg").read_bytes())
+        a = alone.generate(image, seed=5)
+    finally:
+        alone.close()
+    b = default_engine.generate(image, seed=5)
+    assert (b.text, b.finish_reason) == (a.text, a.finish_reason)
+    with ThreadPoolExecutor(3) as pool:
+        side_by_side = list(
+            pool.map(lambda seed: default_engine.generate(image, seed=seed), (6, 7, 8))
+        )
+    assert all(g.timings.completion_tokens > 0 for g in side_by_side)
+    assert all(g.text.startswith('{"product_name": "') for g in side_by_side)
 
 
 def test_the_model_is_real_and_quantized_and_auto_repack_is_the_rule(default_engine) -> None:

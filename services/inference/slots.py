@@ -231,6 +231,8 @@ class SlotEngine:
         self._wake = threading.Condition()
         self._closing = False
         self.steps = 0
+        """Batched decodes so far (tests and benchmarks read these two)."""
+        self.peak_occupancy = 0
         metrics.SLOTS.set(slots)
         self._thread = threading.Thread(target=self._run, name="vitrine-slots", daemon=True)
         self._thread.start()
@@ -384,6 +386,7 @@ class SlotEngine:
             return
         metrics.BATCH_OCCUPANCY.observe(len(rows))
         self.steps += 1
+        self.peak_occupancy = max(self.peak_occupancy, len(rows))
         try:
             batch.decode(ctx)
         except RuntimeError as exc:
