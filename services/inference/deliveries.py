@@ -10,17 +10,18 @@ group's committed offsets, so it survives any worker; a worker that reads a mark
 offset it is about to start knows that the previous delivery died.
 
 A worker keeps several jobs in flight (a fast engine takes many per poll, a batched engine runs
-``parallel`` at once, and a job taken later may finish first), so a partition's jobs taken and
-not yet committed past form a :class:`Lane`, and what is committed for it is
-:meth:`Lane.position`: the offset moves over the contiguous prefix of finished jobs (their
-results acknowledged), the marker stays on the lowest unfinished one and its ``end`` covers the
-highest taken, so taking more from a partition with jobs in flight extends ``end`` (committed
-before they start); with nothing left in flight it is a plain commit.
+``parallel`` at once, and a job taken later may finish first), so what is committed for a
+partition is :func:`position` of its jobs taken and not yet committed past: the offset moves
+over the contiguous prefix of finished jobs (their results acknowledged), the marker stays on
+the lowest unfinished one and its ``end`` covers the highest taken, so taking more from a
+partition with jobs in flight extends ``end`` (committed before they start); with nothing left
+in flight it is a plain commit.
 
 When a worker dies with a range in flight, nobody knows which of its jobs was to blame, so the
 range becomes *suspect*: it is re-run one job at a time — each such job delivered alone, with no
 other job of any partition beside it, so that only its own death is counted on it — and each
-job of the range starts with the one death it shared.  A poison job then dies alone, its count
+job of the range starts with the one death it shared (a worker that finds such a range while
+it has jobs in flight finishes those first).  A poison job then dies alone, its count
 climbs, and past the limit it is parked on the dead-letter topic with a ``failed`` result; the
 innocent jobs of the range go through on their second delivery.  A slow model with
 ``parallel`` 1 never has more than one job in flight, and then this is exactly one marker per
