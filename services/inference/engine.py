@@ -476,9 +476,13 @@ class CardEngine:
             problems = [self.prompt.correction(b.check, b.detail) for b in broken]
         assert last is not None
         summary = f"no acceptable card after {len(failures)} attempt(s); last: {last}"
-        if isinstance(last, SemanticCheckFailed):
-            raise SemanticCheckFailed(summary, last.checks, failures)
-        raise type(last)(summary, failures)
+        error = (
+            SemanticCheckFailed(summary, last.checks, failures)
+            if isinstance(last, SemanticCheckFailed)
+            else type(last)(summary, failures)
+        )
+        error.timings = total
+        raise error
 
     def prepare(self, data: bytes) -> PreparedImage:
         return prepare_image(data, self.encoder_input, self.limits)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schemas.messages import Timings
 from schemas.reasons import Reason
 
 
@@ -18,6 +19,9 @@ class CardError(Exception):
     reason: Reason = Reason.card_error
     permanent = True
     """Permanent errors will fail again on retry with the same input; transient ones may not."""
+    timings: Timings | None = None
+    """What the failed attempts cost (tokens, stages), where the engine got that far: a failed
+    row still says what it spent."""
 
 
 class ImageError(CardError):

@@ -34,6 +34,7 @@ def not_done(
     attempts: int = 0,
     fetch_ms: float = 0.0,
     total_ms: float = 0.0,
+    spent: Timings | None = None,
 ) -> CardResult:
     return CardResult(
         job_id=job.job_id,
@@ -45,7 +46,9 @@ def not_done(
         model_id=model_id,
         prompt_version=prompt_version,
         attempts=attempts,
-        timings=Timings(fetch_ms=fetch_ms, total_ms=total_ms),
+        timings=(spent or Timings()).model_copy(
+            update={"fetch_ms": fetch_ms, "total_ms": total_ms}
+        ),
         producer="inference",
     )
 
@@ -70,4 +73,5 @@ def from_error(
         attempts=len(exc.attempts) if isinstance(exc, GenerationError) else 0,
         fetch_ms=fetch_ms,
         total_ms=total_ms,
+        spent=exc.timings,
     )

@@ -1,0 +1,322 @@
+"""Batched generation: cards/min and tokens/s at N = 1, 2, 4, 8, 16 slots, beside llama.cpp.
+
+    python bench/batch_bench.py [--slots 1,2,4,8,16] [--cards-per-slot 3] [--max-tokens 400]
+                                [--raw-steps 64] [--prompt-tokens auto] [--n-gpu-layers 0]
+                                [--pipeline 100] [--json out.json]
+
+One run, on the real-weight model (Gemma 3 270M Q4_K_M from PyPI, with the generated projector;
+``tests/tiny_models.real_pair``), measures three things:
+
+1. **Raw batched decode** (the ceiling): llama.cpp's low-level API, one context with N
+   sequences, each holding a prompt as long as the card prompt, then ``--raw-steps`` decodes of
+   one token per sequence (argmax: no sampling, no grammar).  Aggregate tokens/s per N.
+2. **The engine**: a ``CardEngine`` with ``VITRINE_ENGINE_PARALLEL=N`` making
+   ``N x --cards-per-slot`` cards from as many threads as slots (one attempt each: the rate of
+   generation, not of acceptance), cards/min and aggregate output tokens/s, prefill included.
+   The ratio against N = 1 is set beside the raw ratio: the goal is >= 2.8x at N = 8 and
+   >= 88 % of raw scaling.
+3. With ``--pipeline M``: the whole pipeline (ingest, inference at N = 8, sink, on the running
+   native stack) draining M images, cards/min against the engine's own rate at that N.
+
+Timings are wall clock on whatever else the machine runs: run it on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from test_engine_memory import photo  # noqa: E402
+
+from schemas.messages import Timings  # noqa: E402
+from services.inference.engine import CardEngine  # noqa: E402
+from services.inference.errors import CardError  # noqa: E402
+from services.inference.model_files import resolve  # noqa: E402
+from services.inference.native import RepackableLlama, choose_repack  # noqa: E402
+from services.inference.settings import EngineSettings  # noqa: E402
+from services.inference.slots import TokenBatch  # noqa: E402
+from tiny_models import TinyPair, real_pair  # noqa: E402
+
+MODELS = Path(os.environ.get("VITRINE_BENCH_MODELS", "/tmp/vitrine-bench-models"))
+
+
+@dataclass
+class EngineRun:
+    slots: int
+    cards: int
+    wall_s: float
+    cards_per_min: float
+    sustained_per_min: float
+    tokens_per_s: float
+    per_sequence_tokens_per_s: float
+    prompt_tokens: float
+    peak_occupancy: int
+    failures: dict[str, int]
+
+
+def sustained(stamps: list[float]) -> float:
+    """Cards per minute between the 10th and 90th percentile completions: the steady rate,
+    without the ramp (every slot prefilling) and the tail (slots emptying)."""
+    stamps = sorted(stamps)
+    if len(stamps) < 5:
+        return float("nan")
+    lo, hi = stamps[len(stamps) // 10], stamps[(len(stamps) * 9) // 10]
+    n = (len(stamps) * 9) // 10 - len(stamps) // 10
+    return 60.0 * n / max(hi - lo, 1e-6)
+
+
+def engine_settings(pair: TinyPair, args: argparse.Namespace, slots: int) -> EngineSettings:
+    return EngineSettings(
+        model_path=pair.model,
+        mmproj_path=pair.mmproj,
+        handler=pair.handler,
+        n_ctx=args.n_ctx,
+        n_threads=args.threads,
+        n_gpu_layers=args.n_gpu_layers,
+        max_tokens=args.max_tokens,
+        max_attempts=1,  # the rate of generation, not of acceptance
+        engine_parallel=slots,
+        job_timeout_s=0,
+    )
+
+
+def engine_run(pair: TinyPair, args: argparse.Namespace, slots: int) -> EngineRun:
+    settings = engine_settings(pair, args, slots)
+    engine = CardEngine(resolve(settings), settings)
+    try:
+        n = slots * args.cards_per_slot
+        images = [engine.prepare(photo(i)) for i in range(n)]
+        barrier = threading.Barrier(slots)
+        done_at: list[float] = []
+        tokens: list[int] = []
+        per_seq: list[float] = []
+        prompt: list[int] = []
+        failures: dict[str, int] = {}
+        lock = threading.Lock()
+
+        def card(i: int) -> None:
+            if i < slots:
+                barrier.wait()
+            t: Timings | None
+            try:
+                outcome = engine.card_for_image(images[i], seed=i)
+                t = outcome.timings
+            except CardError as exc:
+                with lock:
+                    failures[str(exc.reason)] = failures.get(str(exc.reason), 0) + 1
+                t = exc.timings  # what the failed attempt generated counts as throughput
+            with lock:
+                done_at.append(time.perf_counter())
+                if t is not None:
+                    tokens.append(t.completion_tokens)
+                    prompt.append(t.prompt_tokens)
+                    if t.generate_ms:
+                        per_seq.append(t.completion_tokens / (t.generate_ms / 1000))
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(slots) as pool:
+            list(pool.map(card, range(n)))
+        wall = time.perf_counter() - started
+        total_tokens = sum(tokens)
+        return EngineRun(
+            slots=slots,
+            cards=n,
+            wall_s=wall,
+            cards_per_min=60.0 * n / wall,
+            sustained_per_min=sustained([s - started for s in done_at]),
+            tokens_per_s=total_tokens / wall,
+            per_sequence_tokens_per_s=statistics.mean(per_seq) if per_seq else float("nan"),
+            prompt_tokens=statistics.mean(prompt) if prompt else float("nan"),
+            peak_occupancy=engine.slots.peak_occupancy if engine.slots else 1,
+            failures=failures,
+        )
+    finally:
+        engine.close()
+
+
+def raw_decode(model: Path, args: argparse.Namespace, slots: int, prompt_tokens: int) -> float:
+    """llama.cpp alone: ``slots`` sequences of ``prompt_tokens`` each, then one token per
+    sequence per ``llama_decode`` (argmax); aggregate tokens/s."""
+    llm = RepackableLlama(
+        model_path=str(model),
+        n_ctx=(prompt_tokens + args.raw_steps + 64) * slots,
+        sequences=slots,
+        n_threads=args.threads or os.cpu_count() or 1,
+        n_threads_batch=args.threads or os.cpu_count() or 1,
+        n_batch=512,
+        n_gpu_layers=-1 if args.n_gpu_layers is None else args.n_gpu_layers,
+        verbose=False,
+        use_extra_bufts=choose_repack("auto").enabled,
+    )
+    batch = TokenBatch(512)
+    try:
+        ctx, n_vocab = llm._ctx.ctx, llm.n_vocab()
+        rng = np.random.default_rng(0)
+        for seq in range(slots):
+            text = rng.integers(1000, 50_000, prompt_tokens).tolist()
+            for start in range(0, prompt_tokens, 512):
+                chunk = text[start : start + 512]
+                batch.clear()
+                for j, token in enumerate(chunk):
+                    batch.add(token, start + j, seq, j == len(chunk) - 1)
+                batch.decode(ctx)
+        last = [1] * slots
+        started = time.perf_counter()
+        for step in range(args.raw_steps):
+            batch.clear()
+            for seq in range(slots):
+                batch.add(last[seq], prompt_tokens + step, seq, True)
+            batch.decode(ctx)
+            for seq in range(slots):
+                row = llama_cpp.llama_get_logits_ith(ctx, seq)
+                last[seq] = int(np.ctypeslib.as_array(row, shape=(n_vocab,)).argmax())
+        return slots * args.raw_steps / (time.perf_counter() - started)
+    finally:
+        batch.close()
+        llm.close()
+
+
+def pipeline_run(pair: TinyPair, args: argparse.Namespace, slots: int) -> dict[str, float]:
+    """The whole pipeline on the native stack: upload ``--pipeline`` photos, time the rows."""
+    from pipeline import Pipeline, ensure_stack, new_namespace, rows, s3_client, wait_for
+
+    ensure_stack()
+    env = {
+        "VITRINE_MODEL_PATH": str(pair.model),
+        "VITRINE_MMPROJ_PATH": str(pair.mmproj),
+        "VITRINE_HANDLER": pair.handler,
+        "VITRINE_ENGINE_PARALLEL": str(slots),
+        "VITRINE_MAX_ATTEMPTS": "1",
+        "VITRINE_MAX_TOKENS": str(args.max_tokens),
+        "VITRINE_N_CTX": str(args.n_ctx),
+        "VITRINE_JOB_TIMEOUT_S": "0",
+    }
+    if args.threads:
+        env["VITRINE_N_THREADS"] = str(args.threads)
+    if args.n_gpu_layers is not None:
+        env["VITRINE_N_GPU_LAYERS"] = str(args.n_gpu_layers)
+    ns = new_namespace(env)
+    logs = Path("/tmp/vitrine-bench-logs") / ns.name
+    logs.mkdir(parents=True, exist_ok=True)
+    p = Pipeline(ns, logs)
+    for name, module in (("sink", "services.sink"), ("inference", "services.inference")):
+        p.add(name, module)
+    p.start_all()  # the model loads before the clock starts
+    n = args.pipeline
+    try:
+        s3 = s3_client(ns.env)
+        bodies = [photo(i) for i in range(n)]
+        for i, body in enumerate(bodies):  # a backlog, as a shop's bulk upload makes
+            s3.put_object(Bucket=ns.bucket, Key=f"b/{i:04d}.jpg", Body=body)
+        started = time.time()
+        p.add("ingest", "services.ingest").start()
+
+        def final() -> list[dict[str, Any]]:
+            return rows(ns.dsn, ns.bucket, "object_key LIKE 'b/%%' AND status_rank = 1")
+
+        wait_for(lambda: len(final()) >= n, 7200, f"{n} final rows", interval=2)
+        stamps = [r["updated_at"].timestamp() - started for r in final()]
+        wall = max(stamps)
+        return {
+            "images": n,
+            "wall_s": wall,
+            "cards_per_min": 60.0 * n / wall,
+            "sustained_per_min": sustained(stamps),
+        }
+    finally:
+        p.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--slots", default="1,2,4,8,16")
+    parser.add_argument("--cards-per-slot", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=1536)
+    parser.add_argument("--n-ctx", type=int, default=4096)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--n-gpu-layers", type=int, default=None)
+    parser.add_argument("--raw-steps", type=int, default=64)
+    parser.add_argument("--pipeline", type=int, default=0, help="images for the pipeline run")
+    parser.add_argument("--pipeline-slots", type=int, default=8)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    slot_counts = [int(s) for s in args.slots.split(",")]
+    pair = real_pair(MODELS)["llava"]
+    print(
+        f"model: {pair.model.name} + {pair.mmproj.name} ({pair.handler}); "
+        f"max_tokens {args.max_tokens}, n_ctx {args.n_ctx}/slot, 1 attempt",
+        flush=True,
+    )
+
+    runs: list[EngineRun] = []
+    for slots in slot_counts:
+        run = engine_run(pair, args, slots)
+        runs.append(run)
+        print(
+            f"engine N={slots:>2}: {run.cards} cards in {run.wall_s:6.1f} s  "
+            f"{run.cards_per_min:5.1f} cards/min (sustained {run.sustained_per_min:5.1f})  "
+            f"{run.tokens_per_s:6.1f} tok/s  per sequence {run.per_sequence_tokens_per_s:5.1f} "
+            f"tok/s  peak occupancy {run.peak_occupancy}  {run.failures}",
+            flush=True,
+        )
+    prompt_tokens = round(runs[0].prompt_tokens)
+    raw = {}
+    for slots in slot_counts:
+        raw[slots] = raw_decode(pair.model, args, slots, prompt_tokens)
+        print(
+            f"raw    N={slots:>2}: {raw[slots]:6.1f} tok/s ({prompt_tokens}-token prompts)",
+            flush=True,
+        )
+
+    base, raw_base = runs[0], raw[slot_counts[0]]
+    print(
+        "\n| N | cards/min | vs N=1 | engine tok/s | vs N=1 | raw tok/s | raw vs N=1 | "
+        "engine scaling / raw scaling | per-sequence tok/s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for run in runs:
+        scale = run.cards_per_min / base.cards_per_min
+        raw_scale = raw[run.slots] / raw_base
+        print(
+            f"| {run.slots} | {run.cards_per_min:.1f} | {scale:.2f}x | {run.tokens_per_s:.1f} | "
+            f"{run.tokens_per_s / base.tokens_per_s:.2f}x | {raw[run.slots]:.1f} | "
+            f"{raw_scale:.2f}x | {scale / raw_scale:.0%} | {run.per_sequence_tokens_per_s:.1f} |"
+        )
+    result: dict[str, Any] = {"engine": [asdict(r) for r in runs], "raw": raw, "args": vars(args)}
+    if args.pipeline:
+        piped = pipeline_run(pair, args, args.pipeline_slots)
+        at = next((r for r in runs if r.slots == args.pipeline_slots), None)
+        print(
+            f"\npipeline N={args.pipeline_slots}: {piped['images']} images in "
+            f"{piped['wall_s']:.1f} s = {piped['cards_per_min']:.1f} cards/min "
+            f"(sustained {piped['sustained_per_min']:.1f})"
+        )
+        if at is not None:
+            overall = piped["cards_per_min"] / at.cards_per_min
+            steady = piped["sustained_per_min"] / at.sustained_per_min
+            print(
+                f"  vs the engine alone at N={at.slots}: {overall:.0%} overall, "
+                f"{steady:.0%} sustained"
+            )
+        result["pipeline"] = piped
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
