@@ -1,8 +1,9 @@
 """Batched generation: cards/min and tokens/s at N = 1, 2, 4, 8, 16 slots, beside llama.cpp.
 
-    python bench/batch_bench.py [--slots 1,2,4,8,16] [--cards-per-slot 3] [--max-tokens 400]
-                                [--raw-steps 64] [--prompt-tokens auto] [--n-gpu-layers 0]
+    python bench/batch_bench.py [--slots 1,2,4,8,16] [--cards-per-slot 3] [--max-tokens 1536]
+                                [--raw-steps 64] [--n-gpu-layers -1] [--threads N]
                                 [--pipeline 100] [--json out.json]
+                                [--model M --mmproj P --handler llava15]
 
 One run, on the real-weight model (Gemma 3 270M Q4_K_M from PyPI, with the generated projector;
 ``tests/tiny_models.real_pair``), measures three things:
@@ -254,9 +255,17 @@ def main() -> None:
     parser.add_argument("--pipeline", type=int, default=0, help="images for the pipeline run")
     parser.add_argument("--pipeline-slots", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--model", type=Path, default=None, help="another text GGUF (with --mmproj, --handler)"
+    )
+    parser.add_argument("--mmproj", type=Path, default=None)
+    parser.add_argument("--handler", default="llava15")
     args = parser.parse_args()
     slot_counts = [int(s) for s in args.slots.split(",")]
-    pair = real_pair(MODELS)["llava"]
+    if args.model is not None:  # e.g. bench/gpu/make_model.py's, where the real one cannot go
+        pair = TinyPair(args.model, args.mmproj, args.handler)
+    else:
+        pair = real_pair(MODELS)["llava"]
     print(
         f"model: {pair.model.name} + {pair.mmproj.name} ({pair.handler}); "
         f"max_tokens {args.max_tokens}, n_ctx {args.n_ctx}/slot, 1 attempt",

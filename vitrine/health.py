@@ -48,7 +48,8 @@ class ServiceHealth:
     metrics_port: int
     metrics_up: bool
     handled: float | None = None  # messages handled since start (from its own counters)
-    busy: bool | None = None  # inference: a job is running
+    busy: int | None = None  # inference: jobs in flight now
+    slots: int | None = None  # inference: jobs it keeps in flight at most (the engine's slots)
     error: str | None = None
     metrics_host: str = "127.0.0.1"
 
@@ -174,7 +175,9 @@ def _summarise(health: ServiceHealth, text: str) -> None:
         if family.name == HANDLED_METRIC.get(kind):
             handled += sum(s.value for s in family.samples if s.name.endswith("_total"))
         elif family.name == "vitrine_inference_busy":
-            health.busy = any(s.value > 0 for s in family.samples)
+            health.busy = int(sum(s.value for s in family.samples))
+        elif family.name == "vitrine_inference_parallel":
+            health.slots = int(sum(s.value for s in family.samples))
     health.handled = handled
 
 

@@ -86,7 +86,8 @@ def processes(status: Status) -> Table:
     for service in status.services:
         note = ""
         if service.busy is not None:
-            note = "running a job" if service.busy else "idle"
+            of = f" of {service.slots}" if service.slots else ""
+            note = f"{service.busy}{of} jobs in flight" if service.busy else "idle"
         if service.running is False:
             note = "not running"
         elif not service.metrics_up:

@@ -332,7 +332,18 @@ class InferenceWorker:
         if suspects:
             # Its first job runs alone (no other partition's jobs beside it), one at a time until
             # the culprit is found.
-            plan = {suspects[0]: plan[suspects[0]]}
+            suspect = plan[suspects[0]]
+            log.warning(
+                "delivery.suspect",
+                extra={
+                    "partition": suspects[0].partition,
+                    "offset": suspect.first,
+                    "suspect_end": suspect.suspect_end,
+                    "delivery": suspect.attempt,
+                    "note": "a worker died with these jobs in flight: each runs alone",
+                },
+            )
+            plan = {suspects[0]: suspect}
             records = {suspects[0]: records[suspects[0]][:1]}
         for tp, (first, last) in spans.items():
             if tp not in records:

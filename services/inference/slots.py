@@ -415,6 +415,7 @@ class SlotEngine:
         assert slot.sequence is not None and slot.request is not None
         decoded = slot.sequence.result()
         generate_s = time.perf_counter() - slot.decoding_since
+        metrics.ENGINE_TOKENS.inc(len(decoded.tokens))
         if decoded.tokens and generate_s > 0:
             metrics.SEQUENCE_TOKENS_PER_SECOND.observe(len(decoded.tokens) / generate_s)
         generation = Generation(
