@@ -7,8 +7,10 @@ generates one sequence at a time, so the engine keeps its own scheduler over the
 
 How: the context holds ``slots`` sequences (``n_seq_max``; each with its own ``n_ctx`` cells, the
 KV cache not unified).  One generation (one attempt at one card) is a request; callers block in
-:meth:`SlotEngine.generate` from as many threads as they like while one thread, the engine's,
-does all the decoding:
+:meth:`SlotEngine.generate` from as many threads as they like while the process's llama.cpp
+thread (``native.on_native_thread``: all llama.cpp compute runs on one thread) does all the
+decoding, one *tick* (admissions, then one step) at a time, so that several engines in one
+process take turns:
 
 1. **Admit.** A queued request takes a free slot.  The model's chat handler renders its prompt
    and evaluates the text and image chunks into that slot's sequence (mtmd with the sequence id),
@@ -46,6 +48,7 @@ from llama_cpp import Llama
 from services.inference import metrics
 from services.inference.decoding import Decoded, Decoder, Sampling, Sequence, completion_dict
 from services.inference.errors import CardError, InferenceError, JobTimeout, decode_failure
+from services.inference.native import on_native_thread, submit_native
 
 log = logging.getLogger("vitrine.inference")
 
@@ -228,14 +231,14 @@ class SlotEngine:
         self.batch = TokenBatch(max(llm.n_batch, slots))
         self._slots = [_Slot(SlotView(llm, i, n_ctx, self.batch)) for i in range(slots)]
         self._queue: deque[_Request] = deque()
-        self._wake = threading.Condition()
+        self._lock = threading.Lock()
+        self._ticking = False
+        """A tick is queued on the llama.cpp thread (or running)."""
         self._closing = False
         self.steps = 0
         """Batched decodes so far (tests and benchmarks read these two)."""
         self.peak_occupancy = 0
         metrics.SLOTS.set(slots)
-        self._thread = threading.Thread(target=self._run, name="vitrine-slots", daemon=True)
-        self._thread.start()
 
     @property
     def slots(self) -> int:
@@ -253,40 +256,53 @@ class SlotEngine:
     ) -> Generation:
         """Queue one generation and wait for it; raises the ``CardError`` it ended with."""
         request = _Request(messages, call, deadline, budget_s)
-        with self._wake:
+        with self._lock:
             if self._closing:
                 raise InferenceError("the engine is shutting down")
             self._queue.append(request)
             metrics.QUEUED.set(len(self._queue))
-            self._wake.notify()
+            self._schedule()
         return request.future.result()
 
     def close(self) -> None:
-        with self._wake:
-            self._closing = True
-            self._wake.notify()
-        self._thread.join()
-        self.batch.close()
+        """Fail what is still queued or running, after the tick in progress (if any)."""
+        with self._lock:
+            self._closing = True  # no tick is queued after this
+        on_native_thread(self._shut)
 
-    # -- the engine's thread ---------------------------------------------------------------------
+    # -- the llama.cpp thread --------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._closing and not self._queue and not self._live():
-                    self._wake.wait()
-                if self._closing:
-                    break
+    def _schedule(self) -> None:
+        """Queue a tick unless one is queued; the caller holds ``_lock``."""
+        if not self._ticking and not self._closing:
+            self._ticking = True
+            submit_native(self._tick)
+
+    def _tick(self) -> None:
+        try:
             self._admit()
             if self._live():
                 self._step()
+        except Exception as exc:  # a bug: fail what runs rather than loop on it
+            log.exception("slots.tick_crashed")
+            for slot in self._slots:
+                if slot.request is not None:
+                    self._leave(slot, InferenceError(f"{type(exc).__name__}: {exc}"))
+        finally:
+            with self._lock:
+                self._ticking = False
+                if self._queue or self._live():
+                    self._schedule()
+
+    def _shut(self) -> None:
         error = InferenceError("the engine shut down before this generation finished")
         for slot in self._slots:
             if slot.request is not None:
                 self._leave(slot, error)
-        with self._wake:
+        with self._lock:
             while self._queue:
                 self._queue.popleft().future.set_exception(error)
+        self.batch.close()
 
     def _live(self) -> list[_Slot]:
         return [slot for slot in self._slots if slot.sequence is not None]
@@ -296,7 +312,7 @@ class SlotEngine:
         for slot in self._slots:
             if slot.request is not None:
                 continue
-            with self._wake:
+            with self._lock:
                 if not self._queue:
                     break
                 request = self._queue.popleft()
