@@ -48,7 +48,11 @@ from schemas.messages import Timings  # noqa: E402
 from services.inference.engine import CardEngine  # noqa: E402
 from services.inference.errors import CardError  # noqa: E402
 from services.inference.model_files import resolve  # noqa: E402
-from services.inference.native import RepackableLlama, choose_repack  # noqa: E402
+from services.inference.native import (  # noqa: E402
+    RepackableLlama,
+    choose_repack,
+    on_native_thread,
+)
 from services.inference.settings import EngineSettings  # noqa: E402
 from services.inference.slots import TokenBatch  # noqa: E402
 from tiny_models import TinyPair, real_pair  # noqa: E402
@@ -151,8 +155,14 @@ def engine_run(pair: TinyPair, args: argparse.Namespace, slots: int) -> EngineRu
 
 
 def raw_decode(model: Path, args: argparse.Namespace, slots: int, prompt_tokens: int) -> float:
+    """On the llama.cpp thread, as the engine's decodes (one OpenMP team: native.py)."""
+    return on_native_thread(_raw_decode, model, args, slots, prompt_tokens)
+
+
+def _raw_decode(model: Path, args: argparse.Namespace, slots: int, prompt_tokens: int) -> float:
     """llama.cpp alone: ``slots`` sequences of ``prompt_tokens`` each, then one token per
-    sequence per ``llama_decode`` (argmax); aggregate tokens/s."""
+    sequence per ``llama_decode`` (argmax); aggregate tokens/s, in a context made as the
+    engine's (split KV cache, sliding-window layers keeping their window)."""
     llm = RepackableLlama(
         model_path=str(model),
         n_ctx=(prompt_tokens + args.raw_steps + 64) * slots,
@@ -163,6 +173,7 @@ def raw_decode(model: Path, args: argparse.Namespace, slots: int, prompt_tokens:
         n_gpu_layers=-1 if args.n_gpu_layers is None else args.n_gpu_layers,
         verbose=False,
         use_extra_bufts=choose_repack("auto").enabled,
+        swa_full=False,
     )
     batch = TokenBatch(512)
     try:

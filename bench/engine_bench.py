@@ -55,7 +55,7 @@ from services.inference.decoding import Decoder, GuidanceGrammar  # noqa: E402
 from services.inference.engine import CardEngine  # noqa: E402
 from services.inference.errors import GenerationError  # noqa: E402
 from services.inference.model_files import resolve  # noqa: E402
-from services.inference.native import RepackableLlama  # noqa: E402
+from services.inference.native import RepackableLlama, on_native_thread  # noqa: E402
 from services.inference.settings import EngineSettings  # noqa: E402
 from tiny_models import generate  # noqa: E402
 
@@ -85,7 +85,7 @@ def engine(pair: Pair, **overrides: Any) -> CardEngine:
         handler=pair.handler,
         n_ctx=N_CTX,
         n_threads=THREADS,
-        **overrides,
+        **{"engine_parallel": 1, **overrides},  # the one-at-a-time path (batch_bench: slots)
     )
     return CardEngine(resolve(settings), settings)
 
@@ -149,6 +149,11 @@ def filler_tokens(llm: Llama, n: int) -> list[int]:
 
 
 def bare_decode(llm: Llama, prompt_len: int, n_tokens: int) -> Bare:
+    """On the llama.cpp thread, as the engines' decodes (one OpenMP team: native.py)."""
+    return on_native_thread(_bare_decode, llm, prompt_len, n_tokens)
+
+
+def _bare_decode(llm: Llama, prompt_len: int, n_tokens: int) -> Bare:
     """Prompt of ``prompt_len`` tokens, then ``n_tokens`` single-token ``llama_decode`` calls of a
     fixed token at the next positions, each followed by reading its logits (which waits for the
     decode); nothing else.  Leaves the context empty."""
@@ -192,7 +197,8 @@ def bare_decode(llm: Llama, prompt_len: int, n_tokens: int) -> Bare:
 
 
 def bare_llama(model: Path, use_extra_bufts: bool) -> Llama:
-    return RepackableLlama(
+    return on_native_thread(
+        RepackableLlama,
         model_path=str(model),
         n_ctx=N_CTX,
         n_threads=THREADS,
@@ -200,6 +206,7 @@ def bare_llama(model: Path, use_extra_bufts: bool) -> Llama:
         n_batch=EngineSettings.model_fields["n_batch"].default,
         verbose=False,
         use_extra_bufts=use_extra_bufts,
+        swa_full=False,  # as the engine's context
     )
 
 
