@@ -91,7 +91,9 @@ def final_count(p: Pipeline, prefix: str) -> int:
     )
 
 
-def test_kill_9_mid_job_loses_and_duplicates_nothing(pipeline: Pipeline) -> None:
+def test_kill_9_mid_batch_loses_and_duplicates_nothing(pipeline: Pipeline) -> None:
+    """The worker runs the batched engine (auto slots) with rolling deliveries, so the kill
+    lands with several jobs in flight: each is redelivered and run alone, none is parked."""
     s3 = s3_client(pipeline.ns.env)
     keys = [f"kill/{i:03d}.jpg" for i in range(100)]
     for i, key in enumerate(keys):
@@ -108,6 +110,10 @@ def test_kill_9_mid_job_loses_and_duplicates_nothing(pipeline: Pipeline) -> None
     assert [r["object_key"] for r in batch] == keys
     assert {r["status"] for r in batch} <= {"done", "failed"}
     assert not [r for r in batch if r["reason"] == "poison"]  # one death is not poison
+    events = worker.events()
+    assert max(e.get("parallel", 1) for e in events if e.get("event") == "worker.started") > 1
+    rerun = {(e["partition"], e["offset"]) for e in events if e.get("event") == "delivery.suspect"}
+    assert len(rerun) >= 2, f"the kill found {len(rerun)} job(s) in flight, not a batch"
 
 
 def test_poison_job_is_parked_after_bounded_deliveries(pipeline: Pipeline) -> None:
