@@ -363,13 +363,7 @@ class CardEngine:
         self.llm.decoder = self.decoder
         try:
             response: Any = self.llm.create_chat_completion(
-                messages=messages,
-                grammar=self.grammar,
-                max_tokens=s.max_tokens,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                repeat_penalty=s.repeat_penalty,
-                seed=seed,
+                messages=messages, grammar=self.grammar, **self._sampling(seed)
             )
         except (ValueError, RuntimeError) as exc:
             raise decode_failure(
@@ -395,6 +389,18 @@ class CardEngine:
         )
         return RawGeneration(choice["message"]["content"] or "", choice["finish_reason"], timings)
 
+    def _sampling(self, seed: int) -> dict[str, Any]:
+        """The chat handler's generation arguments, the same on both paths (a lone slot must
+        sample as the one-at-a-time path does)."""
+        s = self.settings
+        return {
+            "max_tokens": s.max_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "repeat_penalty": s.repeat_penalty,
+            "seed": seed,
+        }
+
     def _generate_in_slot(
         self, messages: list[dict[str, Any]], seed: int, deadline: float | None
     ) -> RawGeneration:
@@ -402,13 +408,7 @@ class CardEngine:
         s = self.settings
         generation = self.slots.generate(
             messages,
-            {
-                "max_tokens": s.max_tokens,
-                "temperature": s.temperature,
-                "top_p": s.top_p,
-                "repeat_penalty": s.repeat_penalty,
-                "seed": seed,
-            },
+            self._sampling(seed),
             deadline=deadline,
             budget_s=s.job_timeout_s,
         )
