@@ -40,15 +40,8 @@ log = logging.getLogger("vitrine.inference")
 
 T = TypeVar("T")
 
-_NATIVE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vitrine-llama")
-_native_ident: list[int] = []
-
-
-def _mark_native() -> None:
-    _native_ident.append(threading.get_ident())
-
-
-_NATIVE.submit(_mark_native).result()
+NATIVE_THREAD = "vitrine-llama"
+_NATIVE = ThreadPoolExecutor(max_workers=1, thread_name_prefix=NATIVE_THREAD)
 
 
 def on_native_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -63,7 +56,7 @@ def on_native_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     on another.  So model load, self-test, prefill and every decode of every engine in the
     process run here, in the order they were asked for.
     """
-    if threading.get_ident() in _native_ident:
+    if threading.current_thread().name.startswith(NATIVE_THREAD):
         return fn(*args, **kwargs)  # already there (an engine built inside a native call)
     return _NATIVE.submit(fn, *args, **kwargs).result()
 
