@@ -123,7 +123,8 @@ class _TimedMtmd:
 class _TimedLlama(RepackableLlama):
     """Marks when the chat handler finishes the prompt and starts sampling.
 
-    While ``decoder`` is set (by ``CardEngine.generate`` on the llguidance backend), generation
+    While ``decoder`` is set (by the engine's one-at-a-time path on the llguidance backend;
+    the batched path prefills through ``slots.SlotView`` instead), generation
     is handed to it at that point: the handler has evaluated the image and prompt into the KV
     cache, the decoder samples from there, and the handler converts its result into a chat
     response as usual.  Outside ``generate`` the model behaves like a stock ``Llama``.
