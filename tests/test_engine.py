@@ -8,6 +8,7 @@ measured.  The unconstrained control proves the validity comes from the grammar,
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import jsonschema
@@ -310,3 +311,18 @@ def test_a_description_short_of_words_is_the_word_check_not_a_schema_failure(
         assert "pattern" in engine.schema["properties"]["description_long"]  # the contract's
     finally:
         engine.close()
+
+
+def test_image_bitmaps_do_not_redirect_the_process_stdio(llava_engine, monkeypatch) -> None:
+    """The handlers' suppress_stdout_stderr points fds 1 and 2 at /dev/null while a bitmap is
+    made: another thread's log line written then is lost (a worker lost a card.done line)."""
+    redirected: list[tuple[int, int]] = []
+    real_dup2 = os.dup2
+
+    def watch(fd: int, fd2: int, *args: object) -> int:
+        redirected.append((fd, fd2))
+        return real_dup2(fd, fd2, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "dup2", watch)
+    llava_engine.generate(llava_engine.prepare(image_bytes("JPEG")), seed=3)
+    assert not [pair for pair in redirected if pair[1] in (1, 2)], redirected

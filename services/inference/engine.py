@@ -14,10 +14,12 @@ Either compiles once at start-up or the engine refuses to start with a ``Grammar
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +78,20 @@ log = logging.getLogger("vitrine.inference")
 # silences it too (services write JSON logs and must not get raw C chatter on stderr).
 mtmd_cpp.mtmd_log_set(llama_logger.llama_log_callback, ctypes.c_void_p(0))
 mtmd_cpp.mtmd_helper_log_set(llama_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+@contextlib.contextmanager
+def _keep_stdio(disable: bool = False) -> Iterator[None]:
+    yield
+
+
+# The chat handlers wrap every image's bitmap creation in llama-cpp-python's
+# suppress_stdout_stderr, which points file descriptors 1 and 2 at /dev/null for the moment:
+# a process-wide change, so a JSON log line another thread writes then (a card finishing while
+# the next one prefills, which batching makes routine) is lost.  Found as a `card.done` line
+# missing from a worker's log while its row was done.  libmtmd's own chatter already goes
+# through the log callback above, so there is nothing left for the redirection to hide.
+chat_format.suppress_stdout_stderr = _keep_stdio  # type: ignore[misc,assignment]
 
 
 @dataclass
