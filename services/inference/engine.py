@@ -518,7 +518,7 @@ class CardEngine:
         raise error
 
     def prepare(self, data: bytes) -> PreparedImage:
-        return prepare_image(data, self.encoder_input, self.limits)
+        return prepare_image(data, self.encoder_input, self.limits, adapt=self.settings.adapt_mode)
 
     def card_for_bytes(self, data: bytes, *, seed: int | None = None) -> CardOutcome:
         return self.card_for_image(self.prepare(data), seed=seed)

@@ -17,12 +17,14 @@ import struct
 import time
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from services.inference.adapt import AdaptMode, Correction
+from services.inference.adapt import adapt as adapt_image
 from services.inference.errors import EmptyImage, ImageError, ImageTooLarge
 
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
@@ -107,6 +109,14 @@ class PreparedImage:
     source_width: int
     source_height: int
     preprocess_ms: float
+    pixels: Image.Image | None = field(default=None, repr=False, compare=False)
+    """The resized, upright, adapted photo *before* the letterbox pad: what a pixel-level reader
+    (the colour estimate) should look at, without margins that are not the product's.  None
+    only for a PreparedImage made by hand."""
+    adapt_applied: tuple[Correction, ...] = ()
+    """The domain-adaptation corrections that changed the picture (``adapt.py``), in order."""
+    adapt_ms: float = 0.0
+    """Their share of ``preprocess_ms``."""
 
     def data_uri(self) -> str:
         import base64
@@ -327,12 +337,19 @@ def encode_png(image: Image.Image, level: int = 0) -> bytes:
     )
 
 
-def prepare_image(data: bytes, target: EncoderInput, limits: ImageLimits) -> PreparedImage:
+def prepare_image(
+    data: bytes,
+    target: EncoderInput,
+    limits: ImageLimits,
+    *,
+    adapt: AdaptMode | None = None,
+) -> PreparedImage:
     """Untrusted bytes in, encoder-ready PNG out; raises ``ImageError`` with a precise reason.
 
     Large photos cost what their *output* needs, not their megapixels: a JPEG is decoded at the
     coarsest DCT scale that still covers the encoder's size, the image is resized once, the
     EXIF turn is applied to the resized pixels, and no full-size copy is made on the way.
+    ``adapt`` (``VITRINE_PREPROCESS_ADAPT``) corrects the resized photo before the pad.
     """
     started = time.perf_counter()
     image = open_checked(data, limits)
@@ -360,6 +377,14 @@ def prepare_image(data: bytes, target: EncoderInput, limits: ImageLimits) -> Pre
     image = _downscale(image, target)
     if turn is not None:
         image = image.transpose(turn)
+    applied: tuple[Correction, ...] = ()
+    adapt_ms = 0.0
+    if adapt is not None and adapt.active:
+        # On the photo alone: the white margins must not count in its colour statistics.
+        adapt_started = time.perf_counter()
+        image, applied, _ = adapt_image(image, adapt)
+        adapt_ms = (time.perf_counter() - adapt_started) * 1000.0
+    pixels = image
     image = _pad(image, target)
     png = encode_png(image)
     return PreparedImage(
@@ -370,4 +395,7 @@ def prepare_image(data: bytes, target: EncoderInput, limits: ImageLimits) -> Pre
         source_width=source_w,
         source_height=source_h,
         preprocess_ms=(time.perf_counter() - started) * 1000.0,
+        pixels=pixels,
+        adapt_applied=applied,
+        adapt_ms=adapt_ms,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -25,6 +25,9 @@ from services.runtime.settings import (
     KafkaSettings,
     S3Settings,
 )
+
+if TYPE_CHECKING:  # adapt.py imports OpenCV (a quarter of a second): only the engine needs it
+    from services.inference.adapt import AdaptMode
 
 CpuRepack = Literal["auto", "on", "off"]
 
@@ -156,6 +159,20 @@ class EngineSettings(ImageSettings):
         60_000_000, ge=1, description="Larger images are refused before decoding (bombs)."
     )
     image_size: int | None = Field(None, ge=32, description="Encoder input side; None = preset's.")
+    preprocess_adapt: str = Field(
+        "off",
+        description="Domain adaptation of the resized photo before the encoder sees it: off; "
+        "auto (a white balance when the light backdrop shows a colour cast, a levels stretch "
+        "when the contrast is low, nothing otherwise); or corrections joined by '+': one white "
+        "balance (grayworld, whitepatch, neutral), one tone curve (stretch, or match / "
+        "match-chroma: histogram matching in YCrCb to VITRINE_PREPROCESS_ADAPT_REFERENCE), "
+        "clahe (CLAHE on L*). E.g. whitepatch+clahe.",
+    )
+    preprocess_adapt_reference: Path | None = Field(
+        None,
+        description="Reference photo whose YCrCb histogram match / match-chroma pull each "
+        "photo's towards (read once at start).",
+    )
 
     @field_validator("taxonomy", mode="before")
     @classmethod
@@ -173,6 +190,31 @@ class EngineSettings(ImageSettings):
         if isinstance(value, int) and not 1 <= value <= 256:
             raise ValueError("VITRINE_ENGINE_PARALLEL must be auto or 1..256 (llama.cpp's limit)")
         return value
+
+    @field_validator("preprocess_adapt")
+    @classmethod
+    def _adapt_known(cls, value: str) -> str:
+        if value.strip().lower() == "off":
+            return "off"  # without importing OpenCV: vitrine's own commands read these settings
+        from services.inference.adapt import canonical_adapt
+
+        return canonical_adapt(value)  # a typo fails at start, with what is accepted
+
+    @model_validator(mode="after")
+    def _adapt_reference(self) -> EngineSettings:
+        if self.preprocess_adapt != "off" or self.preprocess_adapt_reference is not None:
+            from services.inference.adapt import adapt_mode
+
+            # A missing reference, or one that cannot be read, fails at start, not mid-card.
+            adapt_mode(self.preprocess_adapt, self.preprocess_adapt_reference)
+        return self
+
+    @property
+    def adapt_mode(self) -> AdaptMode:
+        """The parsed adaptation, its reference histogram loaded once per process."""
+        from services.inference.adapt import adapt_mode
+
+        return adapt_mode(self.preprocess_adapt, self.preprocess_adapt_reference)
 
     @field_validator("grammar_backend", mode="before")
     @classmethod
