@@ -174,11 +174,13 @@ def test_stretch_undoes_a_haze_chroma_included() -> None:
     assert A.stretch_levels(full) is full  # already black to white: nothing to do
 
 
-def test_clahe_changes_lightness_only() -> None:
-    clean = product_shot((40, 60, 190))
-    out = A.clahe_lightness(clean)
-    a_before, a_after = lab(centre(clean))[..., 1:], lab(centre(out))[..., 1:]
-    assert np.abs(a_before.mean(axis=(0, 1)) - a_after.mean(axis=(0, 1))).max() < 3
+def test_clahe_keeps_the_hue() -> None:
+    for colour in ((40, 60, 190), (190, 35, 35), (60, 120, 60)):
+        clean = product_shot(colour)
+        before = lab(centre(clean)).reshape(-1, 3).mean(axis=0)
+        after = lab(centre(A.clahe_lightness(clean))).reshape(-1, 3).mean(axis=0)
+        turn = np.degrees(np.arctan2(after[2], after[1]) - np.arctan2(before[2], before[1]))
+        assert abs((turn + 180) % 360 - 180) < 3
 
 
 def test_histogram_matching_moves_y_towards_the_reference(tmp_path: Path) -> None:

