@@ -9,13 +9,15 @@ because llama.cpp's grammar parser rejects larger repetition counts.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import json
+from collections.abc import Collection, Mapping, Sequence
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from schemas.language import PT_BR, colour_pattern
+from schemas.language import PT_BR, LanguageProfile, colour_pattern
+from schemas.taxonomy import ID_MAX, PATH_MAX, Taxonomy, shipped
 
 PRODUCT_NAME_MAX = 120
 CATEGORY_MAX = 80
@@ -111,7 +113,24 @@ class ProductCard(BaseModel):
     category_standard: str = Field(
         min_length=2,
         max_length=CATEGORY_MAX,
-        description="Top-level catalogue category; exactly one of the allowed values.",
+        description="Top-level catalogue category: the root of category_path.",
+    )
+    category_path: str = Field(
+        min_length=2,
+        max_length=PATH_MAX,
+        description="The leaf category, as its path from the root: names joined by ' > '.",
+    )
+    category_id: str = Field(
+        min_length=1, max_length=ID_MAX, description="The leaf category's id in its tree."
+    )
+    attributes: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "The leaf category's attributes (inherited from its ancestors, then its own), "
+            "validated by that category's schema (schemas/json/categories/<category_id>.json); "
+            "an optional attribute the photo does not show is absent.  A number is "
+            '{"value": <number>, "unit": "<unit>"}.'
+        ),
     )
     # The word minimum is a deployment's setting (VITRINE_MIN_DESCRIPTION_WORDS): the generating
     # model (card_model) carries it as a pattern and the engine's checks count it, so this, the
@@ -138,21 +157,59 @@ class ProductCard(BaseModel):
         ),
     )
 
+    taxonomy: ClassVar[Taxonomy | None] = None
+    """The tree a configured card type (:func:`card_model`) holds its category to; None on
+    this generic type, which reads the cards of any deployment."""
+
+    @model_validator(mode="after")
+    def _in_tree(self) -> ProductCard:
+        tree = type(self).taxonomy
+        if tree is None:
+            return self
+        leaf = tree.leaf(self.category_path)
+        if leaf is None:
+            raise ValueError(f"category_path {self.category_path!r} is not a leaf of {tree.name}")
+        if self.category_id != leaf.id or self.category_standard != leaf.top:
+            raise ValueError(
+                f"category_id/category_standard must be {leaf.id!r}/{leaf.top!r} for "
+                f"{leaf.path_text!r}"
+            )
+        problems = leaf.attribute_problems(self.attributes)
+        if problems:
+            raise ValueError("attributes: " + "; ".join(problems))
+        return self
+
+
+CATEGORY_DOC = (
+    "The product's category: the path of one leaf of the catalogue's category tree, from its "
+    "top-level category down, names joined by ' > '; then the attributes that category asks "
+    "for, from what the photo shows (null for an optional one it does not show)."
+)
+DERIVED = ("category_standard", "category_path", "category_id", "attributes")
+"""Card fields that come from the generated ``category`` object and the tree, not the model."""
+
 
 @lru_cache(maxsize=16)
 def _card_model(
-    taxonomy: tuple[str, ...],
+    taxonomy: Taxonomy,
     colours: tuple[str, ...] | None,
     colour_regex: str | None,
     min_words: int | None,
 ) -> type[ProductCard]:
-    annotations: dict[str, Any] = {"category_standard": Literal[taxonomy]}
-    namespace: dict[str, Any] = {
-        "category_standard": Field(
-            description=ProductCard.model_fields["category_standard"].description
-        ),
+    fields = ProductCard.model_fields
+    # Validated by ProductCard._in_tree (a Literal of 6,000 leaves would quote them all in its
+    # error message); the enums are for the exported schema's readers.
+    enums: dict[str, list[Any]] = {
+        "category_standard": [r.name for r in taxonomy.roots],
+        "category_path": [leaf.path_text for leaf in taxonomy.leaves],
+        "category_id": [leaf.id for leaf in taxonomy.leaves],
     }
-    colour_doc = ProductCard.model_fields["color_primary"].description
+    annotations: dict[str, Any] = dict.fromkeys(enums, str)
+    namespace: dict[str, Any] = {
+        name: Field(description=fields[name].description, json_schema_extra={"enum": values})
+        for name, values in enums.items()
+    }
+    colour_doc = fields["color_primary"].description
     if colours is not None:
         annotations["color_primary"] = Literal[colours]
         namespace["color_primary"] = Field(description=colour_doc)
@@ -170,7 +227,12 @@ def _card_model(
             json_schema_extra={MIN_WORDS_KEY: min_words},
             description=_description_doc(min_words),
         )
-    namespace.update(__annotations__=annotations, __doc__=ProductCard.__doc__, __module__=__name__)
+    namespace.update(
+        __annotations__=annotations,
+        __doc__=ProductCard.__doc__,
+        __module__=__name__,
+        taxonomy=taxonomy,
+    )
     model: type[ProductCard] = type("ProductCard", (ProductCard,), namespace)
     return model
 
@@ -186,7 +248,7 @@ def _clean(values: Sequence[str], what: str, limit: int) -> tuple[str, ...]:
 
 
 def card_model(
-    taxonomy: Sequence[str] = PT_BR.taxonomy,
+    taxonomy: Taxonomy | Sequence[str] | None = None,
     colours: Collection[str] | None = None,
     *,
     colour_regex: str | None = None,
@@ -194,8 +256,10 @@ def card_model(
 ) -> type[ProductCard]:
     """The card model for one configuration, as strict as a grammar can make it.
 
-    ``category_standard`` is an enum of ``taxonomy``: constrained decoding can only pick a listed
-    category, and validating with this model rejects anything else.  The colour is one of three
+    ``taxonomy`` is a category tree (a list of names is a flat one; None: the default pt-BR
+    tree): ``category_path`` and ``category_id`` are enums of its leaves, ``category_standard``
+    of its roots, and validation holds the three and the attributes to the leaf's schema, so a
+    card outside the tree is refused.  The colour is one of three
     things: with ``colours``, an enum (a fixed facet, as many catalogues want); with
     ``colour_regex``, a pattern (a language's colour names with modifiers, see
     :func:`schemas.language.colour_pattern`); with neither, free text that only the engine's
@@ -205,8 +269,14 @@ def card_model(
     """
     if colours is not None and colour_regex is not None:
         raise ValueError("give the colour as an enum or as a pattern, not both")
+    if taxonomy is None:
+        tree = default_taxonomy(PT_BR)
+    elif isinstance(taxonomy, Taxonomy):
+        tree = taxonomy
+    else:
+        tree = Taxonomy.flat_list(_clean(taxonomy, "category", CATEGORY_MAX))
     return _card_model(
-        _clean(taxonomy, "category", CATEGORY_MAX),
+        tree,
         None if colours is None else _clean(sorted(colours), "colour", COLOR_MAX),
         colour_regex,
         min_words,
@@ -217,3 +287,104 @@ def card_json_schema() -> dict[str, Any]:
     """JSON Schema of the card the default configuration generates: the published contract
     (pt-BR taxonomy, pt-BR colour names with modifiers, at least 150 words)."""
     return card_model(colour_regex=colour_pattern(PT_BR)).model_json_schema()
+
+
+@lru_cache(maxsize=8)
+def default_taxonomy(profile: LanguageProfile) -> Taxonomy:
+    """The tree vitrine ships for a language (``schemas/taxonomies/<code>.yaml``), else the
+    language's flat category list."""
+    path = shipped(profile.code)
+    if path is None:
+        return Taxonomy.flat_list(profile.taxonomy, name=f"{profile.code}-flat")
+    return Taxonomy.load(path)
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def category_schema(taxonomy: Taxonomy) -> dict[str, Any]:
+    """The ``category`` object a model writes: a leaf's path, then that leaf's attributes.
+
+    One alternative per group of leaves that share their attributes (``attribute_groups``),
+    each an enum of its leaves' paths followed by its attributes' schema: once the path is
+    written, only its group's alternative is still open, so the attributes are constrained to
+    the chosen category in the same generation.  Every attribute is present in the order
+    declared (optional ones may be null), which keeps the layout forced and cheap."""
+    with_attributes = any(leaf.attributes for leaf in taxonomy.leaves)
+    alternatives = []
+    for attributes, leaves in taxonomy.attribute_groups():
+        properties: dict[str, Any] = {
+            "path": {"type": "string", "enum": [leaf.path_text for leaf in leaves]}
+        }
+        if with_attributes:
+            properties["attributes"] = {
+                "type": "object",
+                "properties": {
+                    a.name: a.value_schema() if a.required else _nullable(a.value_schema())
+                    for a in attributes
+                },
+                "required": [a.name for a in attributes],
+                "additionalProperties": False,
+            }
+        alternatives.append(
+            {
+                "type": "object",
+                "properties": properties,
+                "required": list(properties),
+                "additionalProperties": False,
+            }
+        )
+    body = alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
+    return {"description": CATEGORY_DOC, **body}
+
+
+def generation_schema(card_type: type[ProductCard]) -> dict[str, Any]:
+    """The JSON Schema of what the model writes for ``card_type`` (a :func:`card_model`): the
+    card with its category fields replaced by one ``category`` object (:func:`category_schema`)
+    where ``category_path`` stands; :func:`card_fields` turns such a document into the card."""
+    tree = _tree_of(card_type)
+    schema = card_type.model_json_schema()
+    properties: dict[str, Any] = {}
+    for name, spec in schema["properties"].items():
+        if name == "category_path":
+            properties["category"] = category_schema(tree)
+        elif name not in DERIVED:
+            properties[name] = spec
+    schema["properties"] = properties
+    schema["required"] = list(properties)
+    return schema
+
+
+def card_fields(generated: Mapping[str, Any], taxonomy: Taxonomy) -> dict[str, Any]:
+    """The card fields a generated document (:func:`generation_schema`) stands for: its
+    ``category`` becomes the leaf's path, id and root, and its non-null attributes.  Raises
+    ``ValueError`` for a document that names no leaf of ``taxonomy``."""
+    fields = dict(generated)
+    category = fields.pop("category", None)
+    if not isinstance(category, Mapping) or not isinstance(category.get("path"), str):
+        raise ValueError("category: expected an object with a path")
+    leaf = taxonomy.leaf(category["path"])
+    if leaf is None:
+        raise ValueError(f"category.path: {category['path']!r} is not a leaf of the tree")
+    attributes = category.get("attributes") or {}
+    if not isinstance(attributes, Mapping):
+        raise ValueError("category.attributes: expected an object")
+    return {
+        **fields,
+        "category_standard": leaf.top,
+        "category_path": leaf.path_text,
+        "category_id": leaf.id,
+        "attributes": {k: v for k, v in attributes.items() if v is not None},
+    }
+
+
+def parse_generated(text: str, card_type: type[ProductCard]) -> ProductCard:
+    """A generated document → the validated card (``ValueError``/``ValidationError`` if not)."""
+    return card_type.model_validate(card_fields(json.loads(text), _tree_of(card_type)))
+
+
+def _tree_of(card_type: type[ProductCard]) -> Taxonomy:
+    if card_type.taxonomy is None:
+        raise TypeError("a configured card type (card_model) is needed: this one has no tree")
+    return card_type.taxonomy

@@ -127,6 +127,47 @@ class Timings(BaseModel):
         return Timings(**summed)
 
 
+class ColourCheck(BaseModel):
+    """The model's ``color_primary`` held against the colour the pixels show.
+
+    The estimate separates the product from its background, clusters the product's pixels in
+    CIELAB and names the dominant cluster with the output language's nearest colour
+    (``services/inference/pixel_colour.py``).  ``agrees`` is the same name, an accepted
+    neighbour (azul / azul-marinho) or a colour within the agreement distance; a colour the
+    pixels cannot check (transparente, multicolorido, estampado) is ``checkable: false``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="The card's color_primary (after the policy's action).")
+    generated: str | None = Field(
+        None, description="What the model wrote, where the policy replaced it."
+    )
+    estimate: str = Field(description="The colour name the pixels give.")
+    distance: float = Field(
+        ge=0, description="CIEDE2000 from the model colour's reference to the pixels' colour."
+    )
+    agrees: bool
+    checkable: bool = True
+    policy: Literal["flag", "retry", "replace"] = "flag"
+    action: Literal["none", "flagged", "retried", "replaced"] = Field(
+        "none",
+        description="none: it agreed; flagged: kept as written; retried: a corrective attempt "
+        "was made (the card is that attempt's); replaced: color_primary is the estimate.",
+    )
+
+
+class Checks(BaseModel):
+    """Checks made beside the card, kept on the row (``checks`` JSON) for review."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    colour: ColourCheck | None = None
+
+    @property
+    def flagged(self) -> bool:
+        return self.colour is not None and not self.colour.agrees
+
+
 class CardResult(BaseModel):
     """The outcome for one object version: a card, or why there is none."""
 
@@ -144,6 +185,7 @@ class CardResult(BaseModel):
     prompt_version: str | None = None
     attempts: int = Field(0, ge=0, description="Generation attempts spent on this result.")
     timings: Timings | None = None
+    checks: Checks | None = Field(None, description="Checks beside a done card (colour).")
     producer: Literal["ingest", "inference", "reprocess"]
     produced_at: datetime = Field(default_factory=utcnow)
 

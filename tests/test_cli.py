@@ -122,7 +122,7 @@ def test_card_json_lines_for_several_images_with_one_model_load(tiny_pairs, tmp_
 def test_prompt_version_follows_the_settings() -> None:
     default = run("prompt").stdout.strip()
     other = run("prompt", env={"VITRINE_TAXONOMY": "Móveis;Outros"}).stdout.strip()
-    assert default.startswith("card-v2+") and other.startswith("card-v2+") and default != other
+    assert default.startswith("card-v3+") and other.startswith("card-v3+") and default != other
     shown = run("prompt", "--show").stdout
     assert "analista de catálogo" in shown and "Cama, Mesa e Banho" in shown
     english = run("prompt", "--show", env={"VITRINE_PROMPT_LANGUAGE": "en"}).stdout

@@ -9,7 +9,8 @@ import llama_cpp
 import pytest
 from llama_cpp import Llama, LlamaGrammar
 
-from schemas.card import card_json_schema
+from schemas.card import card_json_schema, card_model, generation_schema
+from schemas.language import PT_BR, colour_pattern
 from services.inference.grammar import SchemaNotSupported, grammar_schema, json_schema_to_gbnf
 
 
@@ -56,21 +57,26 @@ def gbnf_accepts(llm: Llama, gbnf: str, text: str) -> bool:
         llama_cpp.llama_sampler_free(sampler)
 
 
+def generated_flat() -> dict:
+    """What the model writes for the flat pt-BR list (category = {"path": <name>})."""
+    return generation_schema(card_model(PT_BR.taxonomy, colour_regex=colour_pattern(PT_BR)))
+
+
 def test_card_grammar_uses_counted_repetition_and_is_accepted(vocab_model) -> None:
-    gbnf = json_schema_to_gbnf(grammar_schema(card_json_schema()))
+    gbnf = json_schema_to_gbnf(grammar_schema(generated_flat()))
     assert "char{3,120}" in gbnf and "{149,249}" in gbnf
-    assert '"\\"Móveis\\""' in gbnf
+    assert '"Móveis\\""' in gbnf and '"ônicos\\"" | "odomésticos\\""' in gbnf  # a radix tree
     assert accepted_by_llama_cpp(vocab_model, gbnf)
 
 
 def test_the_card_grammar_holds_the_word_minimum_and_the_colour_names(vocab_model) -> None:
-    gbnf = json_schema_to_gbnf(grammar_schema(card_json_schema()))
+    gbnf = json_schema_to_gbnf(grammar_schema(generated_flat()))
     words = ("Caneca de cerâmica azul com alça e acabamento brilhante. " * 30).split()
 
     def card(description: str, colour: str) -> str:
         doc = {
             "product_name": "Caneca de cerâmica",
-            "category_standard": "Casa e Cozinha",
+            "category": {"path": "Casa e Cozinha"},
             "description_long": description,
             "color_primary": colour,
             "features_list": ["Alça confortável", "Cerâmica resistente", "Boca larga e lisa"],
@@ -125,7 +131,7 @@ def test_llama_cpp_python_converter_cannot_carry_the_card_schema(vocab_model) ->
         ({"type": "string", "pattern": "a{1,3}"}, "anchored"),
         ({"type": "string", "pattern": "^a+$"}, "unbounded repetition"),
         ({"type": "string", "pattern": "^(?=a)a$"}, "unsupported in pattern"),
-        ({"anyOf": [{"type": "string", "maxLength": 3}]}, "unsupported schema"),
+        ({"oneOf": [{"type": "string", "maxLength": 3}]}, "unsupported schema"),
         ({"type": "array", "items": {"type": "integer"}}, "unbounded array"),
         (
             {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},

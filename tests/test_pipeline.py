@@ -116,7 +116,7 @@ def test_boto3_upload_becomes_a_done_row_and_a_result_message(pipeline: Pipeline
     card = ProductCard.model_validate(row["card"])
     assert row["product_name"] == card.product_name and row["features_list"] == card.features_list
     assert row["size_bytes"] == len(data) and row["content_type"] == "image/jpeg"
-    assert row["model_id"] == "tiny-llava-f32.gguf" and row["prompt_version"].startswith("card-v2+")
+    assert row["model_id"] == "tiny-llava-f32.gguf" and row["prompt_version"].startswith("card-v3+")
     assert row["timings"]["generate_ms"] > 0 and row["timings"]["fetch_ms"] > 0
     [result] = read_results(pipeline, key)
     assert result.status is CardStatus.done and result.card == card

@@ -24,6 +24,8 @@ from services.inference.settings import EngineSettings
 GOOD = {
     "product_name": "Cadeira de escritório ergonômica",
     "category_standard": "Móveis",
+    "category_path": "Móveis",
+    "category_id": "moveis",
     "description_long": "palavra " * 160,
     "color_primary": "preto",
     "features_list": ["Encosto com apoio lombar", "Rodízios silenciosos", "Altura regulável"],
@@ -68,11 +70,13 @@ def test_category_outside_taxonomy_is_rejected() -> None:
     assert model.model_validate(GOOD).category_standard == "Móveis"
     with pytest.raises(ValidationError):
         model.model_validate({**GOOD, "category_standard": "Carros"})
+    with pytest.raises(ValidationError):
+        model.model_validate({**GOOD, "category_path": "Carros", "category_id": "carros"})
     assert issubclass(model, ProductCard)
 
 
 def test_extra_fields_and_wrong_feature_count_are_rejected() -> None:
-    model = card_model()
+    model = card_model(PT_BR.taxonomy)
     with pytest.raises(ValidationError):
         model.model_validate({**GOOD, "price": "R$ 10"})
     with pytest.raises(ValidationError):
@@ -113,7 +117,7 @@ def test_language_selects_default_taxonomy(monkeypatch) -> None:
 
 
 def test_the_description_pattern_counts_words() -> None:
-    model = card_model()
+    model = card_model(PT_BR.taxonomy)
     pattern = re.compile(description_pattern(150))
     words = DESCRIPTION_WORDS.split()
     assert pattern.fullmatch(" ".join(words[:150])) and not pattern.fullmatch(" ".join(words[:149]))
@@ -121,7 +125,7 @@ def test_the_description_pattern_counts_words() -> None:
     assert not pattern.fullmatch(" ".join(["—"] * 10 + words[:145]))  # a dash is no word
     with pytest.raises(ValidationError, match="pattern"):
         model.model_validate({**GOOD, "description_long": " ".join(words[:149])})
-    assert card_model(min_words=20).model_validate(
+    assert card_model(PT_BR.taxonomy, min_words=20).model_validate(
         {**GOOD, "description_long": " ".join(words[:80])}
     )
 

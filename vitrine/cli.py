@@ -179,7 +179,7 @@ def reprocess(
 ) -> None:
     """Re-generate cards: re-enqueue objects selected from product_cards.
 
-    Examples: `vitrine reprocess --status failed`, `vitrine reprocess --not-prompt card-v2+1a2b3c4d`
+    Examples: `vitrine reprocess --status failed`, `vitrine reprocess --not-prompt card-v3+1a2b3c4d`
     (after changing the prompt), `vitrine reprocess --all --prefix shop-42/`.
     """
     from vitrine.requeue import RequeueSettings, Selection, select_objects

@@ -30,8 +30,9 @@ from llama_cpp import Llama, LlamaGrammar
 from llama_cpp import llama_chat_format as chat_format
 from pydantic import ValidationError
 
-from schemas.card import ProductCard
-from schemas.messages import Timings
+from schemas.card import ProductCard, generation_schema, parse_generated
+from schemas.messages import Checks, ColourCheck, Timings
+from schemas.reasons import Reason
 from services.inference.capacity import check_kv_fits, choose_slots, context_error
 from services.inference.checks import check_card
 from services.inference.decoding import Decoded, Decoder, GuidanceGrammar, completion_dict
@@ -59,6 +60,7 @@ from services.inference.native import (
     on_native_thread,
     self_test,
 )
+from services.inference.pixel_colour import ColourEstimate, check_colour, estimate_colour
 from services.inference.preprocess import EncoderInput, ImageLimits, PreparedImage, prepare_image
 from services.inference.prompt import Prompt
 from services.inference.repetition import DrySettings
@@ -111,6 +113,8 @@ class CardOutcome:
     timings: Timings
     """Every attempt's stages summed, and the image's preprocessing."""
     failures: list[AttemptFailure] = field(default_factory=list)
+    checks: Checks | None = None
+    """The colour check beside the card (``VITRINE_COLOUR_CHECK``), when it ran."""
 
 
 class _TimedMtmd:
@@ -215,7 +219,9 @@ class CardEngine:
         self.files = files
         self.settings = settings
         self.model_id = files.model_id
-        self.schema = settings.card_type().model_json_schema()  # the grammar's and prompt's
+        # what the model writes (the grammar's and the prompt's): the card, with a category
+        # object (a leaf path of the tree, then its attributes) for the category fields
+        self.schema = generation_schema(settings.card_type())
         self.card_type = settings.card_type(word_pattern=False)  # parsing: words are a check
         self.prompt: Prompt = settings.prompt(self.schema)
         self._instructions = f"{self.prompt.system}\n{self.prompt.user}"  # for the echo check
@@ -448,13 +454,15 @@ class CardEngine:
                 f"generation hit max_tokens={self.settings.max_tokens} before the JSON closed"
             )
         try:
-            return self.card_type.model_validate_json(raw.text)
+            return parse_generated(raw.text, self.card_type)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "(root)"
             raise InvalidOutput(
                 f"output does not match the card schema at {where}: {first['msg']}"
             ) from None
+        except ValueError as exc:  # not JSON, or a category outside the tree
+            raise InvalidOutput(f"output does not match the card schema: {exc}") from None
 
     # -- the whole path ---------------------------------------------------------------------
 
@@ -472,6 +480,9 @@ class CardEngine:
         failures: list[AttemptFailure] = []
         problems: list[str] | None = None
         last: GenerationError | None = None
+        kept: CardOutcome | None = None
+        """A card whose colour the pixels disputed, while its corrective attempt runs."""
+        estimate: ColourEstimate | None = None
         for attempt in range(1, self.settings.max_attempts + 1):
             raw = self.generate(
                 image, seed=base_seed + attempt - 1, retry_problems=problems, deadline=deadline
@@ -492,7 +503,7 @@ class CardEngine:
                 prompt=self._instructions,
             )
             if not broken:
-                return CardOutcome(
+                outcome = CardOutcome(
                     card=card,
                     model_id=self.model_id,
                     prompt_version=self.prompt.version,
@@ -501,12 +512,39 @@ class CardEngine:
                     timings=total,
                     failures=failures,
                 )
+                if self.settings.colour_check != "off" and estimate is None:
+                    estimate = self._estimate_colour(image)
+                colour = self._colour_check(
+                    outcome,
+                    estimate,
+                    retried=kept is not None,
+                    can_retry=attempt < self.settings.max_attempts,
+                )
+                if colour is None or colour.agrees or colour.action != "retried":
+                    return outcome
+                if kept is not None:  # the retry disagreed too: the first card stands, flagged
+                    kept.attempts, kept.timings = attempt, total
+                    return kept
+                kept = outcome  # one corrective attempt; this card stands if that one fails
+                problems = [self.prompt.correction("colour_mismatch", colour.estimate)]
+                failures.append(
+                    AttemptFailure(
+                        attempt,
+                        Reason.semantic_check,
+                        f"color_primary {card.color_primary!r}, pixels {colour.estimate!r}",
+                        ("colour_mismatch",),
+                    )
+                )
+                continue
             detail = "; ".join(b.detail for b in broken)
             last = SemanticCheckFailed(detail, [b.check for b in broken])
             failures.append(
                 AttemptFailure(attempt, last.reason, detail, tuple(b.check for b in broken))
             )
             problems = [self.prompt.correction(b.check, b.detail) for b in broken]
+        if kept is not None:  # the corrective attempt failed otherwise: the checked card stands
+            kept.attempts, kept.timings = self.settings.max_attempts, total
+            return kept
         assert last is not None
         summary = f"no acceptable card after {len(failures)} attempt(s); last: {last}"
         error = (
@@ -516,6 +554,63 @@ class CardEngine:
         )
         error.timings = total
         raise error
+
+    def _estimate_colour(self, image: PreparedImage) -> ColourEstimate:
+        """The product's colour from the unpadded photo, once per image (not per attempt)."""
+        pixels = image.pixels
+        if pixels is None:
+            import io
+
+            from PIL import Image
+
+            pixels = Image.open(io.BytesIO(image.png)).convert("RGB")
+        return estimate_colour(pixels, self.settings.profile)
+
+    def _colour_check(
+        self,
+        outcome: CardOutcome,
+        estimate: ColourEstimate | None,
+        *,
+        retried: bool,
+        can_retry: bool,
+    ) -> ColourCheck | None:
+        """Hold ``outcome``'s colour to the pixels and apply the policy to it, in place.
+
+        Returns the check, whose ``action`` is ``retried`` (and ``agrees`` false) when the
+        caller should make a corrective attempt: the first disagreement under ``retry`` with
+        an attempt left."""
+        policy = self.settings.colour_check
+        if policy == "off" or estimate is None:
+            return None
+        found = check_colour(outcome.card.color_primary, estimate, self.settings.profile)
+        check = ColourCheck(
+            model=found.model,
+            estimate=found.estimate,
+            distance=round(found.distance, 2),
+            agrees=found.agrees,
+            checkable=found.checkable,
+            policy=policy,
+            action="retried" if retried else "none",
+        )
+        if not found.agrees:
+            if policy == "replace":
+                card = outcome.card
+                outcome.card = self.card_type.model_validate(
+                    {**card.model_dump(), "color_primary": found.estimate}
+                )
+                check = check.model_copy(
+                    update={
+                        "model": found.estimate,
+                        "generated": card.color_primary,
+                        "action": "replaced",
+                    }
+                )
+            elif policy == "retry" and (can_retry or retried):
+                check = check.model_copy(update={"action": "retried"})
+            else:
+                check = check.model_copy(update={"action": "flagged"})
+        outcome.checks = Checks(colour=check)
+        return check
 
     def prepare(self, data: bytes) -> PreparedImage:
         return prepare_image(data, self.encoder_input, self.limits, adapt=self.settings.adapt_mode)

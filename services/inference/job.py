@@ -134,6 +134,14 @@ class JobHandler:
             metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
         metrics.TOKENS_PER_SECOND.observe(t.tokens_per_s)
         metrics.ATTEMPTS.observe(outcome.attempts)
+        colour = outcome.checks.colour if outcome.checks else None
+        if colour is not None:
+            verdict = (
+                "uncheckable"
+                if not colour.checkable
+                else ("agrees" if colour.agrees else "disagrees")
+            )
+            metrics.COLOUR_CHECKS.labels(verdict, colour.action).inc()
         return done(job, outcome, fetch_ms, _ms_since(started))
 
 
@@ -151,6 +159,7 @@ def report(job: ImageJob, result: CardResult) -> None:
             "reason": result.reason,
             "attempts": result.attempts,
             "timings": result.timings.model_dump() if result.timings else None,
+            "checks": result.checks.model_dump(exclude_none=True) if result.checks else None,
         },
     )
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.language import LanguageProfile
+from schemas.taxonomy import Taxonomy
 
-TEMPLATE_VERSION = "card-v2"
+TEMPLATE_VERSION = "card-v3"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class Template:
     system: str
     user: str
     retry_note: str
+    attributes_note: str
+    """What the prompt says of the category's attributes ({attributes}: the tree's guide)."""
     field_guide: Mapping[str, str]
     """Per field, what the model reads; a field missing here reads its schema description."""
     bounds: tuple[str, str]
@@ -57,13 +60,20 @@ Fill in the product card for the product in this photo.
 Fields:
 {field_guide}
 
-Allowed values for category_standard (choose exactly one, spelled exactly as listed):
+category is a path in this category tree, from a top-level category down to a leaf, the \
+names joined by " > " (… marks a branch whose subcategories are not listed here; only a \
+complete path to a leaf is accepted):
 {categories}
-
+{attributes}
 description_long must have at least {min_words} words: several paragraphs about what the product \
 is, its visible materials and finish, design details, how and where it is used, and why a buyer \
 benefits from it.""",
     retry_note="\n\nYour previous answer was rejected: {problems}. Write a corrected card.",
+    attributes_note="""
+After the path, fill in that category's attributes from what the photo shows (the answer format \
+asks for each); null for an optional one the photo does not show. What they mean:
+{attributes}
+""",
     field_guide={},
     bounds=("at most {n} characters", "exactly {n} items"),
     corrections={
@@ -75,6 +85,8 @@ benefits from it.""",
         "words; never repeat these instructions",
         "language": "{detail}: write it in {language}",
         "truncated": "it was cut off; keep every field within its limits",
+        "colour_mismatch": "the product's dominant colour in the photo is {detail}; "
+        "color_primary must name the product's own colour as the photo shows it",
     },
 )
 
@@ -97,19 +109,27 @@ Preencha a ficha do produto desta foto.
 Campos:
 {field_guide}
 
-Valores permitidos para category_standard (escolha exatamente um, escrito como na lista):
+category é um caminho nesta árvore de categorias, de uma categoria principal até uma folha, \
+com os nomes separados por " > " (… indica um ramo cujas subcategorias não estão listadas \
+aqui; só um caminho completo até uma folha é aceito):
 {categories}
-
+{attributes}
 description_long deve ter pelo menos {min_words} palavras: vários parágrafos sobre o que é o \
 produto, seus materiais e acabamento visíveis, detalhes do design, como e onde é usado e por que \
 o comprador se beneficia dele.""",
     retry_note="\n\nSua resposta anterior foi rejeitada: {problems}. Escreva uma ficha corrigida.",
+    attributes_note="""
+Depois do caminho, preencha os atributos dessa categoria pelo que a foto mostra (o formato da \
+resposta pede cada um); use null para um opcional que a foto não mostra. O que significam:
+{attributes}
+""",
     field_guide={
         "product_name": "nome do produto conciso e otimizado para busca: primeiro o tipo de "
         "produto, depois os atributos visíveis mais marcantes (material, estilo, cor); sem "
         "superlativos de marketing, sem preço",
-        "category_standard": "categoria principal do catálogo; exatamente um dos valores "
-        "permitidos",
+        "category": "categoria do produto: o caminho de uma folha da árvore abaixo, da "
+        "categoria principal até a folha, com ' > ' entre os nomes; depois os atributos que "
+        "essa categoria pede, pelo que a foto mostra",
         "description_long": "descrição rica e boa para SEO, em prosa corrida: o que é o "
         "produto, materiais e acabamento visíveis, detalhes do design, como e onde é usado e os "
         "benefícios para o comprador",
@@ -128,6 +148,8 @@ o comprador se beneficia dele.""",
         "palavras; nunca repita estas instruções",
         "language": "{detail}: escreva em {language}",
         "truncated": "a resposta foi cortada; mantenha cada campo dentro dos limites",
+        "colour_mismatch": "a cor predominante do produto na foto é {detail}; color_primary "
+        "deve nomear a cor do próprio produto, como a foto mostra",
     },
 )
 
@@ -185,22 +207,33 @@ def _field_guide(schema: dict[str, Any], template: Template) -> str:
 
 
 def build_prompt(
-    schema: dict[str, Any], profile: LanguageProfile, min_words: int, *, prompt_language: str
+    schema: dict[str, Any],
+    tree: Taxonomy,
+    profile: LanguageProfile,
+    min_words: int,
+    *,
+    prompt_language: str,
+    tree_chars: int = 2400,
 ) -> Prompt:
-    """Render the prompt for a card schema (which carries the taxonomy enum) and a language.
+    """Render the prompt for a generation schema, its category tree and a language.
 
-    ``prompt_language`` is the language the instructions are written in ("en", or the output
-    language's code); the cards are written in ``profile``'s language either way.
+    The tree is shown breadth first in at most ``tree_chars`` characters (a tree of thousands
+    of leaves costs its upper levels only; the grammar holds every leaf), and its attributes'
+    descriptions, shallowest first, in as many again.  ``prompt_language`` is the language the
+    instructions are written in ("en", or the output language's code); the cards are written in
+    ``profile``'s language either way.
     """
     template = template_for(prompt_language)
-    categories = schema["properties"]["category_standard"]["enum"]
+    guide = tree.attribute_guide(tree_chars)
     system = template.system.format(card_doc=schema.get("description", ""), language=profile.name)
     user = template.user.format(
         field_guide=_field_guide(schema, template),
-        categories="\n".join(f"- {c}" for c in categories),
+        categories=tree.outline(tree_chars),
+        attributes=template.attributes_note.format(attributes=guide) if guide else "",
         min_words=min_words,
     )
-    digest = hashlib.sha256(f"{system}\x00{user}".encode()).hexdigest()[:8]
+    # the tree's digest too: a leaf or attribute the outline does not show still changes cards
+    digest = hashlib.sha256(f"{system}\x00{user}\x00{tree.digest}".encode()).hexdigest()[:8]
     return Prompt(
         system=system,
         user=user,

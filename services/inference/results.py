@@ -19,6 +19,7 @@ def done(job: ImageJob, outcome: CardOutcome, fetch_ms: float, total_ms: float) 
         prompt_version=outcome.prompt_version,
         attempts=outcome.attempts,
         timings=outcome.timings.model_copy(update={"fetch_ms": fetch_ms, "total_ms": total_ms}),
+        checks=outcome.checks,
         producer="inference",
     )
 

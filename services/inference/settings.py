@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from schemas.card import ProductCard, card_model
+from schemas.card import ProductCard, card_model, default_taxonomy
 from schemas.language import LanguageProfile, colour_pattern, profile_for
+from schemas.taxonomy import Taxonomy, TaxonomyError
 from services.inference.presets import HandlerName
 from services.inference.prompt import Prompt, build_prompt
 from services.runtime.settings import (
@@ -132,7 +134,18 @@ class EngineSettings(ImageSettings):
     taxonomy: Annotated[tuple[str, ...] | None, NoDecode] = Field(
         None, description="Categories: a JSON list or ';'-separated; None = language default."
     )
-    taxonomy_file: Path | None = Field(None, description="One category per line; '#' comments.")
+    taxonomy_file: Path | None = Field(
+        None,
+        description="A category tree: YAML/JSON (.yaml, .yml, .json; attributes per category) "
+        "or Google's text format ('id - A > B > C' per line; 'A > B' and plain names too); "
+        "None = the language's shipped tree.",
+    )
+    taxonomy_prompt_chars: int = Field(
+        2400,
+        ge=200,
+        description="Characters of the tree the prompt shows (its upper levels, breadth first) "
+        "and as many again for the attributes' descriptions; the grammar holds the whole tree.",
+    )
     min_description_words: int = Field(
         150, ge=1, description="Words description_long must have (grammar and check)."
     )
@@ -146,6 +159,14 @@ class EngineSettings(ImageSettings):
         description="grammar: the description's word minimum is a pattern the grammar "
         "enforces (its character bounds are then checked after generation); check: the "
         "grammar enforces the character bounds and the word count is checked after.",
+    )
+    colour_check: Literal["off", "flag", "retry", "replace"] = Field(
+        "flag",
+        description="The model's colour held against the pixels' (the product separated from "
+        "its background, clustered in CIELAB, named in the output language): flag only (the "
+        "row's checks say so), retry (one more attempt with a corrective note naming the "
+        "pixels' colour; the card is kept, flagged, if that one disagrees too), replace "
+        "(color_primary becomes the pixels' colour), or off.",
     )
     colour_vocabulary: Literal["grammar", "enforce", "check"] = Field(
         "grammar",
@@ -246,9 +267,11 @@ class EngineSettings(ImageSettings):
         """The prompt these settings render for a card schema."""
         return build_prompt(
             schema,
+            self.tree(),
             self.profile,
             self.min_description_words,
             prompt_language=self.language if self.prompt_language == "output" else "en",
+            tree_chars=self.taxonomy_prompt_chars,
         )
 
     def card_type(self, *, word_pattern: bool = True) -> type[ProductCard]:
@@ -260,7 +283,7 @@ class EngineSettings(ImageSettings):
         failure that quotes a regex."""
         profile = self.profile
         return card_model(
-            self.categories(),
+            self.tree(),
             profile.colours if self.colour_vocabulary == "enforce" else None,
             colour_regex=colour_pattern(profile) if self.colour_vocabulary == "grammar" else None,
             min_words=self.min_description_words
@@ -268,14 +291,28 @@ class EngineSettings(ImageSettings):
             else None,
         )
 
-    def categories(self) -> tuple[str, ...]:
-        """The configured taxonomy: explicit list, else file, else the language's default."""
+    def tree(self) -> Taxonomy:
+        """The configured category tree: explicit flat list, else file, else the language's
+        shipped tree (read once per file version)."""
         if self.taxonomy:
-            return self.taxonomy
+            return Taxonomy.flat_list(self.taxonomy, name="VITRINE_TAXONOMY")
         if self.taxonomy_file is not None:
-            lines = self.taxonomy_file.read_text(encoding="utf-8").splitlines()
-            return tuple(s for line in lines if (s := line.split("#", 1)[0].strip()))
-        return self.profile.taxonomy
+            path = self.taxonomy_file
+            try:
+                stamp = path.stat().st_mtime_ns
+            except OSError as exc:
+                raise TaxonomyError(f"cannot read the category tree {path}: {exc}") from None
+            return _load_tree(path, stamp)
+        return default_taxonomy(self.profile)
+
+    def categories(self) -> tuple[str, ...]:
+        """The tree's leaf paths (for a flat list: its names)."""
+        return tuple(leaf.path_text for leaf in self.tree().leaves)
+
+
+@lru_cache(maxsize=4)
+def _load_tree(path: Path, _stamp: int) -> Taxonomy:
+    return Taxonomy.load(path)
 
 
 class InferenceSettings(EngineSettings, KafkaSettings, InferenceGroup, S3Settings):

@@ -21,13 +21,15 @@ INSERT INTO product_cards (
     bucket, object_key, version_id, etag, size_bytes, content_type, sequencer, event_time,
     status, status_rank, product_name, category_standard, description_long, color_primary,
     features_list, card, reason, detail, model_id, prompt_version, attempts, timings,
-    job_id, trace_id, produced_at
+    job_id, trace_id, produced_at, category_path, category_id, attributes, color_estimate,
+    color_distance, checks
 ) VALUES (
     %(bucket)s, %(object_key)s, %(version_id)s, %(etag)s, %(size_bytes)s, %(content_type)s,
     %(sequencer)s, %(event_time)s, %(status)s, %(status_rank)s, %(product_name)s,
     %(category_standard)s, %(description_long)s, %(color_primary)s, %(features_list)s,
     %(card)s, %(reason)s, %(detail)s, %(model_id)s, %(prompt_version)s, %(attempts)s,
-    %(timings)s, %(job_id)s, %(trace_id)s, %(produced_at)s
+    %(timings)s, %(job_id)s, %(trace_id)s, %(produced_at)s, %(category_path)s, %(category_id)s,
+    %(attributes)s, %(color_estimate)s, %(color_distance)s, %(checks)s
 )
 ON CONFLICT (bucket, object_key) DO UPDATE SET
     version_id = EXCLUDED.version_id,
@@ -53,6 +55,12 @@ ON CONFLICT (bucket, object_key) DO UPDATE SET
     job_id = EXCLUDED.job_id,
     trace_id = EXCLUDED.trace_id,
     produced_at = EXCLUDED.produced_at,
+    category_path = EXCLUDED.category_path,
+    category_id = EXCLUDED.category_id,
+    attributes = EXCLUDED.attributes,
+    color_estimate = EXCLUDED.color_estimate,
+    color_distance = EXCLUDED.color_distance,
+    checks = EXCLUDED.checks,
     results_applied = product_cards.results_applied + 1,
     updated_at = now()
 WHERE (EXCLUDED.sequencer, EXCLUDED.status_rank, EXCLUDED.produced_at)
@@ -62,6 +70,7 @@ WHERE (EXCLUDED.sequencer, EXCLUDED.status_rank, EXCLUDED.produced_at)
 
 def row(result: CardResult) -> dict[str, Any]:
     o, card = result.object, result.card
+    colour = result.checks.colour if result.checks else None
     return {
         "bucket": o.bucket,
         "object_key": o.key,
@@ -88,6 +97,12 @@ def row(result: CardResult) -> dict[str, Any]:
         "job_id": result.job_id,
         "trace_id": result.trace_id,
         "produced_at": result.produced_at,
+        "category_path": card.category_path if card else None,
+        "category_id": card.category_id if card else None,
+        "attributes": Jsonb(card.attributes) if card else None,
+        "color_estimate": colour.estimate if colour else None,
+        "color_distance": colour.distance if colour else None,
+        "checks": Jsonb(result.checks.model_dump(exclude_none=True)) if result.checks else None,
     }
 
 
