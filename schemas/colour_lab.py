@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
-from schemas.language import EN, PT_BR, LanguageProfile, fold
+from schemas.language import EN, PT_BR, LanguageProfile, colour_pattern, fold
 
 Lab = tuple[float, float, float]
 
@@ -791,16 +791,29 @@ def keys_neighbour(one: str, other: str) -> bool:
 
 
 def nameable(profile: LanguageProfile) -> dict[str, Lab]:
-    """Every name an estimate may be given in this language, with its reference."""
-    lexicon = lexicon_for(profile)
-    if lexicon is None:
-        return {}
-    out: dict[str, Lab] = {}
-    for key, name in lexicon.names.items():
-        lab = key_lab(key)
-        if lab is not None:
-            out[name] = lab
-    return out
+    """Every name an estimate may be given in this language, with its reference.
+
+    Only names the card grammar accepts (``colour_pattern``): the engine's ``replace`` policy
+    writes the estimate into ``color_primary``, so it has to be a colour the card may hold
+    (English's "royal blue" is not, the grammar putting modifiers after the base)."""
+    return dict(_nameable(profile.code, profile))
+
+
+_NAMEABLE: dict[str, tuple[tuple[str, Lab], ...]] = {}
+
+
+def _nameable(code: str, profile: LanguageProfile) -> tuple[tuple[str, Lab], ...]:
+    # keyed by code: hashing a whole profile (its vocabularies) costs more than the lookup
+    if code not in _NAMEABLE:
+        lexicon = lexicon_for(profile)
+        grammar = re.compile(colour_pattern(profile))
+        names = lexicon.names.items() if lexicon else ()
+        _NAMEABLE[code] = tuple(
+            (name, lab)
+            for key, name in names
+            if (lab := key_lab(key)) is not None and grammar.fullmatch(name)
+        )
+    return _NAMEABLE[code]
 
 
 def accepted_names(name: str, profile: LanguageProfile, among: Iterable[str] = ()) -> set[str]:

@@ -100,16 +100,16 @@ class ColourCheck:
     model: str
     estimate: str
     distance: float
-    """CIEDE2000 from the model colour's reference to the estimated Lab (nan: not checkable)."""
+    """CIEDE2000 from the model colour's reference to the estimated Lab (the nearest of its
+    colours); 0 when not checkable, so a consumer's "distance >= 0" holds."""
     agrees: bool
     checkable: bool
 
     def as_json(self) -> dict[str, object]:
-        distance = None if math.isnan(self.distance) else round(self.distance, 2)
         return {
             "model": self.model,
             "estimate": self.estimate,
-            "distance": distance,
+            "distance": round(self.distance, 2),
             "agrees": self.agrees,
             "checkable": self.checkable,
         }
@@ -471,7 +471,7 @@ def check_colour(
         or estimate.product_fraction < MIN_PRODUCT_FRACTION
         or not estimate.name
     ):
-        return ColourCheck(model_colour, estimate.name, math.nan, agrees=True, checkable=False)
+        return ColourCheck(model_colour, estimate.name, 0.0, agrees=True, checkable=False)
     distance = math.inf
     agrees = False
     for colour in colours:
