@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from services.inference.adapt import AdaptMode, Correction
 from services.inference.adapt import adapt as adapt_image
 from services.inference.errors import EmptyImage, ImageError, ImageTooLarge
+from services.runtime.sniff import IMAGE_MAGIC, looks_like
 
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 WHITE = (255, 255, 255)
@@ -56,34 +57,6 @@ _DECODE_ERRORS: tuple[type[BaseException], ...] = (
 )
 # Pillow's own limits on *metadata* decompression (PNG zTXt/iTXt/iCCP chunks): bombs, not pixels.
 _METADATA_BOMB_MESSAGES = ("Decompressed data too large", "Too much memory used in text chunks")
-
-# Leading bytes of what people upload by mistake (or on purpose) under an image name; used only
-# to make the message precise, never to decide: Pillow's parsers decide what is an image.
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"%PDF-", "a PDF document"),
-    (b"PK\x03\x04", "a ZIP archive (or an Office/EPUB document)"),
-    (b"PK\x05\x06", "an empty ZIP archive"),
-    (b"\x1f\x8b", "a gzip stream"),
-    (b"Rar!\x1a\x07", "a RAR archive"),
-    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
-    (b"\x7fELF", "an ELF executable"),
-    (b"%!PS", "a PostScript document"),
-    (b"8BPS", "a Photoshop document (PSD)"),
-    (b"\x00\x00\x01\x00", "a Windows icon (ICO)"),
-    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "a JPEG 2000 image (not supported)"),
-    (b"\xff\x4f\xff\x51", "a JPEG 2000 codestream (not supported)"),
-    (b"\xff\x0a", "a JPEG XL image (not supported)"),
-    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "a JPEG XL image (not supported)"),
-)
-_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-)
-_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
 
 
 @dataclass(frozen=True)
@@ -124,42 +97,8 @@ class PreparedImage:
         return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
 
 
-def looks_like(data: bytes) -> str | None:
-    """A short description of what non-image bytes appear to be, for error messages."""
-    head = data[:1024]
-    for magic, what in _MAGIC:
-        if head.startswith(magic):
-            return what
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in _HEIF_BRANDS:
-            return "a HEIC/HEIF image (not supported: convert it to JPEG)"
-        if brand in (b"avif", b"avis"):
-            return "an AVIF image (not supported)"
-        return "an MP4/QuickTime video"
-    if head.startswith(b"RIFF") and head[8:12] != b"WEBP":
-        return "a RIFF container (WAV/AVI), not WebP"
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
-        return "SVG vector markup"
-    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
-        return "an HTML page"
-    if text.startswith(b"<?xml"):
-        return "an XML document"
-    sample = head.decode("utf-8", errors="replace")
-    if len(head) < len(data):
-        sample = sample[:-3]  # a multi-byte character may be cut at 1024 bytes
-    if (
-        sample
-        and "\ufffd" not in sample
-        and all(c.isprintable() or c in "\t\r\n\f" for c in sample)
-    ):
-        return "plain text"
-    return None
-
-
 def _unrecognised(data: bytes) -> ImageError:
-    for magic, fmt in _IMAGE_MAGIC:
+    for magic, fmt in IMAGE_MAGIC:
         if data.startswith(magic):
             return ImageError(f"not a recognised image format: a {fmt} signature, corrupt header")
     what = looks_like(data)
