@@ -9,7 +9,7 @@
 # The services read their settings from VITRINE_* variables (infra/dev.env plus the environment:
 # e.g. VITRINE_PRESET, or VITRINE_MODEL_PATH/VITRINE_MMPROJ_PATH for an explicit model), except
 # credentials: each service gets only its own least-privilege ones (service_credentials below):
-# the sink VITRINE_SINK_PG_DSN[_FILE], the workers VITRINE_INFERENCE_S3_*, ingest none.
+# the sink VITRINE_SINK_PG_DSN[_FILE], the workers and ingest VITRINE_INFERENCE_S3_* (read-only).
 # Logs: $VITRINE_STATE_DIR/logs/<name>.log, one JSON object per line.
 set -euo pipefail
 
@@ -44,8 +44,8 @@ live_pid() {
 }
 
 # Every credential dev.env and the environment may hold. No service inherits any of them: each
-# gets only its own (service_credentials), so a compromised ingest holds no secret at all, the
-# sink no MinIO key and a worker no database password (none of them the root/owner ones).
+# gets only its own (service_credentials), so a compromised ingest or worker holds a read-only
+# MinIO key and no database password, the sink no MinIO key (none of them the root/owner ones).
 CREDENTIAL_VARS=(
     VITRINE_S3_ACCESS_KEY VITRINE_S3_SECRET_KEY VITRINE_S3_SECRET_KEY_FILE
     VITRINE_PG_USER VITRINE_PG_PASSWORD VITRINE_PG_DSN VITRINE_PG_DSN_FILE
@@ -59,7 +59,8 @@ CREDENTIAL_VARS=(
 # Prints, one per line, the NAME=value assignments a module gets as its credentials:
 #   sink       VITRINE_PG_DSN from VITRINE_SINK_PG_DSN (role vitrine_sink), or the _FILE;
 #   inference  VITRINE_S3_ACCESS_KEY/SECRET_KEY from VITRINE_INFERENCE_S3_* (read-only user);
-#   ingest     nothing (it only talks to Kafka).
+#   ingest     the same read-only user (it reads the first bytes of uploads whose content type
+#              and name are both silent).
 service_credentials() {
     case "$1" in
         services.sink)
@@ -69,7 +70,7 @@ service_credentials() {
                 echo "VITRINE_PG_DSN=$VITRINE_SINK_PG_DSN"
             fi
             ;;
-        services.inference)
+        services.inference | services.ingest)
             echo "VITRINE_S3_ACCESS_KEY=$VITRINE_INFERENCE_S3_ACCESS_KEY"
             if [[ -n "${VITRINE_INFERENCE_S3_SECRET_KEY_FILE:-}" ]]; then
                 echo "VITRINE_S3_SECRET_KEY_FILE=$VITRINE_INFERENCE_S3_SECRET_KEY_FILE"

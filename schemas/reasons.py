@@ -24,12 +24,16 @@ class Reason(StrEnum):
     # -- rejected by ingest from the notification alone (no work was spent) ------------------
     empty_object = "empty_object", "The object is 0 bytes."
     image_too_large = "image_too_large", "The object is over VITRINE_IMAGE_MAX_BYTES."
-    not_an_image = "not_an_image", "Its content type and extension say it is not a raster image."
+    not_an_image = (
+        "not_an_image",
+        "Its content type and extension say it is not a raster image (or, when both are "
+        "silent, its first bytes do).",
+    )
 
-    # -- the worker could not get the object as announced -----------------------------------
-    object_missing = "object_missing", "Deleted before the worker fetched it."
-    superseded = "superseded", "Overwritten before the worker fetched it (the ETag changed)."
-    access_denied = "access_denied", "The worker's S3 user may not read it."
+    # -- the worker (or ingest, reading an upload's first bytes) could not get the object ---
+    object_missing = "object_missing", "Deleted before it was read."
+    superseded = "superseded", "Overwritten before it was read (the ETag changed)."
+    access_denied = "access_denied", "The reading service's S3 user may not read it."
     foreign_bucket = "foreign_bucket", "The job names a bucket this worker does not serve."
 
     # -- the image or the model --------------------------------------------------------------
@@ -44,7 +48,7 @@ class Reason(StrEnum):
     inference = "inference", "llama.cpp failed during evaluation."
     context_overflow = "context_overflow", "The prompt and image do not fit the context window."
     timeout = "timeout", "The job ran past VITRINE_JOB_TIMEOUT_S."
-    internal_error = "internal_error", "A bug: the worker caught an unexpected exception."
+    internal_error = "internal_error", "A bug: a service caught an unexpected exception."
 
     # -- delivery ------------------------------------------------------------------------------
     poison = "poison", "Workers died on this job VITRINE_MAX_DELIVERIES times; it was parked."

@@ -8,12 +8,14 @@ sequencer, and a remove carries only key and sequencer.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from schemas.messages import (
     CardStatus,
@@ -22,7 +24,20 @@ from schemas.messages import (
     ObjectRef,
     S3Record,
 )
-from services.ingest.rules import Decision, classify_upload, decide
+from schemas.reasons import Reason
+from services.inference import preprocess
+from services.inference.preprocess import _OPEN_FORMATS
+from services.ingest.rules import (
+    Decision,
+    NeedsSniffing,
+    Sniff,
+    classify_upload,
+    decide,
+    decide_from_head,
+    decide_unread,
+)
+from services.runtime import sniff as sniff_module
+from services.runtime.sniff import HEAD_BYTES, image_format
 
 MAX_BYTES = 30 * 1024 * 1024
 
@@ -250,17 +265,14 @@ def test_neutral_content_type_with_image_extension_is_accepted(
         ("photos%2Fproduto.png", "application/json"),
         ("photos%2Fproduto.jpg", "video/mp4"),
         ("catalogo.pdf", "application/pdf"),
-        ("photos%2Fproduto.txt", "binary/octet-stream"),
-        ("photos%2Fproduto.svg", "binary/octet-stream"),
-        ("photos%2Fproduto.jpg.zip", "application/octet-stream"),
-        ("photos%2Fproduto", "binary/octet-stream"),
-        ("photos%2Fproduto", None),
+        ("photos%2Fproduto", "application/pdf"),
+        ("photos%2Fproduto", "text/plain"),
     ],
 )
-def test_everything_else_is_not_an_image(key: str, content_type: str | None) -> None:
+def test_everything_else_is_not_an_image(key: str, content_type: str) -> None:
     decision = decide(upload(key=key, contentType=content_type), MAX_BYTES)
     detail = assert_rejected(decision, "not_an_image")
-    assert (content_type.strip() if content_type else "no content type") in detail
+    assert content_type.strip() in detail
 
 
 @pytest.mark.parametrize(
@@ -281,15 +293,179 @@ def test_svg_is_rejected_even_though_it_is_image_star(key: str, content_type: st
 
 def test_rejection_detail_names_type_and_extension() -> None:
     detail = assert_rejected(
-        decide(upload(key="photos%2Fproduto", contentType="binary/octet-stream"), MAX_BYTES),
+        decide(upload(key="photos%2Fproduto", contentType="application/pdf"), MAX_BYTES),
         "not_an_image",
     )
-    assert detail == "binary/octet-stream with extension (none) is not an image"
+    assert detail == "application/pdf with extension (none) is not an image"
     detail = assert_rejected(
         decide(upload(key="photos%2Fproduto.JPG", contentType="Text/Plain"), MAX_BYTES),
         "not_an_image",
     )
     assert detail == "text/plain with extension .jpg is not an image"
+
+
+# -- uploads only their first bytes can classify -----------------------------------------------
+
+
+def image_head(fmt: str, size: tuple[int, int] = (64, 48)) -> bytes:
+    """The first HEAD_BYTES of a real image in ``fmt``, as Pillow writes it."""
+    buf = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 60)).save(buf, fmt)
+    return buf.getvalue()[:HEAD_BYTES]
+
+
+PDF_HEAD = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
+NOT_IMAGES = {
+    "pdf": (PDF_HEAD, "a PDF document"),
+    "zip": (b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + bytes(40), "a ZIP archive"),
+    "gzip": (b"\x1f\x8b\x08\x00" + bytes(40), "a gzip stream"),
+    "html": (b"<!DOCTYPE html>\n<html><body>not a png</body></html>", "an HTML page"),
+    "svg": (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "SVG"),
+    "text": ("descrição do produto: caneca azul, 300 ml\n".encode(), "plain text"),
+    "mp4": (b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom", "an MP4/QuickTime video"),
+    "wav": (b"RIFF\x24\x08\x00\x00WAVEfmt " + bytes(20), "a RIFF container"),
+}
+
+
+def silent_upload(
+    key: str = "photos%2Fproduto",
+    content_type: str | None = "binary/octet-stream",
+    size: int = 4321,
+) -> Sniff:
+    decision = decide(upload(key=key, contentType=content_type, size=size), MAX_BYTES)
+    assert decision.job is None and decision.result is None
+    assert decision.sniff is not None
+    return decision.sniff
+
+
+@pytest.mark.parametrize(
+    ("key", "content_type"),
+    [
+        ("photos%2Fproduto", "binary/octet-stream"),  # boto3 and aws s3 cp, for an unknown name
+        ("photos%2Fproduto", "application/octet-stream"),  # mc / minio-py
+        ("photos%2Fproduto", "Binary/Octet-Stream; charset=binary"),
+        ("photos%2Fproduto", ""),
+        ("photos%2Fproduto", None),
+        ("photos%2FIMG_0001.JPG_original", "binary/octet-stream"),  # an unknown extension
+        ("photos%2Fproduto.heic", "application/octet-stream"),  # not one the worker decodes
+        ("photos%2Fproduto.txt", "binary/octet-stream"),  # a name is no proof either way
+        ("photos%2Fproduto.jpg.zip", "application/octet-stream"),
+    ],
+)
+def test_a_neutral_type_without_an_image_extension_is_left_to_the_first_bytes(
+    key: str, content_type: str | None
+) -> None:
+    record = upload(key=key, contentType=content_type, size=4321)
+    sniff = silent_upload(key, content_type, size=4321)
+    ref = record.object_ref()
+    assert sniff.ref == ref
+    assert sniff.job_id == ImageJob.job_id_for(ref)  # the decision to come keeps the job id
+    assert len(sniff.trace_id) == 32
+    assert sniff.declared.startswith(
+        (content_type or "").split(";")[0].strip().lower() or "no content type"
+    )
+
+
+def test_what_the_name_and_type_said_opens_the_detail() -> None:
+    assert silent_upload().declared == "binary/octet-stream with extension (none)"
+    assert silent_upload("a.dat", None).declared == "no content type with extension .dat"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"])
+def test_first_bytes_of_an_accepted_format_make_a_job(fmt: str) -> None:
+    sniff = silent_upload()
+    found, decision = decide_from_head(sniff, image_head(fmt))
+    assert (found.kind, found.what) == ("image", fmt)
+    job = assert_job(decision)
+    assert (job.job_id, job.trace_id, job.object) == (sniff.job_id, sniff.trace_id, sniff.ref)
+    assert decision.result is not None and decision.result.job_id == sniff.job_id
+
+
+def test_the_signatures_cover_whatever_the_workers_decoders_would_open() -> None:
+    # The worker opens only these formats (preprocess._OPEN_FORMATS); any head one of their
+    # parsers accepts must reach it, or ingest would reject an image the worker can read.
+    Image.init()
+    heads = [image_head(fmt) for fmt in ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")]
+    heads += [image_head("TIFF")[:2] + b"+\x00" + bytes(12), b"MM\x00+" + bytes(12)]  # BigTIFF
+    heads += [head for head, _ in NOT_IMAGES.values()] + [bytes(range(256))]
+    for head in heads:
+        opened = [fmt for fmt in _OPEN_FORMATS if (accept := Image.OPEN[fmt][1]) and accept(head)]
+        if opened:
+            assert image_format(head) is not None, (opened, head[:16])
+
+
+@pytest.mark.parametrize("name", sorted(NOT_IMAGES))
+def test_first_bytes_of_something_else_reject_it_by_name(name: str) -> None:
+    head, what = NOT_IMAGES[name]
+    found, decision = decide_from_head(silent_upload(), head)
+    assert found.kind == "not_an_image"
+    detail = assert_rejected(decision, "not_an_image")
+    assert detail.startswith("binary/octet-stream with extension (none): the first bytes are ")
+    assert what in detail and detail.endswith(", not an image")
+
+
+def test_pdf_detail_in_full() -> None:
+    _, decision = decide_from_head(silent_upload(content_type="application/octet-stream"), PDF_HEAD)
+    assert assert_rejected(decision, "not_an_image") == (
+        "application/octet-stream with extension (none): the first bytes are a PDF document, "
+        "not an image"
+    )
+
+
+@pytest.mark.parametrize(
+    ("head", "what"),
+    [
+        (b"\x00\x00\x00\x1cftypheic\x00\x00\x00\x00mif1heic", "HEIC/HEIF"),
+        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1", "AVIF"),
+        (b"8BPS\x00\x01" + bytes(20), "Photoshop"),
+        (b"\x00\x00\x00\x0cjP  \r\n\x87\n" + bytes(20), "JPEG 2000"),
+    ],
+)
+def test_an_image_format_the_worker_cannot_decode_is_a_bad_image(head: bytes, what: str) -> None:
+    found, decision = decide_from_head(silent_upload(), head)
+    assert found.kind == "unsupported_image"
+    detail = assert_rejected(decision, "bad_image")  # as the worker would call it
+    assert what in detail
+
+
+def test_unrecognised_bytes_are_not_an_image() -> None:
+    found, decision = decide_from_head(silent_upload(), bytes(range(256)) * 4)
+    assert found.kind == "unknown"
+    assert assert_rejected(decision, "not_an_image") == (
+        "binary/octet-stream with extension (none): the first bytes match no supported image format"
+    )
+
+
+def test_text_cut_at_the_end_of_the_head_is_still_text() -> None:
+    text = ("x" * (HEAD_BYTES - 1) + "é, algodão").encode()
+    head = text[:HEAD_BYTES]
+    assert head != text and head.decode(errors="replace").endswith("\ufffd")  # cut mid-character
+    found, _ = decide_from_head(silent_upload(size=len(text)), head)
+    assert (found.kind, found.what) == ("not_an_image", "plain text")
+    # The whole object, when it ends there: its last character is really broken, so not text.
+    found, _ = decide_from_head(silent_upload(size=len(head)), head)
+    assert found.kind == "unknown"
+
+
+def test_an_object_emptied_before_its_bytes_were_read_is_empty() -> None:
+    _, decision = decide_from_head(silent_upload(), b"")
+    assert assert_rejected(decision, "empty_object") == "the object is empty (0 bytes)"
+
+
+def test_an_unreadable_upload_ends_as_the_worker_would_end_it() -> None:
+    sniff = silent_upload()
+    decision = decide_unread(sniff, CardStatus.failed, Reason.object_missing, "NoSuchKey")
+    assert decision.job is None and decision.result is not None
+    assert decision.result.status is CardStatus.failed and decision.result.status.final
+    assert (decision.result.reason, decision.result.detail) == ("object_missing", "NoSuchKey")
+    assert decision.result.job_id == sniff.job_id and decision.result.trace_id == sniff.trace_id
+    assert decision.result.producer == "ingest"
+
+
+def test_preprocessing_words_its_errors_with_the_same_table() -> None:
+    assert preprocess.looks_like is sniff_module.looks_like  # imported, not copied
+    assert preprocess.looks_like(PDF_HEAD) == "a PDF document"
+    assert sniff_module.identify(PDF_HEAD, truncated=True).what == "a PDF document"
 
 
 # -- size ---------------------------------------------------------------------------------------
@@ -330,9 +506,22 @@ def test_classify_upload_directly() -> None:
         "11 bytes is over the limit of 10 bytes",
     )
     problem = classify_upload(ref_for("a.jpg", "application/zip"), MAX_BYTES)
-    assert problem is not None and problem[0] == "not_an_image"
+    assert isinstance(problem, tuple) and problem[0] == "not_an_image"
     problem = classify_upload(ref_for("a.svg", "image/svg+xml"), MAX_BYTES)
-    assert problem is not None and problem[0] == "not_an_image"
+    assert isinstance(problem, tuple) and problem[0] == "not_an_image"
+    assert classify_upload(ref_for("a", "binary/octet-stream"), MAX_BYTES) == NeedsSniffing(
+        "binary/octet-stream with extension (none)"
+    )
+    assert classify_upload(ref_for("a.bin", None), MAX_BYTES) == NeedsSniffing(
+        "no content type with extension .bin"
+    )
+    # Size is judged first: nothing is read of an empty or oversized object.
+    assert classify_upload(ref_for("a", "binary/octet-stream", size=0), MAX_BYTES) == (
+        "empty_object",
+        "the object is empty (0 bytes)",
+    )
+    problem = classify_upload(ref_for("a", "binary/octet-stream", size=11), 10)
+    assert isinstance(problem, tuple) and problem[0] == "image_too_large"
 
 
 def test_rejection_result_describes_the_object() -> None:

@@ -1,18 +1,23 @@
 """Deciding what one bucket notification means for the pipeline.
 
 Pure functions, no I/O: a record becomes a job (plus a ``queued`` result so the row exists at
-once), a rejection with a precise reason, a deletion, or nothing.  Content is only *sniffed* here
-by name and declared type; the inference service decodes the bytes and rejects what lies.
+once), a rejection with a precise reason, a deletion, or nothing.  Content is judged by name and
+declared type; only when both are silent (a generic type such as ``binary/octet-stream`` under a
+name without an image extension: what boto3 and ``aws s3 cp`` send for an unknown name) is the
+decision left to the object's first bytes, which the service reads and hands back to
+:func:`decide_from_head`.  The inference service decodes the bytes and rejects what lies.
 """
 
 from __future__ import annotations
 
 import secrets
+import uuid
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef, S3Record
 from schemas.reasons import Reason
+from services.runtime.sniff import Identified, identify
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo"}
@@ -33,13 +38,35 @@ REMOVED_NOTHING = "s3:ObjectRemoved:NoOP"
 
 
 @dataclass(frozen=True)
+class NeedsSniffing:
+    """Neither the declared type nor the name says what the object is; ``declared`` says what
+    they were, for the detail of the decision its first bytes make."""
+
+    declared: str
+
+
+@dataclass(frozen=True)
+class Sniff:
+    """An upload waiting for its first bytes: the service reads up to ``HEAD_BYTES`` of
+    ``ref`` and hands them to :func:`decide_from_head` (or a failed read to
+    :func:`decide_unread`); the ids are fixed here so the final decision keeps them."""
+
+    ref: ObjectRef
+    job_id: uuid.UUID
+    trace_id: str
+    declared: str
+
+
+@dataclass(frozen=True)
 class Decision:
     job: ImageJob | None
     result: CardResult | None
+    sniff: Sniff | None = None
 
 
-def classify_upload(ref: ObjectRef, max_bytes: int) -> tuple[Reason, str] | None:
-    """``(reason, detail)`` when an uploaded object cannot be a usable image, else None."""
+def classify_upload(ref: ObjectRef, max_bytes: int) -> tuple[Reason, str] | NeedsSniffing | None:
+    """``(reason, detail)`` when an uploaded object cannot be a usable image,
+    :class:`NeedsSniffing` when only its bytes can tell, else None."""
     if ref.size == 0:
         return Reason.empty_object, "the object is empty (0 bytes)"
     if ref.size is not None and ref.size > max_bytes:
@@ -50,10 +77,83 @@ def classify_upload(ref: ObjectRef, max_bytes: int) -> tuple[Reason, str] | None
         return Reason.not_an_image, "SVG is vector markup, not a photo"
     if content_type.startswith("image/"):
         return None
-    if content_type in NEUTRAL_TYPES and suffix in IMAGE_EXTENSIONS:
-        return None
-    declared = content_type or "no content type"
-    return Reason.not_an_image, f"{declared} with extension {suffix or '(none)'} is not an image"
+    declared = f"{content_type or 'no content type'} with extension {suffix or '(none)'}"
+    if content_type in NEUTRAL_TYPES:
+        return None if suffix in IMAGE_EXTENSIONS else NeedsSniffing(declared)
+    return Reason.not_an_image, f"{declared} is not an image"
+
+
+def classify_head(head: bytes, sniff: Sniff) -> tuple[Identified, tuple[Reason, str] | None]:
+    """What the first bytes are, and ``(reason, detail)`` when they cannot be a usable image.
+
+    Bytes that start like a format the worker decodes go on to it (which still decodes them
+    in full); a format it does not decode is a ``bad_image``, as the worker would call it;
+    anything else is ``not_an_image``, named when the bytes are recognised."""
+    if not head:
+        return Identified("not_an_image", "nothing"), (
+            Reason.empty_object,
+            "the object is empty (0 bytes)",
+        )
+    size = sniff.ref.size
+    found = identify(head, truncated=size is None or size > len(head))
+    if found.kind == "image":
+        return found, None
+    if found.kind == "unsupported_image":
+        return found, (Reason.bad_image, f"{sniff.declared}: the first bytes are {found.what}")
+    if found.kind == "not_an_image":
+        return found, (
+            Reason.not_an_image,
+            f"{sniff.declared}: the first bytes are {found.what}, not an image",
+        )
+    return found, (
+        Reason.not_an_image,
+        f"{sniff.declared}: the first bytes match no supported image format",
+    )
+
+
+def decide_from_head(sniff: Sniff, head: bytes) -> tuple[Identified, Decision]:
+    """The decision the first bytes make, and what they were (for the log and the metric)."""
+    found, problem = classify_head(head, sniff)
+    if problem is None:
+        return found, _accepted(sniff.ref, sniff.job_id, sniff.trace_id)
+    reason, detail = problem
+    return found, _final(
+        sniff.ref, sniff.job_id, sniff.trace_id, CardStatus.rejected, reason, detail
+    )
+
+
+def decide_unread(sniff: Sniff, status: CardStatus, reason: Reason, detail: str) -> Decision:
+    """The final row of an upload whose first bytes could not be read for good (gone,
+    overwritten, forbidden): the same status and reason the worker gives such an object."""
+    return _final(sniff.ref, sniff.job_id, sniff.trace_id, status, reason, detail)
+
+
+def _final(
+    ref: ObjectRef,
+    job_id: uuid.UUID,
+    trace_id: str,
+    status: CardStatus,
+    reason: Reason,
+    detail: str,
+) -> Decision:
+    result = CardResult(
+        job_id=job_id,
+        trace_id=trace_id,
+        object=ref,
+        status=status,
+        reason=reason,
+        detail=detail,
+        producer="ingest",
+    )
+    return Decision(None, result)
+
+
+def _accepted(ref: ObjectRef, job_id: uuid.UUID, trace_id: str) -> Decision:
+    job = ImageJob(job_id=job_id, trace_id=trace_id, object=ref)
+    queued = CardResult(
+        job_id=job_id, trace_id=trace_id, object=ref, status=CardStatus.queued, producer="ingest"
+    )
+    return Decision(job, queued)
 
 
 def decide(record: S3Record, max_bytes: int) -> Decision:
@@ -73,20 +173,9 @@ def decide(record: S3Record, max_bytes: int) -> Decision:
     if name not in UPLOAD_EVENTS:
         return Decision(None, None)
     problem = classify_upload(ref, max_bytes)
+    if isinstance(problem, NeedsSniffing):
+        return Decision(None, None, Sniff(ref, job_id, trace_id, problem.declared))
     if problem is not None:
         reason, detail = problem
-        result = CardResult(
-            job_id=job_id,
-            trace_id=trace_id,
-            object=ref,
-            status=CardStatus.rejected,
-            reason=reason,
-            detail=detail,
-            producer="ingest",
-        )
-        return Decision(None, result)
-    job = ImageJob(job_id=job_id, trace_id=trace_id, object=ref)
-    queued = CardResult(
-        job_id=job_id, trace_id=trace_id, object=ref, status=CardStatus.queued, producer="ingest"
-    )
-    return Decision(job, queued)
+        return _final(ref, job_id, trace_id, CardStatus.rejected, reason, detail)
+    return _accepted(ref, job_id, trace_id)

@@ -7,31 +7,44 @@ messages, every message is acknowledged by the broker, and only then are the bat
 committed.  A crash replays the batch, and replays are harmless (job ids are deterministic, the
 sink's upsert ignores what it has already applied).  A notification that does not parse is
 parked on the dead-letter topic with the reason in its headers; it never stops the loop.
+
+An upload only its bytes can classify (rules.py: a generic content type under a name without an
+image extension) costs one ranged GET (``head.py``); a batch's are read together.  While MinIO
+is unreachable such a batch waits, retried and logged, and is committed only once decided.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
+from minio import Minio
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from schemas.messages import MinioEvent
+from schemas.messages import CardStatus, MinioEvent, S3Record
 from schemas.reasons import Reason
 from services.ingest.dedup import RecentEvents, event_identity
+from services.ingest.head import TRANSIENT, fetch_head, head_client
 from services.ingest.recall import try_recall_handled
-from services.ingest.rules import decide
+from services.ingest.rules import Decision, Sniff, decide, decide_from_head, decide_unread
 from services.ingest.settings import IngestSettings
 from services.runtime.dead_letters import InvalidMessage
 from services.runtime.kafka import encode, make_consumer, make_producer
+from services.runtime.s3 import ObjectChanged, ObjectForbidden, ObjectMissing
 from services.runtime.service import run_service
+from services.runtime.sniff import HEAD_BYTES
 from services.runtime.stage import Item, Output, Stage, StageRunner
 
 log = logging.getLogger("vitrine.ingest")
+
+# First-bytes reads in flight at once (the client's connection pool holds as many).
+SNIFF_CONCURRENCY = 16
 
 EVENTS = Counter(
     "vitrine_ingest_events_total", "Notification records seen, by outcome.", ["outcome", "reason"]
@@ -43,6 +56,20 @@ PUBLISHED = Counter(
     "notifications are counted by vitrine_dead_letters_total.",
     ["kind"],
 )
+SNIFFS = Counter(
+    "vitrine_ingest_sniffs_total",
+    "Uploads whose type and name were silent, judged by their first bytes, by outcome: image "
+    "(a job), unsupported_image (bad_image), not_an_image, unknown (no image signature; "
+    "not_an_image), object_missing, superseded, access_denied; error (a bug: parked).",
+    ["outcome"],
+)
+
+UNREAD_OUTCOMES: dict[type[Exception], tuple[CardStatus, Reason]] = {
+    ObjectMissing: (CardStatus.failed, Reason.object_missing),
+    ObjectChanged: (CardStatus.failed, Reason.superseded),
+    ObjectForbidden: (CardStatus.failed, Reason.access_denied),
+}
+"""A first-bytes read that failed for good: the row the worker gives the same failure."""
 
 
 class Ingest(Stage[MinioEvent]):
@@ -51,10 +78,18 @@ class Ingest(Stage[MinioEvent]):
 
     service = "ingest"
 
-    def __init__(self, settings: IngestSettings) -> None:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        stop: asyncio.Event | None = None,
+        minio: Minio | None = None,
+    ) -> None:
         self.settings = settings
         self.dlq_topic = settings.topic_dlq
         self.recent = RecentEvents(settings.dedup_capacity)
+        self.stop = stop
+        self.minio = minio if minio is not None else head_client(settings)
+        self._sniffing = asyncio.Semaphore(SNIFF_CONCURRENCY)
 
     def decode(self, record: ConsumerRecord[Any, Any]) -> MinioEvent:
         try:
@@ -64,9 +99,19 @@ class Ingest(Stage[MinioEvent]):
             raise InvalidMessage(Reason.malformed_event, str(exc)) from None
 
     async def handle(self, items: Sequence[Item[MinioEvent]]) -> list[Output]:
+        planned = [entry for item in items for entry in self._plan(item)]
+        # The first bytes of every silent upload in the batch are read at once; the outputs
+        # keep the records' order (a key's events stay in sequence on its partition).
+        silent = [i for i, entry in enumerate(planned) if entry.sniff is not None]
+        sniffed = await asyncio.gather(*(self._sniffed(planned[i]) for i in silent))
+        for i, entry in zip(silent, sniffed, strict=True):
+            planned[i] = entry
         outputs: list[Output] = []
-        for item in items:
-            outputs.extend(self._outputs(item))
+        for entry in planned:
+            if entry.parked is not None:
+                outputs.append(entry.parked)
+            else:
+                outputs.extend(self._outputs(entry))
         return outputs
 
     def committed(self, items: Sequence[Item[MinioEvent]]) -> None:
@@ -75,9 +120,10 @@ class Ingest(Stage[MinioEvent]):
     def aborted(self) -> None:
         self.recent.abort()
 
-    def _outputs(self, item: Item[MinioEvent]) -> list[Output]:
+    def _plan(self, item: Item[MinioEvent]) -> list[_Planned]:
+        """Each record's decision from its notification alone."""
         s = self.settings
-        outputs = []
+        planned: list[_Planned] = []
         for s3_record in item.value.records:
             if s3_record.s3.bucket.name != s.bucket:  # another pipeline's bucket
                 EVENTS.labels("ignored", "other_bucket").inc()
@@ -87,42 +133,110 @@ class Ingest(Stage[MinioEvent]):
                 continue
             try:
                 decision = decide(s3_record, s.image_max_bytes)
-                ref = s3_record.object_ref()
             except ValidationError as exc:  # parses as an event, but not a valid object
                 MALFORMED.inc()
-                outputs.append(self.park(item.record, Reason.invalid_object, str(exc)))
+                parked = self.park(item.record, Reason.invalid_object, str(exc))
+                planned.append(_Planned(item, s3_record, None, parked))
                 continue
-            key = f"{ref.bucket}/{ref.key}"
-            if decision.result is not None:
-                PUBLISHED.labels("result").inc()
-                outputs.append(Output(s.topic_results, ref.message_key, encode(decision.result)))
-            if decision.job is not None:
-                PUBLISHED.labels("job").inc()
-                outputs.append(Output(s.topic_jobs, ref.message_key, encode(decision.job)))
-            outcome = (
-                "job"
-                if decision.job
-                else decision.result.status.value
-                if decision.result
-                else "ignored"
-            )
-            reason = decision.result.reason if decision.result else None
-            EVENTS.labels(outcome, reason or "").inc()
-            log.info(
-                f"event.{outcome}",
-                extra={
-                    "key": key,
-                    "event_name": s3_record.event_name,
-                    "reason": reason,
-                    "trace_id": decision.result.trace_id if decision.result else None,
-                    "sequencer": ref.sequencer,
-                },
-            )
+            planned.append(_Planned(item, s3_record, decision))
+        return planned
+
+    async def _sniffed(self, entry: _Planned) -> _Planned:
+        """``entry`` decided by its upload's first bytes; parked on a fault no rule covers
+        (a bug must not stop the stage, nor be retried forever)."""
+        assert entry.decision is not None and entry.decision.sniff is not None
+        sniff = entry.decision.sniff
+        ref = sniff.ref
+        started = time.perf_counter()
+        head: bytes | None = None
+        try:
+            async with self._sniffing:
+                head = await fetch_head(self.minio, ref, HEAD_BYTES, stop=self.stop)
+        except tuple(UNREAD_OUTCOMES) as exc:
+            status, reason = UNREAD_OUTCOMES[type(exc)]
+            decision = decide_unread(sniff, status, reason, f"reading its first bytes: {exc}")
+            outcome, what = reason.value, str(exc)
+        except TRANSIENT:
+            raise  # only when asked to stop: the batch stays uncommitted, read again later
+        except Exception as exc:
+            SNIFFS.labels("error").inc()
+            log.exception("event.sniff_error", extra={"key": f"{ref.bucket}/{ref.key}"})
+            detail = f"reading the first bytes of {ref.key}: {type(exc).__name__}: {exc}"
+            parked = self.park(entry.item.record, Reason.internal_error, detail)
+            return _Planned(entry.item, entry.record, None, parked)
+        else:
+            found, decision = decide_from_head(sniff, head)
+            outcome, what = found.kind, found.what
+        SNIFFS.labels(outcome).inc()
+        result = decision.result
+        log.info(
+            "event.sniffed",
+            extra={
+                "key": f"{ref.bucket}/{ref.key}",
+                "declared": sniff.declared,
+                "version_id": ref.version_id,
+                "head_bytes": None if head is None else len(head),
+                "outcome": outcome,
+                "what": what,
+                "status": result.status.value if result else None,
+                "reason": result.reason if result else None,
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+                "trace_id": sniff.trace_id,
+            },
+        )
+        return _Planned(entry.item, entry.record, decision)
+
+    def _outputs(self, entry: _Planned) -> list[Output]:
+        s = self.settings
+        decision = entry.decision
+        assert decision is not None
+        ref = entry.record.object_ref()
+        outputs = []
+        key = f"{ref.bucket}/{ref.key}"
+        if decision.result is not None:
+            PUBLISHED.labels("result").inc()
+            outputs.append(Output(s.topic_results, ref.message_key, encode(decision.result)))
+        if decision.job is not None:
+            PUBLISHED.labels("job").inc()
+            outputs.append(Output(s.topic_jobs, ref.message_key, encode(decision.job)))
+        outcome = (
+            "job"
+            if decision.job
+            else decision.result.status.value
+            if decision.result
+            else "ignored"
+        )
+        reason = decision.result.reason if decision.result else None
+        EVENTS.labels(outcome, reason or "").inc()
+        log.info(
+            f"event.{outcome}",
+            extra={
+                "key": key,
+                "event_name": entry.record.event_name,
+                "reason": reason,
+                "trace_id": decision.result.trace_id if decision.result else None,
+                "sequencer": ref.sequencer,
+            },
+        )
         return outputs
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """One record of a batch on its way: decided (``decision``), or parked (``parked``)."""
+
+    item: Item[MinioEvent]
+    record: S3Record
+    decision: Decision | None
+    parked: Output | None = None
+
+    @property
+    def sniff(self) -> Sniff | None:
+        return self.decision.sniff if self.decision is not None else None
+
+
 async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:
-    stage = Ingest(settings)
+    stage = Ingest(settings, stop)
     producer = make_producer(settings)
     consumer = make_consumer(settings, settings.topic_events, group_id=settings.ingest_group)
     runner = StageRunner(

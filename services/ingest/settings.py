@@ -1,13 +1,18 @@
-"""What the ingest service reads from ``VITRINE_*`` variables (shared ones: runtime/settings.py)."""
+"""What the ingest service reads from ``VITRINE_*`` variables (shared ones: runtime/settings.py).
+
+The S3 settings are there for one read: the first bytes of an upload whose declared type and
+name are both silent (services/ingest/head.py).  Ingest needs no more than the workers' read-only
+user (GetObject on the bucket's objects); the dev defaults are the native stack's.
+"""
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from services.runtime.settings import ImageSettings, IngestGroup, KafkaSettings, batch_max_field
+from services.runtime.settings import IngestGroup, KafkaSettings, S3Settings, batch_max_field
 
 
-class IngestSettings(KafkaSettings, IngestGroup, ImageSettings):
+class IngestSettings(KafkaSettings, IngestGroup, S3Settings):
     ingest_batch_max: int = batch_max_field("ingest", "notifications")
     dedup_capacity: int = Field(
         200_000,
