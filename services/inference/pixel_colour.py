@@ -57,7 +57,7 @@ from schemas.language import LanguageProfile
 
 WORK_SIDE = 144
 """Longest side of the working copy: ~15 k pixels, plenty for one dominant colour."""
-BORDER = 0.05
+BORDER = 0.025
 """Border band taken as backdrop, as a share of the shorter side."""
 SHADOW_DEPTH = 0.45
 """How much darker than the backdrop a shadow may be (share of the backdrop's L*)."""
@@ -65,6 +65,8 @@ MIN_DIFFERENCE = 7.0
 """A product pixel differs from the backdrop by at least this (Lab units), texture aside."""
 TEXTURE_FACTOR = 3.5
 """...and by this many times the backdrop's own spread around its fitted surface."""
+MAX_FIT = 3000
+"""Backdrop pixels the surface is fitted to (evenly spaced among those known)."""
 MIN_FORGIVING = 0.03
 """Below this share of the image, the shadow-forgiving mask has missed a neutral product."""
 CLUSTERS = 4
@@ -75,7 +77,7 @@ MAX_SAMPLES = 4000
 MIN_PRODUCT_FRACTION = 0.02
 """Under this share of the image judged product, the estimate describes the photo, not a
 product, and no card is judged by it."""
-AGREE_DE = 14.0
+AGREE_DE = 15.0
 """The model's colour agrees when its reference is this close (CIEDE2000) to the measured Lab,
 whatever the names.  Measured on ``tests/colour_images.py``: see ``bench/colour_bench.py``."""
 
@@ -208,7 +210,10 @@ def _backdrop(lab: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, float]:
     height, width = lab.shape[:2]
     basis = _basis(height, width)
     flat = lab.reshape(-1, 3)
-    rows, values = basis[known], flat[known]
+    index = np.flatnonzero(known)
+    if len(index) > MAX_FIT:  # a smooth surface of six terms needs no more
+        index = index[:: len(index) // MAX_FIT]
+    rows, values = basis[index], flat[index]
     coef = _fit(rows, values)
     residual = np.linalg.norm(values - rows @ coef, axis=1)
     keep = residual <= max(2.5 * float(np.median(residual)), 3.0)
@@ -216,7 +221,7 @@ def _backdrop(lab: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, float]:
         coef = _fit(rows[keep], values[keep])
         residual = np.linalg.norm(values[keep] - rows[keep] @ coef, axis=1)
     spread = float(np.percentile(residual, 90)) if residual.size else 0.0
-    return (basis @ coef).reshape(height, width, 3).astype(np.float32), spread
+    return (basis @ coef.astype(np.float32)).reshape(height, width, 3), spread
 
 
 def _differences(lab: np.ndarray, backdrop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -393,26 +398,43 @@ def _nearest(lab: Lab, profile: LanguageProfile) -> tuple[str, float]:
     return names[best], float(distances[best])
 
 
+@dataclass(frozen=True)
+class _Cluster:
+    lab: Lab
+    size: int
+    name: str
+    distance: float
+    key: str
+
+
 def _dominant(pixels: np.ndarray, profile: LanguageProfile) -> tuple[str, Lab, float, float]:
-    """(name, Lab, distance, share) of the cluster with most neighbour-named support."""
-    clusters = [
-        ((float(c[0]), float(c[1]), float(c[2])), n) for c, n in _clusters(_samples(pixels))
-    ]
-    named = [(lab, n, *_nearest(lab, profile)) for lab, n in clusters]
-    total = sum(n for _, n, _, _ in named)
-    chromatic = sum(n for lab, n, _, _ in named if math.hypot(lab[1], lab[2]) > 12)
-    keys = {name: _key(name, profile) for _, _, name, _ in named}
+    """(name, Lab, distance, share) of the dominant colour.
 
-    def support(item: tuple[Lab, int, str, float]) -> tuple[float, int]:
-        lab, n, name, _ = item
-        if _highlight(lab) and chromatic >= 0.4 * total:
-            return (0.0, n)  # a specular highlight on a coloured body
-        near = sum(m for _, m, other, _ in named if keys_neighbour(keys[name], keys[other]))
-        return (near, n)
+    The winning *group* is the cluster with most pixels counting its neighbour-named clusters
+    (lit red and shaded wine-red are one colour); the colour reported is the group's largest
+    cluster, not the winner itself, which may be a small bridge between two big ones (a light
+    grey shadow links a grey product to a white backdrop remnant)."""
+    clusters = []
+    for centre, size in _clusters(_samples(pixels)):
+        lab = (float(centre[0]), float(centre[1]), float(centre[2]))
+        name, distance = _nearest(lab, profile)
+        clusters.append(_Cluster(lab, size, name, distance, _key(name, profile)))
+    if not clusters or not clusters[0].name:
+        return "", (0.0, 0.0, 0.0), 0.0, 0.0
+    total = sum(c.size for c in clusters)
+    chromatic = sum(c.size for c in clusters if math.hypot(c.lab[1], c.lab[2]) > 12)
 
-    lab, _, name, distance = max(named, key=support) if named else ((0.0, 0.0, 0.0), 0, "", 0.0)
-    share = support((lab, 0, name, distance))[0] / total if total and name else 0.0
-    return name, lab, distance, share
+    def group(cluster: _Cluster) -> list[_Cluster]:
+        return [c for c in clusters if keys_neighbour(cluster.key, c.key)]
+
+    def support(cluster: _Cluster) -> tuple[int, int]:
+        if _highlight(cluster.lab) and chromatic >= 0.4 * total:
+            return (0, cluster.size)  # a specular highlight on a coloured body
+        return (sum(c.size for c in group(cluster)), cluster.size)
+
+    winner = max(clusters, key=support)
+    best = max(group(winner), key=lambda c: c.size)
+    return best.name, best.lab, best.distance, support(winner)[0] / total
 
 
 def _key(name: str, profile: LanguageProfile) -> str:
