@@ -143,8 +143,11 @@ class ColourCheck(BaseModel):
         None, description="What the model wrote, where the policy replaced it."
     )
     estimate: str = Field(description="The colour name the pixels give.")
-    distance: float = Field(
-        ge=0, description="CIEDE2000 from the model colour's reference to the pixels' colour."
+    distance: float | None = Field(
+        None,
+        ge=0,
+        description="CIEDE2000 from the model colour's reference to the pixels' colour; none "
+        "when the model's colour has no reference (not checkable).",
     )
     agrees: bool
     checkable: bool = True

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -586,7 +587,9 @@ class CardEngine:
         check = ColourCheck(
             model=found.model,
             estimate=found.estimate,
-            distance=round(found.distance, 2),
+            distance=round(found.distance, 2)
+            if found.checkable and math.isfinite(found.distance)
+            else None,
             agrees=found.agrees,
             checkable=found.checkable,
             policy=policy,
