@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from schemas.language import PT_BR, LanguageProfile, colour_pattern
-from schemas.taxonomy import ID_MAX, PATH_MAX, Taxonomy, shipped
+from schemas.taxonomy import ID_MAX, PATH_MAX, Taxonomy, shipped, slug
 
 PRODUCT_NAME_MAX = 120
 CATEGORY_MAX = 80
@@ -160,6 +160,18 @@ class ProductCard(BaseModel):
     taxonomy: ClassVar[Taxonomy | None] = None
     """The tree a configured card type (:func:`card_model`) holds its category to; None on
     this generic type, which reads the cards of any deployment."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_card(cls, data: Any) -> Any:
+        """A card written before category trees (a message still on a topic, a row's
+        ``card``) names only its flat category: that is its one-level path."""
+        if isinstance(data, Mapping) and "category_path" not in data:
+            standard = data.get("category_standard")
+            if isinstance(standard, str):
+                data = {**data, "category_path": standard}
+                data.setdefault("category_id", slug(standard))
+        return data
 
     @model_validator(mode="after")
     def _in_tree(self) -> ProductCard:
