@@ -34,6 +34,11 @@ dlq_app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
+taxonomy_app = typer.Typer(
+    help="The category tree the settings configure: check it, see it, export its schemas.",
+    no_args_is_help=True,
+)
+app.add_typer(taxonomy_app, name="taxonomy")
 
 out = Console()
 err = Console(stderr=True)
@@ -121,15 +126,73 @@ def schemas_export(
         out.print(f"wrote {path}")
 
 
+def _tree(file: Path | None) -> Any:
+    from schemas.taxonomy import Taxonomy, TaxonomyError
+    from services.inference.settings import EngineSettings
+
+    try:
+        return Taxonomy.load(file) if file is not None else EngineSettings().tree()
+    except (TaxonomyError, ValueError) as exc:
+        fail(str(exc), 2)
+
+
+TreeFile = Annotated[
+    Path | None,
+    typer.Option("--file", help="A tree file (default: what VITRINE_TAXONOMY(_FILE) configure)."),
+]
+
+
+@taxonomy_app.command("show")
+def taxonomy_show(
+    file: TreeFile = None,
+    chars: Annotated[
+        int | None, typer.Option(help="Outline budget (default VITRINE_TAXONOMY_PROMPT_CHARS).")
+    ] = None,
+    leaves: Annotated[bool, typer.Option("--leaves", help="List every leaf: id, path.")] = False,
+) -> None:
+    """Load the tree (errors say where), print its size and the outline the prompt shows."""
+    from services.inference.settings import EngineSettings
+
+    tree = _tree(file)
+    depth = max(len(n.path) for n in tree.nodes)
+    declared = sum(len(n.attributes) - len(tree._parent_attributes(n)) for n in tree.nodes)
+    out.print(
+        f"[bold]{tree.name}[/]: {len(tree.nodes)} nodes, {len(tree.leaves)} leaves, depth "
+        f"{depth}, {declared} attributes declared, {len(tree.attribute_groups())} attribute "
+        "groups",
+        highlight=False,
+    )
+    budget = chars if chars is not None else EngineSettings().taxonomy_prompt_chars
+    out.print(f"\n[bold]outline[/] (as the prompt shows it, {budget} characters at most)")
+    out.print(tree.outline(budget), highlight=False, markup=False)
+    if leaves:
+        out.print("\n[bold]leaves[/]")
+        for leaf in tree.leaves:
+            out.print(f"{leaf.id}\t{leaf.path_text}", highlight=False, markup=False)
+
+
+@taxonomy_app.command("export")
+def taxonomy_export(
+    directory: Annotated[Path, typer.Argument(help="Writes DIR/categories/<id>.schema.json.")],
+    file: TreeFile = None,
+) -> None:
+    """Write every leaf's attributes JSON Schema (what a consumer validates ``attributes`` by)."""
+    from schemas.export import write_tree
+
+    written = write_tree(_tree(file), directory)
+    out.print(f"wrote {len(written)} category schemas under {directory / 'categories'}")
+
+
 @app.command()
 def prompt(
     show: Annotated[bool, typer.Option("--show", help="Print the whole prompt too.")] = False,
 ) -> None:
     """Print the prompt version the current settings produce (taxonomy, language, limits)."""
+    from schemas.card import generation_schema
     from services.inference.settings import EngineSettings
 
     settings = EngineSettings()
-    rendered = settings.prompt(settings.card_type().model_json_schema())
+    rendered = settings.prompt(generation_schema(settings.card_type()))
     out.print(rendered.version, highlight=False)
     if show:
         out.print(
