@@ -166,7 +166,11 @@ def _pair(tiny_pairs, model=None, mmproj=None, handler=None):
 
 GOOD_CARD = {
     "product_name": "Luminária de mesa articulada",
-    "category_standard": "Decoração",
+    # what the model writes: a leaf of the shipped tree, then that leaf's attributes
+    "category": {
+        "path": "Decoração > Iluminação > Luminárias de Mesa e de Chão",
+        "attributes": {"material": None},
+    },
     "description_long": DESCRIPTION,  # 179 words of Portuguese prose
     "color_primary": "branco",
     "features_list": ["Haste articulada", "Luz LED econômica", "Base com peso estável"],
@@ -327,3 +331,81 @@ def test_image_bitmaps_do_not_redirect_the_process_stdio(llava_engine, monkeypat
     monkeypatch.setattr(os, "dup2", watch)
     llava_engine.generate(llava_engine.prepare(image_bytes("JPEG")), seed=3)
     assert not [pair for pair in redirected if pair[1] in (1, 2)], redirected
+
+
+def red_product() -> bytes:
+    """A red product on a white backdrop: the pixels say vermelho, whatever the model says."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (480, 360), (250, 250, 250))
+    ImageDraw.Draw(image).ellipse((120, 60, 360, 300), fill=(200, 25, 30))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def with_policy(monkeypatch, engine: CardEngine, policy: str) -> None:
+    monkeypatch.setattr(
+        engine, "settings", engine.settings.model_copy(update={"colour_check": policy})
+    )
+
+
+def test_the_colour_check_flags_a_colour_the_pixels_dispute(monkeypatch, llava_engine) -> None:
+    scripted(monkeypatch, llava_engine, [(card_text(color_primary="branco"), "stop")])
+    outcome = llava_engine.card_for_image(llava_engine.prepare(red_product()), seed=1)
+    assert outcome.checks is not None and outcome.checks.colour is not None
+    colour = outcome.checks.colour
+    assert (colour.model, colour.estimate, colour.agrees) == ("branco", "vermelho", False)
+    assert colour.action == "flagged" and colour.distance is not None and colour.distance > 15
+    assert outcome.card.color_primary == "branco" and outcome.attempts == 1
+
+
+def test_an_agreeing_colour_is_not_flagged(monkeypatch, llava_engine) -> None:
+    scripted(monkeypatch, llava_engine, [(card_text(color_primary="vermelho"), "stop")])
+    outcome = llava_engine.card_for_image(llava_engine.prepare(red_product()), seed=1)
+    assert outcome.checks is not None and outcome.checks.colour is not None
+    assert outcome.checks.colour.agrees and outcome.checks.colour.action == "none"
+
+
+def test_replace_puts_the_pixels_colour_on_the_card(monkeypatch, llava_engine) -> None:
+    with_policy(monkeypatch, llava_engine, "replace")
+    scripted(monkeypatch, llava_engine, [(card_text(color_primary="branco"), "stop")])
+    outcome = llava_engine.card_for_image(llava_engine.prepare(red_product()), seed=1)
+    assert outcome.card.color_primary == "vermelho"
+    assert outcome.checks is not None and outcome.checks.colour is not None
+    colour = outcome.checks.colour
+    assert (colour.generated, colour.model, colour.action) == ("branco", "vermelho", "replaced")
+
+
+def test_retry_asks_again_with_the_pixels_colour(monkeypatch, llava_engine) -> None:
+    with_policy(monkeypatch, llava_engine, "retry")
+    calls = scripted(
+        monkeypatch,
+        llava_engine,
+        [
+            (card_text(color_primary="branco"), "stop"),
+            (card_text(color_primary="vermelho"), "stop"),
+        ],
+    )
+    outcome = llava_engine.card_for_image(llava_engine.prepare(red_product()), seed=1)
+    assert outcome.attempts == 2 and outcome.card.color_primary == "vermelho"
+    assert "vermelho" in calls[1][1][0]  # the corrective note names the pixels' colour
+    assert outcome.checks is not None and outcome.checks.colour is not None
+    assert outcome.checks.colour.agrees and outcome.checks.colour.action == "retried"
+
+
+def test_retry_keeps_the_first_card_flagged_when_the_retry_disagrees_too(
+    monkeypatch, llava_engine
+) -> None:
+    with_policy(monkeypatch, llava_engine, "retry")
+    scripted(
+        monkeypatch,
+        llava_engine,
+        [(card_text(color_primary="branco"), "stop"), (card_text(color_primary="azul"), "stop")],
+    )
+    outcome = llava_engine.card_for_image(llava_engine.prepare(red_product()), seed=1)
+    assert outcome.card.color_primary == "branco" and outcome.attempts == 2
+    assert outcome.checks is not None and outcome.checks.colour is not None
+    assert not outcome.checks.colour.agrees and outcome.checks.colour.action == "retried"

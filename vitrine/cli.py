@@ -162,7 +162,7 @@ def taxonomy_show(
         "groups",
         highlight=False,
     )
-    budget = chars if chars is not None else EngineSettings().taxonomy_prompt_chars
+    budget = chars if chars is not None else EngineSettings().taxonomy_prompt_chars * 5 // 8
     out.print(f"\n[bold]outline[/] (as the prompt shows it, {budget} characters at most)")
     out.print(tree.outline(budget), highlight=False, markup=False)
     if leaves:
@@ -369,28 +369,35 @@ def status(
     """
     import time
 
+    from rich.console import Group, RenderableType
     from rich.live import Live
 
     from vitrine.config import OpsSettings
     from vitrine.screen import render
-    from vitrine.status import gather
+    from vitrine.status import Status, colour_flags, gather
 
     settings = _settings(OpsSettings)
     target = bucket or settings.bucket
     if as_json and watch:
         fail("--json and --watch do not go together", 2)
+
+    def screen(snapshot: Status) -> RenderableType:
+        """The status screen, and below it how many done cards carry a colour flag."""
+        flags = colour_flags(snapshot.cards)
+        return render(snapshot) if flags is None else Group(render(snapshot), Text(flags))
+
     snapshot = gather(settings, target, minutes)
     if as_json:
         sys.stdout.write(json.dumps(snapshot.to_dict(), ensure_ascii=False, indent=2) + "\n")
     elif not watch:
-        out.print(render(snapshot))
+        out.print(screen(snapshot))
     else:
         try:
-            with Live(render(snapshot), console=out, screen=False, auto_refresh=False) as live:
+            with Live(screen(snapshot), console=out, screen=False, auto_refresh=False) as live:
                 while True:
                     time.sleep(interval)
                     snapshot = gather(settings, target, minutes)
-                    live.update(render(snapshot), refresh=True)
+                    live.update(screen(snapshot), refresh=True)
         except KeyboardInterrupt:
             pass
     raise typer.Exit(0 if snapshot.healthy else 3)
@@ -648,7 +655,26 @@ def cards(
     status: Annotated[
         list[str] | None, typer.Option(help="Only this status (repeat): " + ", ".join(STATUSES))
     ] = None,
-    category: Annotated[str | None, typer.Option(help="Only this category_standard.")] = None,
+    category: Annotated[
+        str | None, typer.Option(help="Only this top-level category (category_standard).")
+    ] = None,
+    subtree: Annotated[
+        str | None,
+        typer.Option(
+            help="Only this category and those below it, by path: 'Calçados > Tênis' "
+            "(names as `vitrine show` prints them)."
+        ),
+    ] = None,
+    attribute: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only cards with this attribute value, name=value (repeat: all must match), "
+            "e.g. material=couro, sem_fio=true, capacidade=2.5 L."
+        ),
+    ] = None,
+    flagged: Annotated[
+        bool, typer.Option("--flagged", help="Only cards whose colour the pixels contradict.")
+    ] = False,
     search: Annotated[
         str | None,
         typer.Option(help="Portuguese full-text search over name + description (web syntax)."),
@@ -660,7 +686,13 @@ def cards(
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header line.")] = False,
 ) -> None:
     """List cards from product_cards: newest first, or best match first with --search."""
-    from vitrine.cards import CardQuery, DatabaseUnreachable, list_cards
+    from vitrine.cards import (
+        CardQuery,
+        DatabaseUnreachable,
+        attribute_filter,
+        list_cards,
+        subtree_path,
+    )
     from vitrine.config import OpsSettings
     from vitrine.listing import card_table, write_csv, write_json_lines
 
@@ -669,11 +701,19 @@ def cards(
     unknown = set(status or ()) - set(STATUSES)
     if unknown:
         fail(f"--status must be one of {', '.join(STATUSES)} (not {', '.join(sorted(unknown))})", 2)
+    try:
+        wanted = attribute_filter(attribute or ())
+        path = subtree_path(subtree) if subtree is not None else None
+    except ValueError as exc:
+        fail(str(exc), 2)
     settings = _settings(OpsSettings)
     query = CardQuery(
         bucket=bucket or settings.bucket,
         statuses=tuple(status or ()),
         category=category,
+        subtree=path,
+        attributes=None if wanted.empty else wanted,
+        flagged=flagged,
         prefix=prefix,
         search=search,
         limit=limit,

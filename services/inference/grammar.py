@@ -112,6 +112,9 @@ class _Converter:
         keys = set(schema) - ANNOTATIONS - {"$defs"}
         if "anyOf" in schema:
             self._only(keys, {"anyOf"}, name)
+            merged = self._discriminated(schema["anyOf"], name)
+            if merged is not None:
+                return merged
             alternatives = [
                 self.visit(sub, f"{name}-{i + 1}") for i, sub in enumerate(schema["anyOf"])
             ]
@@ -152,35 +155,92 @@ class _Converter:
             return kind
         raise SchemaNotSupported(f"{name}: unsupported schema {json.dumps(schema)[:120]}")
 
-    def _trie(self, texts: list[str], name: str) -> str:
+    def _trie(self, texts: list[str], name: str, then: list[str] | None = None) -> str:
         """An alternation of many literals as a radix tree: one rule per branching point.
 
         llama.cpp's grammar sampler keeps one stack per open alternative and checks every
         candidate token against each, so 6,000 flat alternatives cost 6,000 checks per token
         (a category enum of a large tree); factored by common prefix, only the branches that
-        share what has been written so far are open (tens at most)."""
+        share what has been written so far are open (tens at most).  ``then[i]``, when given,
+        is what follows ``texts[i]`` (a rule sequence): the tree's leaves carry their own
+        continuations."""
+        follow = dict(zip(texts, then or [""] * len(texts), strict=True))
         counter = [0]
 
-        def build(suffixes: list[str]) -> str:
-            ends = "" in suffixes
-            groups: dict[str, list[str]] = {}
-            for text in suffixes:
-                if text:
-                    groups.setdefault(text[0], []).append(text)
+        def tail(text: str) -> str:
+            return f" {follow[text]}" if follow[text] else ""
+
+        def build(suffixes: list[tuple[str, str]]) -> str:
+            ended = [whole for rest, whole in suffixes if not rest]
+            groups: dict[str, list[tuple[str, str]]] = {}
+            for rest, whole in suffixes:
+                if rest:
+                    groups.setdefault(rest[0], []).append((rest, whole))
             alternatives = []
             for members in groups.values():
-                prefix = os.path.commonprefix(members)  # noqa: RUF071 (characters meant)
-                rest = [m[len(prefix) :] for m in members]
-                if all(not r for r in rest):
-                    alternatives.append(_literal(prefix))
+                rests = [r for r, _ in members]
+                prefix = os.path.commonprefix(rests)  # noqa: RUF071 (characters meant)
+                if len(members) == 1:
+                    alternatives.append(f"{_literal(prefix)}{tail(members[0][1])}")
                 else:
-                    alternatives.append(f"{_literal(prefix)} {build(rest)}")
+                    deeper = [(r[len(prefix) :], w) for r, w in members]
+                    alternatives.append(f"{_literal(prefix)} {build(deeper)}")
+            optional = False
+            for whole in ended:
+                if follow[whole]:
+                    alternatives.append(follow[whole])
+                else:
+                    optional = True
             counter[0] += 1
             body = " | ".join(alternatives)
-            rule = self.add(f"{name}-t{counter[0]}", f"({body})?" if ends else body)
-            return rule
+            return self.add(f"{name}-t{counter[0]}", f"({body})?" if optional else body)
 
-        return build(list(dict.fromkeys(texts)))
+        return build([(t, t) for t in dict.fromkeys(texts)])
+
+    def _discriminated(self, alternatives: list[Any], name: str) -> str | None:
+        """``anyOf`` objects told apart by their first property's enum (the category tree's
+        groups: the leaf path decides the attributes), as one radix tree of every value with
+        each alternative's remaining properties after its values; None if not that shape.
+
+        As plain alternatives, GBNF would keep one stack per group open while the path is
+        written (129 groups: 380 ms per token at a 262k vocabulary); merged, only the paths
+        still possible are open."""
+        first_key: str | None = None
+        entries: list[tuple[str, str]] = []
+        for i, alt in enumerate(alternatives):
+            if not (
+                isinstance(alt, dict)
+                and alt.get("type") == "object"
+                and alt.get("additionalProperties") is False
+                and alt.get("properties")
+                and set(alt.get("required", [])) == set(alt["properties"])
+                and set(alt) - ANNOTATIONS
+                <= {"type", "properties", "required", "additionalProperties"}
+            ):
+                return None
+            props = list(alt["properties"].items())
+            key, spec = props[0]
+            if first_key not in (None, key) or not isinstance(spec, dict):
+                return None
+            first_key = key
+            values = spec.get("enum")
+            if set(spec) - ANNOTATIONS - {"type", "enum"} or not values:
+                return None
+            rest = "".join(
+                f' "," space {_literal(json.dumps(prop))} space ":" space '
+                f"{self.visit(sub, f'{name}-{i + 1}-{prop}')}"
+                for prop, sub in props[1:]
+            )
+            cont = self.add(f"{name}-{i + 1}-rest", f'space{rest} "}}" space')
+            entries += [(json.dumps(v, ensure_ascii=False), cont) for v in values]
+        texts = [t for t, _ in entries]
+        if len(set(texts)) != len(texts):
+            return None  # a value in two alternatives: not a discriminator
+        assert first_key is not None
+        tree = self._trie(texts, f"{name}-{first_key}", [c for _, c in entries])
+        return self.add(
+            name, f'"{{" space {_literal(json.dumps(first_key))} space ":" space {tree}'
+        )
 
     def _only(self, keys: set[str], allowed: set[str], name: str) -> None:
         extra = keys - allowed

@@ -213,22 +213,23 @@ def build_prompt(
     min_words: int,
     *,
     prompt_language: str,
-    tree_chars: int = 2400,
+    tree_chars: int = 3200,
 ) -> Prompt:
     """Render the prompt for a generation schema, its category tree and a language.
 
-    The tree is shown breadth first in at most ``tree_chars`` characters (a tree of thousands
-    of leaves costs its upper levels only; the grammar holds every leaf), and its attributes'
-    descriptions, shallowest first, in as many again.  ``prompt_language`` is the language the
-    instructions are written in ("en", or the output language's code); the cards are written in
-    ``profile``'s language either way.
+    The tree and its attributes' descriptions share ``tree_chars`` characters: the tree, breadth
+    first, takes up to five eighths (a tree of thousands of leaves costs its upper levels only;
+    the grammar holds every leaf), the descriptions, shallowest first, what it leaves.
+    ``prompt_language`` is the language the instructions are written in ("en", or the output
+    language's code); the cards are written in ``profile``'s language either way.
     """
     template = template_for(prompt_language)
-    guide = tree.attribute_guide(tree_chars)
+    outline = tree.outline(tree_chars * 5 // 8)
+    guide = tree.attribute_guide(tree_chars - len(outline))
     system = template.system.format(card_doc=schema.get("description", ""), language=profile.name)
     user = template.user.format(
         field_guide=_field_guide(schema, template),
-        categories=tree.outline(tree_chars),
+        categories=outline,
         attributes=template.attributes_note.format(attributes=guide) if guide else "",
         min_words=min_words,
     )

@@ -141,10 +141,11 @@ class EngineSettings(ImageSettings):
         "None = the language's shipped tree.",
     )
     taxonomy_prompt_chars: int = Field(
-        2400,
+        3200,
         ge=200,
-        description="Characters of the tree the prompt shows (its upper levels, breadth first) "
-        "and as many again for the attributes' descriptions; the grammar holds the whole tree.",
+        description="Characters of the prompt the tree takes: up to 5/8 for its outline (upper "
+        "levels, breadth first), the rest for the attributes' descriptions; the grammar holds "
+        "every leaf whatever the prompt shows.",
     )
     min_description_words: int = Field(
         150, ge=1, description="Words description_long must have (grammar and check)."
