@@ -7,7 +7,8 @@ text never depends on input.  PostgreSQL folds the NULL tests away when it plans
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -16,19 +17,38 @@ from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from schemas.taxonomy import ATTRIBUTE_NAME, SEPARATOR
 
 CONNECT_TIMEOUT_S = 3
 
+# A subtree is its root path and everything below it: starts_with() takes the path as it is, so
+# a name holding LIKE's metacharacters (_ %) cannot widen the match, and the planner still turns
+# it into a range on product_cards_category_path_idx (text_pattern_ops).  Attributes: one JSONB
+# containment of the values that can only be text (product_cards_attributes_idx serves it), and,
+# for a value that could also be a number or a boolean, any of its readings (see attribute_filter).
 LIST_CARDS = """
 SELECT object_key, status, reason, product_name, category_standard, color_primary,
        description_long, features_list, model_id, prompt_version, attempts,
        (timings->>'total_ms')::float8 AS total_ms, updated_at,
        CASE WHEN %(search)s::text IS NULL THEN NULL
-            ELSE ts_rank(search, websearch_to_tsquery('portuguese', %(search)s)) END AS rank
+            ELSE ts_rank(search, websearch_to_tsquery('portuguese', %(search)s)) END AS rank,
+       coalesce(category_path, category_standard) AS category_path, category_id, attributes,
+       color_estimate, color_distance, checks,
+       coalesce(checks->'colour'->>'agrees' = 'false', false) AS colour_flag
 FROM product_cards
 WHERE bucket = %(bucket)s
   AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
   AND (%(category)s::text IS NULL OR lower(category_standard) = lower(%(category)s))
+  AND (%(subtree)s::text IS NULL OR category_path = %(subtree)s
+       OR starts_with(category_path, %(subtree)s::text || ' > '))
+  AND (%(attributes)s::jsonb IS NULL OR attributes @> %(attributes)s::jsonb)
+  AND (%(either)s::jsonb IS NULL OR NOT EXISTS (
+         SELECT 1 FROM jsonb_each(%(either)s::jsonb) AS wanted(name, readings)
+         WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements(wanted.readings) AS r(doc)
+                           WHERE product_cards.attributes @> r.doc)))
+  AND (NOT %(flagged)s OR (checks IS NOT NULL AND checks->'colour'->>'agrees' = 'false'))
   AND (%(prefix)s::text IS NULL OR starts_with(object_key, %(prefix)s))
   AND (%(search)s::text IS NULL
        OR search @@ websearch_to_tsquery('portuguese', %(search)s))
@@ -40,7 +60,9 @@ SHOW_CARD = """
 SELECT bucket, object_key, status, reason, detail, product_name, category_standard,
        color_primary, description_long, features_list, model_id, prompt_version, attempts,
        results_applied, timings, content_type, size_bytes, etag, version_id, event_time,
-       produced_at, created_at, updated_at, job_id, trace_id
+       produced_at, created_at, updated_at, job_id, trace_id,
+       coalesce(category_path, category_standard) AS category_path, category_id, attributes,
+       color_estimate, color_distance, checks
 FROM product_cards
 WHERE bucket = %s AND object_key = %s
 """
@@ -96,6 +118,16 @@ ORDER BY updated_at DESC, object_key
 LIMIT %(limit)s
 """
 
+# Done cards whose colour the pixels contradict (checks.colour.agrees false, whatever the
+# policy then did), of the done cards that carry a colour check, of all done cards.
+COLOUR_FLAGS = """
+SELECT count(*) FILTER (WHERE checks->'colour'->>'agrees' = 'false') AS flagged,
+       count(*) FILTER (WHERE checks->'colour' IS NOT NULL) AS checked,
+       count(*) AS done
+FROM product_cards
+WHERE bucket = %s AND status = 'done'
+"""
+
 OLDEST_QUEUED = """
 SELECT extract(epoch FROM now() - min(updated_at))::float8 AS age_s
 FROM product_cards
@@ -125,20 +157,97 @@ def connect(dsn: str) -> psycopg.Connection[dict[str, Any]]:
         ) from None
 
 
+def subtree_path(text: str) -> str:
+    """A category path as the rows hold it: ``Calçados>Tênis `` → ``Calçados > Tênis``."""
+    names = [" ".join(part.split()) for part in text.split(">")]
+    if not all(names):
+        raise ValueError(f"not a category path: {text!r} (names joined by ' > ')")
+    return SEPARATOR.join(names)
+
+
+NUMBER = re.compile(r"^([+-]?\d+(?:[.,]\d+)?)\s*([^\s\d]\S*)?$")
+
+
+@dataclass(frozen=True)
+class AttributeFilter:
+    """``--attribute name=value`` filters as the listing's two parameters.
+
+    A value is text, unless it also reads as a boolean (``true``/``false``) or a number with an
+    optional unit (``2.5``, ``2,5 L``: a number attribute is ``{"value": 2.5, "unit": "L"}``, and
+    without a unit any unit matches).  Text-only values go into one containment document
+    (``certain``: the GIN index serves it); a value with several readings matches any of them
+    (``either``), so ``idade=2 anos`` finds the enum value as well as a number in years."""
+
+    certain: dict[str, Any]
+    either: dict[str, list[dict[str, Any]]]
+
+    @property
+    def empty(self) -> bool:
+        return not self.certain and not self.either
+
+
+def attribute_filter(specs: Iterable[str]) -> AttributeFilter:
+    """``name=value`` strings → an :class:`AttributeFilter`; ``ValueError`` says what is wrong."""
+    certain: dict[str, Any] = {}
+    either: dict[str, list[dict[str, Any]]] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        name, value = name.strip(), " ".join(value.split())
+        if not sep or not value:
+            raise ValueError(f"--attribute takes name=value, not {spec!r}")
+        if not ATTRIBUTE_NAME.match(name):
+            raise ValueError(
+                f"--attribute: {name!r} is not an attribute name (lowercase snake_case, "
+                "as `vitrine show` prints them)"
+            )
+        if name in certain or name in either:
+            raise ValueError(f"--attribute {name} is given twice (a card has one value)")
+        readings = _readings(value)
+        if len(readings) == 1:
+            certain[name] = value
+        else:
+            either[name] = [{name: reading} for reading in readings]
+    return AttributeFilter(certain, either)
+
+
+def _readings(value: str) -> list[Any]:
+    """What ``value`` may stand for in a card's attributes, text first."""
+    readings: list[Any] = [value]
+    if value.lower() in ("true", "false"):
+        readings.append(value.lower() == "true")
+    number = NUMBER.match(value)
+    if number:
+        digits = number.group(1).replace(",", ".")
+        amount: int | float = float(digits) if "." in digits else int(digits)
+        reading: dict[str, Any] = {"value": amount}
+        if number.group(2):
+            reading["unit"] = number.group(2)
+        readings.append(reading)
+    return readings
+
+
 @dataclass(frozen=True)
 class CardQuery:
     bucket: str
     statuses: Sequence[str] = ()
     category: str | None = None
+    subtree: str | None = None
+    attributes: AttributeFilter | None = None
+    flagged: bool = False
     prefix: str | None = None
     search: str | None = None
     limit: int = 50
 
     def params(self) -> dict[str, Any]:
+        attributes = self.attributes or AttributeFilter({}, {})
         return {
             "bucket": self.bucket,
             "statuses": list(self.statuses) or None,
             "category": self.category,
+            "subtree": subtree_path(self.subtree) if self.subtree else None,
+            "attributes": Jsonb(attributes.certain) if attributes.certain else None,
+            "either": Jsonb(attributes.either) if attributes.either else None,
+            "flagged": self.flagged,
             "prefix": self.prefix,
             "search": self.search or None,
             "limit": self.limit,
@@ -164,6 +273,10 @@ class CardStats:
     slowest: list[dict[str, Any]]
     recent_failures: list[dict[str, Any]]
     oldest_queued_s: float | None
+    colour_flagged: int = 0
+    """Done cards whose colour the pixels contradict."""
+    colour_checked: int = 0
+    """Done cards that carry a colour check (the others predate it, or it is off)."""
 
 
 def card_stats(
@@ -179,6 +292,7 @@ def card_stats(
         ).fetchall()
         failures = conn.execute(RECENT_FAILURES, {"bucket": bucket, "limit": limit}).fetchall()
         oldest = conn.execute(OLDEST_QUEUED, (bucket,)).fetchone()
+        colour = conn.execute(COLOUR_FLAGS, (bucket,)).fetchone()
     return CardStats(
         counts=counts,
         reasons=reasons,
@@ -186,6 +300,8 @@ def card_stats(
         slowest=slowest,
         recent_failures=failures,
         oldest_queued_s=oldest["age_s"] if oldest else None,
+        colour_flagged=colour["flagged"] if colour else 0,
+        colour_checked=colour["checked"] if colour else 0,
     )
 
 

@@ -729,7 +729,7 @@ def cards(
     elif as_csv:
         write_csv(found, sys.stdout)
     else:
-        out.print(card_table(found, query.bucket))
+        out.print(card_table(found, query.bucket, out.width))
         if len(found) == limit:
             err.print(f"(first {limit}; --limit for more)", highlight=False)
 

@@ -97,6 +97,24 @@ def gather(settings: OpsSettings, bucket: str, minutes: int = 10) -> Status:
     )
 
 
+def colour_flags(cards: CardStats | None) -> str | None:
+    """``colour flags: 3 of 120 done (2.5 %)``: done cards whose colour the pixels contradict,
+    and how many done cards carry no colour check; None when the cards could not be read."""
+    if cards is None:
+        return None
+    done = cards.counts.get("done", 0)
+    if not done:
+        return "colour flags: no done cards"
+    line = (
+        f"colour flags: {cards.colour_flagged} of {done} done "
+        f"({100 * cards.colour_flagged / done:.1f} %)"
+    )
+    unchecked = done - cards.colour_checked
+    if unchecked > 0:
+        line += f"; {unchecked} without a colour check"
+    return line
+
+
 def _dsn_address(dsn: str) -> str:
     """host:port/db of a DSN, without the credentials (the screen must not show a password)."""
     from psycopg.conninfo import conninfo_to_dict
