@@ -127,7 +127,11 @@ def test_a_card_or_a_typed_error_and_the_grammar_holds_on_the_raw_text(backend_e
         return
     doc = json.loads(raw.text)
     assert list(doc) == list(engine.schema["properties"])
-    assert doc["category_standard"] in PT_BR.taxonomy
+    tree = engine.card_type.taxonomy
+    assert tree is not None
+    leaf = tree.leaf(doc["category"]["path"])
+    assert leaf is not None, doc["category"]
+    assert list(doc["category"].get("attributes", {})) == [a.name for a in leaf.attributes]
     assert re.fullmatch(colour_pattern(PT_BR), doc["color_primary"])
     assert len(doc["features_list"]) == 3
     assert all(8 <= len(f) <= 160 for f in doc["features_list"])
@@ -143,7 +147,12 @@ def test_a_card_or_a_typed_error_and_the_grammar_holds_on_the_raw_text(backend_e
         card = engine.parse(raw)
     except InvalidOutput:  # a bound only validation has (e.g. over 2000 characters with GBNF)
         return
-    assert card.category_standard in PT_BR.taxonomy
+    assert (card.category_path, card.category_id, card.category_standard) == (
+        leaf.path_text,
+        leaf.id,
+        leaf.top,
+    )
+    assert not leaf.attribute_problems(card.attributes)
     broken = {f.check for f in check_card(card, PT_BR, engine.settings.min_description_words)}
     # content the grammar cannot judge may fail; the colour the grammar wrote must pass its check
     assert "color_vocabulary" not in broken, card.color_primary
@@ -168,3 +177,35 @@ def rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
+
+
+@pytest.mark.parametrize("backend", ["llguidance", "gbnf"])
+def test_a_six_thousand_leaf_tree_yields_a_leaf_path_and_its_attributes(
+    real_pairs, tmp_path, backend: str
+) -> None:
+    """The generated 6,000-leaf tree (90 attribute groups) on the real vocabulary, both
+    backends and both handler kinds: the path the model writes is a leaf, and the attributes
+    that follow are that leaf's.  A short budget: the category comes second in the card."""
+    from big_tree import write
+
+    path = write("yaml", tmp_path / "big.yaml")
+    pair = real_pairs["mtmd" if backend == "llguidance" else "llava"]
+    engine = real_engine(
+        pair, grammar_backend=backend, taxonomy_file=path, max_attempts=1, max_tokens=160
+    )
+    try:
+        tree = engine.card_type.taxonomy
+        assert tree is not None and len(tree.leaves) == 6000
+        image = engine.prepare((SAMPLES / "caneca-azul.jpg").read_bytes())
+        for seed in (1, 2):
+            text = engine.generate(image, seed=seed).text
+            head = text[: text.index('"description_long"')]  # the card up to the description
+            category = json.loads(head.rstrip(", ") + "}")["category"]
+            leaf = tree.leaf(category["path"])
+            assert leaf is not None, category
+            assert list(category["attributes"]) == [a.name for a in leaf.attributes]
+            assert not leaf.attribute_problems(
+                {k: v for k, v in category["attributes"].items() if v is not None}
+            )
+    finally:
+        engine.close()
