@@ -156,12 +156,16 @@ def main() -> int:
     vocab_llm = Llama(str(args.model), vocab_only=True, verbose=False)
     started = time.perf_counter()
     tokenizer = lltokenizer_from_vocab(vocab_llm._model.vocab)
-    print(f"model {args.model.name}: {vocab_llm.n_vocab()} tokens; llguidance tokenizer "
-          f"{(time.perf_counter() - started) * 1000:.0f} ms (once per model)\n")
+    print(
+        f"model {args.model.name}: {vocab_llm.n_vocab()} tokens; llguidance tokenizer "
+        f"{(time.perf_counter() - started) * 1000:.0f} ms (once per model)\n"
+    )
 
     print("## compile (ms, once per process) and prompt")
-    print("| tree | leaves | groups | llguidance | GBNF radix | GBNF flat | GBNF mask on path "
-          "radix / flat (ms) | prompt tokens | vs flat |")
+    print(
+        "| tree | leaves | groups | llguidance | GBNF radix | GBNF flat | GBNF mask on path "
+        "radix / flat (ms) | prompt tokens | vs flat |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     base_prompt = 0
     for name, (tree, _path) in all_trees.items():

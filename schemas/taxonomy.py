@@ -231,7 +231,7 @@ def _attribute(data: object, where: str) -> Attribute:
         return Attribute(name, description.strip(), "enum", values=cleaned, required=required)
     if kind == "string":
         limit = data.get("max_length", 40)
-        if not isinstance(limit, int) or not 1 <= limit <= STRING_MAX:
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= STRING_MAX:
             raise TaxonomyError(f"{where}: max_length is 1 to {STRING_MAX}")
         return Attribute(name, description.strip(), "string", max_length=limit, required=required)
     if kind == "number":
@@ -434,7 +434,9 @@ class Taxonomy:
     def load(cls, path: Path) -> Taxonomy:
         """A tree file, by its suffix: ``.yaml``/``.yml``, ``.json``, else Google's lines."""
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(
+                encoding="utf-8-sig"
+            )  # a BOM (Windows, spreadsheets) is not a name
         except (OSError, UnicodeDecodeError) as exc:
             raise TaxonomyError(f"cannot read the category tree {path}: {exc}") from None
         suffix = path.suffix.lower()
@@ -481,7 +483,8 @@ def _node(
     names = [a.name for a in inherited]
     for a in own:
         if a.name in names:
-            raise TaxonomyError(f"{where}: attribute {a.name} is already declared above")
+            above = "above" if a.name in {i.name for i in inherited} else "twice here"
+            raise TaxonomyError(f"{where}: attribute {a.name} is already declared {above}")
         names.append(a.name)
     attributes = (*inherited, *own)
     given = data.get("id")

@@ -283,12 +283,6 @@ def test_settings_choose_the_tree(monkeypatch, tmp_path, big_yaml, big, shipped)
         EngineSettings().tree()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schemas/taxonomy.py Taxonomy.load reads utf-8, not utf-8-sig: a byte-order mark "
-    "(Windows editors, spreadsheet exports) makes line 1 a name with a control character "
-    "and a JSON file 'not valid JSON'",
-)
 @pytest.mark.parametrize(
     ("name", "text"),
     [

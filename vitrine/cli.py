@@ -871,15 +871,23 @@ def _print_card(path: Path, outcome: Any, as_json: bool) -> None:
         "prompt_version": outcome.prompt_version,
         "attempts": outcome.attempts,
         "timings": outcome.timings.model_dump(),
+        "checks": outcome.checks.model_dump(exclude_none=True) if outcome.checks else None,
     }
     if as_json:
         sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
         sys.stdout.flush()
         return
+    from vitrine.listing import attributes_text, colour_text
+
     c = outcome.card
     t = outcome.timings
     out.rule(f"[bold]{path}")
-    out.print(f"[bold]{c.product_name}[/]  ·  {c.category_standard}  ·  {c.color_primary}")
+    out.print(f"[bold]{c.product_name}[/]", highlight=False)
+    out.print(f"{c.category_path}  [dim]({c.category_id})[/]", highlight=False)
+    if c.attributes:
+        out.print(attributes_text(c.attributes), highlight=False)
+    checks = record["checks"]
+    out.print(colour_text(c.color_primary, checks if isinstance(checks, dict) else None))
     out.print(c.description_long, highlight=False)
     for feature in c.features_list:
         out.print(f"  • {feature}", highlight=False)
