@@ -99,7 +99,9 @@ def test_several_failures_are_all_reported() -> None:
 
 
 def test_a_valid_card_passes_the_contract_too() -> None:
-    assert card_model().model_validate(card().model_dump()).description_long == DESCRIPTION
+    assert card_model(PT_BR.taxonomy).model_validate(card().model_dump()).description_long == (
+        DESCRIPTION
+    )
 
 
 def test_an_english_description_fails_the_language_check() -> None:

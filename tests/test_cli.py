@@ -105,6 +105,9 @@ def test_card_json_lines_for_several_images_with_one_model_load(tiny_pairs, tmp_
         assert set(record["card"]) == {
             "product_name",
             "category_standard",
+            "category_path",
+            "category_id",
+            "attributes",
             "description_long",
             "color_primary",
             "features_list",
