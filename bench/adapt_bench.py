@@ -14,10 +14,14 @@ is <= 10 ms at 896 px), median whole ``prepare_image`` ms, and its ratio to the 
 OpenCV's default, every core).
 
 Effect.  ``services.inference.pixel_colour.estimate_colour`` names the product's colour from
-``PreparedImage.pixels``; on the generated product photos of known colour
-(``tests/colour_images.py``) the share it gets right (the expected name, or a neighbour
-``schemas.colour_lab.neighbours`` accepts), per mode, on the clean photos and on the cast and
-low-contrast ones.  A mode helps where it raises the second without lowering the first.
+``PreparedImage.pixels``.  ``tests/colour_images.py`` draws ``--photos`` product photos of known
+colour twice, the same objects clean and then with a warm or cool cast or a washed-out look
+(paired sets); each is saved as a JPEG (q92, as a shop uploads it), prepared at
+``--effect-size`` with each mode, and the estimate counts as right when it is the drawn name or
+a neighbour ``schemas.colour_lab.neighbours`` accepts.  Reported per subset (clean, cast,
+low-contrast), with the share of photos ``auto`` changed.  ``match`` uses a clean photo of
+another seed as its reference: one catalogue shot, as an operator would pick.  A mode helps
+where it raises the cast and low-contrast columns without lowering the clean one.
 """
 
 from __future__ import annotations
@@ -152,16 +156,81 @@ def bench_cost(
 # -- effect ---------------------------------------------------------------------------------------
 
 
-def bench_effect(sizes: Iterable[int], reference: Path) -> list[str]:
+EFFECT_MODES = (
+    "off",
+    "auto",
+    "grayworld",
+    "whitepatch",
+    "neutral",
+    "clahe",
+    "stretch",
+    "match",
+    "match-chroma",
+    "neutral+clahe",
+    "whitepatch+clahe",
+)
+SUBSETS = ("clean", "cast", "low-contrast")
+
+
+def subset(tags: frozenset[str]) -> str:
+    if "clean" in tags:
+        return "clean"
+    return "low-contrast" if "low-contrast" in tags else "cast"
+
+
+def bench_effect(size: int, n: int, seed: int) -> list[str]:
     """Accuracy of the pixel colour estimate per mode; see the module docstring."""
     try:
-        import colour_images  # noqa: F401
+        import colour_images
 
-        from schemas.colour_lab import neighbours  # noqa: F401
-        from services.inference.pixel_colour import estimate_colour  # noqa: F401
+        from schemas.colour_lab import neighbours
+        from schemas.language import PT_BR
+        from services.inference.pixel_colour import estimate_colour
     except ImportError as exc:
         return [f"\n## Effect: not measured ({exc})"]
-    raise NotImplementedError
+
+    print(f"generating {n} clean + {n} cast/low-contrast product photos ...", flush=True)
+    # The same n objects twice (same colour, shape, backdrop), once clean and once with a
+    # cast or a haze: the two sets are paired.
+    photos = colour_images.generate(n, seed, casts=False) + colour_images.generate(
+        n, seed, casts=True
+    )
+    with tempfile.TemporaryDirectory(prefix="vitrine-adapt-effect-") as tmp:
+        reference = Path(tmp) / "catalogue.png"  # a clean shot of another set: "typical"
+        colour_images.sample(0, seed + 1000, casts=False).image.save(reference)
+        modes = {name: mode_for(name, reference) for name in EFFECT_MODES}
+        target = EncoderInput(size, "pad")
+        right: dict[tuple[str, str], int] = {}
+        changed: dict[tuple[str, str], int] = {}
+        count: dict[str, int] = dict.fromkeys(SUBSETS, 0)
+        for photo in photos:
+            group = subset(photo.tags)
+            count[group] += 1
+            data = jpeg(photo.image, quality=92)  # as a shop uploads it
+            for name, mode in modes.items():
+                prepared = prepare_image(data, target, LIMITS, adapt=mode)
+                assert prepared.pixels is not None
+                estimate = estimate_colour(prepared.pixels, PT_BR).name
+                good = (
+                    estimate == photo.expected
+                    or estimate in photo.accepted
+                    or neighbours(photo.expected, estimate, PT_BR)
+                )
+                right[name, group] = right.get((name, group), 0) + int(good)
+                changed[name, group] = changed.get((name, group), 0) + int(
+                    bool(prepared.adapt_applied)
+                )
+    lines = [
+        f"\n## Effect: pixel colour estimate right (name or accepted neighbour), {size} px, "
+        f"tests/colour_images.py seed {seed}\n",
+        "| mode | " + " | ".join(f"{g} (n={count[g]})" for g in SUBSETS) + " | auto changed |",
+        "|---|" + "---|" * (len(SUBSETS) + 1),
+    ]
+    for name in modes:
+        cells = [f"{right[name, g] / max(1, count[g]):.1%}" for g in SUBSETS]
+        moved = "/".join(f"{changed[name, g] / max(1, count[g]):.0%}" for g in SUBSETS)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {moved if name == 'auto' else ''} |")
+    return lines
 
 
 def main() -> None:
@@ -170,27 +239,32 @@ def main() -> None:
     parser.add_argument("--sizes", default="448,896", help="encoder sizes (pad) to measure")
     parser.add_argument("--threads", type=int, default=1, help="OpenCV threads; 0 = its default")
     parser.add_argument("--no-effect", action="store_true", help="the cost tables only")
+    parser.add_argument("--no-cost", action="store_true", help="the effect table only")
+    parser.add_argument("--effect-size", type=int, default=896, help="encoder size (effect)")
+    parser.add_argument("--photos", type=int, default=240, help="photos per set (effect)")
+    parser.add_argument("--seed", type=int, default=13, help="colour_images seed (effect)")
     args = parser.parse_args()
     if args.threads > 0:
         cv2.setNumThreads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
-    with tempfile.TemporaryDirectory(prefix="vitrine-adapt-bench-") as tmp:
-        reference = Path(tmp) / "reference.jpg"
-        photo_like(1600, 1200, seed=7).save(reference, "JPEG", quality=90)
-        print("generating test photos ...", flush=True)
-        shot = photo_like(4000, 3000, seed=2)
-        photos = {"12mp": jpeg(shot), "12mp-cast-hazy": jpeg(cast_and_haze(shot))}
-        print(
-            f"\n## Cost, median of {args.repeats} (OpenCV threads: "
-            f"{cv2.getNumThreads()}), 12 MP JPEG -> encoder input\n"
-        )
-        print("| photo | size | mode | adapt ms | prepare ms | plain ms | ratio | applied |")
-        print("|---|---|---|---|---|---|---|---|")
-        for row in bench_cost(photos, sizes, args.repeats, reference):
-            print(row.markdown(), flush=True)
-        if not args.no_effect:
-            for line in bench_effect(sizes, reference):
-                print(line, flush=True)
+    if not args.no_cost:
+        with tempfile.TemporaryDirectory(prefix="vitrine-adapt-bench-") as tmp:
+            reference = Path(tmp) / "reference.jpg"
+            photo_like(1600, 1200, seed=7).save(reference, "JPEG", quality=90)
+            print("generating test photos ...", flush=True)
+            shot = photo_like(4000, 3000, seed=2)
+            photos = {"12mp": jpeg(shot), "12mp-cast-hazy": jpeg(cast_and_haze(shot))}
+            print(
+                f"\n## Cost, median of {args.repeats} (OpenCV threads: "
+                f"{cv2.getNumThreads()}), 12 MP JPEG -> encoder input\n"
+            )
+            print("| photo | size | mode | adapt ms | prepare ms | plain ms | ratio | applied |")
+            print("|---|---|---|---|---|---|---|---|")
+            for row in bench_cost(photos, sizes, args.repeats, reference):
+                print(row.markdown(), flush=True)
+    if not args.no_effect:
+        for line in bench_effect(args.effect_size, args.photos, args.seed):
+            print(line, flush=True)
 
 
 if __name__ == "__main__":
