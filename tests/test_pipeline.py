@@ -32,8 +32,10 @@ from pipeline import (
     tiny_model_env,
     wait_for,
 )
-from schemas.card import ProductCard
+from schemas.card import ProductCard, default_taxonomy
+from schemas.language import PT_BR
 from schemas.messages import CardResult, CardStatus
+from schemas.taxonomy import Taxonomy
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.model]
 
@@ -118,9 +120,53 @@ def test_boto3_upload_becomes_a_done_row_and_a_result_message(pipeline: Pipeline
     assert row["size_bytes"] == len(data) and row["content_type"] == "image/jpeg"
     assert row["model_id"] == "tiny-llava-f32.gguf" and row["prompt_version"].startswith("card-v3+")
     assert row["timings"]["generate_ms"] > 0 and row["timings"]["fetch_ms"] > 0
+    # a leaf of the shipped tree, its attributes, and the colour held against the pixels
+    leaf = default_taxonomy(PT_BR).leaf(row["category_path"])
+    assert leaf is not None and row["category_id"] == leaf.id == card.category_id
+    assert row["category_standard"] == leaf.top and row["attributes"] == card.attributes
+    assert not leaf.attribute_problems(row["attributes"])
+    colour = row["checks"]["colour"]
+    assert colour["model"] == card.color_primary and colour["estimate"] == row["color_estimate"]
+    assert colour["action"] in ("none", "flagged")
     [result] = read_results(pipeline, key)
     assert result.status is CardStatus.done and result.card == card
+    assert result.checks is not None and result.checks.colour is not None
     assert str(result.job_id) == str(row["job_id"])
+
+
+def test_a_six_thousand_leaf_tree_through_the_pipeline(tiny_pairs, tmp_path) -> None:
+    """Workers configured with the generated 6,000-leaf tree (90 attribute groups): each row
+    names one of its leaves, with that leaf's attributes."""
+    from big_tree import write
+
+    ensure_stack()
+    tree_file = write("yaml", tmp_path / "big.yaml")
+    env = {**tiny_model_env(tiny_pairs["llava"]), "VITRINE_N_THREADS": "1"}
+    ns = new_namespace({**env, "VITRINE_TAXONOMY_FILE": str(tree_file)})
+    (tmp_path / "logs").mkdir()
+    p = Pipeline(ns, tmp_path / "logs")
+    for name, module in (("ingest", "services.ingest"), ("sink", "services.sink")):
+        p.add(name, module)
+    p.add("inference-1", "services.inference")
+    p.start_all()
+    try:
+        tree = Taxonomy.load(tree_file)
+        s3 = s3_client(ns.env)
+        keys = [f"big/{i}.jpg" for i in range(3)]
+        for i, key in enumerate(keys):
+            s3.put_object(Bucket=ns.bucket, Key=key, Body=jpeg(100 + i), ContentType="image/jpeg")
+        for key in keys:
+            row = final_row(p, key)
+            if row["status"] != "done":  # random weights: a typed failure is a final row too
+                assert row["status"] == "failed" and row["reason"], row
+                continue
+            leaf = tree.leaf(row["category_path"])
+            assert leaf is not None and row["category_id"] == leaf.id, row["category_path"]
+            assert not leaf.attribute_problems(row["attributes"])
+        done = rows(ns.dsn, ns.bucket, "status = 'done'", ())
+        assert done, "no card was done: the tree was never exercised end to end"
+    finally:
+        p.close()
 
 
 def test_mc_upload_with_binary_content_type(pipeline: Pipeline, tmp_path: Path) -> None:
