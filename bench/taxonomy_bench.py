@@ -11,8 +11,9 @@ attribute groups).  For each:
 1. **Compile**, per process, against the model's vocabulary: llguidance (schema → grammar →
    validation → first matcher; the tokenizer is built once per model and reported apart) and
    GBNF (our converter → llama.cpp's parser → ``llama_sampler_init_grammar``).  The design
-   choice is measured too: the leaf enum as a radix tree (what the converter emits) against the
-   same enum as flat alternatives, for GBNF's per-token mask on the category path.
+   choice is measured too: the leaf paths as one radix tree whose leaves carry their group's
+   attributes (what the converter emits) against the plain translation (each group an
+   alternative, each enum flat alternatives), for GBNF's per-token mask on the category path.
 2. **Prompt tokens** with the model's tokenizer, and the growth over the flat list's prompt.
 3. **Per-token cost** of whole card generations (llguidance, fast-forward, the default
    engine path, one slot) against unconstrained decoding of the same prompt by the same
@@ -81,7 +82,10 @@ def compile_llguidance(schema: dict[str, Any], tokenizer: Any) -> float:
 
 def compile_gbnf(schema: dict[str, Any], llm: Llama, *, trie: bool = True) -> tuple[float, Any]:
     saved = grammar_module.TRIE_MIN
+    merge = grammar_module._Converter._discriminated
     grammar_module.TRIE_MIN = grammar_module.TRIE_MIN if trie else 10**9
+    if not trie:  # the plain translation: every enum and every anyOf as flat alternatives
+        grammar_module._Converter._discriminated = lambda *_args: None  # type: ignore[method-assign]
     try:
         started = time.perf_counter()
         text = json_schema_to_gbnf(grammar_schema(schema))
@@ -93,6 +97,7 @@ def compile_gbnf(schema: dict[str, Any], llm: Llama, *, trie: bool = True) -> tu
         return (time.perf_counter() - started) * 1000.0, sampler
     finally:
         grammar_module.TRIE_MIN = saved
+        grammar_module._Converter._discriminated = merge  # type: ignore[method-assign]
 
 
 def gbnf_path_mask_ms(llm: Llama, sampler: Any, prefix: bytes) -> float:

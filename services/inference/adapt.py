@@ -34,6 +34,11 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+# One OpenCV thread per call: a card's pixels are small, and the cores belong to llama.cpp's
+# thread team (a second pool of busy threads beside it slows every decode).
+cv2.setNumThreads(1)
+
+
 Correction = Literal[
     "grayworld", "whitepatch", "neutral", "match", "match-chroma", "stretch", "clahe"
 ]

@@ -60,6 +60,10 @@ from schemas.colour_lab import (
 )
 from schemas.language import LanguageProfile
 
+# One OpenCV thread per call: a card's pixels are small, and the cores belong to llama.cpp's
+# thread team (a second pool of busy threads beside it slows every decode).
+cv2.setNumThreads(1)
+
 WORK_SIDE = 144
 """Longest side of the working copy: ~15 k pixels, plenty for one dominant colour."""
 BORDER = 0.025
