@@ -50,8 +50,9 @@ import psycopg
 prefix, dsn = sys.argv[1], os.environ["VITRINE_PG_DSN"]
 expected = len([f for f in os.listdir("samples") if f.endswith(".jpg")])
 deadline = time.monotonic() + float(os.environ.get("VITRINE_DEMO_TIMEOUT", "1800"))
-query = """SELECT object_key, status, reason, detail, product_name, category_standard,
-                  color_primary, description_long, features_list, model_id, timings
+query = """SELECT object_key, status, reason, detail, product_name, category_path,
+                  color_primary, description_long, features_list, model_id, timings,
+                  attributes, checks
            FROM product_cards WHERE bucket = %s AND object_key LIKE %s AND status_rank = 1
            ORDER BY object_key"""
 with psycopg.connect(dsn) as conn:
@@ -60,12 +61,19 @@ with psycopg.connect(dsn) as conn:
         if len(rows) == expected or time.monotonic() > deadline:
             break
         time.sleep(1)
-for key, status, reason, detail, name, cat, colour, desc, feats, model, t in rows:
+for key, status, reason, detail, name, cat, colour, desc, feats, model, t, attrs, checks in rows:
     print(f"\n== s3://{os.environ['VITRINE_BUCKET']}/{key}  [{status}]")
     if status != "done":
         print(f"   {reason}: {detail}")
         continue
-    print(f"   {name}  ·  {cat}  ·  {colour}\n   {desc[:300]}{'…' if len(desc) > 300 else ''}")
+    print(f"   {name}  ·  {cat}  ·  {colour}")
+    check = (checks or {}).get("colour")
+    if check:
+        verdict = "agrees" if check["agrees"] else f"disagrees ({check['action']})"
+        print(f"   colour by the pixels: {check['estimate']}, {verdict}")
+    if attrs:
+        print("   " + ", ".join(f"{k}: {v}" for k, v in attrs.items()))
+    print(f"   {desc[:300]}{'…' if len(desc) > 300 else ''}")
     for f in feats:
         print(f"   • {f}")
     print(f"   model {model}; fetch {t['fetch_ms']:.0f} ms, generate {t['generate_ms']:.0f} ms, "
