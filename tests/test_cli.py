@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import image_bytes
+from schemas.card import default_taxonomy
+from schemas.language import PT_BR
+from schemas.taxonomy import Taxonomy
 
 VITRINE = [sys.executable, "-m", "vitrine.cli"]
 
@@ -113,6 +116,8 @@ def test_card_json_lines_for_several_images_with_one_model_load(tiny_pairs, tmp_
             "features_list",
         }
         assert record["timings"]["tokens_per_s"] > 0
+        assert default_taxonomy(PT_BR).leaf(record["card"]["category_path"]) is not None
+        assert record["checks"]["colour"]["model"] == record["card"]["color_primary"]
     assert records[-1] == {
         "image": str(text),
         "status": "failed",
@@ -165,3 +170,46 @@ def test_card_without_a_handler_rule_or_with_a_bad_template_is_a_usage_error(
     result = run("card", str(photo), "--model", model, "--mmproj", mmproj, "--chat-template", "x")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "neither a built-in (gemma, chatml) nor a file" in result.stderr
+
+
+@pytest.mark.model
+def test_card_with_a_six_thousand_leaf_tree(tiny_pairs, tmp_path) -> None:
+    """`vitrine card` with VITRINE_TAXONOMY_FILE pointing at the generated 6,000-leaf tree: a
+    card names one of its leaves, with that leaf's attributes (or a typed failure, exit 1)."""
+    from big_tree import write
+
+    tree_file = write("yaml", tmp_path / "big.yaml")
+    photos = []
+    for fmt in ("PNG", "JPEG"):
+        photos.append(tmp_path / f"photo.{fmt.lower()}")
+        photos[-1].write_bytes(image_bytes(fmt))
+    pair = tiny_pairs["llava"]
+    result = run(
+        "card",
+        *map(str, photos),
+        "--json",
+        "--model",
+        str(pair.model),
+        "--mmproj",
+        str(pair.mmproj),
+        "--handler",
+        "llava15",
+        env={
+            "VITRINE_TAXONOMY_FILE": str(tree_file),
+            "VITRINE_COLOUR_VOCABULARY": "enforce",
+            "VITRINE_MIN_DESCRIPTION_WORDS": "20",
+            "VITRINE_WORD_MINIMUM": "check",
+            "VITRINE_LANGUAGE_CHECK": "false",
+            "VITRINE_N_THREADS": "2",
+        },
+    )
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 2
+    done = [r for r in records if r["status"] == "done"]
+    assert done, records  # random weights, relaxed rules: cards are routine
+    tree = Taxonomy.load(tree_file)
+    for record in done:
+        card = record["card"]
+        leaf = tree.leaf(card["category_path"])
+        assert leaf is not None and card["category_id"] == leaf.id
+        assert not leaf.attribute_problems(card["attributes"])
