@@ -20,6 +20,7 @@ import os
 import time
 from typing import Any
 
+from schemas.card import generation_schema
 from schemas.messages import Timings
 from services.inference.engine import CardOutcome
 from services.inference.prompt import Prompt
@@ -45,11 +46,15 @@ class BenchEngine:
         self.parallel = parallel if isinstance(parallel, int) else 1
         self.model_id = f"bench:{delay_ms:g}ms"
         card_type = settings.card_type()
-        self.prompt: Prompt = settings.prompt(card_type.model_json_schema())
+        self.prompt: Prompt = settings.prompt(generation_schema(card_type))
         self.load_ms = 0.0
+        # a leaf no attribute is required of (the card carries none)
+        leaf = next(c for c in settings.tree().leaves if not any(a.required for a in c.attributes))
         self._card = card_type(
             product_name="Cartão de benchmark",
-            category_standard=settings.categories()[0],
+            category_standard=leaf.top,
+            category_path=leaf.path_text,
+            category_id=leaf.id,
             description_long=" ".join([_WORDS] * 6),
             color_primary=sorted(settings.profile.colours)[0],
             features_list=[
