@@ -69,7 +69,8 @@ for key, status, reason, detail, name, cat, colour, desc, feats, model, t, attrs
     print(f"   {name}  ·  {cat}  ·  {colour}")
     check = (checks or {}).get("colour")
     if check:
-        verdict = "agrees" if check["agrees"] else f"disagrees ({check['action']})"
+        verdict = ("agrees" if check["agrees"] else f"disagrees ({check['action']})") if check.get(
+            "checkable", True) else "a colour the pixels cannot check"
         print(f"   colour by the pixels: {check['estimate']}, {verdict}")
     if attrs:
         print("   " + ", ".join(f"{k}: {v}" for k, v in attrs.items()))
