@@ -21,14 +21,7 @@ from urllib3.exceptions import HTTPError
 
 from schemas.messages import ObjectRef
 from services.runtime.retry import transient
-from services.runtime.s3 import (
-    MISSING_CODES,
-    REFUSED_CODES,
-    ObjectChanged,
-    ObjectForbidden,
-    ObjectMissing,
-    make_minio,
-)
+from services.runtime.s3 import make_minio, open_object
 from services.runtime.settings import S3Settings
 
 TRANSIENT = (S3Error, ServerError, InvalidResponseError, HTTPError, OSError)
@@ -49,26 +42,8 @@ def head_client(settings: S3Settings) -> Minio:
 
 def read_head(client: Minio, ref: ObjectRef, length: int) -> bytes:
     """Up to ``length`` bytes from the start of the object the event named (blocking)."""
-    try:
-        response = client.get_object(
-            ref.bucket, ref.key, offset=0, length=length, version_id=ref.version_id
-        )
-    except S3Error as exc:
-        if exc.code in MISSING_CODES:
-            raise ObjectMissing(f"{ref.bucket}/{ref.key}: {exc.code}") from None
-        if exc.code in REFUSED_CODES:
-            raise ObjectForbidden(f"{ref.bucket}/{ref.key}: {exc.code}") from None
-        raise
-    except ValueError as exc:  # the client refuses the key itself (e.g. ".." segments)
-        raise ObjectForbidden(f"invalid object key: {exc}") from None
-    try:
-        etag = (response.headers.get("ETag") or "").strip('"')
-        if ref.version_id is None and ref.etag and etag and etag != ref.etag.strip('"'):
-            raise ObjectChanged(f"ETag is now {etag}, the event was for {ref.etag}")
+    with open_object(client, ref, length=length, what="event") as response:
         return response.read(length)
-    finally:
-        response.close()
-        response.release_conn()
 
 
 async def fetch_head(

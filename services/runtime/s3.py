@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import urllib3
 from minio import Minio
 from minio.error import S3Error
+from urllib3 import BaseHTTPResponse
 
 from schemas.messages import ObjectRef
 from services.runtime.settings import S3Settings
@@ -56,14 +59,21 @@ def make_minio(settings: S3Settings, http_client: urllib3.PoolManager | None = N
     )
 
 
-def read_object(client: Minio, ref: ObjectRef, max_bytes: int) -> bytes:
-    """The object's bytes, read in chunks, refusing more than ``max_bytes``.
+@contextlib.contextmanager
+def open_object(
+    client: Minio, ref: ObjectRef, *, length: int = 0, what: str = "job"
+) -> Iterator[BaseHTTPResponse]:
+    """The object's response (its first ``length`` bytes; 0: all of it), with S3's refusals
+    mapped to this module's exceptions; released on exit.
 
     Without a version id (unversioned buckets), the ETag pins the content: a mismatch means the
-    object was overwritten and this job describes bytes that no longer exist.
+    object was overwritten and this ``what`` (a job, an event) describes bytes that no longer
+    exist.
     """
     try:
-        response = client.get_object(ref.bucket, ref.key, version_id=ref.version_id)
+        response = client.get_object(
+            ref.bucket, ref.key, offset=0, length=length, version_id=ref.version_id
+        )
     except S3Error as exc:
         if exc.code in MISSING_CODES:
             raise ObjectMissing(f"{ref.bucket}/{ref.key}: {exc.code}") from None
@@ -75,7 +85,16 @@ def read_object(client: Minio, ref: ObjectRef, max_bytes: int) -> bytes:
     try:
         etag = (response.headers.get("ETag") or "").strip('"')
         if ref.version_id is None and ref.etag and etag and etag != ref.etag.strip('"'):
-            raise ObjectChanged(f"ETag is now {etag}, the job was for {ref.etag}")
+            raise ObjectChanged(f"ETag is now {etag}, the {what} was for {ref.etag}")
+        yield response
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def read_object(client: Minio, ref: ObjectRef, max_bytes: int) -> bytes:
+    """The object's bytes, read in chunks, refusing more than ``max_bytes``."""
+    with open_object(client, ref) as response:
         parts: list[bytes] = []
         total = 0
         for chunk in response.stream(CHUNK):
@@ -84,6 +103,3 @@ def read_object(client: Minio, ref: ObjectRef, max_bytes: int) -> bytes:
                 raise ObjectTooLarge(f"over {max_bytes} bytes")
             parts.append(chunk)
         return b"".join(parts)
-    finally:
-        response.close()
-        response.release_conn()
