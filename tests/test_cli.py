@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,20 +71,11 @@ def test_card_missing_image_is_a_usage_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and "no such file" in result.stderr
 
 
-@pytest.mark.model
-def test_card_json_lines_for_several_images_with_one_model_load(tiny_pairs, tmp_path) -> None:
-    pair = tiny_pairs["llava"]
-    paths = []
-    for fmt, mode in (("JPEG", "RGB"), ("PNG", "RGBA"), ("WEBP", "RGB")):
-        path = tmp_path / f"photo.{fmt.lower()}"
-        path.write_bytes(image_bytes(fmt, mode))
-        paths.append(str(path))
-    text = tmp_path / "notes.jpg"
-    text.write_text("not an image")
-    result = run(
+def run_cards(pair: Any, *images: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`vitrine card --json` on the tiny llava pair, with rules random weights can meet."""
+    return run(
         "card",
-        *paths,
-        str(text),
+        *images,
         "--json",
         "--model",
         str(pair.model),
@@ -97,8 +89,22 @@ def test_card_json_lines_for_several_images_with_one_model_load(tiny_pairs, tmp_
             "VITRINE_WORD_MINIMUM": "check",
             "VITRINE_LANGUAGE_CHECK": "false",
             "VITRINE_N_THREADS": "2",
+            **env,
         },
     )
+
+
+@pytest.mark.model
+def test_card_json_lines_for_several_images_with_one_model_load(tiny_pairs, tmp_path) -> None:
+    pair = tiny_pairs["llava"]
+    paths = []
+    for fmt, mode in (("JPEG", "RGB"), ("PNG", "RGBA"), ("WEBP", "RGB")):
+        path = tmp_path / f"photo.{fmt.lower()}"
+        path.write_bytes(image_bytes(fmt, mode))
+        paths.append(str(path))
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    result = run_cards(pair, *paths, str(text))
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["image"] for r in records] == [*paths, str(text)]
     assert result.stderr.count("loaded ") == 1  # one model load for all images
@@ -184,25 +190,7 @@ def test_card_with_a_six_thousand_leaf_tree(tiny_pairs, tmp_path) -> None:
         photos.append(tmp_path / f"photo.{fmt.lower()}")
         photos[-1].write_bytes(image_bytes(fmt))
     pair = tiny_pairs["llava"]
-    result = run(
-        "card",
-        *map(str, photos),
-        "--json",
-        "--model",
-        str(pair.model),
-        "--mmproj",
-        str(pair.mmproj),
-        "--handler",
-        "llava15",
-        env={
-            "VITRINE_TAXONOMY_FILE": str(tree_file),
-            "VITRINE_COLOUR_VOCABULARY": "enforce",
-            "VITRINE_MIN_DESCRIPTION_WORDS": "20",
-            "VITRINE_WORD_MINIMUM": "check",
-            "VITRINE_LANGUAGE_CHECK": "false",
-            "VITRINE_N_THREADS": "2",
-        },
-    )
+    result = run_cards(pair, *map(str, photos), VITRINE_TAXONOMY_FILE=str(tree_file))
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 2
     done = [r for r in records if r["status"] == "done"]
