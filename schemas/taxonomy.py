@@ -362,8 +362,7 @@ class Taxonomy:
         shallowest first (those apply to the most leaves)."""
         declared: dict[str, tuple[int, str, Attribute]] = {}
         for node in self.nodes:
-            own = node.attributes[len(self._parent_attributes(node)) :]
-            for a in own:
+            for a in self.own_attributes(node):
                 declared.setdefault(
                     f"{node.path_text}/{a.name}", (len(node.path), node.path_text, a)
                 )
@@ -383,9 +382,10 @@ class Taxonomy:
     def _parents(self) -> dict[str, Category]:
         return {c.id: n for n in self.nodes for c in n.children}
 
-    def _parent_attributes(self, node: Category) -> tuple[Attribute, ...]:
+    def own_attributes(self, node: Category) -> tuple[Attribute, ...]:
+        """The attributes ``node`` declares itself (after the inherited ones)."""
         parent = self._parents.get(node.id)
-        return parent.attributes if parent is not None else ()
+        return node.attributes[len(parent.attributes) if parent is not None else 0 :]
 
     # -- construction ---------------------------------------------------------------------------
 

@@ -155,7 +155,7 @@ def taxonomy_show(
 
     tree = _tree(file)
     depth = max(len(n.path) for n in tree.nodes)
-    declared = sum(len(n.attributes) - len(tree._parent_attributes(n)) for n in tree.nodes)
+    declared = sum(len(tree.own_attributes(n)) for n in tree.nodes)
     out.print(
         f"[bold]{tree.name}[/]: {len(tree.nodes)} nodes, {len(tree.leaves)} leaves, depth "
         f"{depth}, {declared} attributes declared, {len(tree.attribute_groups())} attribute "
