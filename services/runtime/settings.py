@@ -27,8 +27,17 @@ Mode = Literal["dev", "production"]
 # refused wherever it comes from; tests/test_security.py checks that this list covers dev.env.
 DEV_S3_SECRET_KEY = "vitrine-dev-secret"
 DEV_PG_DSN = "postgresql://vitrine:vitrine@127.0.0.1:25432/vitrine"
-DEV_S3_SECRET_KEYS = frozenset({DEV_S3_SECRET_KEY, "vitrine-inference-dev-secret"})
-DEV_PG_PASSWORDS = frozenset({"vitrine", "vitrine-sink-dev", "vitrine-reader-dev"})
+DEV_S3_SECRET_KEYS = frozenset(
+    {
+        DEV_S3_SECRET_KEY,
+        "vitrine-inference-dev-secret",
+        "vitrine-review-dev-secret",
+        "vitrine-upload-dev-secret",
+    }
+)
+DEV_PG_PASSWORDS = frozenset(
+    {"vitrine", "vitrine-sink-dev", "vitrine-reader-dev", "vitrine-review-dev"}
+)
 
 # Secret files larger than this are refused (a DSN or a key is a few hundred bytes at most).
 SECRET_FILE_MAX_BYTES = 64 * 1024
