@@ -1,0 +1,128 @@
+"""The review desk's HTTP API (``/v1``): what it answers and what it accepts.
+
+The card, its checks and its statuses are the Kafka messages' own types, so a client of the API
+and a consumer of the topics read the same contract.  The upload flow is the design report's
+task-id flow with the object key as the task id: ``POST /v1/images`` answers 202 with the key
+and a status URL, and that URL answers ``uploaded`` until the pipeline has a row for the object,
+then ``queued``, then a final status (``done``, ``rejected``, ``failed``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.card import ProductCard
+from schemas.messages import CardStatus, Checks, ReviewState
+
+# Fields of a card a person may edit; the category's three derived fields follow category_path.
+EDITABLE_FIELDS = (
+    "product_name",
+    "category_path",
+    "attributes",
+    "description_long",
+    "color_primary",
+    "features_list",
+)
+
+
+class ReviewEvent(BaseModel):
+    """One line of an object's review history (table ``card_reviews``)."""
+
+    id: int
+    reviewer: str = Field(description="A username, or 'pipeline' for a regeneration.")
+    at: datetime
+    decision: Literal["edit", "approve", "reject", "regenerate", "reset"]
+    fields: list[str] = Field(default_factory=list, description="Card fields that changed.")
+    note: str | None = None
+
+
+class CardView(BaseModel):
+    """An object's row: its pipeline status, its card and where its review stands."""
+
+    bucket: str
+    key: str
+    status: CardStatus | Literal["uploaded"] = Field(
+        description="uploaded: in the bucket, not yet seen by the pipeline; else the row's."
+    )
+    reason: str | None = Field(None, description="Why it was rejected or failed.")
+    detail: str | None = None
+    review_state: ReviewState | None = Field(None, description="None until the object has a row.")
+    reviewed_by: str | None = None
+    reviewed_at: datetime | None = None
+    review_note: str | None = None
+    card: ProductCard | None = Field(None, description="The card: the person's edit, if any.")
+    model_card: ProductCard | None = Field(None, description="The model's own card.")
+    edited: bool = False
+    edited_fields: list[str] = Field(default_factory=list)
+    changed_since_approval: list[str] = Field(
+        default_factory=list,
+        description="Fields of a card regenerated after its approval that differ from the "
+        "approved card (the desk shows the diff).",
+    )
+    checks: Checks | None = None
+    model_id: str | None = None
+    prompt_version: str | None = None
+    updated_at: datetime | None = None
+    rev: int = Field(0, description="Send it back as expected_rev to refuse lost updates.")
+    history: list[ReviewEvent] = Field(default_factory=list)
+
+
+class CardPage(BaseModel):
+    """``GET /v1/cards``: one page, newest first; ``next`` is the cursor of the next page."""
+
+    items: list[CardView]
+    next: str | None = None
+
+
+class UploadAccepted(BaseModel):
+    """``POST /v1/images`` → 202: the object is in the bucket; follow ``status_url``."""
+
+    bucket: str
+    key: str
+    etag: str | None = None
+    version_id: str | None = None
+    size: int
+    content_type: str
+    status_url: str
+
+
+class CardEdit(BaseModel):
+    """``PATCH /v1/cards/{bucket}/{key}``: the fields to change; the whole card is then
+    validated by the deployment's card contract (its tree, colours, word minimum)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    product_name: str | None = None
+    category_path: str | None = None
+    attributes: dict[str, Any] | None = None
+    description_long: str | None = None
+    color_primary: str | None = None
+    features_list: list[str] | None = None
+    expected_rev: int | None = Field(
+        None, description="The rev the edit was made on; a newer row refuses it (409)."
+    )
+
+    def changes(self) -> dict[str, Any]:
+        return {
+            name: value for name in EDITABLE_FIELDS if (value := getattr(self, name)) is not None
+        }
+
+
+class Decision(BaseModel):
+    """``POST …/approve`` and ``…/reject``; a rejection needs a note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(None, max_length=2000)
+    expected_rev: int | None = None
+
+
+class Problem(BaseModel):
+    """Every 4xx answer: a stable code, a message, and per-field errors for a refused card."""
+
+    error: str
+    message: str
+    fields: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,3 @@
+from services.review.server import main
+
+main()

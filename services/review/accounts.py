@@ -1,0 +1,166 @@
+"""Accounts, sessions and API tokens of the desk, and the login rate limit.
+
+Passwords are argon2id hashes (argon2-cffi's defaults, re-hashed on login when the parameters
+change).  A session or an API token is 32 random bytes handed to the client once; the database
+keeps only their SHA-256, so a copy of the tables opens nothing.  Roles are ordered: a viewer
+reads, a reviewer also edits, decides and uploads, an admin also approves a filtered set at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import IntEnum
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from psycopg import AsyncConnection
+
+_hasher = PasswordHasher()
+# A real hash to verify against when the user does not exist, so that a login for an unknown
+# name costs the same time as a wrong password (no username probing by timing).
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._@-]{0,63}$"
+MIN_PASSWORD = 12
+
+
+class Role(IntEnum):
+    viewer = 1
+    reviewer = 2
+    admin = 3
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    role: Role
+
+    def can(self, needed: Role) -> bool:
+        return self.role >= needed
+
+
+@dataclass(frozen=True)
+class Session:
+    user: User
+    csrf_token: str
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise ValueError(f"a password needs at least {MIN_PASSWORD} characters")
+    return _hasher.hash(password)
+
+
+def verify_password(stored: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(stored: str) -> bool:
+    return _hasher.check_needs_rehash(stored)
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def login(conn: AsyncConnection[Any], username: str, password: str) -> User | None:
+    row = await (
+        await conn.execute(
+            "SELECT role, password_hash FROM review_users WHERE username = %s", (username,)
+        )
+    ).fetchone()
+    if not verify_password(row[1] if row else None, password) or row is None:
+        return None
+    return User(username, Role[row[0]])
+
+
+async def open_session(conn: AsyncConnection[Any], user: User, hours: float) -> tuple[str, str]:
+    """A new session: (the cookie's token, its CSRF token)."""
+    token, csrf = new_token(), new_token()
+    await conn.execute(
+        "INSERT INTO review_sessions (token_hash, username, csrf_token, expires_at) "
+        "VALUES (%s, %s, %s, %s)",
+        (token_hash(token), user.username, csrf, datetime.now(UTC) + timedelta(hours=hours)),
+    )
+    return token, csrf
+
+
+async def session_of(conn: AsyncConnection[Any], token: str) -> Session | None:
+    row = await (
+        await conn.execute(
+            "SELECT u.username, u.role, s.csrf_token FROM review_sessions s "
+            "JOIN review_users u USING (username) "
+            "WHERE s.token_hash = %s AND s.expires_at > now()",
+            (token_hash(token),),
+        )
+    ).fetchone()
+    return Session(User(row[0], Role[row[1]]), row[2]) if row else None
+
+
+async def close_session(conn: AsyncConnection[Any], token: str) -> None:
+    await conn.execute("DELETE FROM review_sessions WHERE token_hash = %s", (token_hash(token),))
+
+
+async def token_user(conn: AsyncConnection[Any], token: str) -> User | None:
+    """The user of an API token (``Authorization: Bearer …``), its use recorded."""
+    row = await (
+        await conn.execute(
+            "UPDATE api_tokens t SET last_used_at = now() FROM review_users u "
+            "WHERE t.token_hash = %s AND u.username = t.username RETURNING u.username, u.role",
+            (token_hash(token),),
+        )
+    ).fetchone()
+    return User(row[0], Role[row[1]]) if row else None
+
+
+class LoginLimiter:
+    """At most ``attempts`` failed logins per ``window`` seconds, per username and per client
+    address (either one exhausted refuses the login, before the password is even checked).
+
+    Kept in the process: one desk process per deployment is the design; behind several, each
+    has its own budget (the limit multiplies by their number)."""
+
+    def __init__(self, attempts: int, window: float) -> None:
+        self.attempts = attempts
+        self.window = window
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        failures = self._failures.setdefault(key, deque())
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        return failures
+
+    def retry_after(self, *keys: str) -> float:
+        """Seconds until a login may be tried again; 0 when it may now."""
+        now = time.monotonic()
+        waits = [
+            failures[0] + self.window - now
+            for key in keys
+            if len(failures := self._recent(key, now)) >= self.attempts
+        ]
+        return max(waits, default=0.0)
+
+    def failed(self, *keys: str) -> None:
+        now = time.monotonic()
+        for key in keys:
+            self._recent(key, now).append(now)
+        if len(self._failures) > 100_000:  # a flood of distinct names: forget the idle ones
+            for key in [k for k, v in self._failures.items() if not self._recent(k, now)]:
+                del self._failures[key]
+
+    def succeeded(self, username_key: str) -> None:
+        self._failures.pop(username_key, None)

@@ -1,0 +1,241 @@
+"""``/v1``: the desk's JSON API, on the same contracts as the Kafka messages (``schemas/``).
+
+Auth: ``Authorization: Bearer <token>`` (``vitrine users token``), or the desk's session with an
+``X-CSRF-Token`` header.  Reading needs a viewer, writing a reviewer.  Every refusal is a
+:class:`schemas.api.Problem`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
+from minio.error import S3Error
+
+from schemas.api import CardEdit, CardPage, CardView, Decision, Problem, UploadAccepted
+from services.review import decisions, listing, uploads
+from services.review.accounts import Role, User
+from services.review.desk import Desk, card_view
+from services.review.edits import EditRefused
+from services.review.security import api_user
+
+log = logging.getLogger("vitrine.review")
+router = APIRouter(prefix="/v1", tags=["v1"])
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem} for code in (401, 403, 404, 409, 413, 415, 422, 429)
+}
+
+
+class ApiProblem(Exception):
+    def __init__(self, status: int, error: str, message: str, fields: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.problem = Problem(error=error, message=message, fields=fields or {})
+
+
+def problem_response(exc: ApiProblem) -> JSONResponse:
+    return JSONResponse(exc.problem.model_dump(), status_code=exc.status)
+
+
+def desk_of(request: Request) -> Desk:
+    desk: Desk = request.app.state.desk
+    return desk
+
+
+async def _card_or_404(desk: Desk, bucket: str, key: str) -> CardView:
+    view = await desk.card(bucket, key)
+    if view is None:
+        raise ApiProblem(404, "not_found", f"no card for {bucket}/{key}")
+    return view
+
+
+def _refusal(exc: Exception) -> ApiProblem:
+    if isinstance(exc, EditRefused):
+        return ApiProblem(422, "invalid_card", "the edited card breaks the contract", exc.fields)
+    if isinstance(exc, decisions.NotFound):
+        return ApiProblem(404, "not_found", str(exc))
+    if isinstance(exc, decisions.Conflict):
+        return ApiProblem(409, "conflict", str(exc))
+    if isinstance(exc, ValueError):
+        return ApiProblem(422, "invalid", str(exc))
+    raise exc
+
+
+@router.post("/images", status_code=202, response_model=UploadAccepted, responses=PROBLEMS)
+async def upload_image(
+    request: Request,
+    file: Annotated[UploadFile, File(description="The photo (JPEG, PNG, WebP, ...).")],
+    key: Annotated[str | None, Form(description="Object key; default: uploads/<date>/…")] = None,
+    prefix: Annotated[str, Form(description="Prefix of a generated key.")] = "uploads",
+) -> JSONResponse:
+    """Put a photo into the bucket; the pipeline takes it from there.  Follow ``status_url``."""
+    user = await api_user(request, Role.reviewer)
+    desk = desk_of(request)
+    limit = desk.settings.image_max_bytes
+    data = await file.read(limit + 1)
+    try:
+        content_type = uploads.check(data, file.content_type, file.filename, limit)
+        object_key = uploads.object_key(file.filename, prefix, key)
+        exists: bool = bool(key) and await asyncio.to_thread(_exists, desk, object_key)
+        if exists:
+            raise uploads.UploadRefused(409, "exists", f"{object_key} is already in the bucket")
+        stored = await asyncio.to_thread(
+            uploads.store, desk.uploads, desk.settings.bucket, object_key, data, content_type
+        )
+    except uploads.UploadRefused as exc:
+        raise ApiProblem(exc.status, exc.code, str(exc)) from None
+    log.info(
+        "review.uploaded",
+        extra={
+            "key": f"{desk.settings.bucket}/{stored.key}",
+            "user": user.username,
+            "bytes": stored.size,
+        },
+    )
+    body = UploadAccepted(
+        bucket=desk.settings.bucket,
+        key=stored.key,
+        etag=stored.etag,
+        version_id=stored.version_id,
+        size=stored.size,
+        content_type=stored.content_type,
+        status_url=str(request.url_for("get_card", bucket=desk.settings.bucket, key=stored.key)),
+    )
+    return JSONResponse(
+        body.model_dump(mode="json"), status_code=202, headers={"Location": body.status_url}
+    )
+
+
+def _exists(desk: Desk, key: str) -> bool:
+    try:
+        desk.images.stat_object(desk.settings.bucket, key)
+        return True
+    except S3Error as exc:
+        if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+            return False
+        raise
+
+
+@router.get("/cards", response_model=CardPage, responses=PROBLEMS)
+async def list_cards(
+    request: Request,
+    status: str | None = None,
+    review: str | None = None,
+    q: Annotated[str | None, Query(description="Full-text search (Portuguese).")] = None,
+    category: Annotated[str | None, Query(description="A category path and its subtree.")] = None,
+    prefix: str | None = None,
+    model: str | None = None,
+    prompt: str | None = None,
+    flagged: bool = False,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> CardPage:
+    """Cards newest first; pass ``next`` back as ``cursor`` for the following page."""
+    await api_user(request, Role.viewer)
+    desk = desk_of(request)
+    try:
+        filters = listing.Filters.parse(
+            {
+                "status": status or "",
+                "review": review or "",
+                "q": q or "",
+                "category": category or "",
+                "prefix": prefix or "",
+                "model": model or "",
+                "prompt": prompt or "",
+                "flagged": "1" if flagged else "",
+            }
+        )
+        async with desk.pool.connection() as conn:
+            rows, next_cursor = await listing.list_cards(
+                conn, filters, limit=limit, cursor=cursor, full=True
+            )
+    except ValueError as exc:
+        raise ApiProblem(422, "invalid", str(exc)) from None
+    return CardPage(items=[card_view(r) for r in rows], next=next_cursor)
+
+
+@router.get(
+    "/cards/{bucket}/{key:path}", response_model=CardView, responses=PROBLEMS, name="get_card"
+)
+async def get_card(request: Request, bucket: str, key: str) -> CardView:
+    """The object's status (``uploaded`` until the pipeline has seen it), card and review."""
+    await api_user(request, Role.viewer)
+    desk = desk_of(request)
+    view = await desk.card(bucket, key)
+    if view is not None:
+        return view
+    if bucket == desk.settings.bucket and await asyncio.to_thread(_exists, desk, key):
+        return CardView(bucket=bucket, key=key, status="uploaded")
+    raise ApiProblem(404, "not_found", f"no object {bucket}/{key}")
+
+
+@router.patch("/cards/{bucket}/{key:path}", response_model=CardView, responses=PROBLEMS)
+async def edit_card(request: Request, bucket: str, key: str, edit: CardEdit) -> CardView:
+    """Change fields of the card; the whole card is validated (422 with per-field errors)."""
+    user = await api_user(request, Role.reviewer)
+    desk = desk_of(request)
+    try:
+        async with desk.pool.connection() as conn:
+            await decisions.edit(
+                conn, desk.card_type, user, bucket, key, edit.changes(), edit.expected_rev
+            )
+    except (EditRefused, decisions.NotFound, decisions.Conflict) as exc:
+        raise _refusal(exc) from None
+    log.info("review.edited", extra={"key": f"{bucket}/{key}", "user": user.username})
+    return await _card_or_404(desk, bucket, key)
+
+
+async def _decide(
+    request: Request, user: User, bucket: str, key: str, decision: Decision, approve: bool
+) -> CardView:
+    desk = desk_of(request)
+    try:
+        async with desk.pool.connection() as conn:
+            if approve:
+                await decisions.approve(
+                    conn,
+                    desk.card_type,
+                    user,
+                    bucket,
+                    key,
+                    note=decision.note,
+                    expected_rev=decision.expected_rev,
+                )
+            else:
+                await decisions.reject(
+                    conn,
+                    user,
+                    bucket,
+                    key,
+                    note=decision.note or "",
+                    expected_rev=decision.expected_rev,
+                )
+    except (ValueError, decisions.NotFound, decisions.Conflict) as exc:
+        raise _refusal(exc) from None
+    if approve:
+        desk.publisher.wake.set()
+    log.info(
+        "review.approved" if approve else "review.rejected",
+        extra={"key": f"{bucket}/{key}", "user": user.username},
+    )
+    return await _card_or_404(desk, bucket, key)
+
+
+@router.post("/cards/{bucket}/{key:path}/approve", response_model=CardView, responses=PROBLEMS)
+async def approve_card(
+    request: Request, bucket: str, key: str, decision: Decision | None = None
+) -> CardView:
+    """Approve the card as it stands; it is published to ``vitrine.cards.approved``."""
+    user = await api_user(request, Role.reviewer)
+    return await _decide(request, user, bucket, key, decision or Decision(), approve=True)
+
+
+@router.post("/cards/{bucket}/{key:path}/reject", response_model=CardView, responses=PROBLEMS)
+async def reject_card(request: Request, bucket: str, key: str, decision: Decision) -> CardView:
+    """Reject the card; ``note`` says why (required)."""
+    user = await api_user(request, Role.reviewer)
+    return await _decide(request, user, bucket, key, decision, approve=False)

@@ -1,0 +1,109 @@
+"""The desk's ASGI app: pages, ``/v1``, static files, and how refusals are answered."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import Histogram
+
+from services.review import api, pages
+from services.review.desk import open_desk
+from services.review.security import Forbidden, NotSignedIn, SecurityHeaders
+from services.review.settings import ReviewSettings
+
+log = logging.getLogger("vitrine.review")
+HERE = Path(__file__).resolve().parent
+
+REQUEST_SECONDS = Histogram(
+    "vitrine_review_request_seconds",
+    "Time to answer a request, by route and status class.",
+    ["route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+def create_app(settings: ReviewSettings | None = None) -> FastAPI:
+    settings = settings or ReviewSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_desk(settings) as desk:
+            app.state.desk = desk
+            log.info(
+                "review.started",
+                extra={
+                    "url": f"http://{settings.review_host}:{settings.review_port}/",
+                    "bucket": settings.bucket,
+                    "tree": desk.tree.name,
+                },
+            )
+            yield
+        log.info("review.stopped")
+
+    app = FastAPI(
+        title="vitrine review desk",
+        version="1",
+        summary="Upload photos, read cards and their status, edit, approve and reject them.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(SecurityHeaders)
+
+    @app.middleware("http")
+    async def timing(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        REQUEST_SECONDS.labels(
+            getattr(route, "path", "other"), f"{response.status_code // 100}xx"
+        ).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(NotSignedIn)
+    async def not_signed_in(request: Request, exc: NotSignedIn) -> Response:
+        return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        if request.url.path.startswith("/v1"):
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            return JSONResponse(
+                {
+                    "error": "unauthorized" if exc.status == 401 else "forbidden",
+                    "message": str(exc),
+                    "fields": {},
+                },
+                status_code=exc.status,
+                headers=headers,
+            )
+        return pages.render("error.html", exc.status, user=None, message=str(exc))
+
+    @app.exception_handler(api.ApiProblem)
+    async def problem(request: Request, exc: api.ApiProblem) -> Response:
+        return api.problem_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        fields = {".".join(str(p) for p in e["loc"][1:]) or "body": e["msg"] for e in exc.errors()}
+        return JSONResponse(
+            {
+                "error": "invalid_request",
+                "message": "the request breaks the contract",
+                "fields": fields,
+            },
+            status_code=422,
+        )
+
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    return app

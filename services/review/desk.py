@@ -1,0 +1,201 @@
+"""The desk's shared state and the operations both the pages and the API perform.
+
+One ``Desk`` per process: the database pool (role vitrine_review), the two MinIO clients (read
+only for photos, put only for uploads), the Kafka producer (approved cards, regeneration jobs),
+the outbox publisher, and the deployment's card contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from minio import Minio
+from psycopg_pool import AsyncConnectionPool
+
+from schemas.api import CardView, ReviewEvent
+from schemas.card import ProductCard
+from schemas.messages import Checks, ImageJob, ObjectRef
+from schemas.taxonomy import Taxonomy
+from services.inference.preprocess import ImageLimits
+from services.review import images, listing
+from services.review.accounts import LoginLimiter
+from services.review.decisions import effective
+from services.review.edits import changed_fields
+from services.review.publisher import Publisher
+from services.review.settings import ReviewSettings
+from services.runtime.kafka import encode, make_producer, with_retry
+from services.runtime.s3 import make_minio
+
+log = logging.getLogger("vitrine.review")
+
+
+def card_contract() -> tuple[type[ProductCard], Taxonomy]:
+    """The card the workers generate, from the same variables (tree, colours, word minimum)."""
+    from services.inference.settings import EngineSettings
+
+    engine = EngineSettings()
+    return engine.card_type(), engine.tree()
+
+
+def object_ref(row: dict[str, Any]) -> ObjectRef:
+    return ObjectRef(
+        bucket=row["bucket"],
+        key=row["object_key"],
+        version_id=row.get("version_id"),
+        etag=row.get("etag"),
+        size=row.get("size_bytes"),
+        content_type=row.get("content_type"),
+        sequencer=format(int(row["sequencer"]), "X"),
+        event_time=row["event_time"],
+    )
+
+
+def card_view(row: dict[str, Any], events: list[dict[str, Any]] | None = None) -> CardView:
+    current = effective(row)
+    model = row.get("card")
+    approved = row.get("approved_card")
+    since = (
+        changed_fields(approved, current)
+        if approved and row["review_state"] == "pending" and current
+        else []
+    )
+    return CardView(
+        bucket=row["bucket"],
+        key=row["object_key"],
+        status=row["status"],
+        reason=row.get("reason"),
+        detail=row.get("detail"),
+        review_state=row["review_state"],
+        reviewed_by=row.get("reviewed_by"),
+        reviewed_at=row.get("reviewed_at"),
+        review_note=row.get("review_note"),
+        card=ProductCard.model_validate(current) if current else None,
+        model_card=ProductCard.model_validate(model) if model else None,
+        edited=row.get("edited_card") is not None,
+        edited_fields=changed_fields(model, current) if model and current else [],
+        changed_since_approval=since,
+        checks=Checks.model_validate(row["checks"]) if row.get("checks") else None,
+        model_id=row.get("model_id"),
+        prompt_version=row.get("prompt_version"),
+        updated_at=row.get("updated_at"),
+        rev=row.get("review_rev", 0),
+        history=[ReviewEvent.model_validate(e) for e in events or []],
+    )
+
+
+@dataclass
+class Desk:
+    settings: ReviewSettings
+    pool: AsyncConnectionPool[Any]
+    images: Minio
+    uploads: Minio
+    producer: AIOKafkaProducer
+    card_type: type[ProductCard]
+    tree: Taxonomy
+    limiter: LoginLimiter
+    publisher: Publisher
+    producer_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _facets: tuple[float, dict[str, list[str]]] | None = None
+
+    @property
+    def limits(self) -> ImageLimits:
+        return ImageLimits(max_bytes=self.settings.image_max_bytes)
+
+    async def facets(self) -> dict[str, list[str]]:
+        """Filter menu values, refreshed at most every 30 s (a DISTINCT over the table)."""
+        now = time.monotonic()
+        if self._facets is None or now - self._facets[0] > 30:
+            async with self.pool.connection() as conn:
+                self._facets = (now, await listing.facets(conn))
+        return self._facets[1]
+
+    async def card(self, bucket: str, key: str, *, with_history: bool = True) -> CardView | None:
+        async with self.pool.connection() as conn:
+            row = await listing.card_row(conn, bucket, key)
+            if row is None:
+                return None
+            events = await listing.history(conn, bucket, key) if with_history else []
+        return card_view(row, events)
+
+    async def rendition(self, bucket: str, key: str, side: int) -> Path | None:
+        async with self.pool.connection() as conn:
+            row = await listing.card_row(conn, bucket, key)
+        if row is None:
+            return None
+        ref = object_ref(row)
+        return await asyncio.to_thread(
+            images.rendition, self.images, self.settings.thumb_dir, ref, side, self.limits
+        )
+
+    async def enqueue_regeneration(self, bucket: str, key: str) -> None:
+        """One job for the object as the row knows it, as `vitrine reprocess` sends."""
+        async with self.pool.connection() as conn:
+            row = await listing.card_row(conn, bucket, key)
+        if row is None:
+            raise LookupError(f"no row for {bucket}/{key}")
+        ref = object_ref(row)
+        job = ImageJob(
+            job_id=ImageJob.job_id_for(ref), trace_id=secrets.token_hex(16), object=ref, attempt=2
+        )
+        await asyncio.wait_for(self.producer_ready.wait(), 15)
+        await self.producer.send_and_wait(
+            self.settings.topic_jobs, key=ref.message_key, value=encode(job)
+        )
+
+
+@contextlib.asynccontextmanager
+async def open_desk(settings: ReviewSettings) -> AsyncIterator[Desk]:
+    """Everything the desk holds, opened; the publisher running until the block exits."""
+    card_type, tree = card_contract()
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        settings.pg_dsn.get_secret_value(),
+        min_size=2,
+        max_size=10,
+        kwargs={"autocommit": True},
+        open=False,
+        name="review",
+    )
+    await pool.open(wait=True, timeout=60)
+    producer = make_producer(settings)
+    publisher = Publisher(
+        pool, producer, settings.topic_approved, settings.review_publish_interval_s
+    )
+    desk = Desk(
+        settings=settings,
+        pool=pool,
+        images=make_minio(settings),
+        uploads=make_minio(settings.upload_s3()),
+        producer=producer,
+        card_type=card_type,
+        tree=tree,
+        limiter=LoginLimiter(settings.review_login_attempts, settings.review_login_window_s),
+        publisher=publisher,
+    )
+    stop = asyncio.Event()
+
+    async def kafka() -> None:
+        await with_retry("producer.start", producer.start, max_seconds=float("inf"))
+        desk.producer_ready.set()
+        await publisher.run(stop)
+
+    task = asyncio.create_task(kafka(), name="review-publisher")
+    try:
+        yield desk
+    finally:
+        stop.set()
+        publisher.wake.set()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, 10)
+        task.cancel()
+        if desk.producer_ready.is_set():
+            await producer.stop()
+        await pool.close()

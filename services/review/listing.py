@@ -1,0 +1,232 @@
+"""Reading cards for the desk: the filtered, keyset-paginated list and one card with its history.
+
+Newest first on ``(updated_at, bucket, object_key)``: the sink moves ``updated_at``, the desk
+never does, so approving a page does not reorder it under the reviewer.  The cursor is the last
+row's sort key, opaque to clients (URL-safe base64 of JSON).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+
+from schemas.messages import CardStatus, ReviewState
+
+
+class BadCursor(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a list shows; every field optional, all given ones must hold."""
+
+    status: str | None = None
+    review: str | None = None
+    category: str | None = None  # a path: the category and its subtree
+    prefix: str | None = None  # object key prefix
+    model: str | None = None
+    prompt: str | None = None
+    q: str | None = None  # websearch syntax over name + description (Portuguese)
+    flagged: bool = False  # the pixels disagree with the model's colour
+    bucket: str | None = None
+
+    @classmethod
+    def parse(cls, params: dict[str, str]) -> Filters:
+        """From query parameters; unknown statuses are refused, empty values ignored."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = (params.get(f.name) or "").strip()
+            if not raw:
+                continue
+            values[f.name] = (
+                raw.lower() in ("1", "true", "on", "yes") if f.name == "flagged" else raw
+            )
+        if "status" in values and values["status"] not in CardStatus.__members__:
+            raise ValueError(f"status must be one of {list(CardStatus.__members__)}")
+        if "review" in values and values["review"] not in ReviewState.__members__:
+            raise ValueError(f"review must be one of {list(ReviewState.__members__)}")
+        return cls(**values)
+
+    def query_params(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value:
+                out[f.name] = "1" if value is True else str(value)
+        return out
+
+    def where(self) -> tuple[sql.Composable, list[Any]]:
+        clauses: list[sql.Composable] = [sql.SQL("status <> 'deleted'")]
+        params: list[Any] = []
+
+        def add(clause: str, *values: Any) -> None:
+            clauses.append(sql.SQL(clause))
+            params.extend(values)
+
+        if self.status:
+            add("status = %s", self.status)
+        if self.review:
+            add("review_state = %s", self.review)
+        if self.category:
+            add(
+                "(category_path = %s OR category_path LIKE %s)",
+                self.category,
+                self.category.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                + " > %",
+            )
+        if self.prefix:
+            add("starts_with(object_key, %s)", self.prefix)
+        if self.model:
+            add("model_id = %s", self.model)
+        if self.prompt:
+            add("prompt_version = %s", self.prompt)
+        if self.q:
+            add("search @@ websearch_to_tsquery('portuguese', %s)", self.q)
+        if self.flagged:
+            add("checks -> 'colour' ->> 'agrees' = 'false'")
+        if self.bucket:
+            add("bucket = %s", self.bucket)
+        return sql.SQL(" AND ").join(clauses), params
+
+
+def encode_cursor(updated_at: datetime, bucket: str, key: str) -> str:
+    raw = json.dumps([updated_at.isoformat(), bucket, key], ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, bucket, key = json.loads(raw)
+        return datetime.fromisoformat(at), str(bucket), str(key)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise BadCursor("not a cursor of this list") from exc
+
+
+LIST_COLUMNS = sql.SQL(
+    "bucket, object_key, etag, status, reason, review_state, reviewed_by, model_id, "
+    "prompt_version, updated_at, edited_card IS NOT NULL AS edited, "
+    "coalesce(edited_card ->> 'product_name', product_name) AS product_name, "
+    "coalesce(edited_card ->> 'category_path', category_path) AS category_path, "
+    "coalesce(edited_card ->> 'color_primary', color_primary) AS color_primary, "
+    "checks -> 'colour' AS colour_check"
+)
+
+
+FULL_COLUMNS = sql.SQL(
+    "bucket, object_key, version_id, etag, size_bytes, content_type, sequencer, event_time, "
+    "status, reason, detail, card, edited_card, approved_card, review_state, reviewed_by, "
+    "reviewed_at, review_note, review_rev, checks, model_id, prompt_version, updated_at"
+)
+
+
+async def list_cards(
+    conn: AsyncConnection[Any],
+    filters: Filters,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    full: bool = False,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page and the cursor of the next (None on the last page); ``full``: whole rows
+    (the API's), else the list page's columns."""
+    where, params = filters.where()
+    if cursor:
+        at, bucket, key = decode_cursor(cursor)
+        where = sql.SQL("{} AND (updated_at, bucket, object_key) < (%s, %s, %s)").format(where)
+        params = [*params, at, bucket, key]
+    query = sql.SQL(
+        "SELECT {} FROM product_cards WHERE {} "
+        "ORDER BY updated_at DESC, bucket DESC, object_key DESC LIMIT %s"
+    ).format(FULL_COLUMNS if full else LIST_COLUMNS, where)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, [*params, limit + 1])
+        rows = await cur.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more else None
+    return rows, (
+        encode_cursor(last["updated_at"], last["bucket"], last["object_key"]) if last else None
+    )
+
+
+async def matching_keys(
+    conn: AsyncConnection[Any], filters: Filters, *, limit: int
+) -> list[tuple[str, str]]:
+    """The (bucket, key) of every card a bulk approval of ``filters`` would approve: done and
+    pending ones only, at most ``limit``."""
+    where, params = filters.where()
+    query = sql.SQL(
+        "SELECT bucket, object_key FROM product_cards WHERE {} AND status = 'done' "
+        "AND review_state = 'pending' ORDER BY updated_at DESC, bucket DESC, object_key DESC "
+        "LIMIT %s"
+    ).format(where)
+    rows = await (await conn.execute(query, [*params, limit])).fetchall()
+    return [(b, k) for b, k in rows]
+
+
+CARD_QUERY = """
+SELECT bucket, object_key, version_id, etag, size_bytes, content_type, sequencer, event_time,
+       status, reason, detail, card, edited_card, approved_card, review_state, reviewed_by,
+       reviewed_at, review_note, review_rev, checks, model_id, prompt_version, updated_at
+FROM product_cards WHERE bucket = %s AND object_key = %s
+"""
+
+HISTORY_QUERY = """
+SELECT id, reviewer, at, decision, fields, note
+FROM card_reviews WHERE bucket = %s AND object_key = %s ORDER BY id DESC LIMIT %s
+"""
+
+
+async def card_row(conn: AsyncConnection[Any], bucket: str, key: str) -> dict[str, Any] | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(CARD_QUERY, (bucket, key))
+        return await cur.fetchone()
+
+
+async def history(
+    conn: AsyncConnection[Any], bucket: str, key: str, limit: int = 100
+) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(HISTORY_QUERY, (bucket, key, limit))
+        return await cur.fetchall()
+
+
+async def facets(conn: AsyncConnection[Any]) -> dict[str, list[str]]:
+    """The values the list's filter menus offer (models and prompt versions in use)."""
+    rows = await (
+        await conn.execute(
+            "SELECT DISTINCT model_id, prompt_version FROM product_cards "
+            "WHERE model_id IS NOT NULL LIMIT 200"
+        )
+    ).fetchall()
+    return {
+        "models": sorted({m for m, _ in rows if m}),
+        "prompts": sorted({p for _, p in rows if p}),
+    }
+
+
+async def neighbours(
+    conn: AsyncConnection[Any], filters: Filters, row: dict[str, Any]
+) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """The cards before and after ``row`` in the list ``filters`` make (j/k on a card page)."""
+    where, params = filters.where()
+    here = [row["updated_at"], row["bucket"], row["object_key"]]
+    found: list[tuple[str, str] | None] = []
+    for op, order in ((">", "ASC"), ("<", "DESC")):
+        query = sql.SQL(
+            "SELECT bucket, object_key FROM product_cards WHERE {} AND "
+            "(updated_at, bucket, object_key) {} (%s, %s, %s) "
+            "ORDER BY updated_at {}, bucket {}, object_key {} LIMIT 1"
+        ).format(where, sql.SQL(op), *(sql.SQL(order),) * 3)
+        hit = await (await conn.execute(query, [*params, *here])).fetchone()
+        found.append((hit[0], hit[1]) if hit else None)
+    return found[0], found[1]

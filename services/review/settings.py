@@ -1,0 +1,99 @@
+"""What the review desk reads from ``VITRINE_*`` variables (shared ones: runtime/settings.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from services.runtime.settings import (
+    DEV_S3_SECRET_KEYS,
+    KafkaSettings,
+    PostgresSettings,
+    S3Settings,
+    SecretSettingsError,
+    read_secret_file,
+)
+
+
+class ReviewSettings(KafkaSettings, S3Settings, PostgresSettings):
+    """The desk: its address, its database role (VITRINE_PG_DSN), its read-only MinIO user
+    (VITRINE_S3_*), its put-only upload user (VITRINE_UPLOAD_S3_*), and its limits."""
+
+    review_host: str = Field("127.0.0.1", description="Address the desk listens on.")
+    review_port: int = Field(29080, ge=1, le=65535, description="The desk's HTTP port.")
+    topic_approved: str = Field(
+        "vitrine.cards.approved", description="Approved cards (ApprovedCard), key bucket/key."
+    )
+    upload_s3_access_key: str = Field("vitrine-upload", description="The upload user (put only).")
+    upload_s3_secret_key: SecretStr = Field(
+        SecretStr("vitrine-upload-dev-secret"),
+        description="The upload user's secret (dev default refused in production).",
+    )
+    upload_s3_secret_key_file: Path | None = Field(
+        None, description="File holding the upload user's secret; wins over the variable."
+    )
+    review_secure_cookies: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Secure flag of the session cookie: auto = when the request came over "
+        "HTTPS (directly or as X-Forwarded-Proto from VITRINE_REVIEW_TRUSTED_PROXIES).",
+    )
+    review_trusted_proxies: str = Field(
+        "127.0.0.1", description="Proxies whose X-Forwarded-Proto/For are believed (uvicorn's)."
+    )
+    review_session_hours: float = Field(12.0, gt=0, description="A login lasts this long.")
+    review_login_attempts: int = Field(
+        5, ge=1, description="Failed logins per username and per client address per window."
+    )
+    review_login_window_s: float = Field(300.0, gt=0, description="The login limit's window.")
+    review_page_size: int = Field(50, ge=1, le=500, description="Cards per list page.")
+    review_bulk_max: int = Field(
+        1000, ge=1, description="Most cards one bulk approval may approve."
+    )
+    review_thumb_dir: Path | None = Field(
+        None,
+        description="Cache of generated thumbnails; None = $VITRINE_STATE_DIR/thumbs, or "
+        "~/.cache/vitrine/thumbs.",
+    )
+    review_thumb_px: int = Field(160, ge=32, le=1024, description="Thumbnail side.")
+    review_large_px: int = Field(1280, ge=256, le=4096, description="The card page's photo side.")
+    review_publish_interval_s: float = Field(
+        5.0, gt=0, description="How often approvals Kafka has not acknowledged are retried."
+    )
+    state_dir: Path | None = Field(None, description="The dev stack's state directory.")
+
+    @model_validator(mode="after")
+    def _upload_secret(self) -> ReviewSettings:
+        if self.upload_s3_secret_key_file is not None:
+            self.upload_s3_secret_key = SecretStr(
+                read_secret_file(
+                    "VITRINE_UPLOAD_S3_SECRET_KEY_FILE", self.upload_s3_secret_key_file, self.env
+                )
+            )
+        secret = self.upload_s3_secret_key.get_secret_value()
+        if self.env != "dev" and secret in DEV_S3_SECRET_KEYS | {"vitrine-upload-dev-secret"}:
+            raise SecretSettingsError(
+                f"VITRINE_UPLOAD_S3_SECRET_KEY holds a built-in dev credential, refused with "
+                f"VITRINE_ENV={self.env}: set it (or its _FILE) to the upload user's secret"
+            )
+        return self
+
+    @property
+    def thumb_dir(self) -> Path:
+        if self.review_thumb_dir is not None:
+            return self.review_thumb_dir
+        if self.state_dir is not None:
+            return self.state_dir / "thumbs"
+        return Path.home() / ".cache" / "vitrine" / "thumbs"
+
+    def upload_s3(self) -> S3Settings:
+        """The S3 settings of the upload user (same endpoint and bucket)."""
+        return S3Settings.model_validate(
+            {
+                **self.model_dump(include=set(S3Settings.model_fields)),
+                "s3_access_key": self.upload_s3_access_key,
+                "s3_secret_key": self.upload_s3_secret_key,
+                "s3_secret_key_file": None,
+            }
+        )

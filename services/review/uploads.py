@@ -1,0 +1,116 @@
+"""``POST /v1/images``: a photo into the bucket, held to the limits ingest applies.
+
+Refused before anything is written: more bytes than ``VITRINE_IMAGE_MAX_BYTES``, a declared
+type or name that ingest would reject, or bytes that are not an image the workers decode (the
+same sniffing ingest does on silent uploads, here on every upload: the desk has the bytes).  The
+object is written with the desk's put-only MinIO user; from there the pipeline takes over as for
+any S3 upload, and the answer's status URL follows it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+
+from minio import Minio
+
+from schemas.messages import ObjectRef
+from services.ingest.rules import IMAGE_EXTENSIONS, classify_upload
+from services.runtime.sniff import identify
+
+MIME = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+    "MPO": "image/jpeg",
+}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class UploadRefused(ValueError):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Stored:
+    key: str
+    etag: str | None
+    version_id: str | None
+    size: int
+    content_type: str
+
+
+def object_key(filename: str | None, prefix: str, given: str | None) -> str:
+    """The key: the one given (checked), else ``<prefix>/<date>/<uuid>-<safe name>``."""
+    if given:
+        key = given.strip()
+        parts = key.split("/")
+        if (
+            not key
+            or len(key.encode()) > 1024
+            or key.startswith("/")
+            or any(p in ("", ".", "..") for p in parts)
+            or any(ord(c) < 32 or ord(c) == 127 for c in key)
+        ):
+            raise UploadRefused(
+                422,
+                "bad_key",
+                "the key must be a relative path without "
+                "empty, '.' or '..' segments or control characters",
+            )
+        return key
+    name = _UNSAFE.sub("-", PurePosixPath(filename or "photo").name).strip("-.")[:80] or "photo"
+    day = datetime.now(UTC).strftime("%Y/%m/%d")
+    return f"{prefix.strip('/') or 'uploads'}/{day}/{uuid.uuid4().hex[:12]}-{name}"
+
+
+def check(data: bytes, declared_type: str | None, filename: str | None, max_bytes: int) -> str:
+    """The content type to store, or :class:`UploadRefused` with ingest's reason."""
+    if len(data) > max_bytes:
+        raise UploadRefused(
+            413, "image_too_large", f"over the limit of {max_bytes} bytes (VITRINE_IMAGE_MAX_BYTES)"
+        )
+    probe = ObjectRef(
+        bucket="probe",
+        key=filename or "upload",
+        size=len(data),
+        content_type=declared_type or None,
+        sequencer="0",
+        event_time=datetime.now(UTC),
+    )
+    problem = classify_upload(probe, max_bytes)
+    if isinstance(problem, tuple):
+        reason, detail = problem
+        raise UploadRefused(415 if reason != "empty_object" else 422, str(reason), detail)
+    found = identify(data[:4096], truncated=len(data) > 4096)
+    if found.kind != "image":
+        raise UploadRefused(
+            415, "not_an_image", f"the bytes are {found.what}, not an image the workers decode"
+        )
+    return MIME.get(found.what, declared_type or "application/octet-stream")
+
+
+def store(client: Minio, bucket: str, key: str, data: bytes, content_type: str) -> Stored:
+    """Write the object (blocking: run in a thread)."""
+    written = client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+    return Stored(
+        key=key,
+        etag=(written.etag or "").strip('"') or None,
+        version_id=written.version_id,
+        size=len(data),
+        content_type=content_type,
+    )
+
+
+def has_image_extension(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
