@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from prometheus_client import Histogram
 
 from services.review import api, pages
@@ -48,7 +49,8 @@ def create_app(settings: ReviewSettings | None = None) -> FastAPI:
             yield
         log.info("review.stopped")
 
-    app = FastAPI(
+    # Swagger UI and ReDoc served from the package, not a CDN (the desk may run offline).
+    app = FastAPIOffline(
         title="vitrine review desk",
         version="1",
         summary="Upload photos, read cards and their status, edit, approve and reject them.",

@@ -43,6 +43,12 @@ def _message(error: Any) -> tuple[str, str]:
     if field in ("category_id", "category_standard"):
         field = "category_path"
     message = error["msg"].removeprefix("Value error, ")
+    if not loc:  # a whole-card check (the tree's): its message names the field first
+        for name in ("attributes", "category_path", "category_id", "category_standard"):
+            if message.startswith(name):
+                field = "attributes" if name == "attributes" else "category_path"
+                message = message.removeprefix(f"{name}: ") if name == "attributes" else message
+                break
     if field == "description_long" and error["type"] == "string_pattern_mismatch":
         message = "the description is too short: it needs more words (see the minimum above)"
     if len(loc) > 1:

@@ -66,34 +66,33 @@ class Filters:
     def where(self) -> tuple[sql.Composable, list[Any]]:
         clauses: list[sql.Composable] = [sql.SQL("status <> 'deleted'")]
         params: list[Any] = []
-
-        def add(clause: str, *values: Any) -> None:
-            clauses.append(sql.SQL(clause))
-            params.extend(values)
-
         if self.status:
-            add("status = %s", self.status)
+            clauses.append(sql.SQL("status = %s"))
+            params.append(self.status)
         if self.review:
-            add("review_state = %s", self.review)
+            clauses.append(sql.SQL("review_state = %s"))
+            params.append(self.review)
         if self.category:
-            add(
-                "(category_path = %s OR category_path LIKE %s)",
-                self.category,
-                self.category.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                + " > %",
-            )
+            clauses.append(sql.SQL("(category_path = %s OR category_path LIKE %s)"))
+            escaped = self.category.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            params += [self.category, escaped + " > %"]
         if self.prefix:
-            add("starts_with(object_key, %s)", self.prefix)
+            clauses.append(sql.SQL("starts_with(object_key, %s)"))
+            params.append(self.prefix)
         if self.model:
-            add("model_id = %s", self.model)
+            clauses.append(sql.SQL("model_id = %s"))
+            params.append(self.model)
         if self.prompt:
-            add("prompt_version = %s", self.prompt)
+            clauses.append(sql.SQL("prompt_version = %s"))
+            params.append(self.prompt)
         if self.q:
-            add("search @@ websearch_to_tsquery('portuguese', %s)", self.q)
+            clauses.append(sql.SQL("search @@ websearch_to_tsquery('portuguese', %s)"))
+            params.append(self.q)
         if self.flagged:
-            add("checks -> 'colour' ->> 'agrees' = 'false'")
+            clauses.append(sql.SQL("checks -> 'colour' ->> 'agrees' = 'false'"))
         if self.bucket:
-            add("bucket = %s", self.bucket)
+            clauses.append(sql.SQL("bucket = %s"))
+            params.append(self.bucket)
         return sql.SQL(" AND ").join(clauses), params
 
 
@@ -220,13 +219,16 @@ async def neighbours(
     """The cards before and after ``row`` in the list ``filters`` make (j/k on a card page)."""
     where, params = filters.where()
     here = [row["updated_at"], row["bucket"], row["object_key"]]
-    found: list[tuple[str, str] | None] = []
-    for op, order in ((">", "ASC"), ("<", "DESC")):
-        query = sql.SQL(
-            "SELECT bucket, object_key FROM product_cards WHERE {} AND "
-            "(updated_at, bucket, object_key) {} (%s, %s, %s) "
-            "ORDER BY updated_at {}, bucket {}, object_key {} LIMIT 1"
-        ).format(where, sql.SQL(op), *(sql.SQL(order),) * 3)
-        hit = await (await conn.execute(query, [*params, *here])).fetchone()
-        found.append((hit[0], hit[1]) if hit else None)
-    return found[0], found[1]
+    newer_query = sql.SQL(
+        "SELECT bucket, object_key FROM product_cards WHERE {} AND "
+        "(updated_at, bucket, object_key) > (%s, %s, %s) "
+        "ORDER BY updated_at ASC, bucket ASC, object_key ASC LIMIT 1"
+    ).format(where)
+    older_query = sql.SQL(
+        "SELECT bucket, object_key FROM product_cards WHERE {} AND "
+        "(updated_at, bucket, object_key) < (%s, %s, %s) "
+        "ORDER BY updated_at DESC, bucket DESC, object_key DESC LIMIT 1"
+    ).format(where)
+    newer = await (await conn.execute(newer_query, [*params, *here])).fetchone()
+    older = await (await conn.execute(older_query, [*params, *here])).fetchone()
+    return (newer[0], newer[1]) if newer else None, (older[0], older[1]) if older else None

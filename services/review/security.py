@@ -23,6 +23,13 @@ SESSION_COOKIE = "vitrine_session"
 LOGIN_CSRF_COOKIE = "vitrine_login_csrf"
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
+# The API's documentation pages start Swagger UI / ReDoc with an inline script; they show no
+# model output, so only they may run one.
+DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
+DOCS_CSP = (
+    "default-src 'self'; img-src 'self' data:; script-src 'self' 'unsafe-inline'; "
+    "style-src 'self' 'unsafe-inline'; worker-src 'self' blob:; frame-ancestors 'none'"
+)
 CSP = (
     "default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
@@ -126,7 +133,9 @@ class SecurityHeaders(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault(
+            "Content-Security-Policy", DOCS_CSP if request.url.path in DOCS_PATHS else CSP
+        )
         headers.setdefault("X-Content-Type-Options", "nosniff")
         headers.setdefault("Referrer-Policy", "same-origin")
         headers.setdefault("X-Frame-Options", "DENY")
