@@ -10,16 +10,17 @@ are tested on their own (tests/test_review_grants.py).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import io
 import json
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
@@ -34,6 +35,7 @@ from schemas.messages import CardResult, CardStatus, Checks, ColourCheck, ImageJ
 from services.sink.store import upsert_batch
 from vitrine import users
 
+T = TypeVar("T")
 REVIEW_DSN = "postgresql://vitrine_review:vitrine-review-dev@127.0.0.1:25432/vitrine"  # dev.env
 SINK_DSN = "postgresql://vitrine_sink:vitrine-sink-dev@127.0.0.1:25432/vitrine"
 PASSWORD = "correct-horse-battery"
@@ -122,6 +124,13 @@ def result(
     )
 
 
+def run_async(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run`` on a thread of its own: callers include the browser tests, whose thread
+    already runs Playwright's event loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
 def upsert(results: Sequence[CardResult], dsn: str = SINK_DSN) -> int:
     """Through the sink's own upsert, as its own role."""
 
@@ -132,7 +141,7 @@ def upsert(results: Sequence[CardResult], dsn: str = SINK_DSN) -> int:
         finally:
             await conn.close()
 
-    return asyncio.run(go())
+    return run_async(go)
 
 
 def query(sql: str, *params: Any, dsn: str = DEFAULT_DSN) -> list[dict[str, Any]]:
@@ -174,8 +183,8 @@ class Desk:
         upsert([result(ref, values, **kw)])
         return ref
 
-    def user(self, role: str) -> tuple[str, str]:
-        name = f"{role}-{self.ns.name}"
+    def user(self, role: str, name: str | None = None) -> tuple[str, str]:
+        name = name or f"{role}-{self.ns.name}"
         users.add(DEFAULT_DSN, name, role, PASSWORD, replace=True)
         if name not in self.usernames:
             self.usernames.append(name)
@@ -237,7 +246,7 @@ class Desk:
                 await consumer.stop()
             return out
 
-        return asyncio.run(read())
+        return run_async(read)
 
     def close(self) -> None:
         self.service.stop(30)
@@ -259,6 +268,8 @@ def start_desk(log_dir: Path, **env: str) -> Desk:
         "VITRINE_REVIEW_HOST": "127.0.0.1",
         "VITRINE_TOPIC_APPROVED": approved,
         "VITRINE_S3_REGION": "us-east-1",
+        "VITRINE_UPLOAD_S3_ACCESS_KEY": ns.env.get("VITRINE_S3_ACCESS_KEY", "vitrine"),
+        "VITRINE_UPLOAD_S3_SECRET_KEY": ns.env.get("VITRINE_S3_SECRET_KEY", "vitrine-dev-secret"),
         "VITRINE_MIN_DESCRIPTION_WORDS": str(MIN_WORDS),
         "VITRINE_REVIEW_THUMB_DIR": str(log_dir / "thumbs"),
         "VITRINE_REVIEW_PUBLISH_INTERVAL_S": "1",

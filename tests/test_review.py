@@ -57,11 +57,18 @@ def test_pages_need_a_session_and_login_sets_strict_httponly_cookies(desk: Desk)
 
 def test_behind_a_tls_proxy_the_session_cookie_is_secure(desk: Desk) -> None:
     name, password = desk.user("viewer")
-    headers = {"X-Forwarded-Proto": "https"}
+    headers = {"X-Forwarded-Proto": "https"}  # as a TLS-terminating proxy on loopback sends
     with httpx.Client(base_url=desk.url, headers=headers) as client:
         page = client.get("/login")
+        login_cookie = page.headers["set-cookie"]
+        assert "Secure" in login_cookie
+        # the client talks plain HTTP to the desk, so it would not send a Secure cookie back
+        # itself: the proxy's browser would, over TLS
+        cookie = login_cookie.split(";")[0]
         answer = client.post(
-            "/login", data={"csrf": csrf_of(page.text), "username": name, "password": password}
+            "/login",
+            data={"csrf": csrf_of(page.text), "username": name, "password": password},
+            headers={"Cookie": cookie},
         )
         assert answer.status_code == 303
         assert "Secure" in answer.headers["set-cookie"]
@@ -84,7 +91,7 @@ def test_login_without_csrf_or_with_a_wrong_password_is_refused(desk: Desk) -> N
 
 
 def test_logins_are_rate_limited_per_user(desk: Desk) -> None:
-    name, password = desk.user("admin")
+    name, password = desk.user("admin", f"limited-{desk.ns.name}")
     with httpx.Client(base_url=desk.url) as client:
         codes = []
         for _ in range(6):

@@ -7,12 +7,10 @@ VITRINE_SCREENSHOTS_DIR=docs/screenshots writes the main pages' screenshots ther
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -69,12 +67,6 @@ def sign_in(page: Page, desk: Desk, role: str) -> None:
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     expect(page.locator(".who")).to_contain_text(name)
-
-
-def in_thread(call: Any) -> Any:
-    """Kafka reads use asyncio.run, kept off the thread Playwright's sync API runs in."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(call).result()
 
 
 def test_log_in_filter_and_open_a_card(desk: Desk, page: Page) -> None:
@@ -143,7 +135,7 @@ def test_a_valid_edit_and_approve_land_in_sql_the_reviews_and_the_topic(
         ("edit", ["product_name", "features_list"]),
         ("approve", ["product_name", "features_list"]),
     ]
-    messages = in_thread(lambda: desk.approved_messages(want=1))
+    messages = desk.approved_messages(want=1)
     [message] = [m for m in messages if m["object"]["key"] == ref.key]
     assert message["ai_generated"] is True and message["edited"] is True
     assert message["card"]["product_name"] == "Garrafa térmica de aço inox 500 ml"

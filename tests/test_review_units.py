@@ -114,12 +114,15 @@ def test_the_login_limit_counts_failures_per_key_within_its_window(
 ) -> None:
     now = [1000.0]
     monkeypatch.setattr(accounts.time, "monotonic", lambda: now[0])
-    limiter = accounts.LoginLimiter(attempts=3, window=60)
+    limiter = accounts.LoginLimiter(attempts=3, window=60, per_address=5)
     for _ in range(3):
         assert limiter.retry_after("user:a", "addr:1") == 0
         limiter.failed("user:a", "addr:1")
     assert limiter.retry_after("user:a", "addr:2") == pytest.approx(60)
-    assert limiter.retry_after("user:b", "addr:1") == pytest.approx(60)  # same address
+    assert limiter.retry_after("user:b", "addr:1") == 0  # the address has budget left
+    limiter.failed("user:b", "addr:1")
+    limiter.failed("user:c", "addr:1")
+    assert limiter.retry_after("user:d", "addr:1") == pytest.approx(60)  # now it has not
     assert limiter.retry_after("user:b", "addr:2") == 0
     now[0] += 61
     assert limiter.retry_after("user:a", "addr:1") == 0

@@ -127,16 +127,21 @@ async def token_user(conn: AsyncConnection[Any], token: str) -> User | None:
 
 
 class LoginLimiter:
-    """At most ``attempts`` failed logins per ``window`` seconds, per username and per client
-    address (either one exhausted refuses the login, before the password is even checked).
+    """At most ``attempts`` failed logins per ``window`` seconds per key; a key is a username
+    (``user:…``) or a client address (``addr:…``, which has its own, higher, budget).  Either
+    one exhausted refuses the login before the password is even checked.
 
     Kept in the process: one desk process per deployment is the design; behind several, each
     has its own budget (the limit multiplies by their number)."""
 
-    def __init__(self, attempts: int, window: float) -> None:
+    def __init__(self, attempts: int, window: float, per_address: int | None = None) -> None:
         self.attempts = attempts
+        self.per_address = per_address or attempts
         self.window = window
         self._failures: dict[str, deque[float]] = {}
+
+    def _budget(self, key: str) -> int:
+        return self.per_address if key.startswith("addr:") else self.attempts
 
     def _recent(self, key: str, now: float) -> deque[float]:
         failures = self._failures.setdefault(key, deque())
@@ -150,7 +155,7 @@ class LoginLimiter:
         waits = [
             failures[0] + self.window - now
             for key in keys
-            if len(failures := self._recent(key, now)) >= self.attempts
+            if len(failures := self._recent(key, now)) >= self._budget(key)
         ]
         return max(waits, default=0.0)
 

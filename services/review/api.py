@@ -87,6 +87,11 @@ async def upload_image(
         )
     except uploads.UploadRefused as exc:
         raise ApiProblem(exc.status, exc.code, str(exc)) from None
+    except S3Error as exc:  # the bucket refused (the upload user's policy, a missing bucket)
+        log.error("review.upload_refused", extra={"key": object_key, "code": exc.code})
+        raise ApiProblem(
+            502, "storage_refused", f"the bucket refused the upload: {exc.code}"
+        ) from None
     log.info(
         "review.uploaded",
         extra={

@@ -177,7 +177,11 @@ async def open_desk(settings: ReviewSettings) -> AsyncIterator[Desk]:
         producer=producer,
         card_type=card_type,
         tree=tree,
-        limiter=LoginLimiter(settings.review_login_attempts, settings.review_login_window_s),
+        limiter=LoginLimiter(
+            settings.review_login_attempts,
+            settings.review_login_window_s,
+            settings.review_login_attempts_per_address,
+        ),
         publisher=publisher,
     )
     stop = asyncio.Event()

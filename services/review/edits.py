@@ -49,8 +49,16 @@ def _message(error: Any) -> tuple[str, str]:
                 field = "attributes" if name == "attributes" else "category_path"
                 message = message.removeprefix(f"{name}: ") if name == "attributes" else message
                 break
-    if field == "description_long" and error["type"] == "string_pattern_mismatch":
-        message = "the description is too short: it needs more words (see the minimum above)"
+    if field == "description_long" and error["type"] in (
+        "string_pattern_mismatch",
+        "string_too_short",
+    ):
+        text = str(error.get("input") or "")
+        message = (
+            f"the description is too short: {len(text.split())} words, {len(text)} characters "
+            f"({message.lower() if error['type'] == 'string_too_short' else 'fewer words than '}"
+            f"{'' if error['type'] == 'string_too_short' else 'this catalogue asks for'})"
+        )
     if len(loc) > 1:
         message = f"{'.'.join(loc[1:])}: {message}"
     return field, message

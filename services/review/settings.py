@@ -44,9 +44,15 @@ class ReviewSettings(KafkaSettings, S3Settings, PostgresSettings):
     )
     review_session_hours: float = Field(12.0, gt=0, description="A login lasts this long.")
     review_login_attempts: int = Field(
-        5, ge=1, description="Failed logins per username and per client address per window."
+        5, ge=1, description="Failed logins per username per window."
     )
-    review_login_window_s: float = Field(300.0, gt=0, description="The login limit's window.")
+    review_login_attempts_per_address: int = Field(
+        20,
+        ge=1,
+        description="Failed logins per client address per window (higher: an office behind "
+        "one NAT address shares it).",
+    )
+    review_login_window_s: float = Field(300.0, gt=0, description="The login limits' window.")
     review_page_size: int = Field(50, ge=1, le=500, description="Cards per list page.")
     review_bulk_max: int = Field(
         1000, ge=1, description="Most cards one bulk approval may approve."
