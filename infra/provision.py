@@ -6,7 +6,7 @@ sub-command at a time:
     python infra/provision.py kafka-ready   # wait until the broker answers a metadata request
     python infra/provision.py topics        # create missing topics, raise partition counts
     python infra/provision.py bucket        # create the bucket, put its Kafka notification
-    python infra/provision.py minio-users   # the inference user + its read-only policy
+    python infra/provision.py minio-users   # the services' users, each with its one policy
 
 Uses only packages the project depends on anyway (aiokafka, minio), so no extra tooling is
 needed to administer Kafka or MinIO. Every step is safe to repeat.
@@ -28,6 +28,12 @@ BUCKET_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
 NOTIFICATION_ID = "vitrine"
 # The inference service's MinIO policy: read objects of the pipeline's bucket, nothing else.
 INFERENCE_POLICY = "vitrine-inference-read"
+# The review desk's two: its reader shows the photos (the same actions as the inference one), its
+# upload user only puts new photos into the bucket (no read, list, overwrite check or delete).
+REVIEW_POLICY = "vitrine-review-read"
+UPLOAD_POLICY = "vitrine-upload-put"
+READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
+PUT_ACTIONS = ("s3:PutObject",)
 
 
 def env(name: str) -> str:
@@ -74,7 +80,7 @@ async def kafka_ready(timeout: float) -> None:
 
 def wanted_topics() -> dict[str, int]:
     topics = {}
-    for kind in ("EVENTS", "JOBS", "RESULTS", "DLQ"):
+    for kind in ("EVENTS", "JOBS", "RESULTS", "DLQ", "APPROVED"):
         topics[env(f"VITRINE_TOPIC_{kind}")] = int(env(f"VITRINE_TOPIC_{kind}_PARTITIONS"))
     return topics
 
@@ -164,21 +170,34 @@ def ensure_bucket() -> None:
     log(f"bucket {bucket}: notifications {', '.join(BUCKET_EVENTS)} -> {arns}")
 
 
-def inference_policy(bucket: str) -> dict[str, Any]:
-    """s3:GetObject (+ s3:GetObjectVersion, which AWS requires for reads by version id; MinIO
-    accepts GetObject alone) on the bucket's objects. No GetBucketLocation, ListBucket,
-    ListAllMyBuckets, Put*, Delete* or admin action: the workers sign for VITRINE_S3_REGION, so
-    they never ask the server for the bucket's region."""
+def object_policy(bucket: str, actions: tuple[str, ...]) -> dict[str, Any]:
+    """A policy allowing ``actions`` on the objects of ``bucket`` (``arn:aws:s3:::bucket/*``) and
+    nothing else: no bucket-level action (ListBucket, GetBucketLocation, ...), no other bucket, no
+    admin action."""
     return {
         "Version": "2012-10-17",
         "Statement": [
             {
                 "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+                "Action": list(actions),
                 "Resource": [f"arn:aws:s3:::{bucket}/*"],
             }
         ],
     }
+
+
+def inference_policy(bucket: str) -> dict[str, Any]:
+    """s3:GetObject (+ s3:GetObjectVersion, which AWS requires for reads by version id; MinIO
+    accepts GetObject alone) on the bucket's objects. No GetBucketLocation, ListBucket,
+    ListAllMyBuckets, Put*, Delete* or admin action: the workers sign for VITRINE_S3_REGION, so
+    they never ask the server for the bucket's region. The review desk's reader gets the same."""
+    return object_policy(bucket, READ_ACTIONS)
+
+
+def upload_policy(bucket: str) -> dict[str, Any]:
+    """s3:PutObject on the bucket's objects, nothing else (multipart uploads are covered by
+    PutObject too): the desk's upload form cannot read, list or delete what is there."""
+    return object_policy(bucket, PUT_ACTIONS)
 
 
 def minio_admin() -> Any:
@@ -230,16 +249,18 @@ def credentials_work(access_key: str, secret: str, bucket: str) -> bool:
     return True
 
 
-def apply_read_only_user(admin: Any, user: str, secret: str, bucket: str, policy: str) -> bool:
-    """Make ``user`` (with ``secret``) hold exactly ``policy`` = read objects of ``bucket``.
+def apply_user(
+    admin: Any, user: str, secret: str, bucket: str, policy: str, wanted: dict[str, Any]
+) -> bool:
+    """Make ``user`` (with ``secret``) hold exactly ``policy``, whose document is ``wanted``.
 
     Idempotent, and read-only when nothing changed (several `up`s may run at once): the policy
     document, the user's secret and its mapping are each written only when they differ from the
-    wanted state. Returns whether anything was written.
+    wanted state. ``bucket`` is where the secret is probed (credentials_work). Returns whether
+    anything was written.
     """
     from minio.error import MinioAdminException
 
-    wanted = inference_policy(bucket)
     try:
         current = json.loads(admin.policy_info(policy))
     except MinioAdminException:  # no such policy yet
@@ -267,19 +288,40 @@ def apply_read_only_user(admin: Any, user: str, secret: str, bucket: str, policy
     return changed
 
 
+def apply_read_only_user(admin: Any, user: str, secret: str, bucket: str, policy: str) -> bool:
+    """Make ``user`` (with ``secret``) hold exactly ``policy`` = read objects of ``bucket``."""
+    return apply_user(admin, user, secret, bucket, policy, inference_policy(bucket))
+
+
+# Each service's MinIO user: (variable prefix, policy name, the policy's actions on the objects).
+# infra/services.sh gives each service its own user's credentials instead of the root ones.
+MINIO_USERS = (
+    ("VITRINE_INFERENCE_S3", INFERENCE_POLICY, READ_ACTIONS),  # inference workers, ingest
+    ("VITRINE_REVIEW_S3", REVIEW_POLICY, READ_ACTIONS),  # the review desk's photos
+    ("VITRINE_UPLOAD_S3", UPLOAD_POLICY, PUT_ACTIONS),  # the review desk's upload form
+)
+
+
 def ensure_minio_users() -> None:
-    """The inference service's user, VITRINE_INFERENCE_S3_ACCESS_KEY, with policy
-    vitrine-inference-read on VITRINE_BUCKET (infra/services.sh gives the workers these
-    credentials instead of the root ones)."""
+    """Every user of MINIO_USERS (``<prefix>_ACCESS_KEY`` / ``<prefix>_SECRET_KEY``), each holding
+    exactly its one policy on VITRINE_BUCKET."""
     bucket = env("VITRINE_BUCKET")
-    user = env("VITRINE_INFERENCE_S3_ACCESS_KEY")
-    secret = env("VITRINE_INFERENCE_S3_SECRET_KEY")
-    if user == env("VITRINE_S3_ACCESS_KEY"):
-        sys.exit("provision: VITRINE_INFERENCE_S3_ACCESS_KEY must differ from the root user")
-    if len(secret) < 8:
-        sys.exit("provision: VITRINE_INFERENCE_S3_SECRET_KEY needs at least 8 characters")
-    if apply_read_only_user(minio_admin(), user, secret, bucket, INFERENCE_POLICY):
-        log(f"minio user {user}: policy {INFERENCE_POLICY} = s3:GetObject on {bucket}/* (updated)")
+    root = env("VITRINE_S3_ACCESS_KEY")
+    users = [(env(f"{p}_ACCESS_KEY"), env(f"{p}_SECRET_KEY"), p, n, a) for p, n, a in MINIO_USERS]
+    seen: dict[str, str] = {}
+    for user, secret, prefix, _, _ in users:
+        if user == root:
+            sys.exit(f"provision: {prefix}_ACCESS_KEY must differ from the root user")
+        if user in seen:
+            sys.exit(f"provision: {prefix}_ACCESS_KEY and {seen[user]}_ACCESS_KEY are one user")
+        seen[user] = prefix
+        if len(secret) < 8:
+            sys.exit(f"provision: {prefix}_SECRET_KEY needs at least 8 characters")
+    admin = minio_admin()
+    for user, secret, _, policy, actions in users:
+        if apply_user(admin, user, secret, bucket, policy, object_policy(bucket, actions)):
+            allowed = " + ".join(actions)
+            log(f"minio user {user}: policy {policy} = {allowed} on {bucket}/* (updated)")
 
 
 COMMANDS = ("kafka-ready", "topics", "bucket", "minio-users")

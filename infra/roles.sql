@@ -9,10 +9,12 @@
 --     exhausting the server's connections;
 --   * vitrine_reader is the operator tools' read-only login (`vitrine status / cards / show`,
 --     the PostgreSQL side of `reprocess`): migration 0003 grants it CONNECT and SELECT on
---     product_cards, nothing else.
+--     product_cards, nothing else;
+--   * vitrine_review is the review desk's login (services/review): migration 0005 grants it
+--     SELECT on the cards, UPDATE of the review columns only, its sessions and the review log.
 -- Idempotent; passwords are re-set on every run so that they follow the environment. Values
--- arrive as psql variables (user, pw, db, sink_pw, reader_pw) and are quoted by format(%I/%L), never
--- spliced into SQL.
+-- arrive as psql variables (user, pw, db, sink_pw, reader_pw, review_pw) and are quoted by
+-- format(%I/%L), never spliced into SQL.
 SELECT format('CREATE ROLE %I', :'user')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user') \gexec
 SELECT format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L',
@@ -27,3 +29,7 @@ SELECT 'CREATE ROLE vitrine_reader'
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vitrine_reader') \gexec
 SELECT format('ALTER ROLE vitrine_reader WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT '
               'NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 8 PASSWORD %L', :'reader_pw') \gexec
+SELECT 'CREATE ROLE vitrine_review'
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vitrine_review') \gexec
+SELECT format('ALTER ROLE vitrine_review WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT '
+              'NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 16 PASSWORD %L', :'review_pw') \gexec

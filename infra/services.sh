@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Starts/stops vitrine's own services on top of the native stack (called by infra/stack).
 #
-#   infra/services.sh up        start ingest, sink and VITRINE_INFERENCE_PROCESSES inference
-#                               workers that are not running; wait until each has joined Kafka
+#   infra/services.sh up        start ingest, sink, the review desk and
+#                               VITRINE_INFERENCE_PROCESSES inference workers that are not
+#                               running; wait until each has joined Kafka (the desk: listens)
 #   infra/services.sh down      SIGTERM (workers finish or hand back their job), then SIGKILL
 #   infra/services.sh status    one line per process
 #
 # The services read their settings from VITRINE_* variables (infra/dev.env plus the environment:
 # e.g. VITRINE_PRESET, or VITRINE_MODEL_PATH/VITRINE_MMPROJ_PATH for an explicit model), except
 # credentials: each service gets only its own least-privilege ones (service_credentials below):
-# the sink VITRINE_SINK_PG_DSN[_FILE], the workers and ingest VITRINE_INFERENCE_S3_* (read-only).
+# the sink VITRINE_SINK_PG_DSN[_FILE], the workers and ingest VITRINE_INFERENCE_S3_* (read-only),
+# the review desk VITRINE_REVIEW_PG_DSN[_FILE], VITRINE_REVIEW_S3_* and VITRINE_UPLOAD_S3_*.
 # Logs: $VITRINE_STATE_DIR/logs/<name>.log, one JSON object per line.
 set -euo pipefail
 
@@ -53,6 +55,9 @@ CREDENTIAL_VARS=(
     VITRINE_INFERENCE_S3_SECRET_KEY_FILE
     VITRINE_SINK_PG_PASSWORD VITRINE_SINK_PG_DSN VITRINE_SINK_PG_DSN_FILE
     VITRINE_READER_PG_PASSWORD VITRINE_READER_PG_DSN
+    VITRINE_REVIEW_PG_PASSWORD VITRINE_REVIEW_PG_DSN VITRINE_REVIEW_PG_DSN_FILE
+    VITRINE_REVIEW_S3_ACCESS_KEY VITRINE_REVIEW_S3_SECRET_KEY VITRINE_REVIEW_S3_SECRET_KEY_FILE
+    VITRINE_UPLOAD_S3_ACCESS_KEY VITRINE_UPLOAD_S3_SECRET_KEY VITRINE_UPLOAD_S3_SECRET_KEY_FILE
     PGPASSWORD PGPASSFILE AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
 )
 
@@ -60,7 +65,10 @@ CREDENTIAL_VARS=(
 #   sink       VITRINE_PG_DSN from VITRINE_SINK_PG_DSN (role vitrine_sink), or the _FILE;
 #   inference  VITRINE_S3_ACCESS_KEY/SECRET_KEY from VITRINE_INFERENCE_S3_* (read-only user);
 #   ingest     the same read-only user (it reads the first bytes of uploads whose content type
-#              and name are both silent).
+#              and name are both silent);
+#   review     VITRINE_PG_DSN from VITRINE_REVIEW_PG_DSN (role vitrine_review), or the _FILE;
+#              VITRINE_S3_* from VITRINE_REVIEW_S3_* (read-only user vitrine-review, the photos);
+#              VITRINE_UPLOAD_S3_* as they are (put-only user vitrine-upload, the upload form).
 service_credentials() {
     case "$1" in
         services.sink)
@@ -76,6 +84,25 @@ service_credentials() {
                 echo "VITRINE_S3_SECRET_KEY_FILE=$VITRINE_INFERENCE_S3_SECRET_KEY_FILE"
             else
                 echo "VITRINE_S3_SECRET_KEY=$VITRINE_INFERENCE_S3_SECRET_KEY"
+            fi
+            ;;
+        services.review)
+            if [[ -n "${VITRINE_REVIEW_PG_DSN_FILE:-}" ]]; then
+                echo "VITRINE_PG_DSN_FILE=$VITRINE_REVIEW_PG_DSN_FILE"
+            else
+                echo "VITRINE_PG_DSN=$VITRINE_REVIEW_PG_DSN"
+            fi
+            echo "VITRINE_S3_ACCESS_KEY=$VITRINE_REVIEW_S3_ACCESS_KEY"
+            if [[ -n "${VITRINE_REVIEW_S3_SECRET_KEY_FILE:-}" ]]; then
+                echo "VITRINE_S3_SECRET_KEY_FILE=$VITRINE_REVIEW_S3_SECRET_KEY_FILE"
+            else
+                echo "VITRINE_S3_SECRET_KEY=$VITRINE_REVIEW_S3_SECRET_KEY"
+            fi
+            echo "VITRINE_UPLOAD_S3_ACCESS_KEY=$VITRINE_UPLOAD_S3_ACCESS_KEY"
+            if [[ -n "${VITRINE_UPLOAD_S3_SECRET_KEY_FILE:-}" ]]; then
+                echo "VITRINE_UPLOAD_S3_SECRET_KEY_FILE=$VITRINE_UPLOAD_S3_SECRET_KEY_FILE"
+            else
+                echo "VITRINE_UPLOAD_S3_SECRET_KEY=$VITRINE_UPLOAD_S3_SECRET_KEY"
             fi
             ;;
     esac
@@ -136,12 +163,17 @@ cmd_up() {
         wait_started "$name" "${STARTED[$name]}" || failed=1
     done
     cmd_status
+    if live_pid review >/dev/null; then
+        say "review desk: http://$VITRINE_REVIEW_HOST:$VITRINE_REVIEW_PORT/"
+    fi
     return "$failed"
 }
 
 cmd_down() {
     local pidfile name pid
-    for pidfile in "$RUN_DIR"/ingest.pid "$RUN_DIR"/inference-*.pid "$RUN_DIR"/sink.pid; do
+    # The desk first: no approval is taken while the pipeline behind it stops.
+    for pidfile in "$RUN_DIR"/review.pid "$RUN_DIR"/ingest.pid "$RUN_DIR"/inference-*.pid \
+        "$RUN_DIR"/sink.pid; do
         [[ -f "$pidfile" ]] || continue
         name="$(basename "$pidfile" .pid)"
         if pid="$(live_pid "$name")"; then
@@ -173,5 +205,5 @@ case "${1:-}" in
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
-    *) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -539,14 +539,22 @@ def test_status_json_reports_counts_lag_and_services(cards_ns: Namespace, tmp_pa
         (tmp_path / "run" / "sink.pid").write_text("999999999\n")  # a stale pid file
 
         result = run(env, "status", "--json")
-        assert result.returncode == 3, result.stderr  # sink and the worker are not running
+        assert result.returncode == 3, result.stderr  # sink, desk and worker are not running
         status = json.loads(result.stdout)
         services = {s["name"]: s for s in status["services"]}
+        assert list(services) == ["ingest", "sink", "review", "inference-1"]
         assert services["ingest"]["up"] is True and services["ingest"]["pid"] == ingest.proc.pid
         assert services["ingest"]["metrics_port"] == base + 1
         assert services["sink"]["state"] == "down" and services["sink"]["pid"] is None
+        assert services["review"]["state"] == "down" and services["review"]["metrics_port"] == (
+            base + 3
+        )
         assert services["inference-1"]["state"] == "down"
-        assert sorted(status["problems"]) == ["service inference-1 down", "service sink down"]
+        assert sorted(status["problems"]) == [
+            "service inference-1 down",
+            "service review down",
+            "service sink down",
+        ]
         assert all(s["up"] for s in status["servers"])
 
         cards = status["cards"]

@@ -135,6 +135,9 @@ def test_built_in_defaults_are_refused_in_production(
         ("VITRINE_PG_DSN", PostgresSettings),
         ("VITRINE_SINK_PG_DSN", PostgresSettings),
         ("VITRINE_READER_PG_DSN", PostgresSettings),
+        ("VITRINE_REVIEW_PG_DSN", PostgresSettings),
+        ("VITRINE_REVIEW_S3_SECRET_KEY", S3Settings),
+        ("VITRINE_UPLOAD_S3_SECRET_KEY", S3Settings),
     ],
 )
 def test_every_credential_of_dev_env_is_refused_in_production(
@@ -488,8 +491,15 @@ def test_sql_in_the_infra_scripts_cannot_be_spliced_by_the_shell() -> None:
             assert re.search(r"-f \"?(\$INFRA_DIR|infra)/roles\.sql", text), name
     assert found >= 2
     roles = (REPO / "infra" / "roles.sql").read_text()
-    assert set(re.findall(r":'(\w+)'", roles)) == {"user", "pw", "db", "sink_pw", "reader_pw"}
-    assert roles.count("PASSWORD %L'") == 3  # every password quoted by format() as a literal
+    assert set(re.findall(r":'(\w+)'", roles)) == {
+        "user",
+        "pw",
+        "db",
+        "sink_pw",
+        "reader_pw",
+        "review_pw",
+    }
+    assert roles.count("PASSWORD %L'") == 4  # every password quoted by format() as a literal
 
 
 # =================================================================================================

@@ -38,7 +38,7 @@ class OpsSettings(
         None, description="infra/stack's state dir; None = <repo>/.vitrine"
     )
     inference_processes: int = Field(1, ge=0, description="Workers infra/services.sh runs.")
-    # infra/services.sh: ingest base+1, sink base+2, inference-N base+9+N.
+    # infra/services.sh: ingest base+1, sink base+2, review base+3, inference-N base+9+N.
     metrics_base_port: int = Field(
         29100, description="infra/services.sh's metrics ports start here (vitrine/targets.py)."
     )

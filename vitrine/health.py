@@ -37,6 +37,7 @@ HANDLED_METRIC = {
     "ingest": "vitrine_ingest_events",
     "sink": "vitrine_sink_results",
     "inference": "vitrine_inference_jobs",
+    "review": "vitrine_review_published",  # approved cards sent to Kafka
 }
 
 
@@ -136,8 +137,9 @@ def metrics_port(settings: OpsSettings, name: str) -> int:
 
 
 def service_names(settings: OpsSettings) -> list[str]:
-    """ingest, sink and the configured workers, plus any other worker with a pid file."""
-    names = ["ingest", "sink"]
+    """ingest, sink, the review desk and the configured workers, plus any other worker with a
+    pid file (the order of ``vitrine.targets.instances``)."""
+    names = ["ingest", "sink", "review"]
     names += [f"inference-{i}" for i in range(1, settings.inference_processes + 1)]
     run_dir = settings.state_path / "run"
     extra = sorted(

@@ -14,13 +14,19 @@ import sys
 
 INGEST_OFFSET = 1
 SINK_OFFSET = 2
+REVIEW_OFFSET = 3
+"""The review desk (services/review): its /metrics; its web app is on VITRINE_REVIEW_PORT."""
 INFERENCE_OFFSET = 9
 """inference-N listens on base + 9 + N."""
 
 
 def instances(inference_processes: int) -> list[tuple[str, str, int]]:
     """``(name, module, metrics port offset)`` of every service the native stack runs."""
-    found = [("ingest", "services.ingest", INGEST_OFFSET), ("sink", "services.sink", SINK_OFFSET)]
+    found = [
+        ("ingest", "services.ingest", INGEST_OFFSET),
+        ("sink", "services.sink", SINK_OFFSET),
+        ("review", "services.review", REVIEW_OFFSET),
+    ]
     found += [
         (f"inference-{i}", "services.inference", INFERENCE_OFFSET + i)
         for i in range(1, inference_processes + 1)
@@ -34,6 +40,8 @@ def metrics_port(base: int, name: str) -> int:
         return base + INGEST_OFFSET
     if name == "sink":
         return base + SINK_OFFSET
+    if name == "review":
+        return base + REVIEW_OFFSET
     return base + INFERENCE_OFFSET + int(name.rsplit("-", 1)[1])
 
 
