@@ -50,6 +50,10 @@ NOT_PASSED = {
     "VITRINE_ENGINE": "only llama ships; stand-ins register in bench/ and tests/ processes",
     "VITRINE_S3_SECRET_KEY_FILE": "compose passes the secret; a secrets: override may set it",
     "VITRINE_PG_DSN_FILE": "compose passes the DSN; a secrets: override may set it",
+    "VITRINE_UPLOAD_S3_SECRET_KEY_FILE": "compose passes the secret; a secrets: override sets it",
+    # The native stack's state dir; the review desk reads it only to default its thumbnail cache,
+    # which compose sets (VITRINE_REVIEW_THUMB_DIR).
+    "VITRINE_STATE_DIR": "only the default of VITRINE_REVIEW_THUMB_DIR, which compose sets",
     # Fixed by the image, not a knob: read only to default VITRINE_MODELS_DIR, which compose sets.
     "VITRINE_CACHE_DIR": "only the default of VITRINE_MODELS_DIR, which compose sets",
 }
@@ -307,7 +311,7 @@ def exposed_metric_names() -> set[str]:
 
 
 def test_compose_config_validates_with_every_profile(config: dict[str, Any]) -> None:
-    assert {"kafka", "minio", "postgres", "setup", "ingest", "inference", "sink"} <= set(
+    assert {"kafka", "minio", "postgres", "setup", "ingest", "inference", "sink", "review"} <= set(
         config["services"]
     )
     assert {"inference-gpu", "prometheus", "grafana"} <= set(config["services"])
@@ -399,7 +403,12 @@ def test_every_setting_of_the_services_is_passed_to_them(
     services: dict[str, dict[str, Any]],
 ) -> None:
     modules = service_modules(services)
-    assert set(modules.values()) == {"services.ingest", "services.inference", "services.sink"}
+    assert set(modules.values()) == {
+        "services.ingest",
+        "services.inference",
+        "services.sink",
+        "services.review",
+    }
     for name, module in modules.items():
         wanted = settings_env_names(settings_class(module)) | direct_environ_reads(module)
         wanted |= direct_environ_reads("services.runtime")
@@ -437,6 +446,10 @@ def test_each_service_gets_only_its_own_credentials(services: dict[str, dict[str
         "VITRINE_PG_PASSWORD": {"setup"},
         "VITRINE_SINK_PG_PASSWORD": {"setup", "sink"},
         "VITRINE_READER_PG_PASSWORD": {"setup", "vitrine"},
+        # the review desk: its role, its read-only MinIO user and its put-only upload user
+        "VITRINE_REVIEW_PG_PASSWORD": {"setup", "review"},
+        "VITRINE_REVIEW_S3_SECRET_KEY": {"setup", "review"},
+        "VITRINE_UPLOAD_S3_SECRET_KEY": {"setup", "review"},
         "GRAFANA_ADMIN_PASSWORD": {"grafana"},
     }
     assert set(expected) <= set(secrets)
@@ -450,6 +463,43 @@ def test_each_service_gets_only_its_own_credentials(services: dict[str, dict[str
         env = services[name]["environment"]
         assert env["VITRINE_S3_ACCESS_KEY"] == secrets["VITRINE_INFERENCE_S3_ACCESS_KEY"]
         assert env["VITRINE_S3_ACCESS_KEY"] != secrets["VITRINE_S3_ACCESS_KEY"]
+    review = services["review"]["environment"]
+    assert urlsplit(review["VITRINE_PG_DSN"]).username == "vitrine_review"
+    assert review["VITRINE_S3_ACCESS_KEY"] == secrets["VITRINE_REVIEW_S3_ACCESS_KEY"]
+    assert review["VITRINE_UPLOAD_S3_ACCESS_KEY"] == secrets["VITRINE_UPLOAD_S3_ACCESS_KEY"]
+    # Three distinct MinIO users, none of them root, each handed to its own services only.
+    users = {
+        secrets[f"VITRINE_{who}_S3_ACCESS_KEY"] for who in ("INFERENCE", "REVIEW", "UPLOAD")
+    } | {secrets["VITRINE_S3_ACCESS_KEY"]}
+    assert len(users) == 4
+    for variable in ("VITRINE_REVIEW_S3_ACCESS_KEY", "VITRINE_UPLOAD_S3_ACCESS_KEY"):
+        assert holders(services, secrets[variable]) == {"setup", "review"}, variable
+    assert holders(services, secrets["VITRINE_INFERENCE_S3_ACCESS_KEY"]) == (
+        {"setup", "ingest"} | inference
+    )
+
+
+def test_review_desk_is_published_on_the_host_and_checked_on_its_web_port(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Listens on all of its container's addresses on port 8080, which compose publishes on
+    BIND_ADDRESS (127.0.0.1) : VITRINE_REVIEW_PORT; the healthcheck asks that port's /healthz."""
+    review = services["review"]
+    env = review["environment"]
+    assert env["VITRINE_REVIEW_HOST"] == "0.0.0.0"
+    container_port = int(env["VITRINE_REVIEW_PORT"])
+    example = read_env_file(ENV_EXAMPLE)
+    assert [(p["host_ip"], int(p["published"]), p["target"]) for p in review["ports"]] == [
+        ("127.0.0.1", int(example["VITRINE_REVIEW_PORT"]), container_port)
+    ]
+    test = review["healthcheck"]["test"]
+    url = urlsplit(test[test.index("--url") + 1])
+    assert (url.hostname, url.port, url.path) == ("127.0.0.1", container_port, "/healthz")
+    assert {"setup", "kafka", "minio", "postgres"} <= set(review["depends_on"])
+    # Its thumbnail cache is a volume mounted where VITRINE_REVIEW_THUMB_DIR says.
+    mounts = {v["target"]: v for v in review["volumes"]}
+    assert mounts[env["VITRINE_REVIEW_THUMB_DIR"]]["type"] == "volume"
+    assert "review=review:9100" in services["vitrine"]["environment"]["VITRINE_METRICS_TARGETS"]
 
 
 def test_long_running_services_have_healthchecks_that_gate_depends_on(
@@ -881,6 +931,30 @@ def test_healthcheck_probe(body: str, args: list[str], healthy: bool) -> None:
     try:
         proc = subprocess.run(
             ["python3", str(REPO / "infra/docker/healthcheck.py"), *args],
+            capture_output=True,
+            text=True,
+            env=clean_env({"VITRINE_METRICS_PORT": str(port)}),
+            timeout=30,
+        )
+    finally:
+        server.shutdown()
+    assert (proc.returncode == 0) is healthy, proc.stderr
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
+def test_healthcheck_probe_url(status: int, healthy: bool) -> None:
+    """--url (the review desk's /healthz): metrics answer and the URL answers 200."""
+    server, port = serve(
+        lambda path: (status, b"ok") if path == "/healthz" else (200, b"vitrine_x 1.0\n")
+    )
+    try:
+        proc = subprocess.run(
+            [
+                "python3",
+                str(REPO / "infra/docker/healthcheck.py"),
+                "--url",
+                f"http://127.0.0.1:{port}/healthz",
+            ],
             capture_output=True,
             text=True,
             env=clean_env({"VITRINE_METRICS_PORT": str(port)}),

@@ -2,6 +2,7 @@
 # Entry point of the vitrine image: the first argument picks the process.
 #
 #   ingest | inference | sink     the pipeline services (python -m services.<name>)
+#   review                        the review desk's web app (python -m services.review)
 #   setup                         one-shot provisioning: topics, bucket, users, roles, migrations
 #   healthcheck [ARGS]            probe this container's /metrics (infra/docker/healthcheck.py)
 #   /absolute/program [ARGS]      anything else in the image, e.g. /bin/bash, /usr/bin/psql
@@ -31,13 +32,13 @@ run() {
 }
 
 usage() {
-    sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 command="${1:-help}"
 shift || true
 case "$command" in
-    ingest | inference | sink) run python -m "services.$command" "$@" ;;
+    ingest | inference | sink | review) run python -m "services.$command" "$@" ;;
     setup) run "$APP_DIR/infra/docker/setup.sh" "$@" ;;
     healthcheck) run python "$APP_DIR/infra/docker/healthcheck.py" "$@" ;;
     help | --help | -h) usage ;;

@@ -5,9 +5,10 @@
 #
 #   1. Kafka answers; topics exist with their partition counts
 #   2. the bucket exists and sends its events to Kafka (the MinIO container names the target)
-#   3. the inference service's read-only MinIO user and its policy
-#   4. PostgreSQL: owner role, database, the sink's and the reader's roles (infra/roles.sql, as
-#      the superuser)
+#   3. the services' MinIO users and their policies: inference (read-only), the review desk's
+#      reader and its put-only upload user
+#   4. PostgreSQL: owner role, database, the sink's, the reader's and the review desk's roles
+#      (infra/roles.sql, as the superuser)
 #   5. migrations, as the owner role
 set -euo pipefail
 
@@ -36,6 +37,6 @@ say "postgres: roles and database $VITRINE_PG_DB"
 PGOPTIONS="-c client_min_messages=warning" psql "$VITRINE_PG_ADMIN_DSN" -X -q -v ON_ERROR_STOP=1 \
     -v user="$VITRINE_PG_USER" -v pw="$VITRINE_PG_PASSWORD" -v db="$VITRINE_PG_DB" \
     -v sink_pw="$VITRINE_SINK_PG_PASSWORD" -v reader_pw="$VITRINE_READER_PG_PASSWORD" \
-    -f infra/roles.sql
+    -v review_pw="$VITRINE_REVIEW_PG_PASSWORD" -f infra/roles.sql
 infra/migrate.sh
 say "done"
