@@ -178,8 +178,10 @@ class Desk:
         self.refs[key] = ref
         return ref
 
-    def seed(self, key: str, values: dict[str, Any] | None, **kw: Any) -> ObjectRef:
-        ref = self.put_photo(key, photo((30, 60, 200)))
+    def seed(
+        self, key: str, values: dict[str, Any] | None, data: bytes | None = None, **kw: Any
+    ) -> ObjectRef:
+        ref = self.put_photo(key, data or photo((30, 60, 200)))
         upsert([result(ref, values, **kw)])
         return ref
 

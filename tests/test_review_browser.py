@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from review_desk import DESCRIPTION, Desk, card, iter_desk, result, upsert
 
-from pipeline import ensure_stack
+from pipeline import REPO, ensure_stack
 
 pytestmark = pytest.mark.pipeline
 
@@ -70,25 +70,37 @@ def sign_in(page: Page, desk: Desk, role: str) -> None:
 
 
 def test_log_in_filter_and_open_a_card(desk: Desk, page: Page) -> None:
+    samples = sorted((REPO / "samples").glob("*.jpg"))
     for i, colour in enumerate(["azul", "verde", "preto"]):
         desk.seed(
-            f"browser/list-{i}.jpg",
+            f"{desk.ns.name}/list-{i}.jpg",
             card(f"Garrafa térmica {colour} de aço", colour=colour),
+            samples[i % len(samples)].read_bytes(),
             flagged=i == 1,
         )
-    target = desk.seed("browser/kettle.jpg", card("Chaleira elétrica inconfundível"))
+    target = desk.seed(
+        f"{desk.ns.name}/kettle.jpg",
+        card("Chaleira elétrica inconfundível"),
+        samples[-1].read_bytes(),
+    )
     sign_in(page, desk, "reviewer")
-    page.fill("input[name=prefix]", "browser/")
+    page.fill("input[name=prefix]", f"{desk.ns.name}/")
     page.click("button:has-text('Filter')")
     expect(page.locator("tr[data-href]")).to_have_count(4)
     expect(page.locator(".flag")).to_have_count(1)
-    expect(page.locator("td.thumb img").first).to_have_js_property("naturalWidth", 160)
+    page.wait_for_function(
+        "[...document.querySelectorAll('td.thumb img')].every(i => i.complete && i.naturalWidth)"
+    )
+    widths = page.eval_on_selector_all("td.thumb img", "imgs => imgs.map(i => i.naturalWidth)")
+    assert len(widths) == 4 and max(widths) == 160  # generated renditions, longest side 160
     shot(page, "review-list")
     page.fill("input[name=q]", "inconfundível")
     page.press("input[name=q]", "Enter")
+    page.wait_for_url("**q=*")
+    page.wait_for_load_state("load")  # desk.js (deferred) has run: the shortcuts are live
     expect(page.locator("tr[data-href]")).to_have_count(1)
-    page.locator("body").press("Escape")
     page.keyboard.press("j")  # select the first row, Enter opens it
+    expect(page.locator("tr.selected")).to_have_count(1)
     page.keyboard.press("Enter")
     expect(page.locator("#product_name")).to_have_value("Chaleira elétrica inconfundível")
     assert target.key in page.url
@@ -184,7 +196,7 @@ def test_a_forged_post_without_a_csrf_token_is_refused(desk: Desk, page: Page) -
 def test_hostile_model_output_is_text_in_the_browser(desk: Desk, page: Page) -> None:
     hostile = '"><script>alert("name")</script><img src=x onerror=alert(1)>'
     ref = desk.seed(
-        "browser/hostile.jpg",
+        f"{desk.ns.name}/hostile.jpg",
         card(
             f"Garrafa {hostile}",
             description_long=f"{DESCRIPTION} {hostile}",
@@ -192,7 +204,7 @@ def test_hostile_model_output_is_text_in_the_browser(desk: Desk, page: Page) -> 
         ),
     )
     sign_in(page, desk, "reviewer")
-    page.goto(f"{desk.url}/?prefix=browser/hostile")
+    page.goto(f"{desk.url}/?prefix={desk.ns.name}/hostile")
     expect(page.locator("a.name")).to_have_text(f"Garrafa {hostile}")
     page.goto(f"{desk.url}/cards/{desk.bucket}/{ref.key}")
     expect(page.locator("#product_name")).to_have_value(f"Garrafa {hostile}")
