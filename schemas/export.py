@@ -21,7 +21,7 @@ from typing import Any
 
 from schemas.card import card_json_schema, default_taxonomy
 from schemas.language import PT_BR
-from schemas.messages import CardResult, ImageJob
+from schemas.messages import ApprovedCard, CardResult, ImageJob
 from schemas.taxonomy import Taxonomy
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
@@ -30,6 +30,7 @@ EXPORTS: dict[str, Callable[[], dict[str, Any]]] = {
     "product_card.schema.json": card_json_schema,
     "image_job.schema.json": ImageJob.model_json_schema,
     "card_result.schema.json": CardResult.model_json_schema,
+    "approved_card.schema.json": ApprovedCard.model_json_schema,
 }
 
 

@@ -4,15 +4,17 @@ outbox to vitrine.cards.approved, regeneration back to pending, uploads, escapin
 from __future__ import annotations
 
 import io
+import json
 import re
 from collections.abc import Iterator
 
 import httpx
+import jsonschema
 import pytest
 from PIL import Image
 from review_desk import DESCRIPTION, Desk, card, iter_desk, photo, result, upsert
 
-from pipeline import ensure_stack
+from pipeline import REPO, ensure_stack
 from schemas.messages import CardStatus
 
 pytestmark = pytest.mark.pipeline
@@ -204,6 +206,9 @@ def test_approval_is_published_with_ai_generated_and_the_edit_flag(desk: Desk) -
     messages = {m["key"]: m for m in desk.approved_messages(want=2)}
     one = messages[f"{desk.bucket}/{plain.key}"]
     two = messages[f"{desk.bucket}/{edited.key}"]
+    schema = json.loads((REPO / "schemas/json/approved_card.schema.json").read_text())
+    for message in (one, two):  # consumers validate against the exported contract
+        jsonschema.validate({k: v for k, v in message.items() if k != "key"}, schema)
     assert one["ai_generated"] is True and two["ai_generated"] is True
     assert one["edited"] is False and one["edited_fields"] == []
     assert two["edited"] is True and two["edited_fields"] == ["color_primary"]
