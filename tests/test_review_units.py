@@ -208,3 +208,30 @@ def test_templates_escape_model_output_in_text_and_attributes() -> None:
     assert "<script>alert" not in html
     assert "' onmouseover='" not in html and '"><script>' not in html
     assert "&lt;script&gt;" in html
+
+
+def test_the_desks_connections_send_small_responses_without_nagles_delay() -> None:
+    """asyncio turns TCP_NODELAY on only for sockets created as IPPROTO_TCP."""
+    import asyncio
+    import socket
+
+    from services.review.server import listening_socket
+
+    async def accepted_nodelay() -> int:
+        sock = listening_socket("127.0.0.1", 0)
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                raw = transport.get_extra_info("socket")
+                seen.set_result(raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname())
+        try:
+            return await asyncio.wait_for(seen, 5)
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(accepted_nodelay()) == 1
