@@ -225,8 +225,12 @@ class Desk:
             key,
         )
 
-    def approved_messages(self, timeout: float = 30, want: int = 1) -> list[dict[str, Any]]:
-        """Every message on the desk's approved topic (from the start), once ``want`` arrived."""
+    def approved_messages(
+        self, timeout: float = 30, want: int = 1, keys: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        """Every message on the desk's approved topic (from the start), once ``want`` arrived
+        and one for each object key of ``keys``."""
+        wanted = {f"{self.bucket}/{k}" for k in keys}
 
         async def read() -> list[dict[str, Any]]:
             consumer = AIOKafkaConsumer(
@@ -240,7 +244,9 @@ class Desk:
             out: list[dict[str, Any]] = []
             try:
                 deadline = time.monotonic() + timeout
-                while len(out) < want and time.monotonic() < deadline:
+                while time.monotonic() < deadline and (
+                    len(out) < want or not wanted <= {m["key"] for m in out}
+                ):
                     batch = await consumer.getmany(timeout_ms=500)
                     for records in batch.values():
                         out += [{"key": r.key.decode(), **json.loads(r.value)} for r in records]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -203,7 +204,7 @@ def test_approval_is_published_with_ai_generated_and_the_edit_flag(desk: Desk) -
             answer = api.post(f"/v1/cards/{desk.bucket}/{ref.key}/approve", json={"note": "ok"})
             assert answer.status_code == 200, answer.text
             assert answer.json()["review_state"] == "approved"
-    messages = {m["key"]: m for m in desk.approved_messages(want=2)}
+    messages = {m["key"]: m for m in desk.approved_messages(keys=[plain.key, edited.key])}
     one = messages[f"{desk.bucket}/{plain.key}"]
     two = messages[f"{desk.bucket}/{edited.key}"]
     schema = json.loads((REPO / "schemas/json/approved_card.schema.json").read_text())
@@ -372,3 +373,96 @@ def test_openapi_documents_the_v1_contract(desk: Desk) -> None:
     schemas = spec["components"]["schemas"]
     assert {"CardView", "CardPage", "UploadAccepted", "CardEdit", "ProductCard"} <= set(schemas)
     assert httpx.get(f"{desk.url}/docs").status_code == 200
+
+
+def jobs_for(desk: Desk, key: str, timeout: float = 20) -> list[dict[str, object]]:
+    """ImageJobs on the namespace's jobs topic for ``key``."""
+    from aiokafka import AIOKafkaConsumer
+    from review_desk import run_async
+
+    async def read() -> list[dict[str, object]]:
+        consumer = AIOKafkaConsumer(
+            desk.ns.env["VITRINE_TOPIC_JOBS"],
+            bootstrap_servers="127.0.0.1:29092",
+            auto_offset_reset="earliest",
+            group_id=None,
+        )
+        await consumer.start()
+        found: list[dict[str, object]] = []
+        try:
+            deadline = time.monotonic() + timeout
+            while not found and time.monotonic() < deadline:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    found += [
+                        json.loads(r.value)
+                        for r in records
+                        if r.key == f"{desk.bucket}/{key}".encode()
+                    ]
+        finally:
+            await consumer.stop()
+        return found
+
+    return run_async(read)
+
+
+def test_regenerate_sends_the_object_back_to_the_workers(desk: Desk) -> None:
+    ref = desk.seed("regen-send/one.jpg", card("Garrafa para gerar de novo"))
+    client = desk.login("reviewer")
+    url = f"/cards/{desk.bucket}/{ref.key}"
+    answer = client.post(
+        url,
+        data={"action": "regenerate", "note": "cor errada", "csrf": csrf_of(client.get(url).text)},
+    )
+    assert answer.status_code == 303
+    [job] = jobs_for(desk, ref.key)
+    assert job["object"]["etag"] == ref.etag and job["attempt"] == 2
+    [event] = desk.reviews(ref.key)
+    assert event["decision"] == "regenerate" and event["note"] == "cor errada"
+
+
+def test_bulk_approval_is_for_admins_and_approves_only_the_pending_matches(desk: Desk) -> None:
+    refs = [desk.seed(f"bulk/item-{i}.jpg", card(f"Garrafa em lote {i}")) for i in range(4)]
+    desk.seed("bulk/failed.jpg", None, status=CardStatus.failed)
+    with desk.api("reviewer") as api:
+        api.post(f"/v1/cards/{desk.bucket}/{refs[0].key}/reject", json={"note": "não"})
+    reviewer = desk.login("reviewer")
+    page = reviewer.get("/", params={"prefix": "bulk/"})
+    assert 'id="bulk-approve"' not in page.text
+    refused = reviewer.post("/bulk-approve", data={"csrf": csrf_of(page.text), "prefix": "bulk/"})
+    assert refused.status_code == 403
+    admin = desk.login("admin")
+    page = admin.get("/", params={"prefix": "bulk/", "bucket": desk.bucket})
+    assert 'id="bulk-approve"' in page.text
+    done = admin.post(
+        "/bulk-approve",
+        data={"csrf": csrf_of(page.text), "prefix": "bulk/", "bucket": desk.bucket},
+    )
+    assert done.status_code == 303 and "Approved+3+cards" in done.headers["location"]
+    states = {r.key: desk.row(r.key)["review_state"] for r in refs}
+    assert states == {
+        refs[0].key: "rejected",  # decided already: not approved blind
+        refs[1].key: "approved",
+        refs[2].key: "approved",
+        refs[3].key: "approved",
+    }
+    assert desk.row("bulk/failed.jpg")["review_state"] == "pending"
+    keys = {m["key"] for m in desk.approved_messages(keys=[r.key for r in refs[1:]])}
+    assert {f"{desk.bucket}/{r.key}" for r in refs[1:]} <= keys
+
+
+def test_a_revoked_token_and_a_removed_user_lose_access(desk: Desk) -> None:
+    from review_desk import DEFAULT_DSN
+
+    from vitrine import users
+
+    name, _ = desk.user("viewer", f"leaving-{desk.ns.name}")
+    token = users.create_token(DEFAULT_DSN, name, "ci")
+    session = desk.login("viewer")
+    with httpx.Client(base_url=desk.url, headers={"Authorization": f"Bearer {token}"}) as api:
+        assert api.get("/v1/cards", params={"limit": 1}).status_code == 200
+        users.revoke_token(DEFAULT_DSN, name, "ci")
+        assert api.get("/v1/cards", params={"limit": 1}).status_code == 401
+    assert session.get("/").status_code == 200
+    users.remove(DEFAULT_DSN, f"viewer-{desk.ns.name}")
+    assert session.get("/").status_code == 303  # the session went with the account
+    desk.user("viewer")  # put it back for the tests after this one

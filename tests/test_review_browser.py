@@ -147,7 +147,7 @@ def test_a_valid_edit_and_approve_land_in_sql_the_reviews_and_the_topic(
         ("edit", ["product_name", "features_list"]),
         ("approve", ["product_name", "features_list"]),
     ]
-    messages = desk.approved_messages(want=1)
+    messages = desk.approved_messages(keys=[ref.key])
     [message] = [m for m in messages if m["object"]["key"] == ref.key]
     assert message["ai_generated"] is True and message["edited"] is True
     assert message["card"]["product_name"] == "Garrafa térmica de aço inox 500 ml"
