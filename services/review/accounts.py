@@ -90,6 +90,10 @@ async def login(conn: AsyncConnection[Any], username: str, password: str) -> Use
 async def open_session(conn: AsyncConnection[Any], user: User, hours: float) -> tuple[str, str]:
     """A new session: (the cookie's token, its CSRF token)."""
     token, csrf = new_token(), new_token()
+    await conn.execute(  # the user's expired sessions go as a new one comes
+        "DELETE FROM review_sessions WHERE username = %s AND expires_at <= now()",
+        (user.username,),
+    )
     await conn.execute(
         "INSERT INTO review_sessions (token_hash, username, csrf_token, expires_at) "
         "VALUES (%s, %s, %s, %s)",
