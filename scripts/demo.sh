@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end on the bundled samples:
-#   set up → start Kafka, MinIO, PostgreSQL and the three services → upload samples/*.jpg to the
-#   bucket with an S3 tool (mc) → wait for their rows → print the cards from PostgreSQL.
+#   set up → start Kafka, MinIO, PostgreSQL, the three services and the review desk → upload
+#   samples/*.jpg to the bucket with an S3 tool (mc) → wait for their rows → print the cards from
+#   PostgreSQL → print the review desk's address and a login (reviewer "demo", its password reset
+#   on every run).
 #
 # Uses the default model preset, pulling it from the hub when reachable.  Where the hub is not
 # reachable (offline machines, CI), it falls back to real Gemma 3 270M weights with a random vision
@@ -44,7 +46,14 @@ prefix="demo-$(date +%Y%m%d-%H%M%S)"
 "$MC" cp --quiet samples/*.jpg "vitrine/$VITRINE_BUCKET/$prefix/"
 echo "uploaded $(ls samples/*.jpg | wc -l) photos to s3://$VITRINE_BUCKET/$prefix/; waiting for cards ..."
 
-exec $PY - "$prefix" <<'PY'
+# A reviewer account for the desk, made (or its password reset) as the database owner
+# (VITRINE_PG_DSN from infra/dev.env); the generated password is printed at the end.
+desk_password="$("$VITRINE" users add demo --role reviewer --generate --replace |
+  sed -n 's/^password: //p')"
+
+# The cards; exit status 0 when every photo has its row, 1 otherwise (the demo's own).
+status=0
+$PY - "$prefix" <<'PY' || status=$?
 import os, sys, time
 import psycopg
 prefix, dsn = sys.argv[1], os.environ["VITRINE_PG_DSN"]
@@ -82,3 +91,24 @@ for key, status, reason, detail, name, cat, colour, desc, feats, model, t, attrs
 print(f"\n{len(rows)}/{expected} cards in product_cards (psql \"$VITRINE_PG_DSN\" to query them)")
 sys.exit(0 if len(rows) == expected else 1)
 PY
+
+host="$VITRINE_REVIEW_HOST"
+case "$host" in 0.0.0.0 | "::") host=127.0.0.1 ;; *:*) host="[$host]" ;; esac
+desk="http://$host:$VITRINE_REVIEW_PORT"
+if command -v curl >/dev/null; then
+  answers() { curl -fsS --max-time 5 -o /dev/null "$1"; }
+else
+  answers() { $PY -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' "$1"; }
+fi
+if answers "$desk/healthz"; then
+  cat <<MSG
+
+Review desk: $desk/  (user demo, password $desk_password)
+  photo beside card: edit, approve (a), reject (r), j/k for the next/previous card
+  API: curl -H "Authorization: Bearer \$($VITRINE users token demo --name mine)" "$desk/v1/cards?limit=5"
+       (a token is shown once; --revoke drops it); OpenAPI at $desk/docs
+MSG
+else
+  echo "demo: the review desk does not answer at $desk/healthz (vitrine logs review)" >&2
+fi
+exit "$status"
