@@ -330,7 +330,9 @@ def down() -> None:
 def logs(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="kafka, minio, postgres, ingest, sink, inference-N (default: all)."),
+        typer.Argument(
+            help="kafka, minio, postgres, ingest, sink, review, inference-N (default: all)."
+        ),
     ] = None,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
