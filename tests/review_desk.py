@@ -281,6 +281,7 @@ def start_desk(log_dir: Path, **env: str) -> Desk:
         "VITRINE_MIN_DESCRIPTION_WORDS": str(MIN_WORDS),
         "VITRINE_REVIEW_THUMB_DIR": str(log_dir / "thumbs"),
         "VITRINE_REVIEW_PUBLISH_INTERVAL_S": "1",
+        "VITRINE_REVIEW_TRUSTED_PROXIES": "127.0.0.1",  # the TLS-proxy test speaks as one
         **env,
     }
     service = Service("review", "services.review", desk_env, log_dir / "review.log").start()

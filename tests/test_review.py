@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import socket
 import time
 from collections.abc import Iterator
 
@@ -466,3 +467,87 @@ def test_a_revoked_token_and_a_removed_user_lose_access(desk: Desk) -> None:
     users.remove(DEFAULT_DSN, f"viewer-{desk.ns.name}")
     assert session.get("/").status_code == 303  # the session went with the account
     desk.user("viewer")  # put it back for the tests after this one
+
+
+def test_an_upload_body_is_read_only_after_the_caller_and_only_up_to_the_limit(
+    desk: Desk,
+) -> None:
+    jpeg = photo((200, 30, 30))
+    with httpx.Client(base_url=desk.url, timeout=30) as anonymous:
+        refused = anonymous.post("/v1/images", files={"file": ("m.jpg", jpeg, "image/jpeg")})
+        assert refused.status_code == 401
+    with desk.api("reviewer") as api:
+        token = api.headers["authorization"]
+        host, port = desk.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(  # 50 MB declared, none of it sent: the answer comes anyway
+                f"POST /v1/images HTTP/1.1\r\nHost: {host}\r\nAuthorization: {token}\r\n"
+                "Content-Type: multipart/form-data; boundary=b\r\n"
+                f"Content-Length: {50 * 1024 * 1024}\r\n\r\n".encode()
+            )
+            assert raw.recv(200).startswith(b"HTTP/1.1 413")
+
+        def endless() -> Iterator[bytes]:  # chunked, no length: cut off at the limit
+            yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n'
+            yield b"Content-Type: image/jpeg\r\n\r\n"
+            for _ in range(100):
+                yield b"\0" * 65536
+
+        streamed = api.post(
+            "/v1/images",
+            content=endless(),
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        )
+        assert streamed.status_code == 413
+
+
+def test_reviewers_upload_from_the_list_page(desk: Desk) -> None:
+    client = desk.login("reviewer")
+    page = client.get("/")
+    assert 'id="upload"' in page.text
+    files = {"file": ("caneca.jpg", photo((10, 40, 200)), "image/jpeg")}
+    forged = client.post("/upload", files=files, data={"prefix": "page-upload"})
+    assert forged.status_code == 403
+    answer = client.post(
+        "/upload", files=files, data={"prefix": "page-upload", "csrf": csrf_of(page.text)}
+    )
+    assert answer.status_code == 303 and "Uploaded" in answer.headers["location"]
+    key = re.search(r"prefix=([^&]+)", answer.headers["location"]).group(1)  # type: ignore[union-attr]
+    from urllib.parse import unquote_plus
+
+    from pipeline import s3_client
+
+    head = s3_client(desk.ns.env).head_object(Bucket=desk.bucket, Key=unquote_plus(key))
+    assert head["ContentType"] == "image/jpeg"
+    text = client.post(
+        "/upload",
+        files={"file": ("notes.txt", b"hello", "text/plain")},
+        data={"csrf": csrf_of(page.text)},
+    )
+    assert text.status_code == 303 and "error=1" in text.headers["location"]
+    viewer = desk.login("viewer")
+    assert 'id="upload"' not in viewer.get("/").text
+
+
+def test_an_approval_that_makes_no_valid_message_does_not_hold_back_the_others(
+    desk: Desk,
+) -> None:
+    import psycopg
+    from review_desk import DEFAULT_DSN
+
+    broken = desk.seed("outbox/broken.jpg", card("Garrafa que quebra a mensagem"))
+    good = desk.seed("outbox/good.jpg", card("Garrafa que segue"))
+    with psycopg.connect(DEFAULT_DSN) as conn:  # an approval whose card was mangled by hand
+        conn.execute(
+            "INSERT INTO card_reviews (bucket, object_key, reviewer, decision, after) "
+            "VALUES (%s, %s, 'someone', 'approve', '{\"product_name\": 1}')",
+            (desk.bucket, broken.key),
+        )
+    with desk.api("reviewer") as api:
+        assert api.post(f"/v1/cards/{desk.bucket}/{good.key}/approve", json={}).status_code == 200
+    keys = {m["key"] for m in desk.approved_messages(keys=[good.key])}
+    assert f"{desk.bucket}/{good.key}" in keys
+    assert f"{desk.bucket}/{broken.key}" not in keys
+    [stuck] = desk.reviews(broken.key)
+    assert stuck["published_at"] is None  # still there, to be seen and fixed
+    assert any(e.get("event") == "review.unpublishable" for e in desk.service.events())

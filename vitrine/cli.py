@@ -440,7 +440,7 @@ def _validated(make: Any) -> Any:
 @app.command()
 def config(
     service: Annotated[
-        str, typer.Option(help="ingest, inference, sink, or vitrine (these commands).")
+        str, typer.Option(help="ingest, inference, sink, review, or vitrine (these commands).")
     ] = "vitrine",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per variable.")] = False,
 ) -> None:
@@ -462,10 +462,11 @@ def config(
     for line in lines:
         table.add_row(line.variable, line.value, line.source, line.description)
     out.print(table)
-    if service in ("sink", "inference"):
+    if service in ("sink", "inference", "review"):
         err.print(
             "note: infra/services.sh gives this service its own credentials "
-            "(VITRINE_SINK_PG_* / VITRINE_INFERENCE_S3_*) in place of the ones shown",
+            "(VITRINE_SINK_PG_* / VITRINE_INFERENCE_S3_* / VITRINE_REVIEW_*) in place of the "
+            "ones shown",
             highlight=False,
         )
 

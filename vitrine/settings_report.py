@@ -26,6 +26,7 @@ SERVICES = {
     "ingest": "services.ingest.settings:IngestSettings",
     "inference": "services.inference.settings:InferenceSettings",
     "sink": "services.sink.settings:SinkSettings",
+    "review": "services.review.settings:ReviewSettings",
     "vitrine": "vitrine.config:OpsSettings",
 }
 """Each service's one settings class (``vitrine``: the operator commands)."""

@@ -1,9 +1,11 @@
 """Accounts, sessions and API tokens of the desk, and the login rate limit.
 
-Passwords are argon2id hashes (argon2-cffi's defaults, re-hashed on login when the parameters
-change).  A session or an API token is 32 random bytes handed to the client once; the database
-keeps only their SHA-256, so a copy of the tables opens nothing.  Roles are ordered: a viewer
-reads, a reviewer also edits, decides and uploads, an admin also approves a filtered set at once.
+Passwords are argon2id hashes (argon2-cffi's defaults; a hash made with older parameters still
+verifies, and `vitrine users passwd` writes one with the current ones: the desk's role may
+not write password hashes).  A session or an API token is 32 random bytes handed to the
+client once; the database keeps only their SHA-256, so a copy of the tables opens nothing.
+Roles are ordered: a viewer reads, a reviewer also edits, decides and uploads, an admin also
+approves a filtered set at once.
 """
 
 from __future__ import annotations
@@ -64,10 +66,6 @@ def verify_password(stored: str | None, password: str) -> bool:
         return False
 
 
-def needs_rehash(stored: str) -> bool:
-    return _hasher.check_needs_rehash(stored)
-
-
 def new_token() -> str:
     return secrets.token_urlsafe(32)
 
@@ -90,10 +88,8 @@ async def login(conn: AsyncConnection[Any], username: str, password: str) -> Use
 async def open_session(conn: AsyncConnection[Any], user: User, hours: float) -> tuple[str, str]:
     """A new session: (the cookie's token, its CSRF token)."""
     token, csrf = new_token(), new_token()
-    await conn.execute(  # the user's expired sessions go as a new one comes
-        "DELETE FROM review_sessions WHERE username = %s AND expires_at <= now()",
-        (user.username,),
-    )
+    # expired sessions (everyone's) go as a new one comes: the table holds live ones only
+    await conn.execute("DELETE FROM review_sessions WHERE expires_at <= now()")
     await conn.execute(
         "INSERT INTO review_sessions (token_hash, username, csrf_token, expires_at) "
         "VALUES (%s, %s, %s, %s)",

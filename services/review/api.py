@@ -7,11 +7,10 @@ Auth: ``Authorization: Bearer <token>`` (``vitrine users token``), or the desk's
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from minio.error import S3Error
 
@@ -64,31 +63,60 @@ def _refusal(exc: Exception) -> ApiProblem:
     raise exc
 
 
-@router.post("/images", status_code=202, response_model=UploadAccepted, responses=PROBLEMS)
-async def upload_image(
-    request: Request,
-    file: Annotated[UploadFile, File(description="The photo (JPEG, PNG, WebP, ...).")],
-    key: Annotated[str | None, Form(description="Object key; default: uploads/<date>/…")] = None,
-    prefix: Annotated[str, Form(description="Prefix of a generated key.")] = "uploads",
-) -> JSONResponse:
-    """Put a photo into the bucket; the pipeline takes it from there.  Follow ``status_url``."""
+UPLOAD_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The photo (JPEG, PNG, WebP, ...).",
+                        },
+                        "key": {
+                            "type": "string",
+                            "description": "Object key; default: <prefix>/<date>/<id>-<name>.",
+                        },
+                        "prefix": {
+                            "type": "string",
+                            "default": "uploads",
+                            "description": "Prefix of a generated key.",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/images",
+    status_code=202,
+    response_model=UploadAccepted,
+    responses=PROBLEMS,
+    openapi_extra=UPLOAD_FORM,
+)
+async def upload_image(request: Request) -> JSONResponse:
+    """Put a photo into the bucket; the pipeline takes it from there.  Follow ``status_url``.
+
+    The caller is checked before the body is read, and the body is read only up to the image
+    limit (VITRINE_IMAGE_MAX_BYTES): a stranger cannot make the desk receive 200 MB."""
     user = await api_user(request, Role.reviewer)
     desk = desk_of(request)
-    limit = desk.settings.image_max_bytes
-    data = await file.read(limit + 1)
     try:
-        content_type = uploads.check(data, file.content_type, file.filename, limit)
-        object_key = uploads.object_key(file.filename, prefix, key)
-        exists: bool = bool(key) and await asyncio.to_thread(_exists, desk, object_key)
-        if exists:
-            raise uploads.UploadRefused(409, "exists", f"{object_key} is already in the bucket")
-        stored = await asyncio.to_thread(
-            uploads.store, desk.uploads, desk.settings.bucket, object_key, data, content_type
+        received = await uploads.read_form(request, desk.settings.image_max_bytes)
+        stored = await desk.upload(
+            received, received.fields.get("key"), received.fields.get("prefix") or "uploads"
         )
     except uploads.UploadRefused as exc:
         raise ApiProblem(exc.status, exc.code, str(exc)) from None
     except S3Error as exc:  # the bucket refused (the upload user's policy, a missing bucket)
-        log.error("review.upload_refused", extra={"key": object_key, "code": exc.code})
+        log.error("review.upload_refused", extra={"code": exc.code})
         raise ApiProblem(
             502, "storage_refused", f"the bucket refused the upload: {exc.code}"
         ) from None
@@ -112,16 +140,6 @@ async def upload_image(
     return JSONResponse(
         body.model_dump(mode="json"), status_code=202, headers={"Location": body.status_url}
     )
-
-
-def _exists(desk: Desk, key: str) -> bool:
-    try:
-        desk.images.stat_object(desk.settings.bucket, key)
-        return True
-    except S3Error as exc:
-        if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
-            return False
-        raise
 
 
 @router.get("/cards", response_model=CardPage, responses=PROBLEMS)
@@ -173,7 +191,7 @@ async def get_card(request: Request, bucket: str, key: str) -> CardView:
     view = await desk.card(bucket, key)
     if view is not None:
         return view
-    if bucket == desk.settings.bucket and await asyncio.to_thread(_exists, desk, key):
+    if bucket == desk.settings.bucket and await desk.exists(key):
         return CardView(bucket=bucket, key=key, status="uploaded")
     raise ApiProblem(404, "not_found", f"no object {bucket}/{key}")
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from minio import Minio
+from minio.error import S3Error
 from psycopg_pool import AsyncConnectionPool
 
 from schemas.api import CardView, ReviewEvent
@@ -27,6 +28,7 @@ from schemas.messages import Checks, ImageJob, ObjectRef
 from schemas.taxonomy import Taxonomy
 from services.inference.preprocess import ImageLimits
 from services.review import images, listing
+from services.review import uploads as upload_rules
 from services.review.accounts import LoginLimiter
 from services.review.decisions import effective
 from services.review.edits import changed_fields
@@ -134,6 +136,42 @@ class Desk:
         ref = object_ref(row)
         return await asyncio.to_thread(
             images.rendition, self.images, self.settings.thumb_dir, ref, side, self.limits
+        )
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.images.stat_object(self.settings.bucket, key)
+            return True
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                return False
+            raise
+
+    async def exists(self, key: str) -> bool:
+        """Whether the pipeline's bucket has ``key`` (a HEAD with the read-only user)."""
+        return await asyncio.to_thread(self._exists, key)
+
+    async def upload(
+        self, received: upload_rules.Received, key: str | None, prefix: str
+    ) -> upload_rules.Stored:
+        """Check a received photo against ingest's limits and put it into the bucket with the
+        put-only user; a given key that exists is refused (409), never overwritten."""
+        limit = self.settings.image_max_bytes
+        content_type = upload_rules.check(
+            received.data, received.content_type, received.filename, limit
+        )
+        object_key = upload_rules.object_key(received.filename, prefix, key)
+        if key and await self.exists(object_key):
+            raise upload_rules.UploadRefused(
+                409, "exists", f"{object_key} is already in the bucket"
+            )
+        return await asyncio.to_thread(
+            upload_rules.store,
+            self.uploads,
+            self.settings.bucket,
+            object_key,
+            received.data,
+            content_type,
         )
 
     async def enqueue_regeneration(self, bucket: str, key: str) -> None:

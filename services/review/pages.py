@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from minio.error import S3Error
 
-from services.review import decisions, listing
+from services.review import decisions, listing, uploads
 from services.review.accounts import Role, close_session, login, open_session
 from services.review.api import desk_of
 from services.review.desk import Desk, card_view
@@ -56,7 +58,24 @@ def image_url(size: str, bucket: str, key: str) -> str:
     return f"/images/{size}/{quote(bucket, safe='')}/{quote(key, safe='/')}"
 
 
+def shown(value: Any) -> Any:
+    """A card field as a person reads it: lists one item after another, attributes as
+    ``name: value`` (numbers with their unit), not Python's notation."""
+    if isinstance(value, list):
+        return "; ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        parts = [
+            f"{k}: {v['value']} {v['unit']}"
+            if isinstance(v, dict) and "value" in v
+            else f"{k}: {v}"
+            for k, v in value.items()
+        ]
+        return ", ".join(parts) or "—"
+    return value
+
+
 templates.globals.update(card_url=card_url, image_url=image_url)
+templates.filters["shown"] = shown
 
 
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -179,6 +198,7 @@ async def list_page(request: Request) -> Response:
         roots=[r.name for r in desk.tree.roots],
         error=error,
         message=request.query_params.get("msg"),
+        error_flash=request.query_params.get("error") == "1",
         bulk_max=desk.settings.review_bulk_max,
         can_review=session.user.can(Role.reviewer),
         can_bulk=session.user.can(Role.admin),
@@ -203,6 +223,38 @@ async def bulk_approve(request: Request) -> Response:
     return RedirectResponse("/?" + urlencode(params), status_code=303)
 
 
+@router.post("/upload")
+async def upload_page(request: Request) -> Response:
+    """The list's upload form: one photo into the bucket, as ``POST /v1/images`` does.  The
+    session and role are checked before the body is read, the CSRF token right after."""
+    check_origin(request)
+    session = await page_session(request)
+    if not session.user.can(Role.reviewer):
+        raise Forbidden(f"{session.user.role.name} may not upload (reviewer needed)")
+    desk = desk_of(request)
+    try:
+        received = await uploads.read_form(request, desk.settings.image_max_bytes)
+        if not same_token(received.fields.get("csrf"), session.csrf_token):
+            raise Forbidden("missing or wrong CSRF token: reload the page and try again")
+        stored = await desk.upload(received, None, received.fields.get("prefix") or "uploads")
+    except uploads.UploadRefused as exc:
+        return RedirectResponse(
+            "/?" + urlencode({"msg": f"Not uploaded: {exc}", "error": "1"}), status_code=303
+        )
+    except S3Error as exc:
+        log.error("review.upload_refused", extra={"code": exc.code})
+        return RedirectResponse(
+            "/?" + urlencode({"msg": f"The bucket refused the upload: {exc.code}", "error": "1"}),
+            status_code=303,
+        )
+    key = f"{desk.settings.bucket}/{stored.key}"
+    log.info("review.uploaded", extra={"key": key, "user": session.user.username})
+    message = f"Uploaded {key}: its card appears here once the pipeline has written it."
+    return RedirectResponse(
+        "/?" + urlencode({"prefix": stored.key, "msg": message}), status_code=303
+    )
+
+
 # --- a card -----------------------------------------------------------------------------------
 
 
@@ -216,6 +268,7 @@ async def _card_page(
     form: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
     message: str | None = None,
+    refused: bool = False,
 ) -> Response:
     session = await page_session(request)
     try:
@@ -257,6 +310,7 @@ async def _card_page(
         leaves=[leaf.path_text for leaf in desk.tree.leaves],
         errors=errors or {},
         message=message or request.query_params.get("msg"),
+        error_flash=refused,
         params=params,
         back_url="/?" + urlencode(params),
         prev_url=card_url(*before, params) if before else None,
@@ -327,10 +381,23 @@ async def card_action(request: Request, bucket: str, key: str) -> Response:
             form=form,
             errors=exc.fields,
             message="The card was not saved.",
+            refused=True,
         )
     except decisions.Conflict as exc:
         return await _card_page(
-            request, desk, bucket, key, status=409, form=form, errors={}, message=str(exc)
+            request, desk, bucket, key, status=409, form=form, message=str(exc), refused=True
+        )
+    except (TimeoutError, KafkaError) as exc:  # regenerate: the jobs topic is out of reach
+        log.warning("review.regenerate_failed", extra={"key": where, "error": repr(exc)})
+        return await _card_page(
+            request,
+            desk,
+            bucket,
+            key,
+            status=503,
+            form=form,
+            refused=True,
+            message="Kafka is out of reach, so the card was not sent back: try again shortly.",
         )
     except ValueError as exc:  # a rejection without a note
         return await _card_page(
@@ -342,6 +409,7 @@ async def card_action(request: Request, bucket: str, key: str) -> Response:
             form=form,
             errors={"note": str(exc)},
             message=str(exc),
+            refused=True,
         )
     log.info(f"review.{action}", extra={"key": where, "user": session.user.username})
     target = card_url(bucket, key, {**params, "msg": message})

@@ -27,13 +27,17 @@ log = logging.getLogger("vitrine.review")
 
 PUBLISHED = Counter("vitrine_review_published_total", "Approved cards sent to Kafka.")
 PUBLISH_ERRORS = Counter("vitrine_review_publish_errors_total", "Failed outbox rounds.")
+UNPUBLISHABLE = Counter(
+    "vitrine_review_unpublishable_total",
+    "Approvals whose card no longer makes a valid message (left in the outbox, logged).",
+)
 
 OUTBOX = """
 SELECT r.id, r.reviewer, r.at, r.after, r.fields, r.edited, r.note,
        p.bucket, p.object_key, p.version_id, p.etag, p.size_bytes, p.content_type, p.sequencer,
        p.event_time, p.model_id, p.prompt_version
 FROM card_reviews r JOIN product_cards p USING (bucket, object_key)
-WHERE r.decision = 'approve' AND r.published_at IS NULL
+WHERE r.decision = 'approve' AND r.published_at IS NULL AND r.id <> ALL(%s)
 ORDER BY r.id LIMIT %s
 """
 
@@ -76,37 +80,57 @@ class Publisher:
         self.interval = interval
         self.wake = asyncio.Event()
         self.idle = asyncio.Event()  # set while nothing is left to send (tests wait on it)
+        self.broken: set[int] = set()  # approvals that make no valid message
 
     async def publish_pending(self, batch: int = 200) -> int:
-        """One round: send what is unpublished, mark it; returns how many were sent."""
+        """One round: send what is unpublished, mark it; returns how many were sent.
+
+        An approval that no longer makes a valid message (a card row edited by hand in SQL,
+        say) is logged, counted and left in the outbox, where it can be seen; it is skipped
+        for as long as this process runs, so it never holds back the approvals after it."""
         sent = 0
         while True:
             async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(OUTBOX, (batch,))
+                await cur.execute(OUTBOX, (sorted(self.broken), batch))
                 rows = await cur.fetchall()
             if not rows:
                 return sent
+            ready: list[tuple[dict[str, Any], bytes]] = []
+            for r in rows:
+                try:
+                    ready.append((r, encode(message(r))))
+                except ValueError as exc:  # pydantic's ValidationError is one
+                    self.broken.add(r["id"])
+                    UNPUBLISHABLE.inc()
+                    log.error(
+                        "review.unpublishable",
+                        extra={
+                            "key": f"{r['bucket']}/{r['object_key']}",
+                            "review_id": r["id"],
+                            "error": str(exc)[:500],
+                        },
+                    )
             futures = [
                 await self.producer.send(
-                    self.topic,
-                    key=f"{r['bucket']}/{r['object_key']}".encode(),
-                    value=encode(message(r)),
+                    self.topic, key=f"{r['bucket']}/{r['object_key']}".encode(), value=value
                 )
-                for r in rows
+                for r, value in ready
             ]
             await asyncio.gather(*futures)
+            if not ready:
+                continue
             async with self.pool.connection() as conn:
                 await conn.execute(
                     "UPDATE card_reviews SET published_at = now() WHERE id = ANY(%s)",
-                    ([r["id"] for r in rows],),
+                    ([r["id"] for r, _ in ready],),
                 )
-            PUBLISHED.inc(len(rows))
-            for r in rows:
+            PUBLISHED.inc(len(ready))
+            for r, _ in ready:
                 log.info(
                     "review.published",
                     extra={"key": f"{r['bucket']}/{r['object_key']}", "review_id": r["id"]},
                 )
-            sent += len(rows)
+            sent += len(ready)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

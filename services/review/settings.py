@@ -40,7 +40,10 @@ class ReviewSettings(KafkaSettings, S3Settings, PostgresSettings):
         "HTTPS (directly or as X-Forwarded-Proto from VITRINE_REVIEW_TRUSTED_PROXIES).",
     )
     review_trusted_proxies: str = Field(
-        "127.0.0.1", description="Proxies whose X-Forwarded-Proto/For are believed (uvicorn's)."
+        "",
+        description="Addresses of the TLS proxies in front of the desk, comma-separated, whose "
+        "X-Forwarded-Proto/For are believed (the Secure cookie, the login limit's address); "
+        "empty: none (any local process could otherwise claim any client address).",
     )
     review_session_hours: float = Field(12.0, gt=0, description="A login lasts this long.")
     review_login_attempts: int = Field(

@@ -12,11 +12,15 @@ from __future__ import annotations
 import io
 import re
 import uuid
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from minio import Minio
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
 
 from schemas.messages import ObjectRef
 from services.ingest.rules import IMAGE_EXTENSIONS, classify_upload
@@ -32,6 +36,7 @@ MIME = {
     "MPO": "image/jpeg",
 }
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries, part headers and the few text fields
 
 
 class UploadRefused(ValueError):
@@ -114,3 +119,47 @@ def store(client: Minio, bucket: str, key: str, data: bytes, content_type: str) 
 
 def has_image_extension(name: str) -> bool:
     return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class Received:
+    data: bytes
+    filename: str | None
+    content_type: str | None
+    fields: dict[str, str]
+
+
+async def read_form(request: Request, limit: int) -> Received:
+    """The multipart form of an upload, read only after the caller was let in and never more
+    than ``limit`` bytes of photo (plus the form's overhead): a declared length over it is
+    refused before a byte is read, a body that grows past it while streaming is cut off."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
+        raise UploadRefused(413, "image_too_large", f"over the limit of {limit} bytes")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise UploadRefused(415, "not_multipart", "send the photo as multipart/form-data")
+
+    async def capped() -> AsyncGenerator[bytes, None]:
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit + FORM_OVERHEAD:
+                raise UploadRefused(413, "image_too_large", f"over the limit of {limit} bytes")
+            yield chunk
+
+    parser = MultiPartParser(
+        request.headers, capped(), max_files=1, max_fields=8, max_part_size=4096
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise UploadRefused(422, "bad_form", f"unreadable form: {exc}") from None
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise UploadRefused(422, "no_file", "the form has no file field named 'file'")
+        data = await upload.read(limit + 1)
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        return Received(data, upload.filename, upload.content_type, fields)
+    finally:
+        await form.close()
