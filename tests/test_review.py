@@ -551,3 +551,28 @@ def test_an_approval_that_makes_no_valid_message_does_not_hold_back_the_others(
     [stuck] = desk.reviews(broken.key)
     assert stuck["published_at"] is None  # still there, to be seen and fixed
     assert any(e.get("event") == "review.unpublishable" for e in desk.service.events())
+
+
+def test_vitrine_show_prints_the_review_as_the_read_only_role(desk: Desk) -> None:
+    import subprocess
+    import sys
+
+    from pipeline import READER_DSN
+
+    ref = desk.seed("show/one.jpg", card("Garrafa mostrada no terminal"))
+    with desk.api("reviewer") as api:
+        api.patch(f"/v1/cards/{desk.bucket}/{ref.key}", json={"color_primary": "verde"})
+        api.post(f"/v1/cards/{desk.bucket}/{ref.key}/approve", json={"note": "visto"})
+    shown = subprocess.run(
+        [sys.executable, "-m", "vitrine.cli", "show", ref.key, "--bucket", desk.bucket, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**desk.ns.env, "VITRINE_PG_DSN": READER_DSN},
+    )
+    assert shown.returncode == 0, shown.stderr
+    row = json.loads(shown.stdout)
+    assert row["review_state"] == "approved" and row["review_note"] == "visto"
+    assert row["edited"] is True
+    assert [e["decision"] for e in row["reviews"]] == ["approve", "edit"]
+    assert row["reviews"][1]["fields"] == ["color_primary"]

@@ -62,8 +62,13 @@ SELECT bucket, object_key, status, reason, detail, product_name, category_standa
        results_applied, timings, content_type, size_bytes, etag, version_id, event_time,
        produced_at, created_at, updated_at, job_id, trace_id,
        coalesce(category_path, category_standard) AS category_path, category_id, attributes,
-       color_estimate, color_distance, checks
-FROM product_cards
+       color_estimate, color_distance, checks,
+       review_state, reviewed_by, reviewed_at, review_note, edited_card IS NOT NULL AS edited,
+       (SELECT coalesce(jsonb_agg(e ORDER BY e.id DESC), '[]'::jsonb)
+        FROM (SELECT id, reviewer, at, decision, fields, note FROM card_reviews r
+              WHERE r.bucket = p.bucket AND r.object_key = p.object_key
+              ORDER BY id DESC LIMIT 5) e) AS reviews
+FROM product_cards p
 WHERE bucket = %s AND object_key = %s
 """
 

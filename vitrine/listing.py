@@ -239,11 +239,33 @@ def card_panel(row: dict[str, Any]) -> RenderableType:
         ("updated", row["updated_at"]),
         ("timings", _timings(timings)),
         ("job / trace", f"{row['job_id'] or '-'} / {row['trace_id'] or '-'}"),
+        ("review", _review(row)),
     ):
         facts.add_row(label, "-" if value is None or value == "" else str(value))
+    for event in row.get("reviews") or []:  # the desk's last decisions, newest first
+        fields = f" ({', '.join(event['fields'])})" if event.get("fields") else ""
+        note = f": {event['note']}" if event.get("note") else ""
+        facts.add_row(
+            "", f"{event['at'][:19]} {event['reviewer']} {event['decision']}{fields}{note}"
+        )
     parts.append(Text(""))
     parts.append(facts)
     return Group(*parts)
+
+
+def _review(row: dict[str, Any]) -> str:
+    """Where the review desk stands on the card (services/review)."""
+    state = row.get("review_state")
+    if not state:
+        return ""
+    text = state
+    if row.get("reviewed_by"):
+        text += f" by {row['reviewed_by']} at {row['reviewed_at']}"
+    if row.get("review_note"):
+        text += f": {row['review_note']}"
+    if row.get("edited"):
+        text += " · edited by a person (the model's card is kept beside it)"
+    return text
 
 
 def _timings(t: dict[str, Any]) -> str:
