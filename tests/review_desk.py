@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import httpx
 import psycopg
 from aiokafka import AIOKafkaConsumer
+from card_text import DESCRIPTION, FEATURES
 from PIL import Image
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
@@ -41,19 +42,6 @@ SINK_DSN = "postgresql://vitrine_sink:vitrine-sink-dev@127.0.0.1:25432/vitrine"
 PASSWORD = "correct-horse-battery"
 MIN_WORDS = 60  # the desk's contract in these tests (VITRINE_MIN_DESCRIPTION_WORDS)
 
-DESCRIPTION = (
-    "Produto fotografado sobre fundo neutro, com acabamento cuidadoso e materiais de boa "
-    "qualidade que garantem uso prolongado no dia a dia. O desenho equilibrado valoriza os "
-    "detalhes visíveis na imagem e combina com ambientes e estilos variados, do mais clássico ao "
-    "mais moderno. A construção firme transmite confiança, e a manutenção é simples: basta "
-    "limpar com pano macio e guardar em local seco. Uma escolha prática para quem procura "
-    "conforto, durabilidade e bom aspecto, seja para uso próprio ou para presentear alguém."
-)
-FEATURES = [
-    "Materiais resistentes para o uso diário",
-    "Acabamento cuidadoso em todos os detalhes",
-    "Manutenção simples com pano macio",
-]
 MUG = "Casa e Cozinha > Potes e Garrafas > Garrafas Térmicas e Squeezes"
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 

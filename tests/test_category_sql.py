@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from card_text import DESCRIPTION, FEATURES
 from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
@@ -45,19 +46,6 @@ TREE = default_taxonomy(PT_BR)
 CARD = card_model(TREE, min_words=None)  # the tree's leaves and attribute schemas, enforced
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
-DESCRIPTION = (
-    "Produto fotografado sobre fundo neutro, com acabamento cuidadoso e materiais de boa "
-    "qualidade que garantem uso prolongado no dia a dia. O desenho equilibrado valoriza os "
-    "detalhes visíveis na imagem e combina com ambientes e estilos variados, do mais clássico ao "
-    "mais moderno. A construção firme transmite confiança, e a manutenção é simples: basta "
-    "limpar com pano macio e guardar em local seco. Uma escolha prática para quem procura "
-    "conforto, durabilidade e bom aspecto, seja para uso próprio ou para presentear alguém."
-)
-FEATURES = [
-    "Materiais resistentes para o uso diário",
-    "Acabamento cuidadoso em todos os detalhes",
-    "Manutenção simples com pano macio",
-]
 
 RUNNING = "Calçados > Tênis > Tênis de Corrida"
 BOOTS = "Calçados > Botas > Coturnos"

@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from card_text import DESCRIPTION, FEATURES
 from psycopg import AsyncConnection
 from rich.console import Console
 
@@ -55,20 +56,6 @@ AIR_FRYER = "Eletrodomésticos > Eletroportáteis > Air Fryers"
 BOTTLE = "Casa e Cozinha > Potes e Garrafas > Garrafas Térmicas e Squeezes"
 HEADPHONES = "Eletrônicos > Áudio > Fones de Ouvido"
 BABY = "Bebês > Roupas de Bebê"
-
-DESCRIPTION = (
-    "Produto fotografado sobre fundo neutro, com acabamento cuidadoso e materiais de boa "
-    "qualidade que garantem uso prolongado no dia a dia. O desenho equilibrado valoriza os "
-    "detalhes visíveis na imagem e combina com ambientes e estilos variados, do mais clássico ao "
-    "mais moderno. A construção firme transmite confiança, e a manutenção é simples: basta "
-    "limpar com pano macio e guardar em local seco. Uma escolha prática para quem procura "
-    "conforto, durabilidade e bom aspecto, seja para uso próprio ou para presentear alguém."
-)
-FEATURES = [
-    "Materiais resistentes para o uso diário",
-    "Acabamento cuidadoso em todos os detalhes",
-    "Manutenção simples com pano macio",
-]
 
 
 def plain(renderable: Any, width: int = 200) -> str:

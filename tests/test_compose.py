@@ -917,6 +917,17 @@ def serve_text(body: str) -> tuple[HTTPServer, int]:
     return serve(lambda _path: (200, body.encode()))
 
 
+def run_probe(port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """The container healthcheck (infra/docker/healthcheck.py) against /metrics on ``port``."""
+    return subprocess.run(
+        ["python3", str(REPO / "infra/docker/healthcheck.py"), *args],
+        capture_output=True,
+        text=True,
+        env=clean_env({"VITRINE_METRICS_PORT": str(port)}),
+        timeout=30,
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "args", "healthy"),
     [
@@ -929,13 +940,7 @@ def serve_text(body: str) -> tuple[HTTPServer, int]:
 def test_healthcheck_probe(body: str, args: list[str], healthy: bool) -> None:
     server, port = serve_text(body)
     try:
-        proc = subprocess.run(
-            ["python3", str(REPO / "infra/docker/healthcheck.py"), *args],
-            capture_output=True,
-            text=True,
-            env=clean_env({"VITRINE_METRICS_PORT": str(port)}),
-            timeout=30,
-        )
+        proc = run_probe(port, *args)
     finally:
         server.shutdown()
     assert (proc.returncode == 0) is healthy, proc.stderr
@@ -948,18 +953,7 @@ def test_healthcheck_probe_url(status: int, healthy: bool) -> None:
         lambda path: (status, b"ok") if path == "/healthz" else (200, b"vitrine_x 1.0\n")
     )
     try:
-        proc = subprocess.run(
-            [
-                "python3",
-                str(REPO / "infra/docker/healthcheck.py"),
-                "--url",
-                f"http://127.0.0.1:{port}/healthz",
-            ],
-            capture_output=True,
-            text=True,
-            env=clean_env({"VITRINE_METRICS_PORT": str(port)}),
-            timeout=30,
-        )
+        proc = run_probe(port, "--url", f"http://127.0.0.1:{port}/healthz")
     finally:
         server.shutdown()
     assert (proc.returncode == 0) is healthy, proc.stderr
@@ -969,11 +963,4 @@ def test_healthcheck_probe_fails_when_nothing_listens() -> None:
     server, port = serve_text("")
     server.shutdown()
     server.server_close()
-    proc = subprocess.run(
-        ["python3", str(REPO / "infra/docker/healthcheck.py")],
-        capture_output=True,
-        text=True,
-        env=clean_env({"VITRINE_METRICS_PORT": str(port)}),
-        timeout=30,
-    )
-    assert proc.returncode == 1
+    assert run_probe(port).returncode == 1

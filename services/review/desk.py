@@ -106,6 +106,7 @@ class Desk:
     limiter: LoginLimiter
     publisher: Publisher
     producer_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    leaf_paths: tuple[str, ...] = ()  # the card form's category choices, listed once
     _facets: tuple[float, dict[str, list[str]]] | None = None
 
     @property
@@ -130,7 +131,7 @@ class Desk:
 
     async def rendition(self, bucket: str, key: str, side: int) -> Path | None:
         async with self.pool.connection() as conn:
-            row = await listing.card_row(conn, bucket, key)
+            row = await listing.object_row(conn, bucket, key)
         if row is None:
             return None
         ref = object_ref(row)
@@ -177,7 +178,7 @@ class Desk:
     async def enqueue_regeneration(self, bucket: str, key: str) -> None:
         """One job for the object as the row knows it, as `vitrine reprocess` sends."""
         async with self.pool.connection() as conn:
-            row = await listing.card_row(conn, bucket, key)
+            row = await listing.object_row(conn, bucket, key)
         if row is None:
             raise LookupError(f"no row for {bucket}/{key}")
         ref = object_ref(row)
@@ -221,6 +222,7 @@ async def open_desk(settings: ReviewSettings) -> AsyncIterator[Desk]:
             settings.review_login_attempts_per_address,
         ),
         publisher=publisher,
+        leaf_paths=tuple(leaf.path_text for leaf in tree.leaves),
     )
     stop = asyncio.Event()
 

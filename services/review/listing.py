@@ -179,6 +179,11 @@ SELECT bucket, object_key, version_id, etag, size_bytes, content_type, sequencer
 FROM product_cards WHERE bucket = %s AND object_key = %s
 """
 
+OBJECT_QUERY = """
+SELECT bucket, object_key, version_id, etag, size_bytes, content_type, sequencer, event_time
+FROM product_cards WHERE bucket = %s AND object_key = %s
+"""
+
 HISTORY_QUERY = """
 SELECT id, reviewer, at, decision, fields, note
 FROM card_reviews WHERE bucket = %s AND object_key = %s ORDER BY id DESC LIMIT %s
@@ -188,6 +193,13 @@ FROM card_reviews WHERE bucket = %s AND object_key = %s ORDER BY id DESC LIMIT %
 async def card_row(conn: AsyncConnection[Any], bucket: str, key: str) -> dict[str, Any] | None:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(CARD_QUERY, (bucket, key))
+        return await cur.fetchone()
+
+
+async def object_row(conn: AsyncConnection[Any], bucket: str, key: str) -> dict[str, Any] | None:
+    """The object's identity only (a thumbnail, a regeneration job): no card documents."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(OBJECT_QUERY, (bucket, key))
         return await cur.fetchone()
 
 

@@ -307,7 +307,7 @@ async def _card_page(
         approved=row.get("approved_card") or {},
         model_card=row.get("card") or {},
         attributes=attributes_of(desk.tree, str(path) if path else None),
-        leaves=[leaf.path_text for leaf in desk.tree.leaves],
+        leaves=desk.leaf_paths,
         errors=errors or {},
         message=message or request.query_params.get("msg"),
         error_flash=refused,
@@ -337,6 +337,7 @@ async def card_action(request: Request, bucket: str, key: str) -> Response:
     filters = listing.Filters.parse(dict(request.query_params))
     params = filters.query_params()
     where = f"{bucket}/{key}"
+    refusal: tuple[int, dict[str, str], str] | None = None
     try:
         async with desk.pool.connection() as conn:
             row = await listing.card_row(conn, bucket, key)
@@ -372,43 +373,29 @@ async def card_action(request: Request, bucket: str, key: str) -> Response:
             else:
                 raise Forbidden(f"unknown action {action!r}", 400)
     except EditRefused as exc:
-        return await _card_page(
-            request,
-            desk,
-            bucket,
-            key,
-            status=422,
-            form=form,
-            errors=exc.fields,
-            message="The card was not saved.",
-            refused=True,
-        )
+        refusal = (422, exc.fields, "The card was not saved.")
     except decisions.Conflict as exc:
-        return await _card_page(
-            request, desk, bucket, key, status=409, form=form, message=str(exc), refused=True
-        )
+        refusal = (409, {}, str(exc))
     except (TimeoutError, KafkaError) as exc:  # regenerate: the jobs topic is out of reach
         log.warning("review.regenerate_failed", extra={"key": where, "error": repr(exc)})
-        return await _card_page(
-            request,
-            desk,
-            bucket,
-            key,
-            status=503,
-            form=form,
-            refused=True,
-            message="Kafka is out of reach, so the card was not sent back: try again shortly.",
+        refusal = (
+            503,
+            {},
+            "Kafka is out of reach, so the card was not sent back: try again shortly.",
         )
     except ValueError as exc:  # a rejection without a note
+        refusal = (422, {"note": str(exc)}, str(exc))
+    if refusal is not None:  # the page again, the person's text kept, the reason on top
+        status, errors, why = refusal
         return await _card_page(
             request,
             desk,
             bucket,
             key,
-            status=422,
+            status=status,
             form=form,
-            errors={"note": str(exc)},
-            message=str(exc),
+            errors=errors,
+            message=why,
             refused=True,
         )
     log.info(f"review.{action}", extra={"key": where, "user": session.user.username})

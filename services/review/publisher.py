@@ -79,7 +79,6 @@ class Publisher:
         self.topic = topic
         self.interval = interval
         self.wake = asyncio.Event()
-        self.idle = asyncio.Event()  # set while nothing is left to send (tests wait on it)
         self.broken: set[int] = set()  # approvals that make no valid message
 
     async def publish_pending(self, batch: int = 200) -> int:
@@ -135,10 +134,8 @@ class Publisher:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self.wake.clear()  # before the round: a wake during it runs another
-            self.idle.clear()
             try:
                 await self.publish_pending()
-                self.idle.set()
             except Exception:  # the broker or the database away: the outbox keeps it
                 PUBLISH_ERRORS.inc()
                 log.warning("review.publish_failed", exc_info=True)

@@ -23,7 +23,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from schemas.messages import ObjectRef
-from services.ingest.rules import IMAGE_EXTENSIONS, classify_upload
+from services.ingest.rules import classify_upload
 from services.runtime.sniff import identify
 
 MIME = {
@@ -115,10 +115,6 @@ def store(client: Minio, bucket: str, key: str, data: bytes, content_type: str) 
         size=len(data),
         content_type=content_type,
     )
-
-
-def has_image_extension(name: str) -> bool:
-    return PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True)
