@@ -186,7 +186,9 @@ def test_a_death_mid_job_redelivers_it_with_its_count_and_loses_nothing() -> Non
         put_jobs(broker, "a.jpg", "dies.jpg", "c.jpg")
         handler = Handler()
         handler.hold = {"dies.jpg"}
-        first = Run(broker, handler)
+        # a pace target no job can miss: the batch size never depends on how fast this CPU ran
+        # a.jpg (a slow or loaded one took one job at a time, and the marker read 1:1:1)
+        first = Run(broker, handler, inference_batch_target_ms=1e9)
         await handler.wait_entered("dies.jpg")
         # marked as begun: the fast handler's pace took the rest (offsets 1..2) in one delivery
         assert broker.committed_offset(GROUP, JOBS) == (1, "inflight:1:1:2")

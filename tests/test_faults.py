@@ -10,6 +10,8 @@ import io
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
@@ -264,6 +266,17 @@ def test_server_restarts_lose_and_duplicate_nothing(pipeline: Pipeline) -> None:
         assert service.proc is not None and service.proc.poll() is None, f"{name} died"
 
 
+def group_settled(workers: list[Any], quiet_s: float) -> bool:
+    """Every worker was assigned partitions, and no assignment changed for ``quiet_s``."""
+    moves = []
+    for worker in workers:
+        events = [e for e in worker.events() if str(e.get("event")).startswith("partitions.")]
+        if not any(e["event"] == "partitions.assigned" and e["partitions"] for e in events):
+            return False
+        moves += [datetime.fromisoformat(e["ts"]) for e in events]
+    return (datetime.now(UTC) - max(moves)).total_seconds() >= quiet_s
+
+
 def test_a_job_longer_than_the_poll_interval_runs_once_without_rebalancing(
     tiny_pairs, tmp_path
 ) -> None:
@@ -279,11 +292,16 @@ def test_a_job_longer_than_the_poll_interval_runs_once_without_rebalancing(
         "VITRINE_FAULT_SLOW_S": "25",
         "VITRINE_MAX_POLL_INTERVAL_MS": "10000",
         "VITRINE_SESSION_TIMEOUT_MS": "6000",
+        # one OpenMP thread each: two workers spinning on every core of a 2-core machine beside
+        # the servers could starve a heartbeat for the 6 s session on a slower CPU
+        "VITRINE_N_THREADS": "1",
     }
     workers = [p.add(f"inference-{i}", FAULTY_INFERENCE, **slow) for i in (1, 2)]
     p.start_all()
     try:
-        time.sleep(8)  # let the start-up rebalances settle before the job
+        # the start-up rebalances settle before the job: both workers hold partitions and the
+        # group has been quiet for 3 s (a fixed sleep was a guess at how fast this CPU joins)
+        wait_for(lambda: group_settled(workers, quiet_s=3.0), 180, "a settled group", interval=0.5)
         s3 = s3_client(ns.env)
         s3.put_object(Bucket=ns.bucket, Key="slow/one.jpg", Body=jpeg(5), ContentType="image/jpeg")
         wait_for(lambda: final_count(p, "slow/") == 1, 300, "the slow card", interval=1)

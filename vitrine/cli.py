@@ -968,8 +968,8 @@ def card(
     with err.status(f"loading {files.model_id} …"):
         try:
             engine = CardEngine(files, settings)
-        except CardError as exc:
-            fail(str(exc))
+        except CardError as exc:  # the model, the build or a setting: as the worker, exit 2
+            fail(str(exc), 2)
     err.print(f"loaded {files.model_id} in {engine.load_ms / 1000:.1f}s", highlight=False)
 
     failures = 0

@@ -61,6 +61,7 @@ from services.inference.native import (
     on_native_thread,
     self_test,
 )
+from services.inference.native_probe import ProbeResult, ProbeSpec, isolated_self_test
 from services.inference.pixel_colour import ColourEstimate, check_colour, estimate_colour
 from services.inference.preprocess import EncoderInput, ImageLimits, PreparedImage, prepare_image
 from services.inference.prompt import Prompt
@@ -247,6 +248,13 @@ class CardEngine:
         """One generation's context: a slot's share of the KV cache."""
         on_gpu = n_gpu_layers != 0 and bool(llama_cpp.llama_supports_gpu_offload())
         kv_bytes = check_kv_fits(files.model, self.parallel, self.n_ctx, on_gpu=on_gpu)
+        n_threads = settings.n_threads or os.cpu_count() or 1
+        # a kernel that crashes must crash a child, not this process (native_probe.py)
+        self.probe: ProbeResult = isolated_self_test(
+            ProbeSpec(str(files.model), self.repack.enabled, n_gpu_layers, n_threads),
+            self.repack,
+            settings.self_test_isolation,
+        )
         try:
             handler = HANDLER_CLASSES[files.handler](
                 clip_model_path=str(files.mmproj), verbose=settings.verbose
@@ -258,10 +266,10 @@ class CardEngine:
                 n_ctx=self.n_ctx * self.parallel,
                 sequences=self.parallel,
                 n_gpu_layers=n_gpu_layers,
-                n_threads=settings.n_threads or os.cpu_count() or 1,
+                n_threads=n_threads,
                 # llama-cpp-python would default batches (prompt, fast-forwarded tokens) to every
                 # core; on a shared box that waits on busy cores for each multi-token decode
-                n_threads_batch=settings.n_threads or os.cpu_count() or 1,
+                n_threads_batch=n_threads,
                 n_batch=settings.n_batch,
                 # Sliding-window layers (Gemma 3: five of six) keep only their window of KV
                 # cells: the full-size cache makes every step attend over the whole context,
@@ -351,6 +359,8 @@ class CardEngine:
             "handler_reason": self.files.handler_reason,
             "cpu_repack": self.repack.enabled,
             "cpu_repack_reason": self.repack.reason,
+            "self_test_child": self.probe.ran,
+            "self_test_child_reason": self.probe.reason,
             "grammar_backend": self.settings.grammar_backend,
             "parallel": self.parallel,
             "parallel_reason": self.parallel_reason,

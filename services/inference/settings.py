@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # adapt.py imports OpenCV (a quarter of a second): only the e
     from services.inference.adapt import AdaptMode
 
 CpuRepack = Literal["auto", "on", "off"]
+SelfTestIsolation = Literal["auto", "always", "never"]
 
 GrammarBackend = Literal["llguidance", "gbnf", "none"]
 """llguidance: token masks + forced-token fast-forward in vitrine's decode loop (the default);
@@ -87,6 +88,13 @@ class EngineSettings(ImageSettings):
         description="llama.cpp's CPU weight repacking (extra buffer types: AMX, CPU_REPACK). "
         "auto: on, except where this llama.cpp build has its AMX kernels (they crash on real "
         "quantized models); on / off force it.",
+    )
+    self_test_isolation: SelfTestIsolation = Field(
+        "auto",
+        description="Where the start-up self-test runs first, so that a crashing native kernel "
+        "is a clear error and not a dead process: auto (in a child process when the load is "
+        "not known safe: repacking on and not yet passed with this build, CPU and model), "
+        "always (in a child at every start), never (only in the process itself).",
     )
     verbose: bool = Field(False, description="llama.cpp's own logging on stderr.")
 
