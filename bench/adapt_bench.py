@@ -13,7 +13,7 @@ is <= 10 ms at 896 px), median whole ``prepare_image`` ms, and its ratio to the 
 ``--threads`` is OpenCV's thread count (1: the cost on one core, as Pillow's resize is; 0:
 OpenCV's default, every core).
 
-Effect.  ``services.inference.pixel_colour.estimate_colour`` names the product's colour from
+Effect.  ``services.inference.image.pixel_colour.estimate_colour`` names the product's colour from
 ``PreparedImage.pixels``.  ``tests/colour_images.py`` draws ``--photos`` product photos of known
 colour twice, the same objects clean and then with a warm or cool cast or a washed-out look
 (paired sets); each is saved as a JPEG (q92, as a shop uploads it), prepared at
@@ -45,8 +45,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
 
 from preprocess_bench import photo_like  # noqa: E402
 
-from services.inference.adapt import AdaptMode, adapt_mode  # noqa: E402
-from services.inference.preprocess import (  # noqa: E402
+from services.inference.image.adapt import AdaptMode, adapt_mode  # noqa: E402
+from services.inference.image.preprocess import (  # noqa: E402
     EncoderInput,
     ImageLimits,
     PreparedImage,
@@ -185,7 +185,7 @@ def bench_effect(size: int, n: int, seed: int) -> list[str]:
 
         from schemas.colour_lab import neighbours
         from schemas.language import PT_BR
-        from services.inference.pixel_colour import estimate_colour
+        from services.inference.image.pixel_colour import estimate_colour
     except ImportError as exc:
         return [f"\n## Effect: not measured ({exc})"]
 

@@ -45,16 +45,16 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from test_engine_memory import photo  # noqa: E402
 
 from schemas.messages import Timings  # noqa: E402
-from services.inference.engine import CardEngine  # noqa: E402
-from services.inference.errors import CardError  # noqa: E402
-from services.inference.model_files import resolve  # noqa: E402
-from services.inference.native import (  # noqa: E402
+from services.inference.card.errors import CardError  # noqa: E402
+from services.inference.engine.card_engine import CardEngine  # noqa: E402
+from services.inference.engine.model_files import resolve  # noqa: E402
+from services.inference.engine.native import (  # noqa: E402
     RepackableLlama,
     choose_repack,
     on_native_thread,
 )
+from services.inference.engine.slots import TokenBatch  # noqa: E402
 from services.inference.settings import EngineSettings  # noqa: E402
-from services.inference.slots import TokenBatch  # noqa: E402
 from tiny_models import TinyPair, real_pair  # noqa: E402
 
 MODELS = Path(os.environ.get("VITRINE_BENCH_MODELS", "/tmp/vitrine-bench-models"))

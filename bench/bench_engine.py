@@ -3,7 +3,7 @@
     VITRINE_ENGINE=bench VITRINE_BENCH_ENGINE_MS=0 python -m bench.bench_engine
 
 Run as a module, it registers itself as engine ``bench`` and starts the inference service
-(``services.inference.worker.main``); the service itself never imports it.
+(``services.inference.worker.service.main``); the service itself never imports it.
 
 The pipeline's own cost (notifications, Kafka hops, the object fetch, the sink's transaction) is
 hidden behind seconds of inference with any real model, so ``bench/pipeline_bench.py`` swaps the
@@ -22,8 +22,8 @@ from typing import Any
 
 from schemas.card import generation_schema
 from schemas.messages import Timings
-from services.inference.engine import CardOutcome
-from services.inference.prompt import Prompt
+from services.inference.card.outcome import CardOutcome
+from services.inference.card.prompt import Prompt
 from services.inference.settings import EngineSettings
 from services.runtime.settings import ModeSettings
 
@@ -35,7 +35,7 @@ _WORDS = (
 
 
 class BenchEngine:
-    """An ``Engine`` (services/inference/engines.py) that makes one fixed card.
+    """An ``Engine`` (services/inference/worker/engines.py) that makes one fixed card.
 
     It takes ``VITRINE_ENGINE_PARALLEL`` cards at once (``auto`` = 1): a stand-in for the
     batched engine, each card still taking ``delay_ms``."""
@@ -96,13 +96,13 @@ def bench_engine(settings: EngineSettings) -> BenchEngine:
 
 
 def register() -> None:
-    from services.inference.engines import register as register_engine
+    from services.inference.worker.engines import register as register_engine
 
     register_engine("bench", bench_engine)
 
 
 if __name__ == "__main__":
-    from services.inference.worker import main
+    from services.inference.worker.service import main
 
     register()
     main()

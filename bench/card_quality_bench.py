@@ -32,9 +32,9 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from services.inference.engine import CardEngine  # noqa: E402
-from services.inference.errors import GenerationError, SemanticCheckFailed  # noqa: E402
-from services.inference.model_files import resolve  # noqa: E402
+from services.inference.card.errors import GenerationError, SemanticCheckFailed  # noqa: E402
+from services.inference.engine.card_engine import CardEngine  # noqa: E402
+from services.inference.engine.model_files import resolve  # noqa: E402
 from services.inference.settings import EngineSettings  # noqa: E402
 
 RULES = (

@@ -44,8 +44,8 @@ from colour_images import Sample, generate  # noqa: E402
 
 from schemas.colour_lab import nameable  # noqa: E402
 from schemas.language import PT_BR  # noqa: E402
-from services.inference import pixel_colour  # noqa: E402
-from services.inference.pixel_colour import (  # noqa: E402
+from services.inference.image import pixel_colour  # noqa: E402
+from services.inference.image.pixel_colour import (  # noqa: E402
     ColourEstimate,
     check_colour,
     estimate_colour,

@@ -51,11 +51,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from services.inference.decoding import Decoder, GuidanceGrammar  # noqa: E402
-from services.inference.engine import CardEngine  # noqa: E402
-from services.inference.errors import GenerationError  # noqa: E402
-from services.inference.model_files import resolve  # noqa: E402
-from services.inference.native import RepackableLlama, on_native_thread  # noqa: E402
+from services.inference.card.errors import GenerationError  # noqa: E402
+from services.inference.engine.card_engine import CardEngine  # noqa: E402
+from services.inference.engine.decoding import Decoder, GuidanceGrammar  # noqa: E402
+from services.inference.engine.model_files import resolve  # noqa: E402
+from services.inference.engine.native import RepackableLlama, on_native_thread  # noqa: E402
 from services.inference.settings import EngineSettings  # noqa: E402
 from tiny_models import generate  # noqa: E402
 

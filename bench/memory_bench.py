@@ -43,9 +43,9 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from services.inference.engine import CardEngine  # noqa: E402
-from services.inference.errors import GenerationError  # noqa: E402
-from services.inference.model_files import resolve  # noqa: E402
+from services.inference.card.errors import GenerationError  # noqa: E402
+from services.inference.engine.card_engine import CardEngine  # noqa: E402
+from services.inference.engine.model_files import resolve  # noqa: E402
 from services.inference.settings import EngineSettings  # noqa: E402
 from tiny_models import TinyPair, generate  # noqa: E402
 

@@ -10,8 +10,8 @@ and 12 MP PNG and WebP for context.  Then, in the same run, for each encoder siz
 (a) naive: ``Image.open().convert("RGB")`` (full decode), ``exif_transpose``, ``resize`` with
     LANCZOS to the encoder size, then the same letterbox + PNG encoder our path uses (so both
     end with the same encoder-ready bytes and the difference is only how they get there);
-(b) ours: ``services.inference.preprocess.prepare_image`` — exactly what ``CardEngine.prepare``
-    calls — from bytes to the encoder-ready PNG;
+(b) ours: ``services.inference.image.preprocess.prepare_image`` — exactly what
+    ``CardEngine.prepare`` calls — from bytes to the encoder-ready PNG;
 (c) OpenCV: ``cv2.imdecode`` with ``IMREAD_REDUCED_COLOR_{2,4,8}`` (DCT-scaled decode, EXIF
     applied by OpenCV), ``INTER_AREA`` resize, same letterbox + PNG encode (JPEG only).
 
@@ -46,7 +46,7 @@ from PIL import Image, ImageDraw, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from services.inference.preprocess import (  # noqa: E402
+from services.inference.image.preprocess import (  # noqa: E402
     EncoderInput,
     ImageLimits,
     encode_png,

@@ -30,9 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from services.inference.engine import CardEngine  # noqa: E402
-from services.inference.model_files import resolve  # noqa: E402
-from services.inference.native import build_features, choose_repack  # noqa: E402
+from services.inference.engine.card_engine import CardEngine  # noqa: E402
+from services.inference.engine.model_files import resolve  # noqa: E402
+from services.inference.engine.native import build_features, choose_repack  # noqa: E402
 from services.inference.settings import EngineSettings  # noqa: E402
 
 

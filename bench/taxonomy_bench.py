@@ -42,15 +42,15 @@ from llama_cpp import Llama, LlamaGrammar  # noqa: E402
 from llguidance import LLMatcher  # noqa: E402
 from llguidance.llamacpp import lltokenizer_from_vocab  # noqa: E402
 
-import services.inference.grammar as grammar_module  # noqa: E402
+import services.inference.engine.grammar as grammar_module  # noqa: E402
 from schemas.card import card_model, default_taxonomy, generation_schema  # noqa: E402
 from schemas.language import PT_BR, colour_pattern  # noqa: E402
 from schemas.taxonomy import Taxonomy  # noqa: E402
-from services.inference.decoding import JSON_OPTIONS  # noqa: E402
-from services.inference.engine import CardEngine  # noqa: E402
-from services.inference.errors import CardError  # noqa: E402
-from services.inference.grammar import grammar_schema, json_schema_to_gbnf  # noqa: E402
-from services.inference.model_files import resolve  # noqa: E402
+from services.inference.card.errors import CardError  # noqa: E402
+from services.inference.engine.card_engine import CardEngine  # noqa: E402
+from services.inference.engine.decoding import JSON_OPTIONS  # noqa: E402
+from services.inference.engine.grammar import grammar_schema, json_schema_to_gbnf  # noqa: E402
+from services.inference.engine.model_files import resolve  # noqa: E402
 from services.inference.settings import EngineSettings  # noqa: E402
 
 

@@ -133,7 +133,7 @@ class ColourCheck(BaseModel):
 
     The estimate separates the product from its background, clusters the product's pixels in
     CIELAB and names the dominant cluster with the output language's nearest colour
-    (``services/inference/pixel_colour.py``).  ``agrees`` is the same name, an accepted
+    (``services/inference/image/pixel_colour.py``).  ``agrees`` is the same name, an accepted
     neighbour (azul / azul-marinho) or a colour within the agreement distance; a colour the
     pixels cannot check (transparente, multicolorido, estampado) is ``checkable: false``."""
 

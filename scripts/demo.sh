@@ -14,7 +14,7 @@ bash scripts/bootstrap.sh
 VITRINE=.venv/bin/vitrine
 PY=.venv/bin/python
 
-preset="$($PY -c 'from services.inference.presets import load_registry as r; print(r().default)')"
+preset="$($PY -c 'from services.inference.engine.presets import load_registry as r; print(r().default)')"
 if [[ -z "${VITRINE_MODEL_PATH:-}" ]] && ! "$VITRINE" models pull "$preset"; then
   real="${VITRINE_CACHE_DIR:-$HOME/.cache/vitrine}/real-pair"
   cat >&2 <<MSG

@@ -1,5 +1,6 @@
 """Product-like photos of known colour, drawn deterministically: ground truth for the pixel
-colour estimate (``services.inference.pixel_colour``) and for what domain adaptation does to it.
+colour estimate (``services.inference.image.pixel_colour``) and for what domain adaptation does
+to it.
 
 Real product photos with a trusted colour label are not something a test suite can ship, so the
 photos are drawn: one object (ellipse, rounded box, bottle, shoe, shirt, rotated) in a colour

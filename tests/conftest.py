@@ -14,8 +14,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from services.inference.engine import CardEngine
-from services.inference.model_files import resolve
+from services.inference.engine.card_engine import CardEngine
+from services.inference.engine.model_files import resolve
 from services.inference.settings import EngineSettings
 from tiny_models import TinyPair, generate
 

@@ -18,7 +18,7 @@ import signal
 import sys
 from typing import Any
 
-from services.inference import native, native_probe
+from services.inference.engine import native, native_probe
 
 WRAPPED_CHILD = ("-m", "tests.crashing_self_test", "child")
 
@@ -42,7 +42,7 @@ def main() -> None:
         sys.argv = ["vitrine", *args]
         vitrine()
     elif which == "inference":
-        from services.inference import worker
+        from services.inference.worker import service as worker
 
         worker.main()
     else:

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from schemas.messages import CardResult, ImageJob
-from services.inference import worker
-from services.inference.job import JobHandler
+from services.inference.worker import service as worker
+from services.inference.worker.job import JobHandler
 from services.runtime.service import run_service
 from services.sink import service as sink_service
 

@@ -1,4 +1,4 @@
-"""Domain adaptation (services/inference/adapt.py): each correction does what it is for, auto
+"""Domain adaptation (services/inference/image/adapt.py): each correction does what it is for, auto
 corrects what it measures and nothing else, settings refuse what cannot work, and
 ``prepare_image`` applies it to the photo, not to the letterbox."""
 
@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from services.inference import adapt as A
-from services.inference.engine import CardEngine
-from services.inference.preprocess import EncoderInput, ImageLimits, prepare_image
+from services.inference.engine.card_engine import CardEngine
+from services.inference.image import adapt as A
+from services.inference.image.preprocess import EncoderInput, ImageLimits, prepare_image
 from services.inference.settings import EngineSettings
 
 WARM = np.array([1.0, 0.93, 0.82])  # tungsten-like: blue and green lose light

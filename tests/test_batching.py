@@ -17,10 +17,11 @@ import pytest
 from test_engine_memory import photo, rss_mb
 
 from conftest import load_engine
-from services.inference.capacity import check_kv_fits, choose_slots, kv_shape
-from services.inference.engine import CardEngine, CardOutcome, RawGeneration
-from services.inference.errors import CardError, ContextOverflow, JobTimeout, ModelLoadError
-from services.inference.preprocess import PreparedImage
+from services.inference.card.errors import CardError, ContextOverflow, JobTimeout, ModelLoadError
+from services.inference.card.outcome import CardOutcome, RawGeneration
+from services.inference.engine.capacity import check_kv_fits, choose_slots, kv_shape
+from services.inference.engine.card_engine import CardEngine
+from services.inference.image.preprocess import PreparedImage
 
 pytestmark = [pytest.mark.model]
 

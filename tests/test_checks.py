@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from schemas.card import ProductCard, card_model
 from schemas.language import EN, PT_BR
-from services.inference.checks import check_card, count_words, is_known_colour
+from services.inference.card.checks import check_card, count_words, is_known_colour
 
 DESCRIPTION = (
     "A cadeira de escritório ergonômica foi pensada para quem passa longas jornadas sentado e "

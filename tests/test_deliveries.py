@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiokafka.structs import OffsetAndMetadata
 
-from services.inference.deliveries import Delivery, Marker, format_marker, read_marker
-from services.inference.delivery import Pace
+from services.inference.worker.deliveries import Delivery, Marker, format_marker, read_marker
+from services.inference.worker.delivery import Pace
 
 
 def test_markers_round_trip_and_older_three_field_markers_still_read() -> None:

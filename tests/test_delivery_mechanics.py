@@ -21,10 +21,10 @@ from test_sink_store import make_ref
 
 from schemas.messages import CardResult, CardStatus, ImageJob
 from schemas.reasons import Reason
-from services.inference.deliveries import Delivery, format_marker, position
-from services.inference.delivery import InferenceWorker
-from services.inference.results import not_done
 from services.inference.settings import InferenceSettings
+from services.inference.worker.deliveries import Delivery, format_marker, position
+from services.inference.worker.delivery import InferenceWorker
+from services.inference.worker.results import not_done
 from services.runtime import dead_letters as h
 
 GROUP = "g"

@@ -16,13 +16,12 @@ import jsonschema
 import pytest
 from test_checks import DESCRIPTION
 
-import services.inference.engine as engine_module
+import services.inference.engine.card_engine as engine_module
 from conftest import image_bytes, load_engine
 from schemas.card import ProductCard
 from schemas.language import PT_BR
 from schemas.messages import Timings
-from services.inference.engine import CardEngine, RawGeneration
-from services.inference.errors import (
+from services.inference.card.errors import (
     CardError,
     ContextOverflow,
     GenerationError,
@@ -32,6 +31,8 @@ from services.inference.errors import (
     SemanticCheckFailed,
     TruncatedOutput,
 )
+from services.inference.card.outcome import RawGeneration
+from services.inference.engine.card_engine import CardEngine
 
 pytestmark = pytest.mark.model
 

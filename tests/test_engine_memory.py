@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import load_engine
-from services.inference.errors import GenerationError
+from services.inference.card.errors import GenerationError
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 

@@ -11,7 +11,11 @@ from llama_cpp import Llama, LlamaGrammar
 
 from schemas.card import card_json_schema, card_model, generation_schema
 from schemas.language import PT_BR, colour_pattern
-from services.inference.grammar import SchemaNotSupported, grammar_schema, json_schema_to_gbnf
+from services.inference.engine.grammar import (
+    SchemaNotSupported,
+    grammar_schema,
+    json_schema_to_gbnf,
+)
 
 
 @pytest.fixture(scope="module")

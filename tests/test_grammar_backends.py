@@ -19,9 +19,9 @@ from pydantic import ConfigDict, Field, StringConstraints
 from conftest import image_bytes, load_engine
 from schemas.card import ProductCard, parse_generated
 from schemas.taxonomy import Taxonomy
-from services.inference.decoding import Decoder
-from services.inference.engine import CardEngine
-from services.inference.errors import GrammarError
+from services.inference.card.errors import GrammarError
+from services.inference.engine.card_engine import CardEngine
+from services.inference.engine.decoding import Decoder
 from services.inference.settings import EngineSettings
 
 pytestmark = pytest.mark.model

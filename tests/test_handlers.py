@@ -18,17 +18,22 @@ import pytest
 from pydantic import ValidationError
 
 from conftest import image_bytes
-from services.inference import errors
-from services.inference.chat_templates import BUILTIN, GEMMA, MEDIA_MARKER, load_chat_template
-from services.inference.engine import CardEngine
-from services.inference.handlers import (
+from services.inference.card import errors
+from services.inference.engine.card_engine import CardEngine
+from services.inference.engine.chat_templates import (
+    BUILTIN,
+    GEMMA,
+    MEDIA_MARKER,
+    load_chat_template,
+)
+from services.inference.engine.handlers import (
     PINPOINTS_KEY,
     GGUFMetadataError,
     HandlerNotDetected,
     detect_handler,
     read_metadata,
 )
-from services.inference.model_files import ModelFiles, ModelFilesError, resolve
+from services.inference.engine.model_files import ModelFiles, ModelFilesError, resolve
 from services.inference.settings import EngineSettings
 from tiny_models import RealWeightsMissing, TinyPair, real_pair
 
@@ -171,7 +176,7 @@ def test_resolve_says_how_the_handler_was_chosen(tiny_pairs, monkeypatch) -> Non
     given = resolve(EngineSettings(model_path=pair.model, mmproj_path=pair.mmproj, handler="mtmd"))
     assert (given.handler, given.handler_reason) == ("mtmd", "given: --handler / VITRINE_HANDLER")
     # presets keep their declared handler, whatever the files say
-    from services.inference import model_files
+    from services.inference.engine import model_files
 
     monkeypatch.setattr(model_files, "_cached", lambda file, models_dir: pair.mmproj)
     preset = resolve(EngineSettings(preset="llava-1.5-7b"))

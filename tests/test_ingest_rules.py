@@ -25,8 +25,8 @@ from schemas.messages import (
     S3Record,
 )
 from schemas.reasons import Reason
-from services.inference import preprocess
-from services.inference.preprocess import _OPEN_FORMATS
+from services.inference.image import preprocess
+from services.inference.image.preprocess import _OPEN_FORMATS
 from services.ingest.rules import (
     Decision,
     NeedsSniffing,

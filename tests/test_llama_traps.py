@@ -44,7 +44,7 @@ def test_json_object_with_the_card_schema_crashes_the_process(tiny_pairs) -> Non
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from conftest import image_bytes, load_engine
         from tiny_models import TinyPair
-        from services.inference.grammar import grammar_schema
+        from services.inference.engine.grammar import grammar_schema
         from pathlib import Path
         pair = TinyPair(Path({str(pair.model)!r}), Path({str(pair.mmproj)!r}), "llava15")
         engine = load_engine(pair)

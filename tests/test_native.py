@@ -16,10 +16,10 @@ import pytest
 
 import tiny_models
 from conftest import image_bytes, load_engine
-from services.inference import native_probe
-from services.inference.errors import ModelLoadError
-from services.inference.native import RepackChoice, build_features, choose_repack
-from services.inference.native_probe import (
+from services.inference.card.errors import ModelLoadError
+from services.inference.engine import native_probe
+from services.inference.engine.native import RepackChoice, build_features, choose_repack
+from services.inference.engine.native_probe import (
     NativeCrash,
     ProbeSpec,
     cache_key,

@@ -24,7 +24,7 @@ from schemas.colour_lab import (
     srgb_to_lab,
 )
 from schemas.language import EN, PT_BR, LanguageProfile, colour_pattern
-from services.inference.pixel_colour import (
+from services.inference.image.pixel_colour import (
     MIN_PRODUCT_FRACTION,
     ColourEstimate,
     check_colour,

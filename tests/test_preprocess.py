@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.inference.errors import ImageError, ImageTooLarge
-from services.inference.preprocess import EncoderInput, ImageLimits, prepare_image
+from services.inference.card.errors import ImageError, ImageTooLarge
+from services.inference.image.preprocess import EncoderInput, ImageLimits, prepare_image
 
 PAD = EncoderInput(64, "pad")
 FIT = EncoderInput(64, "fit")
@@ -405,7 +405,7 @@ def test_webp_canvas_bomb_is_refused_before_decoding(monkeypatch) -> None:
 
 def test_our_pixel_limit_decides_not_pillows() -> None:
     """A deployment may allow more than Pillow's 89 MP guard; no decoding happens here."""
-    from services.inference.preprocess import open_checked
+    from services.inference.image.preprocess import open_checked
 
     big = hostile.png_header_bomb(12000, 12000)  # 144 MP: past Pillow's 2x error threshold
     image = open_checked(big, ImageLimits(max_pixels=150_000_000))
@@ -582,7 +582,7 @@ def test_large_jpeg_is_decoded_at_the_coarsest_dct_scale_covering_the_encoder(
 
 
 def test_draft_request_keeps_the_long_side_at_the_encoder_size() -> None:
-    from services.inference.preprocess import draft_request
+    from services.inference.image.preprocess import draft_request
 
     target = EncoderInput(896, "pad")
     assert draft_request(6000, 4000, target) == (896, 597)
@@ -618,7 +618,7 @@ def test_large_photo_matches_a_full_decode_and_resize(orientation: int) -> None:
 def test_encode_png_is_lossless_and_standard(size: tuple[int, int], level: int) -> None:
     import cv2
 
-    from services.inference.preprocess import encode_png
+    from services.inference.image.preprocess import encode_png
 
     pixels = np.random.default_rng(sum(size)).integers(0, 256, (size[1], size[0], 3), np.uint8)
     pixels[: size[1] // 2] = 255  # a flat white band, like a letterbox margin
@@ -634,7 +634,7 @@ def test_encode_png_is_lossless_and_standard(size: tuple[int, int], level: int) 
 def test_encode_png_sizes() -> None:
     """Stored (what goes to llama.cpp): the raw pixels plus a few bytes per row and block;
     compressed: no larger than Pillow's ``compress_level=1``."""
-    from services.inference.preprocess import encode_png
+    from services.inference.image.preprocess import encode_png
 
     canvas = Image.new("RGB", (896, 896), (255, 255, 255))
     canvas.paste(_photo(896, 597), (0, 150))
@@ -644,7 +644,7 @@ def test_encode_png_sizes() -> None:
 
 
 def test_encode_png_refuses_other_modes() -> None:
-    from services.inference.preprocess import encode_png
+    from services.inference.image.preprocess import encode_png
 
     with pytest.raises(ValueError, match="RGB"):
         encode_png(Image.new("RGBA", (4, 4)))

@@ -24,11 +24,11 @@ import pytest
 from conftest import load_engine
 from schemas.card import WORD_PATTERN, bounded_description_pattern
 from schemas.language import PT_BR, colour_pattern
-from services.inference.checks import check_card
-from services.inference.engine import CardEngine
-from services.inference.errors import GenerationError, InvalidOutput, TruncatedOutput
-from services.inference.native import build_features, choose_repack
-from services.inference.native_probe import CHILD_TIMEOUT_S, NativeCrash
+from services.inference.card.checks import check_card
+from services.inference.card.errors import GenerationError, InvalidOutput, TruncatedOutput
+from services.inference.engine.card_engine import CardEngine
+from services.inference.engine.native import build_features, choose_repack
+from services.inference.engine.native_probe import CHILD_TIMEOUT_S, NativeCrash
 from tiny_models import TinyPair, real_pair
 
 pytestmark = [pytest.mark.model, pytest.mark.realweights]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.inference.repetition import DrySettings, NoRepeat, breaker_tokens
+from services.inference.engine.repetition import DrySettings, NoRepeat, breaker_tokens
 
 BREAK = 99
 

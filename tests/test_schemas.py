@@ -18,7 +18,7 @@ from schemas.card import (
 )
 from schemas.export import JSON_DIR, render, stale_files, write_all
 from schemas.language import EN, PT_BR, colour_pattern, profile_for
-from services.inference.checks import count_words, is_known_colour
+from services.inference.card.checks import count_words, is_known_colour
 from services.inference.settings import EngineSettings
 
 GOOD = {

@@ -95,7 +95,7 @@ def sink_settings() -> Any:
 
 
 def inference_settings() -> Any:
-    from services.inference.worker import InferenceSettings
+    from services.inference.worker.service import InferenceSettings
 
     return InferenceSettings()
 
@@ -1201,8 +1201,8 @@ def test_without_the_grammar_validation_still_refuses_injected_output(
     """Second line of defence (also what VITRINE_GRAMMAR_BACKEND=none would leave): the engine's
     parser refuses extra fields and categories outside the taxonomy as typed errors."""
     from schemas.messages import Timings
-    from services.inference.engine import RawGeneration
-    from services.inference.errors import InvalidOutput
+    from services.inference.card.errors import InvalidOutput
+    from services.inference.card.outcome import RawGeneration
 
     with pytest.raises(InvalidOutput):
         llava_engine.parse(RawGeneration(injected, "stop", Timings()))
@@ -1215,7 +1215,7 @@ def test_an_image_spelling_an_instruction_yields_only_schema_fields(
     """The real path on an image whose pixels spell an instruction (the tiny test model cannot
     read, but no model could leave the grammar): every generation is the card's five fields in
     order with a taxonomy category, or a typed error."""
-    from services.inference.errors import CardError
+    from services.inference.card.errors import CardError
 
     walker = walker_for(llava_engine)  # the engine's default backend
     prepared = llava_engine.prepare(instruction_image())

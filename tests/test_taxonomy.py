@@ -37,9 +37,9 @@ from schemas.card import (
 )
 from schemas.language import PT_BR, colour_pattern
 from schemas.taxonomy import Taxonomy, TaxonomyError, slug
-from services.inference.decoding import JSON_OPTIONS
-from services.inference.errors import GenerationError
-from services.inference.grammar import grammar_schema, json_schema_to_gbnf
+from services.inference.card.errors import GenerationError
+from services.inference.engine.decoding import JSON_OPTIONS
+from services.inference.engine.grammar import grammar_schema, json_schema_to_gbnf
 from services.inference.settings import EngineSettings
 
 FEATURES = ["Alça confortável", "Cerâmica resistente", "Boca larga e lisa"]

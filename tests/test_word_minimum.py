@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.inference.word_minimum import WordMinimum, quote_tokens
+from services.inference.engine.word_minimum import WordMinimum, quote_tokens
 
 PIECES = [b"a", b'"', b' "', b"x", b'\\"', b"}"]
 

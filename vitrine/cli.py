@@ -67,8 +67,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 @models_app.command("list")
 def models_list() -> None:
     """Show the presets, their files and whether they are downloaded."""
-    from services.inference.model_files import ModelFilesError, resolve
-    from services.inference.presets import load_registry
+    from services.inference.engine.model_files import ModelFilesError, resolve
+    from services.inference.engine.presets import load_registry
     from services.inference.settings import EngineSettings
 
     registry = load_registry()
@@ -101,7 +101,7 @@ def models_pull(
     quant: Annotated[str | None, typer.Option(help="Quantisation, e.g. Q4_K_M.")] = None,
 ) -> None:
     """Download a preset's model and vision projector from the Hugging Face hub."""
-    from services.inference.model_files import ModelFilesError, pull
+    from services.inference.engine.model_files import ModelFilesError, pull
     from services.inference.settings import EngineSettings
 
     settings = EngineSettings()
@@ -935,9 +935,9 @@ def card(
     """Generate a product card for each image; the model loads once for all of them."""
     from pydantic import ValidationError
 
-    from services.inference.engine import CardEngine
-    from services.inference.errors import CardError
-    from services.inference.model_files import ModelFilesError, resolve
+    from services.inference.card.errors import CardError
+    from services.inference.engine.card_engine import CardEngine
+    from services.inference.engine.model_files import ModelFilesError, resolve
     from services.inference.settings import EngineSettings
 
     overrides: dict[str, Any] = {

@@ -1,3 +1,3 @@
-from services.inference.worker import main
+from services.inference.worker.service import main
 
 main()

@@ -19,8 +19,8 @@ from pydantic_settings import NoDecode
 from schemas.card import ProductCard, card_model, default_taxonomy
 from schemas.language import LanguageProfile, colour_pattern, profile_for
 from schemas.taxonomy import Taxonomy, TaxonomyError
-from services.inference.presets import HandlerName
-from services.inference.prompt import Prompt, build_prompt
+from services.inference.card.prompt import Prompt, build_prompt
+from services.inference.engine.presets import HandlerName
 from services.runtime.settings import (
     ImageSettings,
     InferenceGroup,
@@ -29,7 +29,7 @@ from services.runtime.settings import (
 )
 
 if TYPE_CHECKING:  # adapt.py imports OpenCV (a quarter of a second): only the engine needs it
-    from services.inference.adapt import AdaptMode
+    from services.inference.image.adapt import AdaptMode
 
 CpuRepack = Literal["auto", "on", "off"]
 SelfTestIsolation = Literal["auto", "always", "never"]
@@ -231,14 +231,14 @@ class EngineSettings(ImageSettings):
     def _adapt_known(cls, value: str) -> str:
         if value.strip().lower() == "off":
             return "off"  # without importing OpenCV: vitrine's own commands read these settings
-        from services.inference.adapt import canonical_adapt
+        from services.inference.image.adapt import canonical_adapt
 
         return canonical_adapt(value)  # a typo fails at start, with what is accepted
 
     @model_validator(mode="after")
     def _adapt_reference(self) -> EngineSettings:
         if self.preprocess_adapt != "off" or self.preprocess_adapt_reference is not None:
-            from services.inference.adapt import adapt_mode
+            from services.inference.image.adapt import adapt_mode
 
             # A missing reference, or one that cannot be read, fails at start, not mid-card.
             adapt_mode(self.preprocess_adapt, self.preprocess_adapt_reference)
@@ -247,7 +247,7 @@ class EngineSettings(ImageSettings):
     @property
     def adapt_mode(self) -> AdaptMode:
         """The parsed adaptation, its reference histogram loaded once per process."""
-        from services.inference.adapt import adapt_mode
+        from services.inference.image.adapt import adapt_mode
 
         return adapt_mode(self.preprocess_adapt, self.preprocess_adapt_reference)
 
@@ -261,7 +261,7 @@ class EngineSettings(ImageSettings):
     def _known_template(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None  # VITRINE_CHAT_TEMPLATE= (empty) means unset
-        from services.inference.chat_templates import load_chat_template
+        from services.inference.engine.chat_templates import load_chat_template
 
         load_chat_template(value)  # a bad name, file or template fails here, not mid-card
         return value
@@ -334,7 +334,7 @@ class InferenceSettings(EngineSettings, KafkaSettings, InferenceGroup, S3Setting
 
     engine: str = Field(
         "llama",
-        description="The engine by name (services/inference/engines.py): llama, the model; "
+        description="The engine by name (services/inference/worker/engines.py): llama, the model; "
         "benchmarks and tests register their stand-ins in their own processes.",
     )
     inference_batch_max: int = Field(

@@ -26,7 +26,7 @@ from schemas.api import CardView, ReviewEvent
 from schemas.card import ProductCard
 from schemas.messages import Checks, ImageJob, ObjectRef
 from schemas.taxonomy import Taxonomy
-from services.inference.preprocess import ImageLimits
+from services.inference.image.preprocess import ImageLimits
 from services.review import images, listing
 from services.review import uploads as upload_rules
 from services.review.accounts import LoginLimiter

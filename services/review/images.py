@@ -19,7 +19,7 @@ from minio import Minio
 from PIL import Image, ImageOps
 
 from schemas.messages import ObjectRef
-from services.inference.preprocess import ImageLimits, open_checked, to_rgb
+from services.inference.image.preprocess import ImageLimits, open_checked, to_rgb
 from services.runtime.s3 import read_object
 
 

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from services.inference.handlers import (
+from services.inference.engine.handlers import (
     GGUFMetadataError,
     HandlerChoice,
     HandlerNotDetected,
     detect_handler,
 )
-from services.inference.presets import HandlerName, HubFile, Preset, load_registry
+from services.inference.engine.presets import HandlerName, HubFile, Preset, load_registry
 from services.inference.settings import EngineSettings
 
 

@@ -21,7 +21,6 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp
@@ -34,10 +33,8 @@ from pydantic import ValidationError
 from schemas.card import ProductCard, generation_schema, parse_generated
 from schemas.messages import Checks, ColourCheck, Timings
 from schemas.reasons import Reason
-from services.inference.capacity import check_kv_fits, choose_slots, context_error
-from services.inference.checks import check_card
-from services.inference.decoding import Decoded, Decoder, GuidanceGrammar, completion_dict
-from services.inference.errors import (
+from services.inference.card.checks import check_card
+from services.inference.card.errors import (
     AttemptFailure,
     GenerationError,
     GrammarError,
@@ -47,27 +44,35 @@ from services.inference.errors import (
     TruncatedOutput,
     decode_failure,
 )
-from services.inference.grammar import (
+from services.inference.card.outcome import CardOutcome, RawGeneration
+from services.inference.card.prompt import Prompt
+from services.inference.engine.capacity import check_kv_fits, choose_slots, context_error
+from services.inference.engine.decoding import Decoded, Decoder, GuidanceGrammar, completion_dict
+from services.inference.engine.grammar import (
     SchemaNotSupported,
     grammar_schema,
     json_schema_to_gbnf,
     word_minimums,
 )
-from services.inference.model_files import ModelFiles
-from services.inference.native import (
+from services.inference.engine.model_files import ModelFiles
+from services.inference.engine.native import (
     RepackableLlama,
     RepackChoice,
     choose_repack,
     on_native_thread,
     self_test,
 )
-from services.inference.native_probe import ProbeResult, ProbeSpec, isolated_self_test
-from services.inference.pixel_colour import ColourEstimate, check_colour, estimate_colour
-from services.inference.preprocess import EncoderInput, ImageLimits, PreparedImage, prepare_image
-from services.inference.prompt import Prompt
-from services.inference.repetition import DrySettings
+from services.inference.engine.native_probe import ProbeResult, ProbeSpec, isolated_self_test
+from services.inference.engine.repetition import DrySettings
+from services.inference.engine.slots import AbortClock, SlotEngine
+from services.inference.image.pixel_colour import ColourEstimate, check_colour, estimate_colour
+from services.inference.image.preprocess import (
+    EncoderInput,
+    ImageLimits,
+    PreparedImage,
+    prepare_image,
+)
 from services.inference.settings import EngineSettings
-from services.inference.slots import AbortClock, SlotEngine
 
 HANDLER_CLASSES = {
     "llava15": chat_format.Llava15ChatHandler,
@@ -96,27 +101,6 @@ def _keep_stdio(disable: bool = False) -> Iterator[None]:
 # missing from a worker's log while its row was done.  libmtmd's own chatter already goes
 # through the log callback above, so there is nothing left for the redirection to hide.
 chat_format.suppress_stdout_stderr = _keep_stdio  # type: ignore[misc,assignment]
-
-
-@dataclass
-class RawGeneration:
-    text: str
-    finish_reason: str | None
-    timings: Timings
-
-
-@dataclass
-class CardOutcome:
-    card: ProductCard
-    model_id: str
-    prompt_version: str
-    attempts: int
-    seed: int
-    timings: Timings
-    """Every attempt's stages summed, and the image's preprocessing."""
-    failures: list[AttemptFailure] = field(default_factory=list)
-    checks: Checks | None = None
-    """The colour check beside the card (``VITRINE_COLOUR_CHECK``), when it ran."""
 
 
 class _TimedMtmd:
@@ -285,7 +269,7 @@ class CardEngine:
                 raise context_error(exc, self.parallel, self.n_ctx, kv_bytes) from exc
             raise ModelLoadError(f"cannot load {files.model} + {files.mmproj}: {exc}") from exc
         if settings.chat_template is not None:  # given explicitly, so it wins over the model's
-            from services.inference.chat_templates import load_chat_template
+            from services.inference.engine.chat_templates import load_chat_template
 
             self.llm.metadata["tokenizer.chat_template"] = load_chat_template(
                 settings.chat_template

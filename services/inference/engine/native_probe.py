@@ -38,13 +38,13 @@ from pathlib import Path
 
 import llama_cpp
 
-from services.inference.errors import ModelLoadError
-from services.inference.native import RepackChoice, build_features
+from services.inference.card.errors import ModelLoadError
+from services.inference.engine.native import RepackChoice, build_features
 from services.inference.settings import SelfTestIsolation
 
 log = logging.getLogger("vitrine.inference")
 
-CHILD_ARGS: tuple[str, ...] = ("-m", "services.inference.native_probe")
+CHILD_ARGS: tuple[str, ...] = ("-m", "services.inference.engine.native_probe")
 """What the child runs, after the interpreter and before the spec.  The crash tests point this
 at a wrapper that dies on purpose (``tests/crashing_self_test.py``), as
 ``tests/fault_services.py`` does for the services."""
@@ -259,7 +259,7 @@ def isolated_self_test(
 
 def run_child(spec: ProbeSpec) -> None:
     """The child's whole job: the engine's load parameters, then its self-test."""
-    from services.inference.native import RepackableLlama, self_test
+    from services.inference.engine.native import RepackableLlama, self_test
 
     llm = RepackableLlama(
         model_path=spec.model,

@@ -22,7 +22,7 @@ every step (same float32 arithmetic, same tokens for the same seed); the mask is
 
 Compile once, fail loudly: :class:`GuidanceGrammar` builds the tokenizer from the model's vocab
 and compiles the JSON Schema when the engine starts; anything llguidance cannot enforce is a
-:class:`~services.inference.errors.GrammarError` then, never unconstrained decoding later.
+:class:`~services.inference.card.errors.GrammarError` then, never unconstrained decoding later.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ from llama_cpp import Llama
 from llguidance import LLMatcher, LLTokenizer
 from llguidance.llamacpp import lltokenizer_from_vocab
 
-from services.inference.errors import GrammarError
-from services.inference.repetition import DrySettings, NoRepeat, breaker_tokens
-from services.inference.word_minimum import WordMinimum, quote_tokens
+from services.inference.card.errors import GrammarError
+from services.inference.engine.repetition import DrySettings, NoRepeat, breaker_tokens
+from services.inference.engine.word_minimum import WordMinimum, quote_tokens
 
 if TYPE_CHECKING:
     from llguidance._lib import JsonCompileOptions

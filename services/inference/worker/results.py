@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from schemas.messages import CardResult, CardStatus, ImageJob, Timings
 from schemas.reasons import Reason
-from services.inference.engine import CardOutcome
-from services.inference.errors import CardError, GenerationError, ImageError
+from services.inference.card.errors import CardError, GenerationError, ImageError
+from services.inference.card.outcome import CardOutcome
 
 
 def done(job: ImageJob, outcome: CardOutcome, fetch_ms: float, total_ms: float) -> CardResult:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from services.inference.engine import CardOutcome
-from services.inference.prompt import Prompt
+from services.inference.card.outcome import CardOutcome
+from services.inference.card.prompt import Prompt
 from services.inference.settings import EngineSettings
 
 
@@ -68,8 +68,8 @@ def load_engine(name: str, settings: EngineSettings) -> Engine:
 
 
 def _llama(settings: EngineSettings) -> Engine:
-    from services.inference.engine import CardEngine
-    from services.inference.model_files import resolve
+    from services.inference.engine.card_engine import CardEngine
+    from services.inference.engine.model_files import resolve
 
     return CardEngine(resolve(settings), settings)
 

@@ -47,9 +47,9 @@ from pydantic import ValidationError
 from schemas.messages import CardResult, CardStatus, ImageJob
 from schemas.reasons import Reason
 from services.inference import metrics
-from services.inference.deliveries import Delivery, DeliveryCounter, position
-from services.inference.results import not_done
 from services.inference.settings import InferenceSettings
+from services.inference.worker.deliveries import Delivery, DeliveryCounter, position
+from services.inference.worker.results import not_done
 from services.runtime.kafka import encode, make_consumer, make_producer, with_retry
 from services.runtime.metrics import record_lag
 from services.runtime.stage import dead_letter_output

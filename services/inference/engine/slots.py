@@ -46,9 +46,9 @@ import numpy as np
 from llama_cpp import Llama
 
 from services.inference import metrics
-from services.inference.decoding import Decoded, Decoder, Sampling, Sequence, completion_dict
-from services.inference.errors import CardError, InferenceError, JobTimeout, decode_failure
-from services.inference.native import on_native_thread, submit_native
+from services.inference.card.errors import CardError, InferenceError, JobTimeout, decode_failure
+from services.inference.engine.decoding import Decoded, Decoder, Sampling, Sequence, completion_dict
+from services.inference.engine.native import on_native_thread, submit_native
 
 log = logging.getLogger("vitrine.inference")
 

@@ -21,10 +21,10 @@ from urllib3.exceptions import HTTPError
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef
 from schemas.reasons import Reason
 from services.inference import metrics
-from services.inference.engines import Engine
-from services.inference.errors import CardError
-from services.inference.results import done, from_error, not_done
+from services.inference.card.errors import CardError
 from services.inference.settings import InferenceSettings
+from services.inference.worker.engines import Engine
+from services.inference.worker.results import done, from_error, not_done
 from services.runtime.retry import transient
 from services.runtime.s3 import (
     ObjectChanged,

@@ -21,7 +21,7 @@ from typing import Any
 
 from gguf import GGUF_MAGIC, GGUFValueType
 
-from services.inference.presets import HandlerName
+from services.inference.engine.presets import HandlerName
 
 PROJECTOR_TYPE_KEYS = ("clip.projector_type", "clip.vision.projector_type")
 """Where llama.cpp's clip loader looks for the projector type, in its order."""

@@ -18,15 +18,16 @@ import time
 import warnings
 import zlib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from services.inference.adapt import AdaptMode, Correction
-from services.inference.adapt import adapt as adapt_image
-from services.inference.errors import EmptyImage, ImageError, ImageTooLarge
+from services.inference.card.errors import EmptyImage, ImageError, ImageTooLarge
 from services.runtime.sniff import IMAGE_MAGIC, looks_like
+
+if TYPE_CHECKING:  # adapt.py imports OpenCV: only a photo that is adapted needs it loaded
+    from services.inference.image.adapt import AdaptMode, Correction
 
 ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 WHITE = (255, 255, 255)
@@ -319,6 +320,8 @@ def prepare_image(
     applied: tuple[Correction, ...] = ()
     adapt_ms = 0.0
     if adapt is not None and adapt.active:
+        from services.inference.image.adapt import adapt as adapt_image
+
         # On the photo alone: the white margins must not count in its colour statistics.
         adapt_started = time.perf_counter()
         image, applied, _ = adapt_image(image, adapt)

@@ -33,7 +33,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp import Llama
 
-from services.inference.errors import ModelLoadError
+from services.inference.card.errors import ModelLoadError
 from services.inference.settings import CpuRepack
 
 log = logging.getLogger("vitrine.inference")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import llama_cpp
 
-from services.inference.errors import ModelLoadError
+from services.inference.card.errors import ModelLoadError
 
 log = logging.getLogger("vitrine.inference")
 

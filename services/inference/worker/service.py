@@ -13,12 +13,12 @@ import logging
 import sys
 
 from services.inference import metrics
-from services.inference.delivery import InferenceWorker
-from services.inference.engines import UnknownEngine, load_engine
-from services.inference.errors import CardError
-from services.inference.job import JobHandler, minio_fetch
-from services.inference.model_files import ModelFilesError
+from services.inference.card.errors import CardError
+from services.inference.engine.model_files import ModelFilesError
 from services.inference.settings import InferenceSettings
+from services.inference.worker.delivery import InferenceWorker
+from services.inference.worker.engines import UnknownEngine, load_engine
+from services.inference.worker.job import JobHandler, minio_fetch
 from services.runtime.s3 import make_minio
 from services.runtime.service import run_service
 

@@ -1,0 +1,3 @@
+"""What a card must be, independent of any model: the outcome and error types, the prompt, the
+content checks.  Imports neither llama_cpp nor OpenCV at module load (``tests/test_layers.py``).
+"""
