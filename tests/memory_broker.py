@@ -3,10 +3,11 @@ committed offsets (with metadata), pausing, seeking and rebalance callbacks.
 
 It models what the worker relies on and nothing more: records appended per partition, a
 consumer that reads from its positions and skips paused partitions, commits that store
-``(offset, metadata)`` per group, a producer whose acknowledgements a test can make fail, and
-an admin client that reads the committed offsets back.  ``kill()`` stands for a dead process:
-the worker's task is cancelled and nothing it had not committed survives.  The real-Kafka tests
-(tests/test_faults.py, tests/test_pipeline.py) stay the proof; these pin the logic down fast.
+``(offset, metadata)`` per group (a test can make some refused), a producer whose
+acknowledgements a test can make fail, and an admin client that reads the committed offsets
+back.  ``kill()`` stands for a dead process: the worker's task is cancelled and nothing it had
+not committed survives.  The real-Kafka tests (tests/test_faults.py, tests/test_pipeline.py)
+stay the proof; these pin the logic down fast.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import CommitFailedError, KafkaConnectionError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 
@@ -30,6 +31,8 @@ class MemoryBroker:
     committed: dict[tuple[str, TopicPartition], OffsetAndMetadata] = field(default_factory=dict)
     fail_next_acks: int = 0
     """Acknowledgements to fail (a broker restarting) before sends succeed again."""
+    refuse_next_commits: int = 0
+    """Offset commits to refuse (the group rebalanced under the member) before they succeed."""
 
     def append(
         self,
@@ -145,6 +148,9 @@ class MemoryConsumer:
         return out
 
     async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        if self.broker.refuse_next_commits > 0:
+            self.broker.refuse_next_commits -= 1
+            raise CommitFailedError("the group rebalanced (memory broker)")
         stored = {}
         for tp, value in offsets.items():
             if isinstance(value, OffsetAndMetadata):

@@ -1,8 +1,15 @@
-"""Delivery markers: how a worker knows that the previous delivery of a job (or batch) died."""
+"""Delivery markers: how a worker knows that the previous delivery of a job (or batch) died;
+and what a commit refused after the results were published does to them."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from aiokafka.structs import OffsetAndMetadata
+from memory_broker import MemoryBroker
+from prometheus_client import REGISTRY
+from test_delivery_mechanics import GROUP, JOBS, Handler, Run, put_jobs, result_keys, run, until
 
 from services.inference.worker.deliveries import Delivery, Marker, format_marker, read_marker
 from services.inference.worker.delivery import Pace
@@ -43,3 +50,90 @@ def test_pace_takes_one_job_until_it_knows_and_when_jobs_are_slow() -> None:
         pace.observe(3000.0)  # a real model on a CPU
     assert pace.batch_size() == 1
     assert Pace(target_ms=100, most=1).batch_size() == 1
+
+
+# -- a commit refused after its results were published ------------------------------------------
+
+
+def commits_lost() -> float:
+    return REGISTRY.get_sample_value("vitrine_inference_commits_lost_total") or 0.0
+
+
+def uncommitted(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == "jobs.uncommitted"]
+
+
+async def refused_after_publishing(
+    caplog: pytest.LogCaptureFixture, refusals: int
+) -> tuple[MemoryBroker, Run, float]:
+    """A worker whose commit after ``a.jpg`` (published) is refused, and ``refusals - 1`` after;
+    with the broker and the count of commits lost before."""
+    caplog.set_level(logging.INFO, logger="vitrine.inference")
+    broker = MemoryBroker()
+    put_jobs(broker, "a.jpg")
+    handler = Handler()
+    handler.hold = {"a.jpg"}
+    lost = commits_lost()
+    worker = Run(broker, handler)
+    await handler.wait_entered("a.jpg")
+    broker.refuse_next_commits = refusals
+    handler.let_go("a.jpg")
+    await until(lambda: uncommitted(caplog), "the refused commit logged")
+    [entry] = uncommitted(caplog)
+    assert entry.__dict__["partitions"] == [0] and entry.__dict__["jobs"] == 1
+    assert result_keys(broker) == ["a.jpg"]  # published once, not sent again
+    assert broker.committed_offset(GROUP, JOBS) == (0, format_marker(0, 1, 0))  # as it was
+    return broker, worker, lost
+
+
+def test_a_refused_commit_is_counted_and_logged_and_the_next_commit_moves_past_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def go() -> None:
+        broker, worker, lost = await refused_after_publishing(caplog, refusals=1)
+        assert commits_lost() == lost + 1
+        # the partition stayed ours: the next job's begin marker is past a.jpg, nothing lost
+        put_jobs(broker, "b.jpg")
+        await until(lambda: broker.committed_offset(GROUP, JOBS) == (2, ""), "all committed")
+        await worker.shutdown()
+        assert [c[JOBS] for c in worker.consumer.commits] == [
+            (0, format_marker(0, 1, 0)),
+            (1, format_marker(1, 1, 1)),
+            (2, ""),
+        ]
+        assert result_keys(broker) == ["a.jpg", "b.jpg"]  # each once
+
+    run(go)
+
+
+def test_a_refused_commit_lost_to_a_rebalance_runs_the_job_again_elsewhere(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def go() -> None:
+        broker, first, lost = await refused_after_publishing(caplog, refusals=2)
+        await first.consumer.revoke({JOBS})  # the rebalance: its commit is refused too
+        assert commits_lost() == lost + 2
+        second = Run(broker, Handler())  # the partition's next owner reads from the last commit
+        await until(lambda: broker.committed_offset(GROUP, JOBS) == (1, ""), "committed")
+        await second.shutdown()
+        await first.shutdown()
+        # the result twice, which the sink's idempotent upsert absorbs; the marker the refused
+        # commit left counts as one death of the job (it runs alone, as a suspect)
+        assert result_keys(broker) == ["a.jpg", "a.jpg"]
+        assert (0, format_marker(0, 2, 0)) in [c[JOBS] for c in second.consumer.commits]
+
+    run(go)
+
+
+def test_a_refused_begin_commit_starts_nothing_and_the_jobs_are_taken_again() -> None:
+    async def go() -> None:
+        broker = MemoryBroker()
+        broker.refuse_next_commits = 1  # the first marker: a rebalance under the first poll
+        put_jobs(broker, "a.jpg", "b.jpg")
+        handler = Handler()
+        worker = Run(broker, handler, inference_batch_target_ms=1e9)
+        await until(lambda: broker.committed_offset(GROUP, JOBS) == (2, ""), "all committed")
+        await worker.shutdown()
+        assert handler.seen == ["a.jpg", "b.jpg"] and result_keys(broker) == ["a.jpg", "b.jpg"]
+
+    run(go)

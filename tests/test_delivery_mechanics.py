@@ -95,7 +95,25 @@ async def first_of(*events: asyncio.Event) -> None:
 
 class CheckedConsumer(MemoryConsumer):
     """Fails the test at the commit that would pass a job whose result (or dead letter) is not
-    in the log yet: at-least-once, checked at every commit rather than at the end."""
+    in the log yet: at-least-once, checked at every commit rather than at the end.  Counts the
+    worker's polls, and which poll first served each record, so that a test can wait for the
+    worker to have really looked at something rather than for a while."""
+
+    def __init__(self, broker: MemoryBroker, group: str) -> None:
+        super().__init__(broker, group)
+        self.polls = 0  # polls begun
+        self.served: dict[tuple[int, int], int] = {}  # (partition, offset): first poll serving it
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Any]]:
+        self.polls += 1
+        poll = self.polls
+        out = await super().getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+        for tp, records in out.items():
+            for record in records:
+                self.served.setdefault((tp.partition, record.offset), poll)
+        return out
 
     async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
         published = set(result_keys(self.broker)) | {r.value for r in self.broker.records("dlq")}
@@ -156,6 +174,13 @@ async def until(check: Callable[[], Any], what: str, timeout: float = 10) -> Non
         while not check():
             await asyncio.sleep(0.01)
     assert check(), what
+
+
+async def went_around(run: Run, since: int) -> None:
+    """Until the worker has begun two polls after poll ``since``: whatever the first of them
+    served was planned, and any batch started for it has run its first step (the worker yielded
+    before the second), so a job not in the handler by then was really held back."""
+    await until(lambda: run.consumer.polls >= since + 2, "two more polls")
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
@@ -463,16 +488,19 @@ def test_a_suspect_range_found_with_jobs_in_flight_waits_for_them_then_runs_alon
         await handler.wait_entered("held.jpg")
         # a previous process died running offsets 0..1 of partition 1
         broker.committed[(GROUP, other)] = OffsetAndMetadata(0, format_marker(0, 1, 1))
+        since = worker.consumer.polls
         put_jobs(broker, "s0.jpg", "s1.jpg", partition=1)
-        await asyncio.sleep(0.3)
+        await went_around(worker, since)
+        assert (1, 0) in worker.consumer.served, "the worker was handed the suspect job"
         assert "s0.jpg" not in handler.seen, "the suspect job must wait for the slots in flight"
+        since = worker.consumer.polls
         put_jobs(broker, "more.jpg")
-        await asyncio.sleep(0.3)
+        await went_around(worker, since)
         assert "more.jpg" not in handler.seen, "nothing new starts while they drain"
         handler.let_go("held.jpg")
         await handler.wait_entered("s0.jpg")
         assert broker.committed_offset(GROUP, other) == (0, format_marker(0, 2, 1))
-        await asyncio.sleep(0.3)
+        await went_around(worker, worker.consumer.polls)
         assert handler.running == 1 and "more.jpg" not in handler.seen, "s0 runs alone"
         handler.let_go("s0.jpg")
         await until(lambda: broker.committed_offset(GROUP, other) == (2, ""), "suspects done")

@@ -67,6 +67,8 @@ def read_marker(metadata: str | None, offset: int) -> Marker | None:
 
 @dataclass(frozen=True)
 class Delivery:
+    """One Kafka delivery of a partition's jobs ``first..last`` to this worker, as counted."""
+
     first: int
     attempt: int  # 1-based delivery number of the job at ``first``
     suspect_end: int | None  # a delivery of first..suspect_end died: one job at a time
@@ -106,29 +108,29 @@ class DeliveryCounter:
         self.admin = admin
         self.group = group
 
-    async def plan(
+    async def read(
         self, spans: dict[TopicPartition, tuple[int, int]]
     ) -> dict[TopicPartition, Delivery]:
         """What the delivery of ``first..last`` per partition would be, from the markers.  Only
         for a partition with nothing of this worker's in flight: a marker there is a previous
         owner's (or a previous process's)."""
         committed = await self.admin.list_consumer_group_offsets(self.group, partitions=list(spans))
-        plan: dict[TopicPartition, Delivery] = {}
+        found: dict[TopicPartition, Delivery] = {}
         for tp, (first, last) in spans.items():
             meta = committed.get(tp)
             previous = read_marker(meta.metadata if meta else None, first)
             if previous is None:
-                plan[tp] = Delivery.fresh(first, last)
+                found[tp] = Delivery.fresh(first, last)
             else:  # the delivery that wrote it died: this one is its first job alone
-                plan[tp] = Delivery(first, previous.count + 1, max(previous.end, first), first)
-        return plan
+                found[tp] = Delivery(first, previous.count + 1, max(previous.end, first), first)
+        return found
 
 
 def position(taken: dict[int, Delivery], done: set[int], dropped: set[int]) -> OffsetAndMetadata:
     """What to commit for one partition's jobs taken and not yet committed past.
 
     ``taken`` maps each job's offset to the delivery it is part of; the others are *live*
-    (waiting in a slot, running, or their result not yet acknowledged), ``done`` (result
+    (waiting in their batch, running, or their result not yet acknowledged), ``done`` (result
     acknowledged) or ``dropped`` (they will not run here: cut before they started by a
     rebalance or a shutdown, or handed back).  The offset moves past the contiguous finished
     prefix; while anything is live, the marker sits on the lowest unfinished job and its end
