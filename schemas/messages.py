@@ -12,10 +12,12 @@ Topic  ``vitrine.cards.approved`` ← ``ApprovedCard`` (the review desk) key ``"
 
 from __future__ import annotations
 
+import secrets
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -48,6 +50,21 @@ class ObjectRef(BaseModel):
     )
     event_time: datetime
 
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ObjectRef:
+        """The object a ``product_cards`` row names, as its last event described it (the row
+        keeps the sequencer as a number, messages carry it as hex)."""
+        return cls(
+            bucket=row["bucket"],
+            key=row["object_key"],
+            version_id=row.get("version_id"),
+            etag=row.get("etag"),
+            size=row.get("size_bytes"),
+            content_type=row.get("content_type"),
+            sequencer=format(int(row["sequencer"]), "X"),
+            event_time=row["event_time"],
+        )
+
     @property
     def message_key(self) -> bytes:
         """Kafka key: all events of one object land in one partition, in order."""
@@ -74,6 +91,15 @@ class ImageJob(BaseModel):
     def job_id_for(obj: ObjectRef) -> uuid.UUID:
         """Deterministic: a replayed event yields the same job id, so duplicates are visible."""
         return uuid.uuid5(JOB_NAMESPACE, f"{obj.bucket}/{obj.key}@{obj.sequencer}")
+
+    @classmethod
+    def reprocess(cls, obj: ObjectRef) -> ImageJob:
+        """The object sent through again (`vitrine reprocess` and `backfill`, the desk's
+        regenerate): the job id of its event, so the new card replaces the old one and never a
+        newer version's; a new trace; attempt 2 marks it as a re-enqueue."""
+        return cls(
+            job_id=cls.job_id_for(obj), trace_id=secrets.token_hex(16), object=obj, attempt=2
+        )
 
 
 class CardStatus(StrEnum):

@@ -13,9 +13,11 @@ from review_desk import DESCRIPTION, MUG, card
 from schemas.api import CardView
 from schemas.card import ProductCard, card_model, default_taxonomy
 from schemas.language import PT_BR, colour_pattern
+from services.inference.settings import EngineSettings
 from services.review import accounts, listing, uploads
 from services.review.edits import EditRefused, apply_edit, changed_fields, form_changes
 from services.review.pages import templates
+from services.review.settings import ReviewSettings
 
 TREE = default_taxonomy(PT_BR)
 CARD = card_model(TREE, colour_regex=colour_pattern(PT_BR), min_words=60)
@@ -40,6 +42,29 @@ def test_an_edit_is_validated_by_the_deployments_card_contract() -> None:
     fine = apply_edit(CARD, current, {"product_name": "Garrafa térmica azul 500 ml"})
     assert isinstance(fine, ProductCard) and fine.product_name == "Garrafa térmica azul 500 ml"
     assert changed_fields(current, fine.model_dump()) == ["product_name"]
+
+
+def test_the_desk_reads_the_workers_card_contract_from_the_same_variables(
+    monkeypatch, tmp_path
+) -> None:
+    tree = tmp_path / "tree.txt"
+    tree.write_text("Sofás\nMesas\n", encoding="utf-8")
+    for name, value in {
+        "VITRINE_LANGUAGE": "en",
+        "VITRINE_TAXONOMY_FILE": str(tree),
+        "VITRINE_COLOUR_VOCABULARY": "enforce",
+        "VITRINE_MIN_DESCRIPTION_WORDS": "60",
+        "VITRINE_WORD_MINIMUM": "check",
+    }.items():
+        monkeypatch.setenv(name, value)
+    desk, workers = ReviewSettings().card_contract(), EngineSettings().card_contract()
+    assert desk == workers and desk.categories() == ("Sofás", "Mesas")
+    assert desk.card_type() is EngineSettings().card_type()
+    monkeypatch.setenv("VITRINE_TAXONOMY", '["A", "B"]')
+    assert ReviewSettings().card_contract().categories() == ("A", "B")
+    monkeypatch.setenv("VITRINE_LANGUAGE", "xx")
+    with pytest.raises(ValueError, match="unsupported output language"):
+        ReviewSettings()
 
 
 def test_a_new_category_brings_its_root_and_id_and_drops_foreign_attributes() -> None:

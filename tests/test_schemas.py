@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
@@ -16,8 +19,10 @@ from schemas.card import (
     card_model,
     description_pattern,
 )
+from schemas.contract import CardContract
 from schemas.export import JSON_DIR, render, stale_files, write_all
 from schemas.language import EN, PT_BR, colour_pattern, profile_for
+from schemas.messages import ImageJob, ObjectRef
 from services.inference.card.checks import count_words, is_known_colour
 from services.inference.settings import EngineSettings
 
@@ -182,3 +187,97 @@ def test_empty_variables_are_unset_as_compose_passes_them(monkeypatch) -> None:
     settings = EngineSettings()
     assert settings.handler is None and settings.cpu_repack == "auto"
     assert settings.colour_vocabulary == "grammar"
+
+
+def contract(**changes) -> CardContract:
+    given = {
+        "language": "pt-BR",
+        "colour_vocabulary": "grammar",
+        "min_description_words": 150,
+        "word_minimum": "grammar",
+        **changes,
+    }
+    return CardContract(**given)
+
+
+def test_the_default_contract_is_the_published_card() -> None:
+    assert contract().card_type().model_json_schema() == card_json_schema()
+    assert contract().tree() is contract().tree()  # the shipped tree, loaded once
+
+
+def test_the_contract_holds_colour_and_word_rules_as_configured() -> None:
+    props = contract(colour_vocabulary="enforce").card_type().model_json_schema()["properties"]
+    assert "preto" in props["color_primary"]["enum"] and "pattern" not in props["color_primary"]
+    props = contract(colour_vocabulary="check").card_type().model_json_schema()["properties"]
+    assert "enum" not in props["color_primary"] and "pattern" not in props["color_primary"]
+    props = contract(min_description_words=60).card_type().model_json_schema()["properties"]
+    assert props["description_long"]["pattern"] == description_pattern(60)
+    for unpatterned in (
+        contract(word_minimum="check").card_type(),
+        contract().card_type(word_pattern=False),
+    ):
+        props = unpatterned.model_json_schema()["properties"]
+        assert "pattern" not in props["description_long"]
+
+
+def test_the_contracts_tree_is_the_flat_list_else_the_file_else_the_language(tmp_path) -> None:
+    path = tmp_path / "tree.txt"
+    path.write_text("Sofás\nMesas\n", encoding="utf-8")
+    assert contract(taxonomy=("A", "B"), taxonomy_file=path).categories() == ("A", "B")
+    from_file = contract(taxonomy_file=path)
+    assert from_file.categories() == ("Sofás", "Mesas")
+    assert from_file.tree() is from_file.tree()  # read once per version of the file
+    stamp = path.stat().st_mtime_ns
+    path.write_text("Camas\n", encoding="utf-8")
+    os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
+    assert from_file.categories() == ("Camas",)
+    assert contract(language="en").categories() == EN.taxonomy
+    with pytest.raises(ValueError, match="cannot read the category tree"):
+        contract(taxonomy_file=tmp_path / "missing.txt").tree()
+
+
+def test_the_engine_settings_card_is_the_contracts(monkeypatch) -> None:
+    monkeypatch.setenv("VITRINE_TAXONOMY", "A; B")
+    monkeypatch.setenv("VITRINE_WORD_MINIMUM", "check")
+    settings = EngineSettings()
+    expected = contract(taxonomy=("A", "B"), word_minimum="check")
+    assert settings.card_contract() == expected
+    assert settings.card_type() is expected.card_type()
+    assert settings.categories() == ("A", "B")
+
+
+ROW = {
+    "bucket": "incoming",
+    "object_key": "a/caneca.jpg",
+    "version_id": "v1",
+    "etag": "abc",
+    "size_bytes": 1234,
+    "content_type": "image/jpeg",
+    "sequencer": Decimal(0x17F00000000000AB),
+    "event_time": datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+    "status": "done",
+}
+
+
+def test_an_object_ref_from_a_row_carries_the_sequencer_as_hex() -> None:
+    ref = ObjectRef.from_row(ROW)
+    assert (ref.bucket, ref.key, ref.version_id, ref.etag, ref.size) == (
+        "incoming",
+        "a/caneca.jpg",
+        "v1",
+        "abc",
+        1234,
+    )
+    assert ref.sequencer == "17F00000000000AB" and ref.sequence == 0x17F00000000000AB
+    bare = ObjectRef.from_row(
+        {k: ROW[k] for k in ("bucket", "object_key", "sequencer", "event_time")}
+    )
+    assert (bare.version_id, bare.etag, bare.size, bare.content_type) == (None,) * 4
+
+
+def test_a_reprocessed_job_keeps_the_events_job_id_with_a_new_trace() -> None:
+    ref = ObjectRef.from_row(ROW)
+    first, second = ImageJob.reprocess(ref), ImageJob.reprocess(ref)
+    assert first.job_id == second.job_id == ImageJob.job_id_for(ref)
+    assert first.object == ref and first.attempt == 2
+    assert re.fullmatch(r"[0-9a-f]{32}", first.trace_id) and first.trace_id != second.trace_id

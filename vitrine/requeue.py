@@ -12,7 +12,6 @@ last-modified time.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +19,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef
 from services.runtime.kafka import encode, make_producer, with_retry
@@ -75,21 +75,9 @@ def select_objects(settings: RequeueSettings, selection: Selection) -> list[Obje
         "SELECT bucket, object_key, version_id, etag, size_bytes, content_type, sequencer, "
         "event_time FROM product_cards WHERE {} ORDER BY bucket, object_key"
     ).format(where)
-    with psycopg.connect(settings.pg_dsn.get_secret_value()) as conn:
+    with psycopg.connect(settings.pg_dsn.get_secret_value(), row_factory=dict_row) as conn:
         found = conn.execute(query, params).fetchall()
-    return [
-        ObjectRef(
-            bucket=b,
-            key=k,
-            version_id=v,
-            etag=e,
-            size=s,
-            content_type=c,
-            sequencer=format(int(seq), "X"),
-            event_time=t,
-        )
-        for b, k, v, e, s, c, seq, t in found
-    ]
+    return [ObjectRef.from_row(row) for row in found]
 
 
 def missing_objects(settings: RequeueSettings, bucket: str, prefix: str | None) -> list[ObjectRef]:
@@ -135,12 +123,7 @@ async def enqueue(
     sent = 0
     try:
         for ref in refs:
-            job = ImageJob(
-                job_id=ImageJob.job_id_for(ref),
-                trace_id=secrets.token_hex(16),
-                object=ref,
-                attempt=2,
-            )
+            job = ImageJob.reprocess(ref)
             if with_queued_row:
                 queued = CardResult(
                     job_id=job.job_id,

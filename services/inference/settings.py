@@ -7,21 +7,19 @@ every layer offloaded to the GPU when there is one, the pt-BR taxonomy.  An expl
 
 from __future__ import annotations
 
-import json
 import os
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import NoDecode
 
-from schemas.card import ProductCard, card_model, default_taxonomy
-from schemas.language import LanguageProfile, colour_pattern, profile_for
-from schemas.taxonomy import Taxonomy, TaxonomyError
+from schemas.card import ProductCard
+from schemas.language import LanguageProfile, profile_for
+from schemas.taxonomy import Taxonomy
 from services.inference.card.prompt import Prompt, build_prompt
 from services.inference.engine.presets import HandlerName
 from services.runtime.settings import (
+    CardContractSettings,
     ImageSettings,
     InferenceGroup,
     KafkaSettings,
@@ -44,7 +42,7 @@ def default_models_dir() -> Path:
     return cache / "models"
 
 
-class EngineSettings(ImageSettings):
+class EngineSettings(ImageSettings, CardContractSettings):
     # which model
     preset: str | None = Field(None, description="Preset name; None = the registry default.")
     quant: str | None = Field(None, description="Quantisation, e.g. Q4_K_M; None = preset's.")
@@ -130,23 +128,11 @@ class EngineSettings(ImageSettings):
         description="llguidance: append the tokens the grammar forces without sampling them.",
     )
 
-    # card content
-    language: str = Field(
-        "pt-BR", description="Output language: its taxonomy, colours, checks and prompt."
-    )
+    # card content (the contract's settings: CardContractSettings)
     prompt_language: Literal["output", "en"] = Field(
         "output",
         description="Language of the instructions: the output language (where vitrine has "
         "a translation, else English) or English.",
-    )
-    taxonomy: Annotated[tuple[str, ...] | None, NoDecode] = Field(
-        None, description="Categories: a JSON list or ';'-separated; None = language default."
-    )
-    taxonomy_file: Path | None = Field(
-        None,
-        description="A category tree: YAML/JSON (.yaml, .yml, .json; attributes per category) "
-        "or Google's text format ('id - A > B > C' per line; 'A > B' and plain names too); "
-        "None = the language's shipped tree.",
     )
     taxonomy_prompt_chars: int = Field(
         3200,
@@ -155,19 +141,10 @@ class EngineSettings(ImageSettings):
         "levels, breadth first), the rest for the attributes' descriptions; the grammar holds "
         "every leaf whatever the prompt shows.",
     )
-    min_description_words: int = Field(
-        150, ge=1, description="Words description_long must have (grammar and check)."
-    )
     language_check: bool = Field(
         True,
         description="Hold the text fields to the output language (a function-word test); "
         "off for mixed-language catalogues.",
-    )
-    word_minimum: Literal["grammar", "check"] = Field(
-        "grammar",
-        description="grammar: the description's word minimum is a pattern the grammar "
-        "enforces (its character bounds are then checked after generation); check: the "
-        "grammar enforces the character bounds and the word count is checked after.",
     )
     colour_check: Literal["off", "flag", "retry", "replace"] = Field(
         "flag",
@@ -176,12 +153,6 @@ class EngineSettings(ImageSettings):
         "row's checks say so), retry (one more attempt with a corrective note naming the "
         "pixels' colour; the card is kept, flagged, if that one disagrees too), replace "
         "(color_primary becomes the pixels' colour), or off.",
-    )
-    colour_vocabulary: Literal["grammar", "enforce", "check"] = Field(
-        "grammar",
-        description="grammar: the grammar allows the language's colour names with modifiers "
-        "('azul-marinho', 'verde claro'); enforce: only the base names (a fixed facet, an "
-        "enum); check: free text, checked against the vocabulary after generation.",
     )
 
     # image limits (image_max_bytes: ImageSettings)
@@ -208,16 +179,6 @@ class EngineSettings(ImageSettings):
         description="Reference photo whose YCrCb histogram match / match-chroma pull each "
         "photo's towards (read once at start).",
     )
-
-    @field_validator("taxonomy", mode="before")
-    @classmethod
-    def _parse_taxonomy(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return tuple(json.loads(text))
-            return tuple(part.strip() for part in text.split(";") if part.strip())
-        return value
 
     @field_validator("engine_parallel")
     @classmethod
@@ -268,7 +229,6 @@ class EngineSettings(ImageSettings):
 
     @model_validator(mode="after")
     def _check(self) -> EngineSettings:
-        profile_for(self.language)
         if (self.model_path is None) != (self.mmproj_path is None):
             raise ValueError("set both VITRINE_MODEL_PATH and VITRINE_MMPROJ_PATH, or neither")
         return self
@@ -289,44 +249,16 @@ class EngineSettings(ImageSettings):
         )
 
     def card_type(self, *, word_pattern: bool = True) -> type[ProductCard]:
-        """The card model these settings generate: taxonomy, colour rule, word minimum.
-
-        ``word_pattern=False`` is the same card without the description's word pattern: what
-        the engine parses with, so that a description short of words is the content check's
-        ``description_min_words`` (with a corrective note that gives the count), not a schema
-        failure that quotes a regex."""
-        profile = self.profile
-        return card_model(
-            self.tree(),
-            profile.colours if self.colour_vocabulary == "enforce" else None,
-            colour_regex=colour_pattern(profile) if self.colour_vocabulary == "grammar" else None,
-            min_words=self.min_description_words
-            if self.word_minimum == "grammar" and word_pattern
-            else None,
-        )
+        """The card model these settings generate (see :meth:`CardContract.card_type`)."""
+        return self.card_contract().card_type(word_pattern=word_pattern)
 
     def tree(self) -> Taxonomy:
-        """The configured category tree: explicit flat list, else file, else the language's
-        shipped tree (read once per file version)."""
-        if self.taxonomy:
-            return Taxonomy.flat_list(self.taxonomy, name="VITRINE_TAXONOMY")
-        if self.taxonomy_file is not None:
-            path = self.taxonomy_file
-            try:
-                stamp = path.stat().st_mtime_ns
-            except OSError as exc:
-                raise TaxonomyError(f"cannot read the category tree {path}: {exc}") from None
-            return _load_tree(path, stamp)
-        return default_taxonomy(self.profile)
+        """The configured category tree (see :meth:`CardContract.tree`)."""
+        return self.card_contract().tree()
 
     def categories(self) -> tuple[str, ...]:
         """The tree's leaf paths (for a flat list: its names)."""
-        return tuple(leaf.path_text for leaf in self.tree().leaves)
-
-
-@lru_cache(maxsize=4)
-def _load_tree(path: Path, _stamp: int) -> Taxonomy:
-    return Taxonomy.load(path)
+        return self.card_contract().categories()
 
 
 class InferenceSettings(EngineSettings, KafkaSettings, InferenceGroup, S3Settings):

@@ -13,16 +13,12 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef, S3Record
 from schemas.reasons import Reason
 from services.runtime.sniff import Identified, identify
+from services.runtime.upload_rules import NeedsSniffing, classify_upload
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo"}
-)
-NEUTRAL_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 # Creates that write new bytes.  MinIO's ``s3:ObjectCreated:*`` also covers metadata-only events
 # (PutTagging, DeleteTagging, PutRetention, PutLegalHold) that must not re-queue a card.
 UPLOAD_EVENTS = frozenset(
@@ -35,14 +31,6 @@ UPLOAD_EVENTS = frozenset(
 )
 # MinIO's event for a DELETE of a key or version that does not exist: nothing was removed.
 REMOVED_NOTHING = "s3:ObjectRemoved:NoOP"
-
-
-@dataclass(frozen=True)
-class NeedsSniffing:
-    """Neither the declared type nor the name says what the object is; ``declared`` says what
-    they were, for the detail of the decision its first bytes make."""
-
-    declared: str
 
 
 @dataclass(frozen=True)
@@ -62,25 +50,6 @@ class Decision:
     job: ImageJob | None
     result: CardResult | None
     sniff: Sniff | None = None
-
-
-def classify_upload(ref: ObjectRef, max_bytes: int) -> tuple[Reason, str] | NeedsSniffing | None:
-    """``(reason, detail)`` when an uploaded object cannot be a usable image,
-    :class:`NeedsSniffing` when only its bytes can tell, else None."""
-    if ref.size == 0:
-        return Reason.empty_object, "the object is empty (0 bytes)"
-    if ref.size is not None and ref.size > max_bytes:
-        return Reason.image_too_large, f"{ref.size} bytes is over the limit of {max_bytes} bytes"
-    content_type = (ref.content_type or "").split(";")[0].strip().lower()
-    suffix = PurePosixPath(ref.key).suffix.lower()
-    if content_type.startswith("image/svg"):
-        return Reason.not_an_image, "SVG is vector markup, not a photo"
-    if content_type.startswith("image/"):
-        return None
-    declared = f"{content_type or 'no content type'} with extension {suffix or '(none)'}"
-    if content_type in NEUTRAL_TYPES:
-        return None if suffix in IMAGE_EXTENSIONS else NeedsSniffing(declared)
-    return Reason.not_an_image, f"{declared} is not an image"
 
 
 def classify_head(head: bytes, sniff: Sniff) -> tuple[Identified, tuple[Reason, str] | None]:

@@ -17,7 +17,7 @@ from minio.error import S3Error
 from schemas.api import CardEdit, CardPage, CardView, Decision, Problem, UploadAccepted
 from services.review import decisions, listing, uploads
 from services.review.accounts import Role, User
-from services.review.desk import Desk, card_view
+from services.review.desk import Desk, card_view, desk_of
 from services.review.edits import EditRefused
 from services.review.security import api_user
 
@@ -37,11 +37,6 @@ class ApiProblem(Exception):
 
 def problem_response(exc: ApiProblem) -> JSONResponse:
     return JSONResponse(exc.problem.model_dump(), status_code=exc.status)
-
-
-def desk_of(request: Request) -> Desk:
-    desk: Desk = request.app.state.desk
-    return desk
 
 
 async def _card_or_404(desk: Desk, bucket: str, key: str) -> CardView:
@@ -219,14 +214,8 @@ async def _decide(
     try:
         async with desk.pool.connection() as conn:
             if approve:
-                await decisions.approve(
-                    conn,
-                    desk.card_type,
-                    user,
-                    bucket,
-                    key,
-                    note=decision.note,
-                    expected_rev=decision.expected_rev,
+                await desk.approve(
+                    conn, user, bucket, key, note=decision.note, expected_rev=decision.expected_rev
                 )
             else:
                 await decisions.reject(
@@ -239,8 +228,6 @@ async def _decide(
                 )
     except (ValueError, decisions.NotFound, decisions.Conflict) as exc:
         raise _refusal(exc) from None
-    if approve:
-        desk.publisher.wake.set()
     log.info(
         "review.approved" if approve else "review.rejected",
         extra={"key": f"{bucket}/{key}", "user": user.username},

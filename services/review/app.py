@@ -31,47 +31,23 @@ REQUEST_SECONDS = Histogram(
 )
 
 
-def create_app(settings: ReviewSettings | None = None) -> FastAPI:
-    settings = settings or ReviewSettings()
+async def timing(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Every request timed, into the histogram and the ``Server-Timing`` header."""
+    started = time.perf_counter()
+    response = await call_next(request)
+    seconds = time.perf_counter() - started
+    route = request.scope.get("route")
+    REQUEST_SECONDS.labels(
+        getattr(route, "path", "other"), f"{response.status_code // 100}xx"
+    ).observe(seconds)
+    # The time the desk spent, for the browser's devtools and bench/review_bench.py.
+    response.headers["Server-Timing"] = f"app;dur={seconds * 1000:.1f}"
+    return response
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_desk(settings) as desk:
-            app.state.desk = desk
-            log.info(
-                "review.started",
-                extra={
-                    "url": f"http://{settings.review_host}:{settings.review_port}/",
-                    "bucket": settings.bucket,
-                    "tree": desk.tree.name,
-                },
-            )
-            yield
-        log.info("review.stopped")
 
-    # Swagger UI and ReDoc served from the package, not a CDN (the desk may run offline).
-    app = FastAPIOffline(
-        title="vitrine review desk",
-        version="1",
-        summary="Upload photos, read cards and their status, edit, approve and reject them.",
-        lifespan=lifespan,
-    )
-    app.add_middleware(SecurityHeaders)
-
-    @app.middleware("http")
-    async def timing(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        seconds = time.perf_counter() - started
-        route = request.scope.get("route")
-        REQUEST_SECONDS.labels(
-            getattr(route, "path", "other"), f"{response.status_code // 100}xx"
-        ).observe(seconds)
-        # The time the desk spent, for the browser's devtools and bench/review_bench.py.
-        response.headers["Server-Timing"] = f"app;dur={seconds * 1000:.1f}"
-        return response
+def answer_refusals(app: FastAPI) -> None:
+    """How refusals are answered: a page for a person (the login page when not signed in),
+    a :class:`schemas.api.Problem` for ``/v1``."""
 
     @app.exception_handler(NotSignedIn)
     async def not_signed_in(request: Request, exc: NotSignedIn) -> Response:
@@ -108,6 +84,35 @@ def create_app(settings: ReviewSettings | None = None) -> FastAPI:
             status_code=422,
         )
 
+
+def create_app(settings: ReviewSettings | None = None) -> FastAPI:
+    settings = settings or ReviewSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_desk(settings) as desk:
+            app.state.desk = desk
+            log.info(
+                "review.started",
+                extra={
+                    "url": f"http://{settings.review_host}:{settings.review_port}/",
+                    "bucket": settings.bucket,
+                    "tree": desk.tree.name,
+                },
+            )
+            yield
+        log.info("review.stopped")
+
+    # Swagger UI and ReDoc served from the package, not a CDN (the desk may run offline).
+    app = FastAPIOffline(
+        title="vitrine review desk",
+        version="1",
+        summary="Upload photos, read cards and their status, edit, approve and reject them.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(SecurityHeaders)
+    app.middleware("http")(timing)
+    answer_refusals(app)
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from fastapi import Request
 from minio import Minio
 from minio.error import S3Error
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from schemas.api import CardView, ReviewEvent
@@ -27,10 +28,9 @@ from schemas.card import ProductCard
 from schemas.messages import Checks, ImageJob, ObjectRef
 from schemas.taxonomy import Taxonomy
 from services.inference.image.preprocess import ImageLimits
-from services.review import images, listing
+from services.review import decisions, images, listing
 from services.review import uploads as upload_rules
-from services.review.accounts import LoginLimiter
-from services.review.decisions import effective
+from services.review.accounts import LoginLimiter, User
 from services.review.edits import changed_fields
 from services.review.publisher import Publisher
 from services.review.settings import ReviewSettings
@@ -40,29 +40,8 @@ from services.runtime.s3 import make_minio
 log = logging.getLogger("vitrine.review")
 
 
-def card_contract() -> tuple[type[ProductCard], Taxonomy]:
-    """The card the workers generate, from the same variables (tree, colours, word minimum)."""
-    from services.inference.settings import EngineSettings
-
-    engine = EngineSettings()
-    return engine.card_type(), engine.tree()
-
-
-def object_ref(row: dict[str, Any]) -> ObjectRef:
-    return ObjectRef(
-        bucket=row["bucket"],
-        key=row["object_key"],
-        version_id=row.get("version_id"),
-        etag=row.get("etag"),
-        size=row.get("size_bytes"),
-        content_type=row.get("content_type"),
-        sequencer=format(int(row["sequencer"]), "X"),
-        event_time=row["event_time"],
-    )
-
-
 def card_view(row: dict[str, Any], events: list[dict[str, Any]] | None = None) -> CardView:
-    current = effective(row)
+    current = decisions.effective(row)
     model = row.get("card")
     approved = row.get("approved_card")
     since = (
@@ -134,7 +113,7 @@ class Desk:
             row = await listing.object_row(conn, bucket, key)
         if row is None:
             return None
-        ref = object_ref(row)
+        ref = ObjectRef.from_row(row)
         return await asyncio.to_thread(
             images.rendition, self.images, self.settings.thumb_dir, ref, side, self.limits
         )
@@ -181,20 +160,57 @@ class Desk:
             row = await listing.object_row(conn, bucket, key)
         if row is None:
             raise LookupError(f"no row for {bucket}/{key}")
-        ref = object_ref(row)
-        job = ImageJob(
-            job_id=ImageJob.job_id_for(ref), trace_id=secrets.token_hex(16), object=ref, attempt=2
-        )
+        job = ImageJob.reprocess(ObjectRef.from_row(row))
         await asyncio.wait_for(self.producer_ready.wait(), 15)
         await self.producer.send_and_wait(
-            self.settings.topic_jobs, key=ref.message_key, value=encode(job)
+            self.settings.topic_jobs, key=job.object.message_key, value=encode(job)
         )
+
+    async def approve(
+        self,
+        conn: AsyncConnection[Any],
+        user: User,
+        bucket: str,
+        key: str,
+        *,
+        note: str | None,
+        expected_rev: int | None,
+        changes: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Approve the card under the deployment's contract, and have the publisher send it at
+        once rather than at its next poll."""
+        await decisions.approve(
+            conn,
+            self.card_type,
+            user,
+            bucket,
+            key,
+            note=note,
+            expected_rev=expected_rev,
+            changes=changes,
+        )
+        self.publisher.nudge()
+
+    async def bulk_approve(
+        self, conn: AsyncConnection[Any], user: User, keys: Sequence[tuple[str, str]], note: str
+    ) -> list[int]:
+        """:func:`decisions.bulk_approve`, the publisher woken as for one approval."""
+        ids = await decisions.bulk_approve(conn, user, keys, note=note)
+        self.publisher.nudge()
+        return ids
+
+
+def desk_of(request: Request) -> Desk:
+    """The process's desk, which the app's lifespan opened (for the pages and the API alike)."""
+    desk: Desk = request.app.state.desk
+    return desk
 
 
 @contextlib.asynccontextmanager
 async def open_desk(settings: ReviewSettings) -> AsyncIterator[Desk]:
     """Everything the desk holds, opened; the publisher running until the block exits."""
-    card_type, tree = card_contract()
+    contract = settings.card_contract()  # the workers' card: the same variables, read here
+    tree = contract.tree()
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         settings.pg_dsn.get_secret_value(),
         min_size=2,
@@ -214,7 +230,7 @@ async def open_desk(settings: ReviewSettings) -> AsyncIterator[Desk]:
         images=make_minio(settings),
         uploads=make_minio(settings.upload_s3()),
         producer=producer,
-        card_type=card_type,
+        card_type=contract.card_type(),
         tree=tree,
         limiter=LoginLimiter(
             settings.review_login_attempts,
@@ -236,7 +252,7 @@ async def open_desk(settings: ReviewSettings) -> AsyncIterator[Desk]:
         yield desk
     finally:
         stop.set()
-        publisher.wake.set()
+        publisher.nudge()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(task, 10)
         task.cancel()

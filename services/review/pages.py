@@ -21,9 +21,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from minio.error import S3Error
 
 from services.review import decisions, listing, uploads
-from services.review.accounts import Role, close_session, login, open_session
-from services.review.api import desk_of
-from services.review.desk import Desk, card_view
+from services.review.accounts import Role, User, close_session, login, open_session
+from services.review.desk import Desk, card_view, desk_of
 from services.review.edits import EditRefused, attributes_of, form_changes
 from services.review.security import (
     LOGIN_CSRF_COOKIE,
@@ -214,10 +213,9 @@ async def bulk_approve(request: Request) -> Response:
     filters = listing.Filters.parse(values)
     async with desk.pool.connection() as conn:
         keys = await listing.matching_keys(conn, filters, limit=desk.settings.review_bulk_max)
-        ids = await decisions.bulk_approve(
+        ids = await desk.bulk_approve(
             conn, session.user, keys, note=values.get("note") or "bulk approval"
         )
-    desk.publisher.wake.set()
     log.info("review.bulk_approved", extra={"user": session.user.username, "count": len(ids)})
     params = {**filters.query_params(), "msg": f"Approved {len(ids)} cards."}
     return RedirectResponse("/?" + urlencode(params), status_code=303)
@@ -325,6 +323,44 @@ async def card_page(request: Request, bucket: str, key: str) -> Response:
     return await _card_page(request, desk_of(request), bucket, key)
 
 
+async def _act(
+    desk: Desk, user: User, action: str, bucket: str, key: str, form: dict[str, str]
+) -> str:
+    """Carry out one button of the card form; the message the card page shows after it."""
+    note = (form.get("note") or "").strip() or None
+    rev = int(form["rev"]) if form.get("rev", "").isdigit() else None
+    async with desk.pool.connection() as conn:
+        row = await listing.card_row(conn, bucket, key)
+        current = (row or {}).get("edited_card") or (row or {}).get("card") or {}
+        changes = form_changes(desk.card_type, current, form) if current else {}
+        if action == "save":
+            fields = await decisions.edit(conn, desk.card_type, user, bucket, key, changes, rev)
+            return f"Saved: {', '.join(fields)}." if fields else "Nothing changed."
+        if action == "approve":
+            await desk.approve(
+                conn, user, bucket, key, note=note, expected_rev=rev, changes=changes
+            )
+            return "Approved."
+        if action == "reject":
+            await decisions.reject(conn, user, bucket, key, note=note or "", expected_rev=rev)
+            return "Rejected."
+        if action == "regenerate":
+            await desk.enqueue_regeneration(bucket, key)
+            await decisions.regenerate(conn, user, bucket, key, note=note)
+            return "Sent back to the workers: the new card will replace this one."
+        raise Forbidden(f"unknown action {action!r}", 400)
+
+
+async def _next_card(
+    desk: Desk, filters: listing.Filters, bucket: str, key: str
+) -> tuple[str, str] | None:
+    """The card after this one in the list the person came from (for "approve, then next")."""
+    async with desk.pool.connection() as conn:
+        row = await listing.card_row(conn, bucket, key)
+        _, after = await listing.neighbours(conn, filters, row) if row else (None, None)
+    return after
+
+
 @router.post("/cards/{bucket}/{key:path}")
 async def card_action(request: Request, bucket: str, key: str) -> Response:
     """One form, four buttons: save, approve (after saving), reject (with a note), regenerate."""
@@ -332,46 +368,12 @@ async def card_action(request: Request, bucket: str, key: str) -> Response:
     session = await form_session(request, form.get("csrf"), Role.reviewer)
     desk = desk_of(request)
     action = form.get("action", "save")
-    note = (form.get("note") or "").strip() or None
-    rev = int(form["rev"]) if form.get("rev", "").isdigit() else None
     filters = listing.Filters.parse(dict(request.query_params))
     params = filters.query_params()
     where = f"{bucket}/{key}"
     refusal: tuple[int, dict[str, str], str] | None = None
     try:
-        async with desk.pool.connection() as conn:
-            row = await listing.card_row(conn, bucket, key)
-            current = (row or {}).get("edited_card") or (row or {}).get("card") or {}
-            changes = form_changes(desk.card_type, current, form) if current else {}
-            if action == "save":
-                fields = await decisions.edit(
-                    conn, desk.card_type, session.user, bucket, key, changes, rev
-                )
-                message = f"Saved: {', '.join(fields)}." if fields else "Nothing changed."
-            elif action == "approve":
-                await decisions.approve(
-                    conn,
-                    desk.card_type,
-                    session.user,
-                    bucket,
-                    key,
-                    note=note,
-                    expected_rev=rev,
-                    changes=changes,
-                )
-                desk.publisher.wake.set()
-                message = "Approved."
-            elif action == "reject":
-                await decisions.reject(
-                    conn, session.user, bucket, key, note=note or "", expected_rev=rev
-                )
-                message = "Rejected."
-            elif action == "regenerate":
-                await desk.enqueue_regeneration(bucket, key)
-                await decisions.regenerate(conn, session.user, bucket, key, note=note)
-                message = "Sent back to the workers: the new card will replace this one."
-            else:
-                raise Forbidden(f"unknown action {action!r}", 400)
+        message = await _act(desk, session.user, action, bucket, key, form)
     except EditRefused as exc:
         refusal = (422, exc.fields, "The card was not saved.")
     except decisions.Conflict as exc:
@@ -401,9 +403,7 @@ async def card_action(request: Request, bucket: str, key: str) -> Response:
     log.info(f"review.{action}", extra={"key": where, "user": session.user.username})
     target = card_url(bucket, key, {**params, "msg": message})
     if action in ("approve", "reject") and form.get("then") == "next":
-        async with desk.pool.connection() as conn:
-            row = await listing.card_row(conn, bucket, key)
-            _, after = await listing.neighbours(conn, filters, row) if row else (None, None)
+        after = await _next_card(desk, filters, bucket, key)
         if after:
             target = card_url(*after, {**params, "msg": f"{message} ({where})"})
     return RedirectResponse(target, status_code=303)

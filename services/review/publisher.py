@@ -45,16 +45,7 @@ ORDER BY r.id LIMIT %s
 def message(row: dict[str, Any]) -> ApprovedCard:
     return ApprovedCard(
         review_id=row["id"],
-        object=ObjectRef(
-            bucket=row["bucket"],
-            key=row["object_key"],
-            version_id=row["version_id"],
-            etag=row["etag"],
-            size=row["size_bytes"],
-            content_type=row["content_type"],
-            sequencer=format(int(row["sequencer"]), "X"),
-            event_time=row["event_time"],
-        ),
+        object=ObjectRef.from_row(row),
         card=ProductCard.model_validate(row["after"]),
         edited=row["edited"],
         edited_fields=list(row["fields"] or []),
@@ -80,6 +71,11 @@ class Publisher:
         self.interval = interval
         self.wake = asyncio.Event()
         self.broken: set[int] = set()  # approvals that make no valid message
+
+    def nudge(self) -> None:
+        """Start a round now rather than at the next poll: after an approval commits, so the
+        card is published at once, and at shutdown, so the loop sees the stop."""
+        self.wake.set()
 
     async def publish_pending(self, batch: int = 200) -> int:
         """One round: send what is unpublished, mark it; returns how many were sent.

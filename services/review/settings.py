@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from services.runtime.settings import (
     DEV_S3_SECRET_KEYS,
+    CardContractSettings,
     KafkaSettings,
     PostgresSettings,
     S3Settings,
@@ -17,9 +18,10 @@ from services.runtime.settings import (
 )
 
 
-class ReviewSettings(KafkaSettings, S3Settings, PostgresSettings):
+class ReviewSettings(KafkaSettings, S3Settings, PostgresSettings, CardContractSettings):
     """The desk: its address, its database role (VITRINE_PG_DSN), its read-only MinIO user
-    (VITRINE_S3_*), its put-only upload user (VITRINE_UPLOAD_S3_*), and its limits."""
+    (VITRINE_S3_*), its put-only upload user (VITRINE_UPLOAD_S3_*), its limits, and the card
+    contract (VITRINE_LANGUAGE, VITRINE_TAXONOMY*, ...: the same variables the workers read)."""
 
     review_host: str = Field("127.0.0.1", description="Address the desk listens on.")
     review_port: int = Field(29080, ge=1, le=65535, description="The desk's HTTP port.")

@@ -23,8 +23,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from schemas.messages import ObjectRef
-from services.ingest.rules import classify_upload
 from services.runtime.sniff import identify
+from services.runtime.upload_rules import classify_upload
 
 MIME = {
     "JPEG": "image/jpeg",

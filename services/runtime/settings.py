@@ -15,11 +15,15 @@ setting cannot print a secret into a log.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.contract import CardContract, ColourVocabulary, WordMinimum
+from schemas.language import profile_for
 
 Mode = Literal["dev", "production"]
 
@@ -137,6 +141,58 @@ class ImageSettings(VitrineSettings):
     image_max_bytes: int = Field(
         30 * 1024 * 1024, ge=1, description="Larger objects are rejected as image_too_large."
     )
+
+
+class CardContractSettings(VitrineSettings):
+    """The card contract (``schemas/contract.py``), read alike by the workers, which generate
+    the card, and by the review desk, which holds a person's edits to the same rules."""
+
+    language: str = Field(
+        "pt-BR", description="Output language: its taxonomy, colours, checks and prompt."
+    )
+    taxonomy: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        None, description="Categories: a JSON list or ';'-separated; None = language default."
+    )
+    taxonomy_file: Path | None = Field(
+        None,
+        description="A category tree: YAML/JSON (.yaml, .yml, .json; attributes per category) "
+        "or Google's text format ('id - A > B > C' per line; 'A > B' and plain names too); "
+        "None = the language's shipped tree.",
+    )
+    min_description_words: int = Field(
+        150, ge=1, description="Words description_long must have (grammar and check)."
+    )
+    word_minimum: WordMinimum = Field(
+        "grammar",
+        description="grammar: the description's word minimum is a pattern the grammar "
+        "enforces (its character bounds are then checked after generation); check: the "
+        "grammar enforces the character bounds and the word count is checked after.",
+    )
+    colour_vocabulary: ColourVocabulary = Field(
+        "grammar",
+        description="grammar: the grammar allows the language's colour names with modifiers "
+        "('azul-marinho', 'verde claro'); enforce: only the base names (a fixed facet, an "
+        "enum); check: free text, checked against the vocabulary after generation.",
+    )
+
+    @field_validator("taxonomy", mode="before")
+    @classmethod
+    def _parse_taxonomy(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return tuple(json.loads(text))
+            return tuple(part.strip() for part in text.split(";") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _known_language(self) -> CardContractSettings:
+        profile_for(self.language)  # an unsupported language fails at start, naming the known
+        return self
+
+    def card_contract(self) -> CardContract:
+        """The contract these settings describe (its fields are this class's, by name)."""
+        return CardContract(**self.model_dump(include=set(CardContractSettings.model_fields)))
 
 
 class KafkaSettings(VitrineSettings):
