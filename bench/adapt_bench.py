@@ -18,10 +18,10 @@ Effect.  ``services.inference.image.pixel_colour.estimate_colour`` names the pro
 colour twice, the same objects clean and then with a warm or cool cast or a washed-out look
 (paired sets); each is saved as a JPEG (q92, as a shop uploads it), prepared at
 ``--effect-size`` with each mode, and the estimate counts as right when it is the drawn name or
-a neighbour ``schemas.colour_lab.neighbours`` accepts.  Reported per subset (clean, cast,
-low-contrast), with the share of photos ``auto`` changed.  ``match`` uses a clean photo of
-another seed as its reference: one catalogue shot, as an operator would pick.  A mode helps
-where it raises the cast and low-contrast columns without lowering the clean one.
+a neighbour ``services.language.colour_science.neighbours`` accepts.  Reported per subset
+(clean, cast, low-contrast), with the share of photos ``auto`` changed.  ``match`` uses a clean
+photo of another seed as its reference: one catalogue shot, as an operator would pick.  A mode
+helps where it raises the cast and low-contrast columns without lowering the clean one.
 """
 
 from __future__ import annotations
@@ -183,9 +183,9 @@ def bench_effect(size: int, n: int, seed: int) -> list[str]:
     try:
         import colour_images
 
-        from schemas.colour_lab import neighbours
         from schemas.language import PT_BR
         from services.inference.image.pixel_colour import estimate_colour
+        from services.language.colour_science import neighbours
     except ImportError as exc:
         return [f"\n## Effect: not measured ({exc})"]
 

@@ -15,7 +15,7 @@ on one core; 0: OpenCV's default).
 Baseline.  The plain mean colour of the centre crop (the middle half of each side), named with
 the same vocabulary: what one would write without a backdrop model.
 
-Effect.  Accuracy of both on the set (the expected name or one ``schemas.colour_lab``
+Effect.  Accuracy of both on the set (the expected name or one ``services.language.colour_science``
 accepts), overall and on the clean and on the cast/low-contrast photos.
 
 Threshold.  For each candidate ``AGREE_DE``, the share of photos where the *right* colour
@@ -42,7 +42,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from colour_images import Sample, generate  # noqa: E402
 
-from schemas.colour_lab import nameable  # noqa: E402
 from schemas.language import PT_BR  # noqa: E402
 from services.inference.image import pixel_colour  # noqa: E402
 from services.inference.image.pixel_colour import (  # noqa: E402
@@ -50,6 +49,7 @@ from services.inference.image.pixel_colour import (  # noqa: E402
     check_colour,
     estimate_colour,
 )
+from services.language.colour_science import nameable  # noqa: E402
 
 THRESHOLDS = (8.0, 10.0, 12.0, 14.0, 15.0, 16.0, 18.0, 20.0)
 

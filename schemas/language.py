@@ -1,14 +1,19 @@
-"""Output-language profiles: the vocabulary a card is checked against, per language.
+"""Output-language profiles: what the card contract needs to know about each language.
 
 The card contract is language-neutral in shape but not in content: the colour must be a colour
-name *of the output language* and the default taxonomy is written in it.  Each profile is plain
-data so downstream consumers can apply the same checks without importing the engine.
+name *of the output language* (``colour_pattern`` builds the grammar's pattern from the names
+here) and the default taxonomy is written in it.  This is the one home of the colour words:
+the colour science (``services.language.colour_science``) and the tests read them from here.
+Each profile is plain data so downstream consumers can apply the same rules without importing
+the engine.  What only the checks use (the function words) lives in ``services/language/``.
 """
 
 from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+
+from services.language import function_words
 
 
 @dataclass(frozen=True)
@@ -25,8 +30,9 @@ class LanguageProfile:
     colour_connectors: frozenset[str] = frozenset()
     """Of the modifiers, those that join two colours ("azul e branco") rather than qualify one."""
     function_words: frozenset[str] = frozenset()
-    """The language's commonest short words (articles, prepositions, conjunctions, pronouns):
-    what the language check counts, since any prose is full of them whatever its topic."""
+    """The language check's vocabulary, kept on the profile only because the card rules
+    (``services.inference.card.checks``) still read it from here; the words themselves live in
+    ``services.language.function_words``, which is where the check should read them from."""
 
 
 PT_BR = LanguageProfile(
@@ -182,107 +188,7 @@ PT_BR = LanguageProfile(
         }
     ),
     colour_connectors=frozenset({"e", "com"}),
-    function_words=frozenset(
-        [
-            "o",
-            "os",
-            "um",
-            "uma",
-            "uns",
-            "umas",
-            "do",
-            "da",
-            "dos",
-            "das",
-            "no",
-            "na",
-            "nos",
-            "nas",
-            "ao",
-            "aos",
-            "à",
-            "às",
-            "pelo",
-            "pela",
-            "pelos",
-            "pelas",
-            "num",
-            "numa",
-            "de",
-            "em",
-            "para",
-            "por",
-            "com",
-            "sem",
-            "sobre",
-            "entre",
-            "até",
-            "após",
-            "desde",
-            "contra",
-            "durante",
-            "e",
-            "ou",
-            "mas",
-            "porém",
-            "também",
-            "já",
-            "muito",
-            "mais",
-            "menos",
-            "bem",
-            "quando",
-            "onde",
-            "como",
-            "porque",
-            "pois",
-            "que",
-            "seu",
-            "sua",
-            "seus",
-            "suas",
-            "este",
-            "esta",
-            "estes",
-            "estas",
-            "esse",
-            "essa",
-            "esses",
-            "essas",
-            "isso",
-            "isto",
-            "aquele",
-            "aquela",
-            "ele",
-            "ela",
-            "eles",
-            "elas",
-            "você",
-            "vocês",
-            "não",
-            "sim",
-            "é",
-            "são",
-            "está",
-            "estão",
-            "ser",
-            "ter",
-            "tem",
-            "têm",
-            "há",
-            "foi",
-            "pode",
-            "podem",
-            "cada",
-            "todo",
-            "toda",
-            "todos",
-            "todas",
-            "outro",
-            "outra",
-            "qualquer",
-        ]
-    ),
+    function_words=function_words.PT_BR_WORDS,
 )
 
 EN = LanguageProfile(
@@ -401,88 +307,7 @@ EN = LanguageProfile(
         }
     ),
     colour_connectors=frozenset({"and", "with"}),
-    function_words=frozenset(
-        [
-            "the",
-            "a",
-            "an",
-            "of",
-            "in",
-            "on",
-            "at",
-            "to",
-            "for",
-            "from",
-            "with",
-            "without",
-            "by",
-            "about",
-            "into",
-            "over",
-            "under",
-            "between",
-            "through",
-            "during",
-            "and",
-            "or",
-            "but",
-            "also",
-            "so",
-            "because",
-            "while",
-            "when",
-            "where",
-            "how",
-            "that",
-            "which",
-            "who",
-            "this",
-            "these",
-            "those",
-            "it",
-            "its",
-            "their",
-            "they",
-            "them",
-            "you",
-            "your",
-            "he",
-            "she",
-            "his",
-            "her",
-            "is",
-            "are",
-            "was",
-            "were",
-            "be",
-            "been",
-            "being",
-            "has",
-            "have",
-            "had",
-            "will",
-            "would",
-            "can",
-            "could",
-            "should",
-            "may",
-            "might",
-            "not",
-            "no",
-            "yes",
-            "each",
-            "every",
-            "any",
-            "other",
-            "more",
-            "most",
-            "very",
-            "than",
-            "then",
-            "there",
-            "here",
-        ]
-    ),
+    function_words=function_words.EN_WORDS,
 )
 
 PROFILES: dict[str, LanguageProfile] = {p.code.lower(): p for p in (PT_BR, EN)}

@@ -4,10 +4,10 @@ to it.
 
 Real product photos with a trusted colour label are not something a test suite can ship, so the
 photos are drawn: one object (ellipse, rounded box, bottle, shoe, shirt, rotated) in a colour
-taken from the pt-BR references of ``schemas.colour_lab`` with a little jitter, shaded (a light
-gradient across it, fabric grain, sometimes a specular highlight), with a soft drop shadow, on a
-white, grey, gradient or textured backdrop; some photos get a warm or cool colour cast or a
-washed-out, low-contrast look.  Sizes 448..896 px, landscape, square or portrait.
+taken from the pt-BR references of ``services.language.colour_science`` with a little jitter,
+shaded (a light gradient across it, fabric grain, sometimes a specular highlight), with a soft
+drop shadow, on a white, grey, gradient or textured backdrop; some photos get a warm or cool
+colour cast or a washed-out, low-contrast look.  Sizes 448..896 px, landscape, square or portrait.
 
 Usage::
 
@@ -18,7 +18,7 @@ Usage::
     generate(n=120, seed=13, casts=False)             # none
 
 ``expected`` is the pt-BR name the object was drawn in; ``accepted`` every pt-BR name that
-counts as right for it (``schemas.colour_lab.neighbours``).  ``tags`` say how it was drawn:
+counts as right for it (``colour_science.neighbours``).  ``tags`` say how it was drawn:
 ``bg:white|grey|gradient|texture``, ``shape:...``, ``shadow``, ``highlight``,
 ``cast:warm|cool``, ``low-contrast``, and ``clean`` when neither a cast nor low contrast.
 The same (n, seed, casts) always gives the same photos, pixel for pixel.
@@ -33,8 +33,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from schemas.colour_lab import accepted_names, delta_e, hex_to_lab, reference_lab
 from schemas.language import PT_BR
+from services.language.colour_science import accepted_names, delta_e, hex_to_lab, reference_lab
 
 NAMES: tuple[str, ...] = (
     "preto",

@@ -12,17 +12,6 @@ import pytest
 from colour_images import NAMES, Sample, generate, sample
 from PIL import Image
 
-from schemas.colour_lab import (
-    COLOURS,
-    checkable,
-    delta_e,
-    key_lab,
-    nameable,
-    neighbours,
-    parse_colour,
-    reference_lab,
-    srgb_to_lab,
-)
 from schemas.language import EN, PT_BR, LanguageProfile, colour_pattern
 from services.inference.image.pixel_colour import (
     MIN_PRODUCT_FRACTION,
@@ -30,6 +19,18 @@ from services.inference.image.pixel_colour import (
     check_colour,
     delta_e_many,
     estimate_colour,
+)
+from services.language.colour_science import (
+    COLOURS,
+    checkable,
+    delta_e,
+    key_lab,
+    nameable,
+    neighbours,
+    not_colours,
+    parse_colour,
+    reference_lab,
+    srgb_to_lab,
 )
 
 # Sharma, Wu & Dalal (2005), "The CIEDE2000 Color-Difference Formula: Implementation Notes,
@@ -57,23 +58,7 @@ SHARMA = [
     ((2.0776, 0.0795, -1.135), (0.9033, -0.0636, -0.5514), 0.9082),
 ]
 
-NOT_COLOURS = {
-    "transparente",
-    "incolor",
-    "multicolorido",
-    "multicolorida",
-    "colorido",
-    "colorida",
-    "estampado",
-    "estampada",
-    "natural",
-    "transparent",
-    "clear",
-    "multicolour",
-    "multicolor",
-    "multicoloured",
-    "patterned",
-}
+NOT_COLOURS = not_colours(PT_BR) | not_colours(EN)
 
 
 # -- CIEDE2000 and the Lab convention -------------------------------------------------------------

@@ -4,7 +4,8 @@ The model writes ``color_primary`` from what its vision encoder saw; a small qua
 prompt that nudges it can make it say "preto" for a navy shirt.  This module looks at the same
 photo with no model: it separates the product from the backdrop, finds the product's dominant
 colour in CIELAB and names it with the vocabulary of the output language
-(``schemas.colour_lab``), so a card whose colour is far from the pixels can be flagged.
+(``services.language.colour_science``), so a card whose colour is far from the pixels can be
+flagged.
 
 How (on a copy whose longest side is ``WORK_SIDE`` px, which is all a dominant colour needs):
 
@@ -48,7 +49,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from schemas.colour_lab import (
+from schemas.language import LanguageProfile
+from services.language.colour_science import (
     Lab,
     checkable,
     delta_e,
@@ -58,7 +60,6 @@ from schemas.colour_lab import (
     neighbours,
     read_colours,
 )
-from schemas.language import LanguageProfile
 
 # One OpenCV thread per call: a card's pixels are small, and the cores belong to llama.cpp's
 # thread team (a second pool of busy threads beside it slows every decode).
@@ -360,7 +361,7 @@ def _references_of(code: str, profile: LanguageProfile) -> tuple[tuple[str, ...]
 
 
 def delta_e_many(lab: Lab, references: np.ndarray) -> np.ndarray:
-    """CIEDE2000 from one colour to many (rows of Lab): ``schemas.colour_lab.delta_e`` in numpy,
+    """CIEDE2000 from one colour to many (rows of Lab): ``colour_science.delta_e`` in numpy,
     since naming a cluster compares it with every reference."""
     l1, a1, b1 = lab
     l2, a2, b2 = references[:, 0], references[:, 1], references[:, 2]

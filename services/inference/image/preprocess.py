@@ -294,19 +294,7 @@ def prepare_image(
     started = time.perf_counter()
     image = open_checked(data, limits)
     source_format, (source_w, source_h) = str(image.format), image.size
-    try:
-        image.seek(0)  # animated GIF/WebP/PNG, multi-page TIFF, MPO: the first frame is the shot
-        if image.format in ("JPEG", "MPO"):
-            # DCT-domain downscaling: a 24 MP photo for a 336 px encoder is decoded as 750x500
-            # and never exists at full size in memory.
-            image.draft("RGB", draft_request(source_w, source_h, target))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            image.load()
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"decompression bomb refused: {exc}") from None
-    except _DECODE_ERRORS as exc:
-        raise _metadata_bomb(exc) or ImageError(f"truncated or corrupt image data: {exc}") from None
+    _decode_first_frame(image, (source_w, source_h), target)
     turn = _upright(image)
     try:
         image = to_rgb(image)
@@ -317,15 +305,7 @@ def prepare_image(
     image = _downscale(image, target)
     if turn is not None:
         image = image.transpose(turn)
-    applied: tuple[Correction, ...] = ()
-    adapt_ms = 0.0
-    if adapt is not None and adapt.active:
-        from services.inference.image.adapt import adapt as adapt_image
-
-        # On the photo alone: the white margins must not count in its colour statistics.
-        adapt_started = time.perf_counter()
-        image, applied, _ = adapt_image(image, adapt)
-        adapt_ms = (time.perf_counter() - adapt_started) * 1000.0
+    image, applied, adapt_ms = _adapted(image, adapt)
     pixels = image
     image = _pad(image, target)
     png = encode_png(image)
@@ -341,3 +321,43 @@ def prepare_image(
         adapt_applied=applied,
         adapt_ms=adapt_ms,
     )
+
+
+def _decode_first_frame(image: Image.Image, source: tuple[int, int], target: EncoderInput) -> None:
+    """Decode the pixels of an opened image in place, translating Pillow's many failure types.
+
+    Kept apart from ``prepare_image`` because this is the one step where untrusted bytes are
+    inflated: a JPEG is asked for its coarsest sufficient DCT scale first, and every decode
+    error becomes an ``ImageError``.
+    """
+    try:
+        image.seek(0)  # animated GIF/WebP/PNG, multi-page TIFF, MPO: the first frame is the shot
+        if image.format in ("JPEG", "MPO"):
+            # DCT-domain downscaling: a 24 MP photo for a 336 px encoder is decoded as 750x500
+            # and never exists at full size in memory.
+            image.draft("RGB", draft_request(*source, target))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            image.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"decompression bomb refused: {exc}") from None
+    except _DECODE_ERRORS as exc:
+        raise _metadata_bomb(exc) or ImageError(f"truncated or corrupt image data: {exc}") from None
+
+
+def _adapted(
+    image: Image.Image, adapt: AdaptMode | None
+) -> tuple[Image.Image, tuple[Correction, ...], float]:
+    """The photo after domain adaptation, the corrections applied and their milliseconds.
+
+    OpenCV is imported only here, when a mode is active, so a worker that never adapts never
+    loads it.
+    """
+    if adapt is None or not adapt.active:
+        return image, (), 0.0
+    from services.inference.image.adapt import adapt as adapt_image
+
+    # On the photo alone: the white margins must not count in its colour statistics.
+    started = time.perf_counter()
+    adapted, applied, _ = adapt_image(image, adapt)
+    return adapted, applied, (time.perf_counter() - started) * 1000.0

@@ -17,13 +17,16 @@ A colour text is read as base names plus modifiers ("azul claro", "verde-oliva",
 branco", "light blue").  Common compounds ("azul-marinho", "verde militar", "navy blue") have
 their own key; other modifiers move the base's reference (lighter, darker, paler, towards
 another colour) or are finishes that change nothing (metálico, fosco).  ``translúcido`` makes
-the colour not checkable, for the same reason as ``transparente``.
+the colour not checkable, for the same reason as ``transparente``.  The words themselves are
+``schemas.language``'s: this module only says what they mean (which key a name is, what a
+modifier does), and any vocabulary modifier it gives no meaning to is a finish.
 
 Agreement is deliberately looser than equality: two names are *neighbours* when they share a
 key or a family (the blues, the greys, the off-whites...), form one of a few explicit pairs
 that shops use for the same product (preto/grafite, bege/caramelo...), or when their references
 are within ``NEIGHBOUR_DE`` of each other.  Everything here is plain data and arithmetic, so the
-sink or a report can run the same comparison without OpenCV.
+sink or a report can run the same comparison without OpenCV.  It is colour science, not a
+contract, hence its place outside ``schemas/``.
 """
 
 from __future__ import annotations
@@ -237,11 +240,17 @@ class Lexicon:
 
 
 def _lexicon(
+    profile: LanguageProfile,
     names: dict[str, str],
     aliases: dict[str, str],
-    modifiers: dict[str, Modifier],
+    effects: dict[str, Modifier],
     modifiers_first: bool,
 ) -> Lexicon:
+    """A language's lexicon: ``effects`` say what the modifiers that move a reference do; every
+    other modifier of the profile's vocabulary is a finish, so a modifier added to
+    ``schemas.language`` is read (and changes nothing) without being listed again here."""
+    finishes = profile.colour_modifiers - profile.colour_connectors - effects.keys()
+    modifiers = {**effects, **dict.fromkeys(sorted(finishes), FINISH)}
     words = {_phrase(name): key for key, name in names.items()}
     words.update({_phrase(alias): key for alias, key in aliases.items()})
     mods = {_phrase(word): (word, effect) for word, effect in modifiers.items()}
@@ -257,6 +266,7 @@ def _tokens(text: str) -> list[str]:
 
 
 PT_LEXICON = _lexicon(
+    PT_BR,
     names={
         "black": "preto",
         "white": "branco",
@@ -365,7 +375,7 @@ PT_LEXICON = _lexicon(
         "colorida": "multicolour",
         "estampada": "patterned",
     },
-    modifiers={
+    effects={
         "claro": LIGHT,
         "clara": LIGHT,
         "escuro": DARK,
@@ -396,30 +406,12 @@ PT_LEXICON = _lexicon(
         "grafite": Modifier(towards="graphite"),
         "rosé": Modifier(towards="rose"),
         "champanhe": Modifier(towards="champagne"),
-        **dict.fromkeys(
-            (
-                "médio",
-                "média",
-                "royal",
-                "metálico",
-                "metálica",
-                "fosco",
-                "fosca",
-                "brilhante",
-                "acetinado",
-                "acetinada",
-                "mesclado",
-                "mesclada",
-                "cru",
-                "crua",
-            ),
-            FINISH,
-        ),
     },
     modifiers_first=False,
 )
 
 EN_LEXICON = _lexicon(
+    EN,
     names={
         "black": "black",
         "white": "white",
@@ -492,7 +484,7 @@ EN_LEXICON = _lexicon(
         "multicoloured": "multicolour",
         "multicolored": "multicolour",
     },
-    modifiers={
+    effects={
         "light": LIGHT,
         "pale": LIGHT,
         "dark": DARK,
@@ -509,10 +501,6 @@ EN_LEXICON = _lexicon(
         "rose": Modifier(towards="rose"),
         "champagne": Modifier(towards="champagne"),
         "translucent": SEE_THROUGH,
-        **dict.fromkeys(
-            ("bright", "royal", "metallic", "matte", "glossy", "heather"),
-            FINISH,
-        ),
     },
     modifiers_first=True,
 )
@@ -767,6 +755,20 @@ def checkable(name: str, profile: LanguageProfile) -> bool:
     colours = read_colours(name, profile)
     return (
         lexicon is not None and bool(colours) and all(c.lab(lexicon) is not None for c in colours)
+    )
+
+
+def not_colours(profile: LanguageProfile) -> frozenset[str]:
+    """The profile's colour names that name no colour the pixels can check: see-through
+    (transparente), several colours or a pattern (multicolorido, estampado), or a range as wide
+    as a material's (natural).  A card may hold them; it is then never flagged."""
+    lexicon = lexicon_for(profile)
+    if lexicon is None:
+        return frozenset()
+    return frozenset(
+        name
+        for name in profile.colours
+        if (key := lexicon.words.get(_phrase(name))) is not None and key_lab(key) is None
     )
 
 
