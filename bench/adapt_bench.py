@@ -54,8 +54,7 @@ from services.inference.image.preprocess import (  # noqa: E402
 )
 
 LIMITS = ImageLimits()
-COST_MODES = (
-    "auto",
+SINGLE_CORRECTIONS = (
     "grayworld",
     "whitepatch",
     "neutral",
@@ -63,9 +62,9 @@ COST_MODES = (
     "stretch",
     "match",
     "match-chroma",
-    "whitepatch+clahe",
-    "neutral+stretch+clahe",
 )
+"""Each correction alone: both sections measure them, beside their own combinations."""
+COST_MODES = ("auto", *SINGLE_CORRECTIONS, "whitepatch+clahe", "neutral+stretch+clahe")
 WARM = np.array([1.0, 0.86, 0.68], dtype=np.float32)
 
 
@@ -156,19 +155,7 @@ def bench_cost(
 # -- effect ---------------------------------------------------------------------------------------
 
 
-EFFECT_MODES = (
-    "off",
-    "auto",
-    "grayworld",
-    "whitepatch",
-    "neutral",
-    "clahe",
-    "stretch",
-    "match",
-    "match-chroma",
-    "neutral+clahe",
-    "whitepatch+clahe",
-)
+EFFECT_MODES = ("off", "auto", *SINGLE_CORRECTIONS, "neutral+clahe", "whitepatch+clahe")
 SUBSETS = ("clean", "cast", "low-contrast")
 
 

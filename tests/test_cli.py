@@ -77,12 +77,7 @@ def run_cards(pair: Any, *images: str, **env: str) -> subprocess.CompletedProces
         "card",
         *images,
         "--json",
-        "--model",
-        str(pair.model),
-        "--mmproj",
-        str(pair.mmproj),
-        "--handler",
-        "llava15",
+        *pair.cli_args(),
         env={
             "VITRINE_COLOUR_VOCABULARY": "enforce",
             "VITRINE_MIN_DESCRIPTION_WORDS": "20",

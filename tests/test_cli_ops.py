@@ -342,28 +342,32 @@ def timings(total_ms: float) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def cards_ns(ns: Namespace) -> Namespace:
-    insert_card(
-        ns,
-        "c/caneca.jpg",
-        "done",
-        product_name="Caneca de cerâmica azul",
-        category_standard="Casa e Cozinha",
-        description_long="Caneca de cerâmica azul com alça confortável, ideal para café e chá.",
-        color_primary="azul",
-        features_list=["Cerâmica resistente", "Alça confortável", "Vai ao micro-ondas"],
-        timings=timings(9000.0),
-    )
-    insert_card(
-        ns,
-        "c/tenis.jpg",
-        "done",
-        product_name="Tênis de corrida preto",
-        category_standard="Calçados",
-        description_long="Tênis leve para corrida com solado amortecido e cabedal respirável.",
-        color_primary="preto",
-        features_list=["Solado amortecido", "Cabedal respirável", "Leve"],
-        timings=timings(4000.0),
-    )
+    done_cards = [
+        (
+            "c/caneca.jpg",
+            ("Caneca de cerâmica azul", "Casa e Cozinha", "azul", 9000.0),
+            "Caneca de cerâmica azul com alça confortável, ideal para café e chá.",
+            ["Cerâmica resistente", "Alça confortável", "Vai ao micro-ondas"],
+        ),
+        (
+            "c/tenis.jpg",
+            ("Tênis de corrida preto", "Calçados", "preto", 4000.0),
+            "Tênis leve para corrida com solado amortecido e cabedal respirável.",
+            ["Solado amortecido", "Cabedal respirável", "Leve"],
+        ),
+    ]
+    for key, (name, category, colour, total_ms), description, features in done_cards:
+        insert_card(
+            ns,
+            key,
+            "done",
+            product_name=name,
+            category_standard=category,
+            description_long=description,
+            color_primary=colour,
+            features_list=features,
+            timings=timings(total_ms),
+        )
     insert_card(
         ns,
         "c/borrada.jpg",

@@ -58,6 +58,7 @@ LAYERS = {
         "services.inference.metrics",
     ],
     "card rules": modules_of("services.inference.card"),
+    "language (colour science, function words)": modules_of("services.language"),
     "ingest": modules_of("services.ingest"),
     "sink": modules_of("services.sink"),
     "review desk": modules_of("services.review"),

@@ -169,18 +169,7 @@ def test_vitrine_card_and_the_worker_end_with_one_line_and_exit_2_on_a_crash(
     }
     wrapper = [sys.executable, "-m", "tests.crashing_self_test"]
     card = subprocess.run(
-        [
-            *wrapper,
-            "vitrine",
-            "card",
-            str(photo),
-            "--model",
-            str(pair.model),
-            "--mmproj",
-            str(pair.mmproj),
-            "--handler",
-            pair.handler,
-        ],
+        [*wrapper, "vitrine", "card", str(photo), *pair.cli_args()],
         capture_output=True,
         text=True,
         env=env,

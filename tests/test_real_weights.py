@@ -146,18 +146,9 @@ def test_vitrine_card_with_repacking_forced_on_amx_ends_clearly(real_pairs, tmp_
     crash, one line and exit 2, not a dead process with exit 139; where they do not, a card
     or a typed failure, as any run."""
     pair = real_pairs["llava"]
-    argv = ["card", str(SAMPLES / "caneca-azul.jpg"), "--json", "--model", str(pair.model)]
+    photo = str(SAMPLES / "caneca-azul.jpg")
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vitrine.cli",
-            *argv,
-            "--mmproj",
-            str(pair.mmproj),
-            "--handler",
-            pair.handler,
-        ],
+        [sys.executable, "-m", "vitrine.cli", "card", photo, "--json", *pair.cli_args()],
         capture_output=True,
         text=True,
         env={

@@ -67,6 +67,10 @@ class TinyPair:
     chat_template: str | None = None
     """``VITRINE_CHAT_TEMPLATE`` the pair needs (a model without its own), else None."""
 
+    def cli_args(self) -> list[str]:
+        """The pair as ``vitrine card`` options."""
+        return ["--model", str(self.model), "--mmproj", str(self.mmproj), "--handler", self.handler]
+
 
 class RealWeightsMissing(RuntimeError):
     """The real Gemma weights are neither in the cache nor installable from the dev extra."""
