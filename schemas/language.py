@@ -13,8 +13,6 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
-from services.language import function_words
-
 
 @dataclass(frozen=True)
 class LanguageProfile:
@@ -29,10 +27,6 @@ class LanguageProfile:
     """Words that may follow a base colour ("azul claro", "verde-oliva")."""
     colour_connectors: frozenset[str] = frozenset()
     """Of the modifiers, those that join two colours ("azul e branco") rather than qualify one."""
-    function_words: frozenset[str] = frozenset()
-    """The language check's vocabulary, kept on the profile only because the card rules
-    (``services.inference.card.checks``) still read it from here; the words themselves live in
-    ``services.language.function_words``, which is where the check should read them from."""
 
 
 PT_BR = LanguageProfile(
@@ -188,7 +182,6 @@ PT_BR = LanguageProfile(
         }
     ),
     colour_connectors=frozenset({"e", "com"}),
-    function_words=function_words.PT_BR_WORDS,
 )
 
 EN = LanguageProfile(
@@ -307,7 +300,6 @@ EN = LanguageProfile(
         }
     ),
     colour_connectors=frozenset({"and", "with"}),
-    function_words=function_words.EN_WORDS,
 )
 
 PROFILES: dict[str, LanguageProfile] = {p.code.lower(): p for p in (PT_BR, EN)}

@@ -17,10 +17,17 @@ import pytest
 from test_engine_memory import photo, rss_mb
 
 from conftest import load_engine
-from services.inference.card.errors import CardError, ContextOverflow, JobTimeout, ModelLoadError
+from services.inference.card.errors import (
+    CardError,
+    ContextOverflow,
+    InferenceError,
+    JobTimeout,
+    ModelLoadError,
+)
 from services.inference.card.outcome import CardOutcome, RawGeneration
 from services.inference.engine.capacity import check_kv_fits, choose_slots, kv_shape
 from services.inference.engine.card_engine import CardEngine
+from services.inference.engine.native import submit_native
 from services.inference.image.preprocess import PreparedImage
 
 pytestmark = [pytest.mark.model]
@@ -131,6 +138,35 @@ def test_a_timeout_or_an_overflow_leaves_its_batch_mates_intact(engines, images)
     assert got[0].text == reference[0] and got[3].text == reference[1]
     # and the slots they left are clean: the next generation there is the lone one again
     assert batched.generate(images[0], seed=20).text == reference[0]
+
+
+def test_a_generation_asked_on_the_llama_thread_is_refused(engines, images) -> None:
+    """The llama.cpp thread runs the ticks that decode every slot: a generation asked there
+    would wait for a tick queued behind itself.  It is refused at once instead; should that
+    regress, the wait is cut short here (its request failed) so the thread is not lost."""
+    _, batched = engines
+    slots = batched.slots
+    assert slots is not None
+    messages = batched.prompt.messages(images[0].data_uri())
+    refused: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            slots.generate(messages, batched._sampling(1), deadline=None, budget_s=0)
+        except InferenceError as exc:
+            refused.append(exc)
+
+    asked = submit_native(ask)
+    try:
+        asked.result(timeout=30)
+    except TimeoutError:
+        with slots._lock:
+            while slots._queue:
+                slots._queue.popleft().future.set_exception(InferenceError("gave up"))
+        asked.result(timeout=30)
+        pytest.fail("generate on the llama.cpp thread waited for its own tick")
+    assert len(refused) == 1 and "llama.cpp thread" in str(refused[0])
+    assert batched.generate(images[0], seed=20).finish_reason  # the engine is whole
 
 
 def test_slots_whose_kv_cache_does_not_fit_are_refused_at_start(tiny_pairs) -> None:

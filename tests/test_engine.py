@@ -13,10 +13,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import jsonschema
+import llama_cpp.mtmd_cpp as mtmd_cpp
 import pytest
+from test_attempts import card_text
 from test_checks import DESCRIPTION
 
-import services.inference.engine.card_engine as engine_module
 from conftest import image_bytes, load_engine
 from schemas.card import ProductCard
 from schemas.language import PT_BR
@@ -32,6 +33,7 @@ from services.inference.card.errors import (
     TruncatedOutput,
 )
 from services.inference.card.outcome import RawGeneration
+from services.inference.engine import opener
 from services.inference.engine.card_engine import CardEngine
 
 pytestmark = pytest.mark.model
@@ -152,6 +154,34 @@ def test_unloadable_files_are_model_load_errors(tiny_pairs, tmp_path) -> None:
         load_engine(_pair(tiny_pairs, handler="mtmd"))
 
 
+@pytest.mark.parametrize("step", ["self_test", "SlotEngine"])
+def test_a_load_refused_after_the_model_opened_closes_the_model(
+    tiny_pairs, monkeypatch, step: str
+) -> None:
+    """A step after the model is open (the in-process self-test; the slots, the last one)
+    refuses: the model is closed before the error leaves the load, not left to the GC."""
+    opened: list[opener.TimedLlama] = []
+    closed: list[opener.TimedLlama] = []
+
+    class Watched(opener.TimedLlama):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            opened.append(self)  # held here, so only the load can close it during the test
+
+        def close(self) -> None:
+            closed.append(self)
+            super().close()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ModelLoadError(f"{step} refused")
+
+    monkeypatch.setattr(opener, "TimedLlama", Watched)
+    monkeypatch.setattr(opener, step, refuse)
+    with pytest.raises(ModelLoadError, match="refused"):
+        load_engine(tiny_pairs["llava"], engine_parallel=2)
+    assert len(opened) == 1 and [c for c in closed if c is opened[0]] == opened
+
+
 def _pair(tiny_pairs, model=None, mmproj=None, handler=None):
     from dataclasses import replace
 
@@ -166,18 +196,6 @@ def _pair(tiny_pairs, model=None, mmproj=None, handler=None):
 
 # -- retry budget: unit tests with scripted generations --------------------------------------
 
-GOOD_CARD = {
-    "product_name": "Luminária de mesa articulada",
-    # what the model writes: a leaf of the shipped tree, then that leaf's attributes
-    "category": {
-        "path": "Decoração > Iluminação > Luminárias de Mesa e de Chão",
-        "attributes": {"material": None},
-    },
-    "description_long": DESCRIPTION,  # 179 words of Portuguese prose
-    "color_primary": "branco",
-    "features_list": ["Haste articulada", "Luz LED econômica", "Base com peso estável"],
-}
-
 
 def scripted(monkeypatch, engine: CardEngine, outputs: list[tuple[str, str]]) -> list:
     calls: list = []
@@ -189,10 +207,6 @@ def scripted(monkeypatch, engine: CardEngine, outputs: list[tuple[str, str]]) ->
 
     monkeypatch.setattr(engine, "generate", fake_generate)
     return calls
-
-
-def card_text(**overrides: object) -> str:
-    return json.dumps({**GOOD_CARD, **overrides}, ensure_ascii=False)
 
 
 def test_retry_recovers_after_truncation_and_invalid_output(monkeypatch, llava_engine) -> None:
@@ -239,15 +253,13 @@ def test_budget_spent_while_the_image_is_decoded_is_a_timeout(
     # ValueError("Failed to evaluate chunk: error code 2"), not as llama_decode's RuntimeError;
     # CI once reported it as a plain InferenceError. The deadline passes exactly there.
     engine = request.getfixturevalue(engine_name)
-    real = engine_module.mtmd_cpp.mtmd_helper_eval_chunk_single
+    real = mtmd_cpp.mtmd_helper_eval_chunk_single
 
     def deadline_passes_now(*args):
         engine.clock.deadline = time.monotonic() - 1.0
         return real(*args)
 
-    monkeypatch.setattr(
-        engine_module.mtmd_cpp, "mtmd_helper_eval_chunk_single", deadline_passes_now
-    )
+    monkeypatch.setattr(mtmd_cpp, "mtmd_helper_eval_chunk_single", deadline_passes_now)
     image = engine.prepare(image_bytes("PNG"))
     try:
         with pytest.raises(JobTimeout) as info:

@@ -89,3 +89,9 @@ def test_the_probe_sees_a_layer_that_breaks_the_rule() -> None:
     nothing."""
     failures = imports_with_blocked(NATIVE, ["services.inference.engine.card_engine"])
     assert "llama_cpp" in failures.get("services.inference.engine.card_engine", "")
+
+
+def test_the_contracts_import_no_service() -> None:
+    """``schemas/`` is what every service imports; it depending on a service would make the
+    contracts move with that service's code."""
+    assert imports_with_blocked(("services", *NATIVE), LAYERS["schemas"]) == {}

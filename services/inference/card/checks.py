@@ -18,6 +18,7 @@ from functools import lru_cache
 
 from schemas.card import ProductCard
 from schemas.language import PROFILES, LanguageProfile, fold
+from services.language.function_words import function_words
 
 WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*|\d+(?:[.,]\d+)*", re.UNICODE)
 MIN_DISTINCT_WORD_RATIO = 0.35
@@ -55,11 +56,11 @@ def is_known_colour(colour: str, profile: LanguageProfile) -> bool:
 def _function_words(profile: LanguageProfile) -> tuple[set[str], list[tuple[str, set[str]]]]:
     """The profile's function words that no other known language shares, and each other
     language's own (folded, so "é" and "e" count alike)."""
-    own = {fold(w) for w in profile.function_words}
+    own = {fold(w) for w in function_words(profile.code)}
     theirs = [
-        (p.name, {fold(w) for w in p.function_words})
+        (p.name, {fold(w) for w in function_words(p.code)})
         for p in PROFILES.values()
-        if p.code != profile.code and p.function_words
+        if p.code != profile.code and function_words(p.code)
     ]
     shared = set().union(*(words for _, words in theirs)) if theirs else set()
     return own - shared, [(name, words - own) for name, words in theirs]
@@ -72,7 +73,7 @@ def language_problem(text: str, profile: LanguageProfile, min_share: float) -> s
     another known language's own words outnumber the output language's (two at least), or when
     the output language's share is below ``min_share`` (0 for short texts such as names).
     """
-    if not profile.function_words:
+    if not function_words(profile.code):
         return None
     words = [fold(w) for w in WORD.findall(text)]
     if not words:
@@ -130,11 +131,26 @@ def check_card(
     ``prompt``: the instructions the model was given; a description that copies a run of them
     fails ``description_echoes_prompt``."""
     failures: list[CheckFailure] = []
-
     if not card.product_name.strip():
         failures.append(CheckFailure("product_name_blank", "product_name is only whitespace"))
+    failures += _description_failures(card.description_long, min_words, prompt)
+    if not is_known_colour(card.color_primary, profile):
+        failures.append(
+            CheckFailure(
+                "color_vocabulary",
+                f"color_primary {card.color_primary!r} is not a {profile.name} colour name",
+            )
+        )
+    if language:
+        failures += _language_failures(card, profile)
+    failures += _feature_failures(card.features_list)
+    return failures
 
-    words = WORD.findall(card.description_long)
+
+def _description_failures(text: str, min_words: int, prompt: str | None) -> list[CheckFailure]:
+    """Too short, a repetition loop, or an echo of the instructions: the description's rules."""
+    failures: list[CheckFailure] = []
+    words = WORD.findall(text)
     if len(words) < min_words:
         failures.append(
             CheckFailure(
@@ -147,8 +163,7 @@ def check_card(
         failures.append(
             CheckFailure("description_repetitive", f"description_long repeats itself ({top})")
         )
-
-    echo = prompt_echo(card.description_long, prompt) if prompt else None
+    echo = prompt_echo(text, prompt) if prompt else None
     if echo is not None:
         failures.append(
             CheckFailure(
@@ -157,37 +172,30 @@ def check_card(
                 "describing the product",
             )
         )
+    return failures
 
-    if not is_known_colour(card.color_primary, profile):
-        failures.append(
-            CheckFailure(
-                "color_vocabulary",
-                f"color_primary {card.color_primary!r} is not a {profile.name} colour name",
-            )
-        )
 
+def _language_failures(card: ProductCard, profile: LanguageProfile) -> list[CheckFailure]:
+    """The prose held to the output language's share; the short texts only to not reading as
+    another language (a product name has few function words of any language)."""
+    failures: list[CheckFailure] = []
     for field, text, share in (
-        ()
-        if not language
-        else (
-            ("description_long", card.description_long, LANGUAGE_MIN_SHARE),
-            (
-                "product_name and features_list",
-                " ".join([card.product_name, *card.features_list]),
-                0,
-            ),
-        )
+        ("description_long", card.description_long, LANGUAGE_MIN_SHARE),
+        ("product_name and features_list", " ".join([card.product_name, *card.features_list]), 0),
     ):
         problem = language_problem(text, profile, share)
         if problem:
             failures.append(
                 CheckFailure("language", f"{field} is not written in {profile.name}: it {problem}")
             )
-
-    keys = [_feature_key(f) for f in card.features_list]
-    if any(not k for k in keys):
-        failures.append(CheckFailure("features_blank", "a feature has no words"))
-    elif len(set(keys)) != len(keys):
-        failures.append(CheckFailure("features_distinct", "features_list repeats a selling point"))
-
     return failures
+
+
+def _feature_failures(features: list[str]) -> list[CheckFailure]:
+    """Each selling point has words, and no two are the same point."""
+    keys = [_feature_key(f) for f in features]
+    if any(not k for k in keys):
+        return [CheckFailure("features_blank", "a feature has no words")]
+    if len(set(keys)) != len(keys):
+        return [CheckFailure("features_distinct", "features_list repeats a selling point")]
+    return []

@@ -48,7 +48,7 @@ from llama_cpp import Llama
 from services.inference import metrics
 from services.inference.card.errors import CardError, InferenceError, JobTimeout, decode_failure
 from services.inference.engine.decoding import Decoded, Decoder, Sampling, Sequence, completion_dict
-from services.inference.engine.native import on_native_thread, submit_native
+from services.inference.engine.native import NATIVE_THREAD, on_native_thread, submit_native
 
 log = logging.getLogger("vitrine.inference")
 
@@ -218,7 +218,7 @@ class SlotEngine:
         clock: AbortClock,
     ) -> None:
         """``handler`` is the model's chat handler, its projector loaded; ``mtmd`` the module
-        stand-in it calls (``engine._TimedMtmd``: it times image chunks and, while
+        stand-in it calls (``opener.TimedMtmd``: it times image chunks and, while
         ``seq_id`` is set, evaluates them into that sequence); ``n_ctx`` is one slot's."""
         if llama_cpp.llama_n_seq_max(llm._ctx.ctx) < slots:
             raise ValueError(f"the context was created for fewer than {slots} sequences")
@@ -254,7 +254,15 @@ class SlotEngine:
         deadline: float | None,
         budget_s: float,
     ) -> Generation:
-        """Queue one generation and wait for it; raises the ``CardError`` it ended with."""
+        """Queue one generation and wait for it; raises the ``CardError`` it ended with.
+
+        Refused on the llama.cpp thread: the ticks that decode the request run there, so a call
+        from it would wait on a tick queued behind itself, forever."""
+        if threading.current_thread().name.startswith(NATIVE_THREAD):
+            raise InferenceError(
+                "SlotEngine.generate was called on the llama.cpp thread, which decodes the "
+                "slots: it would wait for itself; call it from another thread"
+            )
         request = _Request(messages, call, deadline, budget_s)
         with self._lock:
             if self._closing:
@@ -265,8 +273,13 @@ class SlotEngine:
         return request.future.result()
 
     def close(self) -> None:
-        """Fail what is still queued or running, after the tick in progress (if any)."""
+        """Fail what is still queued or running, after the tick in progress (if any).
+
+        Once only: the card engine asks from its caller's thread and again as it closes the
+        model's resources, and the token batch must be freed once."""
         with self._lock:
+            if self._closing:
+                return
             self._closing = True  # no tick is queued after this
         on_native_thread(self._shut)
 
