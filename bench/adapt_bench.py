@@ -14,8 +14,8 @@ is <= 10 ms at 896 px), median whole ``prepare_image`` ms, and its ratio to the 
 OpenCV's default, every core).
 
 Effect.  ``services.inference.image.pixel_colour.estimate_colour`` names the product's colour from
-``PreparedImage.pixels``.  ``tests/colour_images.py`` draws ``--photos`` product photos of known
-colour twice, the same objects clean and then with a warm or cool cast or a washed-out look
+``PreparedImage.pixels``.  ``tests/support/colour_images.py`` draws ``--photos`` product photos
+of known colour twice, the same objects clean and then with a warm or cool cast or a washed-out look
 (paired sets); each is saved as a JPEG (q92, as a shop uploads it), prepared at
 ``--effect-size`` with each mode, and the estimate counts as right when it is the drawn name or
 a neighbour ``services.language.colour_science.neighbours`` accepts.  Reported per subset
@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from preprocess_bench import photo_like  # noqa: E402
 
@@ -168,11 +168,10 @@ def subset(tags: frozenset[str]) -> str:
 def bench_effect(size: int, n: int, seed: int) -> list[str]:
     """Accuracy of the pixel colour estimate per mode; see the module docstring."""
     try:
-        import colour_images
-
         from schemas.language import PT_BR
         from services.inference.image.pixel_colour import estimate_colour
         from services.language.colour_science import neighbours
+        from tests.support import colour_images
     except ImportError as exc:
         return [f"\n## Effect: not measured ({exc})"]
 
@@ -209,7 +208,7 @@ def bench_effect(size: int, n: int, seed: int) -> list[str]:
                 )
     lines = [
         f"\n## Effect: pixel colour estimate right (name or accepted neighbour), {size} px, "
-        f"tests/colour_images.py seed {seed}\n",
+        f"tests/support/colour_images.py seed {seed}\n",
         "| mode | " + " | ".join(f"{g} (n={count[g]})" for g in SUBSETS) + " | auto changed |",
         "|---|" + "---|" * (len(SUBSETS) + 1),
     ]

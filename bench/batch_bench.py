@@ -6,7 +6,7 @@
                                 [--model M --mmproj P --handler llava15]
 
 One run, on the real-weight model (Gemma 3 270M Q4_K_M from PyPI, with the generated projector;
-``tests/tiny_models.real_pair``), measures three things:
+``tests/support/tiny_models.real_pair``), measures three things:
 
 1. **Raw batched decode** (the ceiling): llama.cpp's low-level API, one context with N
    sequences, each holding a prompt as long as the card prompt, then ``--raw-steps`` decodes of
@@ -40,9 +40,7 @@ import llama_cpp
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from test_engine_memory import photo  # noqa: E402
+sys.path[:0] = [str(ROOT)]
 
 from schemas.messages import Timings  # noqa: E402
 from services.inference.card.errors import CardError  # noqa: E402
@@ -55,7 +53,8 @@ from services.inference.engine.native import (  # noqa: E402
 )
 from services.inference.engine.slots import TokenBatch  # noqa: E402
 from services.inference.settings import EngineSettings  # noqa: E402
-from tiny_models import TinyPair, real_pair  # noqa: E402
+from tests.support.images import photo  # noqa: E402
+from tests.support.tiny_models import TinyPair, real_pair  # noqa: E402
 
 MODELS = Path(os.environ.get("VITRINE_BENCH_MODELS", "/tmp/vitrine-bench-models"))
 
@@ -205,7 +204,14 @@ def _raw_decode(model: Path, args: argparse.Namespace, slots: int, prompt_tokens
 
 def pipeline_run(pair: TinyPair, args: argparse.Namespace, slots: int) -> dict[str, float]:
     """The whole pipeline on the native stack: upload ``--pipeline`` photos, time the rows."""
-    from pipeline import Pipeline, ensure_stack, new_namespace, rows, s3_client, wait_for
+    from tests.support.pipeline import (
+        Pipeline,
+        ensure_stack,
+        new_namespace,
+        rows,
+        s3_client,
+        wait_for,
+    )
 
     ensure_stack()
     env = {

@@ -3,8 +3,8 @@ clustering buy over the obvious baseline.
 
     python bench/colour_bench.py [--n 240] [--seed 13] [--repeats 3] [--threads 1]
 
-Photos: ``tests/colour_images.py`` (generated product photos of known pt-BR colour; mixed set,
-about 40 % with a colour cast or low contrast).
+Photos: ``tests/support/colour_images.py`` (generated product photos of known pt-BR colour;
+mixed set, about 40 % with a colour cast or low contrast).
 
 Cost.  Each photo resized so its longest side is 448 and 896 px (the encoder sizes), as a PIL
 image (what the engine hands over); the estimate and the baseline run interleaved on the same
@@ -38,9 +38,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from colour_images import Sample, generate  # noqa: E402
+sys.path[:0] = [str(ROOT)]
 
 from schemas.language import PT_BR  # noqa: E402
 from services.inference.image import pixel_colour  # noqa: E402
@@ -50,6 +48,7 @@ from services.inference.image.pixel_colour import (  # noqa: E402
     estimate_colour,
 )
 from services.language.colour_science import nameable  # noqa: E402
+from tests.support.colour_images import Sample, generate  # noqa: E402
 
 THRESHOLDS = (8.0, 10.0, 12.0, 14.0, 15.0, 16.0, 18.0, 20.0)
 

@@ -49,7 +49,7 @@ from llama_cpp import Llama
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
 from services.inference.card.errors import GenerationError  # noqa: E402
 from services.inference.engine.card_engine import CardEngine  # noqa: E402
@@ -57,7 +57,7 @@ from services.inference.engine.decoding import Decoder, GuidanceGrammar  # noqa:
 from services.inference.engine.model_files import resolve  # noqa: E402
 from services.inference.engine.native import RepackableLlama, on_native_thread  # noqa: E402
 from services.inference.settings import EngineSettings  # noqa: E402
-from tiny_models import generate  # noqa: E402
+from tests.support.tiny_models import generate  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -529,8 +529,9 @@ def main() -> None:
     real.add_argument(
         "--real",
         action="store_true",
-        help="the suite's real pair (tests/tiny_models.real_pair: Gemma 3 270M Q4_K_M from the "
-        "cache or its package, a generated 640-wide projector, llava15), written under --models",
+        help="the suite's real pair (tests/support/tiny_models.real_pair: Gemma 3 270M Q4_K_M "
+        "from the cache or its package, a generated 640-wide projector, llava15), written under "
+        "--models",
     )
     real.add_argument("--model", type=Path, help="text model GGUF")
     real.add_argument("--mmproj", type=Path, help="vision projector GGUF")
@@ -542,7 +543,7 @@ def main() -> None:
     if args.real:
         if args.model is not None or args.mmproj is not None:
             parser.error("--real or --model/--mmproj, not both")
-        from tiny_models import real_pair
+        from tests.support.tiny_models import real_pair
 
         pair = real_pair(args.models)["llava"]
         args.model, args.mmproj, args.handler = pair.model, pair.mmproj, pair.handler

@@ -6,7 +6,7 @@
 Each import runs in a fresh interpreter (``python -c``), rounds interleaved so that the page
 cache and other load hit every row alike; reported as medians.  The default rows: the inference
 worker's entry module (``services.inference.worker.service``), which must not load llama.cpp
-(``tests/test_layers.py``), against the engine module it builds at start-up
+(``tests/unit/test_layers.py``), against the engine module it builds at start-up
 (``services.inference.engine.card_engine``), which does.  ``--baseline DIR:MODULE`` adds a row
 for another checkout (e.g. a clone of the commit before the layers, where the worker was
 ``services.inference.worker`` and imported the engine), run with this interpreter and that

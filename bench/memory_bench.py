@@ -4,9 +4,9 @@
                                  [--max-tokens 64] [--threads N] [--grammar-backend B]
                                  [--recycle-every 0] [--trim]
 
-One process loads the engine once (tiny GGUF pair from tests/tiny_models.py, as the tests do),
-then generates ``--cards`` cards in a row through ``card_for_bytes`` — exactly the worker's path:
-preprocess, image encode (mtmd bitmap + chunks), prompt eval, grammar-constrained generation,
+One process loads the engine once (tiny GGUF pair from tests/support/tiny_models.py, as the tests
+do), then generates ``--cards`` cards in a row through ``card_for_bytes`` — exactly the worker's
+path: preprocess, image encode (mtmd bitmap + chunks), prompt eval, grammar-constrained generation,
 parse — cycling through 100 different photos (photographic-like content, 320-1600 px wide, varied
 aspect ratios, JPEG / PNG / WebP; written to disk once and read back per card, as the worker
 fetches an object).  ``--max-tokens 64`` cannot hold a card, so every card ends as a truncated
@@ -41,13 +41,13 @@ import psutil
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
 from services.inference.card.errors import GenerationError  # noqa: E402
 from services.inference.engine.card_engine import CardEngine  # noqa: E402
 from services.inference.engine.model_files import resolve  # noqa: E402
 from services.inference.settings import EngineSettings  # noqa: E402
-from tiny_models import TinyPair, generate  # noqa: E402
+from tests.support.tiny_models import TinyPair, generate  # noqa: E402
 
 PAIR_FOR_HANDLER = {"llava15": "llava", "mtmd": "mtmd"}
 WARMUP = 20

@@ -41,9 +41,9 @@ from typing import Any
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
-from pipeline import (  # noqa: E402
+from tests.support.pipeline import (  # noqa: E402
     Pipeline,
     ensure_stack,
     new_namespace,

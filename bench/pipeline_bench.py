@@ -37,9 +37,9 @@ from typing import Any
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
-from pipeline import (  # noqa: E402
+from tests.support.pipeline import (  # noqa: E402
     Namespace,
     Pipeline,
     ensure_stack,

@@ -34,14 +34,13 @@ import httpx
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
-from review_desk import Desk, card, result, start_desk, upsert  # noqa: E402
-
-from pipeline import DEFAULT_DSN, ensure_stack  # noqa: E402
 from schemas.card import default_taxonomy  # noqa: E402
 from schemas.language import PT_BR  # noqa: E402
 from schemas.messages import CardStatus, ObjectRef  # noqa: E402
+from tests.support.pipeline import DEFAULT_DSN, ensure_stack  # noqa: E402
+from tests.support.review_desk import Desk, card, result, start_desk, upsert  # noqa: E402
 
 COLOURS = ["azul", "preto", "branco", "vermelho", "verde", "cinza", "amarelo", "rosa"]
 WORDS = ["couro", "algodão", "aço", "inox", "térmica", "esportivo", "infantil", "elegante"]

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
 from services.inference.engine.card_engine import CardEngine  # noqa: E402
 from services.inference.engine.model_files import resolve  # noqa: E402
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     if args.model is None:
-        from tiny_models import real_pair
+        from tests.support.tiny_models import real_pair
 
         pair = real_pair(Path(tempfile.mkdtemp(prefix="vitrine-selftest-bench-")))["llava"]
         model, mmproj, handler = pair.model, pair.mmproj, pair.handler

@@ -5,7 +5,7 @@
 
 Trees, all in the same run: the flat pt-BR list (26 categories, the baseline), the shipped pt-BR
 tree (``schemas/taxonomies/pt-BR.yaml``), and the generated 6,000-leaf tree of
-``tests/big_tree.py`` in Google's text format (no attributes) and in YAML (attributes; 90
+``tests/support/big_tree.py`` in Google's text format (no attributes) and in YAML (attributes; 90
 attribute groups).  For each:
 
 1. **Compile**, per process, against the model's vocabulary: llguidance (schema → grammar →
@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
-import big_tree  # noqa: E402
 import llama_cpp  # noqa: E402
 from llama_cpp import Llama, LlamaGrammar  # noqa: E402
 from llguidance import LLMatcher  # noqa: E402
@@ -52,6 +51,7 @@ from services.inference.engine.decoding import JSON_OPTIONS  # noqa: E402
 from services.inference.engine.grammar import grammar_schema, json_schema_to_gbnf  # noqa: E402
 from services.inference.engine.model_files import resolve  # noqa: E402
 from services.inference.settings import EngineSettings  # noqa: E402
+from tests.support import big_tree  # noqa: E402
 
 
 def trees(workdir: Path) -> dict[str, tuple[Taxonomy, Path | None]]:
@@ -149,7 +149,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.real:
-        from tiny_models import real_pair
+        from tests.support.tiny_models import real_pair
 
         pair = real_pair(Path("/tmp/vitrine-bench-models"))["llava"]
         args.model, args.mmproj, args.handler = pair.model, pair.mmproj, pair.handler

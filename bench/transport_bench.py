@@ -40,10 +40,10 @@ from aiokafka.errors import KafkaError
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
-from pipeline import ensure_stack, s3_client, state_dir  # noqa: E402
 from schemas.messages import ImageJob, ObjectRef  # noqa: E402
+from tests.support.pipeline import ensure_stack, s3_client, state_dir  # noqa: E402
 
 BOOTSTRAP = "127.0.0.1:29092"
 BIG = 64 * 1024 * 1024

@@ -29,7 +29,7 @@ if [[ -z "${VITRINE_MODEL_PATH:-}" ]] && ! "$VITRINE" models pull "$preset"; the
 *** again.
 
 MSG
-  $PY tests/tiny_models.py --real "$real" >/dev/null
+  $PY tests/support/tiny_models.py --real "$real" >/dev/null
   export VITRINE_MODEL_PATH="${VITRINE_CACHE_DIR:-$HOME/.cache/vitrine}/models/gemma-3-270m-q4_k_m.gguf"
   export VITRINE_MMPROJ_PATH="$real/gemma-640-mmproj-f32.gguf" VITRINE_CHAT_TEMPLATE=gemma
   # Services that are already running keep the model they started with.

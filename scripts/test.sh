@@ -11,7 +11,7 @@ bash scripts/bootstrap.sh
 .venv/bin/mypy schemas services vitrine
 .venv/bin/python -m schemas.export --check
 VITRINE_SERVICES=0 infra/stack up
-infra/tools/compose.sh path >/dev/null  # pinned Compose CLI for tests/test_compose.py (built once)
+infra/tools/compose.sh path >/dev/null  # pinned Compose CLI for tests/stack/test_compose.py (built once)
 # Debian's chromium for the review desk's browser tests (Playwright drives it; installed once).
 VITRINE_CHROMIUM="$(infra/tools/browser.sh)"
 export VITRINE_CHROMIUM

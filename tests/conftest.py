@@ -1,23 +1,24 @@
-"""Shared fixtures: tiny generated GGUF models and engines loaded once per test session."""
+"""Fixtures every folder may use: the tiny generated GGUF models, and engines loaded on them once
+per test session.
+
+The suite mirrors the source: ``tests/unit`` needs neither a model nor a server, ``tests/model``
+runs llama.cpp (tiny generated models and the real Gemma 3 270M weights), ``tests/stack`` talks
+to the servers ``infra/stack`` starts, and ``tests/support`` holds what they share.  Nothing here
+imports llama.cpp at collection: a unit run never loads it (the engine is imported inside the
+fixtures that build one).
+"""
 
 from __future__ import annotations
 
-import io
-import sys
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
-from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
+from tests.support.tiny_models import TinyPair, generate
 
-from services.inference.engine.card_engine import CardEngine
-from services.inference.engine.model_files import resolve
-from services.inference.settings import EngineSettings
-from tiny_models import TinyPair, generate
+if TYPE_CHECKING:
+    from services.inference.engine.card_engine import CardEngine
 
 
 @pytest.fixture(scope="session")
@@ -25,65 +26,19 @@ def tiny_pairs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TinyPair]:
     return generate(tmp_path_factory.mktemp("tiny-models"))
 
 
-def tiny_settings(pair: TinyPair, **overrides: object) -> EngineSettings:
-    values: dict[str, object] = {
-        "model_path": pair.model,
-        "mmproj_path": pair.mmproj,
-        "handler": pair.handler,
-        "n_ctx": 4096,
-        "max_tokens": 1536,
-        "n_threads": 2,
-        # Random weights write every word as long as a pattern allows, so under the word
-        # pattern their descriptions overrun 2000 characters; the tiny tests keep the grammar
-        # that bounds characters exactly.  The word pattern runs on real weights
-        # (test_real_weights.py) and in the grammar tests.
-        "word_minimum": "check",
-    }
-    values.update(overrides)
-    return EngineSettings(**values)  # type: ignore[arg-type]
+def _session_engine(pair: TinyPair) -> Iterator[CardEngine]:
+    from tests.support.engines import load_engine
 
-
-def load_engine(pair: TinyPair, **overrides: object) -> CardEngine:
-    settings = tiny_settings(pair, **overrides)
-    return CardEngine(resolve(settings), settings)
+    engine = load_engine(pair)
+    yield engine
+    engine.close()
 
 
 @pytest.fixture(scope="session")
 def llava_engine(tiny_pairs: dict[str, TinyPair]) -> Iterator[CardEngine]:
-    engine = load_engine(tiny_pairs["llava"])
-    yield engine
-    engine.close()
+    yield from _session_engine(tiny_pairs["llava"])
 
 
 @pytest.fixture(scope="session")
 def mtmd_engine(tiny_pairs: dict[str, TinyPair]) -> Iterator[CardEngine]:
-    engine = load_engine(tiny_pairs["mtmd"])
-    yield engine
-    engine.close()
-
-
-def image_bytes(fmt: str, mode: str = "RGB", size: tuple[int, int] = (320, 240)) -> bytes:
-    colour = {"RGB": (30, 60, 200), "RGBA": (200, 30, 30, 120)}.get(mode, 128)
-    image = Image.new(mode, size, colour)  # type: ignore[arg-type]
-    buf = io.BytesIO()
-    image.save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def serve(respond: Callable[[str], tuple[int, bytes]]) -> tuple[HTTPServer, int]:
-    """A stand-in HTTP server on a free local port: ``respond(path)`` gives each GET's status
-    and body. The caller shuts it down."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            status, body = respond(self.path)
-            self.send_response(status)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, server.server_address[1]
+    yield from _session_engine(tiny_pairs["mtmd"])

@@ -1,8 +1,9 @@
 """Reading ``product_cards`` for operators: card listings, one card, and the status figures.
 
-Every statement is a string literal with bound parameters (tests/test_security.py proves it from
-the AST): optional filters are written ``(%(x)s IS NULL OR ...)`` rather than spliced in, so the
-text never depends on input.  PostgreSQL folds the NULL tests away when it plans with the values.
+Every statement is a string literal with bound parameters (tests/stack/test_security.py proves it
+from the AST): optional filters are written ``(%(x)s IS NULL OR ...)`` rather than spliced in, so
+the text never depends on input.  PostgreSQL folds the NULL tests away when it plans with the
+values.
 """
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
-import tiny_models  # noqa: E402
-from tiny_models import TextDims, VisionDims, write_mmproj, write_text_model  # noqa: E402
+from tests.support import tiny_models  # noqa: E402
+from tests.support.tiny_models import TextDims, VisionDims, write_mmproj, write_text_model  # noqa: E402
 
 GEMMA_270M = TextDims(n_embd=640, n_layer=18, n_head=4, n_ff=2048, n_ctx=32768)
 

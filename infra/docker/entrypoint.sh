@@ -8,7 +8,7 @@
 #   /absolute/program [ARGS]      anything else in the image, e.g. /bin/bash, /usr/bin/psql
 #   anything else                 the vitrine CLI: `models pull gemma-3-4b`, `card x.jpg`, ...
 #
-# VITRINE_ENTRYPOINT_DRY_RUN=1 prints the command instead of running it (tests/test_compose.py
+# VITRINE_ENTRYPOINT_DRY_RUN=1 prints the command instead of running it (tests/stack/test_compose.py
 # checks with it that every command of docker-compose.yml reaches a real entry point).
 set -euo pipefail
 

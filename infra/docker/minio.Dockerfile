@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # MinIO for docker-compose.yml, built from source at the same module version as the native stack
-# (VITRINE_MINIO_VERSION in infra/dev.env; tests/test_compose.py checks that they agree).
+# (VITRINE_MINIO_VERSION in infra/dev.env; tests/stack/test_compose.py checks that they agree).
 #
 # Why not an upstream image: MinIO stopped publishing community images in October 2025, and the
 # last one predates the security fixes of the final source release; the module proxy still serves

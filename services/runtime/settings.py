@@ -28,7 +28,7 @@ from schemas.language import profile_for
 Mode = Literal["dev", "production"]
 
 # The dev stack's credentials (infra/dev.env, and the defaults below).  Outside dev mode each is
-# refused wherever it comes from; tests/test_security.py checks that this list covers dev.env.
+# refused wherever it comes from; tests/stack/test_security.py checks that this list covers dev.env.
 DEV_S3_SECRET_KEY = "vitrine-dev-secret"
 DEV_PG_DSN = "postgresql://vitrine:vitrine@127.0.0.1:25432/vitrine"
 DEV_S3_SECRET_KEYS = frozenset(

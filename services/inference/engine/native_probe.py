@@ -46,8 +46,8 @@ log = logging.getLogger("vitrine.inference")
 
 CHILD_ARGS: tuple[str, ...] = ("-m", "services.inference.engine.native_probe")
 """What the child runs, after the interpreter and before the spec.  The crash tests point this
-at a wrapper that dies on purpose (``tests/crashing_self_test.py``), as
-``tests/fault_services.py`` does for the services."""
+at a wrapper that dies on purpose (``tests/support/crashing_self_test.py``), as
+``tests/support/fault_services.py`` does for the services."""
 
 CHILD_TIMEOUT_S = 600.0
 """Loading a large model from a cold disk takes minutes; a child past this is a hang."""

@@ -85,10 +85,10 @@ BACKDROP_MIN_FRACTION = 0.5
 CAST_MIN = 7.0
 """Chroma of the backdrop from which it counts as a cast.  A white sweep photographed well sits
 within 1-2 units of neutral; grey card and gradient backdrops, a few percent off grey, reach 5-8
-(``tests/colour_images.py``: 90th percentile 4-5); a warm or cool bulb puts 6-20 on them."""
+(``tests/support/colour_images.py``: 90th percentile 4-5); a warm or cool bulb puts 6-20 on them."""
 CAST_MAX = 18.0
 """...and up to which: a backdrop more colourful than this is a coloured surface on purpose
-(light wood is 20), not a white one under a bulb.  Measured on tests/colour_images.py: a
+(light wood is 20), not a white one under a bulb.  Measured on tests/support/colour_images.py: a
 cast from 5 up touches 15 % of the clean photos and costs 1 % of their colours; 7..18 touches
 none of them and still corrects 3 in 4 of the cast ones (bench/adapt_bench.py)."""
 SPREAD_MIN = 15.0

@@ -1,0 +1,449 @@
+"""End to end on the real stack: S3 upload → MinIO → Kafka → ingest → inference → sink → PostgreSQL.
+
+The services run as subprocesses with the tiny generated model (colour facet enforced and a low
+word minimum, so random weights can produce `done` cards).  Deadlines are generous: they bound a
+hang, they are not performance claims (bench/pipeline_bench.py measures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer
+from PIL import Image
+
+from schemas.card import ProductCard, default_taxonomy
+from schemas.language import PT_BR
+from schemas.messages import CardResult, CardStatus
+from schemas.taxonomy import Taxonomy
+from tests.support.pipeline import (
+    Pipeline,
+    ensure_stack,
+    new_namespace,
+    rows,
+    s3_client,
+    tiny_model_env,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.pipeline, pytest.mark.model]
+
+CARD_DEADLINE_S = 180
+FINAL = "status_rank = 1"
+
+
+def jpeg(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", size, (255, 255, 255))
+    colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+    image.paste(colour, (size[0] // 4, size[1] // 4, 3 * size[0] // 4, 3 * size[1] // 4))
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_pairs, tmp_path_factory) -> Iterator[Pipeline]:
+    ensure_stack()
+    pair = tiny_pairs["llava"]
+    ns = new_namespace({**tiny_model_env(pair), "VITRINE_N_THREADS": "1"})
+    p = Pipeline(ns, tmp_path_factory.mktemp("service-logs"))
+    p.add("ingest", "services.ingest")
+    p.add("sink", "services.sink")
+    p.add("inference-1", "services.inference")
+    p.add("inference-2", "services.inference")
+    p.start_all()
+    yield p
+    p.close()
+
+
+def final_row(p: Pipeline, key: str) -> dict:
+    return wait_for(
+        lambda: next(
+            iter(rows(p.ns.dsn, p.ns.bucket, f"object_key = %s AND {FINAL}", (key,))), None
+        ),
+        CARD_DEADLINE_S,
+        f"a final row for {key}",
+    )
+
+
+def read_results(p: Pipeline, key: str, want: int = 1, timeout: float = 60) -> list[CardResult]:
+    """An independent consumer (no group) reading the results topic from the start."""
+
+    async def consume() -> list[CardResult]:
+        consumer = AIOKafkaConsumer(
+            p.ns.results_topic,
+            bootstrap_servers=p.ns.env.get("VITRINE_KAFKA_BOOTSTRAP", "127.0.0.1:29092"),
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        found: list[CardResult] = []
+        try:
+            async with asyncio.timeout(timeout):
+                while len(found) < want:
+                    batch = await consumer.getmany(timeout_ms=500)
+                    for records in batch.values():
+                        for record in records:
+                            result = CardResult.model_validate_json(record.value)
+                            if result.object.key == key and result.status.final:
+                                found.append(result)
+        finally:
+            await consumer.stop()
+        return found
+
+    return asyncio.run(consume())
+
+
+def test_boto3_upload_becomes_a_done_row_and_a_result_message(pipeline: Pipeline) -> None:
+    key = "catálogo/caneca azul+1.jpg"  # spaces, unicode and '+' are opaque key characters
+    data = (Path(__file__).parents[2] / "samples" / "caneca-azul.jpg").read_bytes()
+    s3_client(pipeline.ns.env).put_object(
+        Bucket=pipeline.ns.bucket, Key=key, Body=data, ContentType="image/jpeg"
+    )
+    row = final_row(pipeline, key)
+    assert row["status"] == "done", row
+    card = ProductCard.model_validate(row["card"])
+    assert row["product_name"] == card.product_name and row["features_list"] == card.features_list
+    assert row["size_bytes"] == len(data) and row["content_type"] == "image/jpeg"
+    assert row["model_id"] == "tiny-llava-f32.gguf" and row["prompt_version"].startswith("card-v3+")
+    assert row["timings"]["generate_ms"] > 0 and row["timings"]["fetch_ms"] > 0
+    # a leaf of the shipped tree, its attributes, and the colour held against the pixels
+    leaf = default_taxonomy(PT_BR).leaf(row["category_path"])
+    assert leaf is not None and row["category_id"] == leaf.id == card.category_id
+    assert row["category_standard"] == leaf.top and row["attributes"] == card.attributes
+    assert not leaf.attribute_problems(row["attributes"])
+    colour = row["checks"]["colour"]
+    assert colour["model"] == card.color_primary and colour["estimate"] == row["color_estimate"]
+    assert colour["action"] in ("none", "flagged")
+    [result] = read_results(pipeline, key)
+    assert result.status is CardStatus.done and result.card == card
+    assert result.checks is not None and result.checks.colour is not None
+    assert str(result.job_id) == str(row["job_id"])
+
+
+def test_a_six_thousand_leaf_tree_through_the_pipeline(tiny_pairs, tmp_path) -> None:
+    """Workers configured with the generated 6,000-leaf tree (90 attribute groups): each row
+    names one of its leaves, with that leaf's attributes."""
+    from tests.support.big_tree import write
+
+    ensure_stack()
+    tree_file = write("yaml", tmp_path / "big.yaml")
+    env = {**tiny_model_env(tiny_pairs["llava"]), "VITRINE_N_THREADS": "1"}
+    ns = new_namespace({**env, "VITRINE_TAXONOMY_FILE": str(tree_file)})
+    (tmp_path / "logs").mkdir()
+    p = Pipeline(ns, tmp_path / "logs")
+    for name, module in (("ingest", "services.ingest"), ("sink", "services.sink")):
+        p.add(name, module)
+    p.add("inference-1", "services.inference")
+    p.start_all()
+    try:
+        tree = Taxonomy.load(tree_file)
+        s3 = s3_client(ns.env)
+        keys = [f"big/{i}.jpg" for i in range(3)]
+        for i, key in enumerate(keys):
+            s3.put_object(Bucket=ns.bucket, Key=key, Body=jpeg(100 + i), ContentType="image/jpeg")
+        for key in keys:
+            row = final_row(p, key)
+            if row["status"] != "done":  # random weights: a typed failure is a final row too
+                assert row["status"] == "failed" and row["reason"], row
+                continue
+            leaf = tree.leaf(row["category_path"])
+            assert leaf is not None and row["category_id"] == leaf.id, row["category_path"]
+            assert not leaf.attribute_problems(row["attributes"])
+        done = rows(ns.dsn, ns.bucket, "status = 'done'", ())
+        assert done, "no card was done: the tree was never exercised end to end"
+    finally:
+        p.close()
+
+
+def test_mc_upload_with_binary_content_type(pipeline: Pipeline, tmp_path: Path) -> None:
+    mc = sorted(
+        (Path(os.environ.get("VITRINE_CACHE_DIR", Path.home() / ".cache/vitrine")) / "mc").glob(
+            "*/mc"
+        )
+    )
+    if not mc:
+        pytest.fail("mc is not installed (infra/stack up installs it unless VITRINE_INSTALL_MC=0)")
+    photo = tmp_path / "camiseta.jpg"
+    photo.write_bytes(jpeg(7))
+    env = {
+        **pipeline.ns.env,
+        "MC_HOST_vt": "http://vitrine:vitrine-dev-secret@127.0.0.1:29000",
+        "MC_CONFIG_DIR": str(tmp_path / ".mc"),
+    }
+    subprocess.run(
+        [str(mc[-1]), "cp", "--quiet", str(photo), f"vt/{pipeline.ns.bucket}/mc/camiseta.jpg"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert final_row(pipeline, "mc/camiseta.jpg")["status"] == "done"
+
+
+def test_bad_objects_end_rejected_or_failed_and_the_pipeline_goes_on(pipeline: Pipeline) -> None:
+    s3 = s3_client(pipeline.ns.env)
+    bucket = pipeline.ns.bucket
+    good = jpeg(11, (640, 480))
+    s3.put_object(
+        Bucket=bucket, Key="bad/notes.jpg", Body=b"just some text", ContentType="text/plain"
+    )
+    s3.put_object(Bucket=bucket, Key="bad/empty.jpg", Body=b"", ContentType="image/jpeg")
+    s3.put_object(
+        Bucket=bucket,
+        Key="bad/truncated.jpg",
+        Body=good[: len(good) // 3],
+        ContentType="image/jpeg",
+    )
+    s3.put_object(Bucket=bucket, Key="bad/fake.png", Body=b"<html>not a png</html>")
+    s3.put_object(Bucket=bucket, Key="bad/after.jpg", Body=good, ContentType="image/jpeg")
+    expected = {
+        "bad/notes.jpg": ("rejected", "not_an_image"),
+        "bad/empty.jpg": ("rejected", "empty_object"),
+        "bad/truncated.jpg": ("rejected", "bad_image"),
+        "bad/fake.png": ("rejected", "bad_image"),
+        "bad/after.jpg": ("done", None),
+    }
+    for key, (status, reason) in expected.items():
+        row = final_row(pipeline, key)
+        assert (row["status"], row["reason"]) == (status, reason), (key, row["detail"])
+        if status != "done":
+            assert row["detail"], row
+    for name in ("ingest", "sink", "inference-1", "inference-2"):
+        assert pipeline.services[name].proc.poll() is None, f"{name} died"
+
+
+def test_overwrite_regenerates_and_delete_marks_deleted(pipeline: Pipeline) -> None:
+    s3 = s3_client(pipeline.ns.env)
+    bucket, key = pipeline.ns.bucket, "lifecycle/produto.jpg"
+    s3.put_object(Bucket=bucket, Key=key, Body=jpeg(1), ContentType="image/jpeg")
+    first = final_row(pipeline, key)
+    assert first["status"] == "done"
+    s3.put_object(Bucket=bucket, Key=key, Body=jpeg(2, (400, 300)), ContentType="image/jpeg")
+    second = wait_for(
+        lambda: next(
+            (
+                r
+                for r in rows(pipeline.ns.dsn, bucket, "object_key = %s", (key,))
+                if r["etag"] != first["etag"] and r["status"] == "done"
+            ),
+            None,
+        ),
+        CARD_DEADLINE_S,
+        "the regenerated card",
+    )
+    assert second["sequencer"] > first["sequencer"] and second["job_id"] != first["job_id"]
+    s3.delete_object(Bucket=bucket, Key=key)
+    deleted = wait_for(
+        lambda: next(
+            (
+                r
+                for r in rows(pipeline.ns.dsn, bucket, "object_key = %s", (key,))
+                if r["status"] == "deleted"
+            ),
+            None,
+        ),
+        60,
+        "the deleted row",
+    )
+    assert deleted["card"] is None and deleted["sequencer"] > second["sequencer"]
+
+
+def test_fifty_images_fifty_rows_shared_by_two_workers(pipeline: Pipeline) -> None:
+    s3 = s3_client(pipeline.ns.env)
+    bucket = pipeline.ns.bucket
+    keys = [f"batch/{i:03d}.jpg" for i in range(50)]
+    before = {n: _cards_logged(pipeline, n) for n in ("inference-1", "inference-2")}
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda i: s3.put_object(
+                    Bucket=bucket, Key=keys[i], Body=jpeg(100 + i), ContentType="image/jpeg"
+                ),
+                range(50),
+            )
+        )
+    wait_for(
+        lambda: len(rows(pipeline.ns.dsn, bucket, f"object_key LIKE 'batch/%%' AND {FINAL}")) == 50,
+        900,
+        "50 final rows",
+        interval=2,
+    )
+    batch = rows(pipeline.ns.dsn, bucket, "object_key LIKE 'batch/%%'")
+    assert [r["object_key"] for r in batch] == keys  # one row per object, none missing
+    assert {r["status"] for r in batch} <= {"done", "failed"}
+    assert sum(r["status"] == "done" for r in batch) >= 45
+    handled = {n: _cards_logged(pipeline, n) - before[n] for n in before}
+    assert all(count > 0 for count in handled.values()), handled
+    assert sum(handled.values()) == 50, handled  # each job processed once
+
+
+def _cards_logged(p: Pipeline, name: str) -> int:
+    return sum(
+        1
+        for e in p.services[name].events()
+        if str(e.get("event", "")).startswith("card.")
+        and str(e.get("key", "")).startswith(f"{p.ns.bucket}/batch/")
+    )
+
+
+@contextlib.asynccontextmanager
+async def upload_watched(
+    pipeline: Pipeline, key: str, seed: int, *topics: str
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer at the end of ``topics`` when ``key`` is uploaded: it sees what follows."""
+    env = pipeline.ns.env
+    bootstrap = env.get("VITRINE_KAFKA_BOOTSTRAP", "127.0.0.1:29092")
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=200)
+        await consumer.seek_to_end()
+        await asyncio.to_thread(
+            s3_client(env).put_object,
+            Bucket=pipeline.ns.bucket,
+            Key=key,
+            Body=jpeg(seed),
+            ContentType="image/jpeg",
+        )
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+def test_minio_sends_each_event_twice_and_ingest_makes_one_job(pipeline: Pipeline) -> None:
+    """The fast target's copy arrives in milliseconds, the durable one ~3 s later; one job."""
+    key = "dedup/twice.jpg"
+    message_key = f"{pipeline.ns.bucket}/{key}".encode()
+
+    async def watch() -> tuple[int, int]:
+        topics = ["minio.events", pipeline.ns.env["VITRINE_TOPIC_JOBS"]]
+        async with upload_watched(pipeline, key, 7, *topics) as consumer:
+            seen = {topic: 0 for topic in topics}
+            deadline = asyncio.get_running_loop().time() + 20
+            while asyncio.get_running_loop().time() < deadline:
+                for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                    seen[tp.topic] += sum(r.key == message_key for r in records)
+                if seen["minio.events"] >= 2:  # the durable copy is in: give ingest 2 s more
+                    deadline = min(deadline, asyncio.get_running_loop().time() + 2)
+            return seen["minio.events"], seen[topics[1]]
+
+    events, jobs = asyncio.run(watch())
+    assert events == 2
+    assert jobs == 1
+    assert final_row(pipeline, key)["results_applied"] == 2  # queued, then the one card
+
+
+def test_a_copy_arriving_across_an_ingest_restart_is_still_dropped(pipeline: Pipeline) -> None:
+    """The durable copy of an event handled just before a restart reaches the new process: it
+    recalls what its predecessor handled from minio.events and drops the copy. The contrast
+    (recall off) shows that the replayed copy does become a second job otherwise."""
+    key = "dedup/restart.jpg"
+    message_key = f"{pipeline.ns.bucket}/{key}".encode()
+    env = pipeline.ns.env
+    bootstrap = env.get("VITRINE_KAFKA_BOOTSTRAP", "127.0.0.1:29092")
+    events_topic, jobs_topic = (
+        env.get("VITRINE_TOPIC_EVENTS", "minio.events"),
+        env["VITRINE_TOPIC_JOBS"],
+    )
+    ingest = pipeline.services["ingest"]
+
+    async def jobs_for_key() -> int:
+        """Jobs for the key in the whole jobs topic, read up to the end offsets of now."""
+        consumer = AIOKafkaConsumer(
+            jobs_topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        count = 0
+
+        def add(batch: dict[Any, list[Any]]) -> None:
+            nonlocal count
+            count += sum(r.key == message_key for rs in batch.values() for r in rs)
+
+        try:
+            while not consumer.assignment():
+                add(await consumer.getmany(timeout_ms=200))
+            tps = list(consumer.assignment())
+            ends = await consumer.end_offsets(tps)
+            while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+                add(await consumer.getmany(timeout_ms=500))
+            return count
+        finally:
+            await consumer.stop()
+
+    async def first_copy() -> bytes:
+        async with upload_watched(pipeline, key, 11, events_topic) as consumer:
+            while True:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for r in records:
+                        if r.key == message_key and r.value:
+                            return r.value
+
+    async def replay(value: bytes) -> tuple[int, int]:
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            sent = await producer.send_and_wait(events_topic, value, key=message_key)
+            return sent.partition, sent.offset
+        finally:
+            await producer.stop()
+
+    async def committed(partition: int) -> int:
+        from aiokafka import TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=env["VITRINE_INGEST_GROUP"]
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(events_topic, partition)
+            consumer.assign([tp])
+            return await consumer.committed(tp) or 0
+        finally:
+            await consumer.stop()
+
+    def restart_with_a_late_copy(value: bytes, **settings: str) -> None:
+        ingest.stop()
+        partition, offset = asyncio.run(replay(value))  # MinIO's durable copy, arriving late
+        saved = dict(ingest.env)
+        ingest.env.update(settings)
+        try:
+            ingest.start().wait_started()
+        finally:
+            ingest.env.clear()
+            ingest.env.update(saved)
+        wait_for(
+            lambda: asyncio.run(committed(partition)) > offset,
+            60,
+            "the restarted ingest handled the late copy",
+            interval=0.5,
+        )
+
+    value = asyncio.run(first_copy())
+    wait_for(lambda: asyncio.run(jobs_for_key()) == 1, 30, "the upload's job")
+    time.sleep(4)  # MinIO's own durable copy (<= 3 s later) is handled by this process
+    assert asyncio.run(jobs_for_key()) == 1
+
+    restart_with_a_late_copy(value, VITRINE_DEDUP_LOOKBACK_S="0")  # no recall: a second job
+    assert asyncio.run(jobs_for_key()) == 2
+
+    restart_with_a_late_copy(value)  # recall on (the default)
+    assert asyncio.run(jobs_for_key()) == 2
+    recalled = [e for e in ingest.events() if e.get("event") == "ingest.recalled"]
+    assert recalled and recalled[-1]["remembered"] >= 1, recalled
