@@ -12,10 +12,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from schemas.card import ProductCard
 from schemas.messages import CardStatus, Checks, ReviewState
+from schemas.storable import value_problem
 
 # Fields of a card a person may edit; the category's three derived fields follow category_path.
 EDITABLE_FIELDS = (
@@ -26,6 +28,17 @@ EDITABLE_FIELDS = (
     "color_primary",
     "features_list",
 )
+NOTE_MAX = 2000
+"""Longest note of a decision, on the API and the desk's card form alike."""
+
+
+def _storable(value: Any) -> Any:
+    """A request's text without NUL or lone surrogates and its numbers finite, refused as a
+    422 of the request itself: PostgreSQL could not store them (schemas/storable.py)."""
+    problem = value_problem(value)
+    if problem:
+        raise PydanticCustomError("unstorable", problem)
+    return value
 
 
 class ReviewEvent(BaseModel):
@@ -105,6 +118,8 @@ class CardEdit(BaseModel):
         None, description="The rev the edit was made on; a newer row refuses it (409)."
     )
 
+    _storable = field_validator("*")(_storable)
+
     def changes(self) -> dict[str, Any]:
         return {
             name: value for name in EDITABLE_FIELDS if (value := getattr(self, name)) is not None
@@ -116,8 +131,10 @@ class Decision(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    note: str | None = Field(None, max_length=2000)
+    note: str | None = Field(None, max_length=NOTE_MAX)
     expected_rev: int | None = None
+
+    _storable = field_validator("note")(_storable)
 
 
 class Problem(BaseModel):

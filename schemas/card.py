@@ -14,9 +14,18 @@ from collections.abc import Collection, Mapping, Sequence
 from functools import lru_cache
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from schemas.language import PT_BR, LanguageProfile, colour_pattern
+from schemas.storable import value_problem
 from schemas.taxonomy import ID_MAX, PATH_MAX, Taxonomy, shipped, slug
 
 PRODUCT_NAME_MAX = 120
@@ -172,6 +181,17 @@ class ProductCard(BaseModel):
                 data = {**data, "category_path": standard}
                 data.setdefault("category_id", slug(standard))
         return data
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        """No NUL or lone surrogate in any text, no infinite or NaN number anywhere (an
+        attribute's value included): what PostgreSQL and JSON cannot keep is refused here, in
+        every card type :func:`card_model` makes, not turned into a database error or a null."""
+        problem = value_problem(value)
+        if problem:
+            raise PydanticCustomError("unstorable", problem)
+        return value
 
     @model_validator(mode="after")
     def _in_tree(self) -> ProductCard:

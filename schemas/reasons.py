@@ -29,6 +29,12 @@ class Reason(StrEnum):
         "Its content type and extension say it is not a raster image (or, when both are "
         "silent, its first bytes do).",
     )
+    bad_key = (
+        "bad_key",
+        "Its key breaks the key rule (services/runtime/object_keys.py): a control character "
+        "(CR/LF, C1, a bidirectional override), an empty, '.' or '..' segment, a leading '/', "
+        "or over 1,024 bytes.",
+    )
 
     # -- the worker (or ingest, reading an upload's first bytes) could not get the object ---
     object_missing = "object_missing", "Deleted before it was read."

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -101,9 +102,10 @@ class Attribute:
                 and set(value) == {"value", "unit"}
                 and isinstance(value["value"], int | float)
                 and not isinstance(value["value"], bool)
+                and not (isinstance(value["value"], float) and not math.isfinite(value["value"]))
                 and value["unit"] == self.unit
             )
-            return None if ok else f'must be {{"value": <number>, "unit": "{self.unit}"}}'
+            return None if ok else f'must be {{"value": <finite number>, "unit": "{self.unit}"}}'
         return None if isinstance(value, bool) else "must be true or false"
 
 

@@ -116,7 +116,9 @@ class EngineSettings(ImageSettings, CardContractSettings):
         900.0,
         ge=0,
         description="Wall-clock budget of one image across its attempts; llama.cpp "
-        "aborts the running decode when it is spent (0 = no limit).",
+        "aborts the running decode when it is spent. 0 = no limit, for vitrine card and the "
+        "benchmarks only: the worker refuses it, since a rebalance waits for the running job "
+        "and Kafka's rebalance timeout (this budget + 60 s) must cover it.",
     )
     grammar_backend: GrammarBackend = Field(
         "llguidance",
@@ -261,6 +263,16 @@ class EngineSettings(ImageSettings, CardContractSettings):
         return self.card_contract().categories()
 
 
+REVOKE_MARGIN_S = 60.0
+"""What one job may take beyond the engine's budget (``job_timeout_s``): fetching the image,
+preparing it, publishing the result and committing.  A rebalance waits for each revoked
+partition's running job (one per engine slot, all at once) inside the revoke callback, so the
+rebalance timeout the consumer announces is the job's budget plus this."""
+
+KAFKA_MAX_TIMEOUT_MS = 2**31 - 1
+"""Kafka's timeouts are int32 milliseconds (24.8 days)."""
+
+
 class InferenceSettings(EngineSettings, KafkaSettings, InferenceGroup, S3Settings):
     """Everything the inference service reads from the environment."""
 
@@ -287,13 +299,46 @@ class InferenceSettings(EngineSettings, KafkaSettings, InferenceGroup, S3Setting
     max_poll_interval_ms: int = Field(
         900_000,
         ge=10_000,
-        description="Upper bound on one job's wall time before Kafka gives "
-        "the partition away (the worker keeps polling while paused, so this rarely binds).",
+        description="How long the poll loop may go without polling before Kafka drops the "
+        "worker. It does not bound a job: with every slot busy the worker still polls each "
+        "second. What bounds a job is VITRINE_JOB_TIMEOUT_S, and the rebalance timeout the "
+        "worker derives from it (the job budget + 60 s).",
     )
-    shutdown_grace_s: float = Field(60.0, ge=0, description="Time to finish a job on SIGTERM.")
+    shutdown_grace_s: float = Field(
+        60.0,
+        ge=0,
+        description="Time to finish the jobs in flight on SIGTERM; past it they are handed back "
+        "(redelivered, not counted as a death), the engine stops its generations, and the "
+        "process exits a few seconds later (the engine's current step, an image being decoded).",
+    )
     max_deliveries: int = Field(
         3,
         ge=1,
         description="Deliveries of one job that may end in a dead worker before the "
         "job is parked on the dead-letter topic (poison message).",
     )
+
+    @property
+    def rebalance_timeout_ms(self) -> int:
+        """How long the broker waits for this worker to rejoin a rebalance: one job's budget
+        and the margin (``REVOKE_MARGIN_S``), which the revoke callback may spend finishing it."""
+        return int((self.job_timeout_s + REVOKE_MARGIN_S) * 1000)
+
+    @model_validator(mode="after")
+    def _job_fits_a_rebalance(self) -> InferenceSettings:
+        """The job budget and the rebalance timeout agree, or the worker does not start: a
+        job the timeout cannot cover gets its worker dropped from the group mid-job, its
+        commit refused, and the job run a second time elsewhere."""
+        if self.job_timeout_s == 0:
+            raise ValueError(
+                "VITRINE_JOB_TIMEOUT_S=0 (no limit) is refused by the worker: a rebalance waits "
+                "for the running job, and Kafka drops a member that has not rejoined within its "
+                "rebalance timeout, which must be finite; set a budget (default 900 s)"
+            )
+        if self.rebalance_timeout_ms > KAFKA_MAX_TIMEOUT_MS:
+            raise ValueError(
+                f"VITRINE_JOB_TIMEOUT_S={self.job_timeout_s:g} needs a rebalance timeout of "
+                f"{self.rebalance_timeout_ms} ms (the budget + {REVOKE_MARGIN_S:g} s), over "
+                f"Kafka's limit of {KAFKA_MAX_TIMEOUT_MS} ms"
+            )
+        return self

@@ -1,7 +1,9 @@
 """Deciding what one bucket notification means for the pipeline.
 
 Pure functions, no I/O: a record becomes a job (plus a ``queued`` result so the row exists at
-once), a rejection with a precise reason, a deletion, or nothing.  Content is judged by name and
+once), a rejection with a precise reason, a deletion, or nothing.  An upload whose key breaks
+the key rule (services/runtime/object_keys.py: control characters, dot segments, ...) is
+rejected ``bad_key`` before anything else is judged.  Content is judged by name and
 declared type; only when both are silent (a generic type such as ``binary/octet-stream`` under a
 name without an image extension: what boto3 and ``aws s3 cp`` send for an unknown name) is the
 decision left to the object's first bytes, which the service reads and hands back to
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef, S3Record
 from schemas.reasons import Reason
+from services.runtime.object_keys import key_problem
 from services.runtime.sniff import Identified, identify
 from services.runtime.upload_rules import NeedsSniffing, classify_upload
 
@@ -141,6 +144,11 @@ def decide(record: S3Record, max_bytes: int) -> Decision:
         return Decision(None, result)
     if name not in UPLOAD_EVENTS:
         return Decision(None, None)
+    # Any S3 client may write such a key; no worker should read it.  An empty object (a
+    # console's folder marker, ``photos/``) is ``empty_object`` whatever its key.
+    bad_key = key_problem(ref.key) if ref.size != 0 else None
+    if bad_key is not None:
+        return _final(ref, job_id, trace_id, CardStatus.rejected, Reason.bad_key, bad_key)
     problem = classify_upload(ref, max_bytes)
     if isinstance(problem, NeedsSniffing):
         return Decision(None, None, Sniff(ref, job_id, trace_id, problem.declared))

@@ -6,14 +6,21 @@ not write password hashes).  A session or an API token is 32 random bytes handed
 client once; the database keeps only their SHA-256, so a copy of the tables opens nothing.
 Roles are ordered: a viewer reads, a reviewer also edits, decides and uploads, an admin also
 approves a filtered set at once.
+
+A password check costs about 0.2 s of CPU (argon2 is meant to): it runs in threads of its own
+(:class:`PasswordChecks`), never on the event loop, and a login is counted against the limits
+before its password is checked (:meth:`LoginLimiter.reserve`), so that neither a burst of logins
+stalls the desk nor does its size multiply the guesses the limits allow.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
@@ -22,6 +29,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 _hasher = PasswordHasher()
 # A real hash to verify against when the user does not exist, so that a login for an unknown
@@ -74,13 +82,37 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def login(conn: AsyncConnection[Any], username: str, password: str) -> User | None:
-    row = await (
-        await conn.execute(
-            "SELECT role, password_hash FROM review_users WHERE username = %s", (username,)
-        )
-    ).fetchone()
-    if not verify_password(row[1] if row else None, password) or row is None:
+class PasswordChecks:
+    """argon2 off the event loop: each check runs in a pool of ``at_once`` threads of its own
+    (VITRINE_REVIEW_PASSWORD_CHECKS), so the loop keeps answering while logins are checked and
+    a burst never runs more than ``at_once`` hashes at a time; the others wait in the pool's
+    queue (a wait given up is dropped from it unrun).  A pool of threads rather than a
+    semaphore around ``asyncio.to_thread``: a cancelled await would release a semaphore while
+    its hash still ran, and asyncio's default pool also serves the desk's S3 calls."""
+
+    def __init__(self, at_once: int) -> None:
+        self._threads = ThreadPoolExecutor(at_once, thread_name_prefix="password-check")
+
+    async def verify(self, stored: str | None, password: str) -> bool:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, verify_password, stored, password)
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+async def login(
+    pool: AsyncConnectionPool[Any], checks: PasswordChecks, username: str, password: str
+) -> User | None:
+    """The user whose password this is, else None.  The connection goes back to the pool
+    before the password is checked: logins waiting for their turn hold none."""
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute(
+                "SELECT role, password_hash FROM review_users WHERE username = %s", (username,)
+            )
+        ).fetchone()
+    if not await checks.verify(row[1] if row else None, password) or row is None:
         return None
     return User(username, Role[row[0]])
 
@@ -131,6 +163,11 @@ class LoginLimiter:
     (``user:…``) or a client address (``addr:…``, which has its own, higher, budget).  Either
     one exhausted refuses the login before the password is even checked.
 
+    A login takes its place in both budgets (:meth:`reserve`) in one step, before its first
+    await: of any number of simultaneous logins, only as many as the budgets hold get their
+    password checked.  A login that succeeds gives its place back (:meth:`succeeded`); one
+    that fails keeps it, as a failure.
+
     Kept in the process: one desk process per deployment is the design; behind several, each
     has its own budget (the limit multiplies by their number)."""
 
@@ -159,13 +196,29 @@ class LoginLimiter:
         ]
         return max(waits, default=0.0)
 
-    def failed(self, *keys: str) -> None:
+    def reserve(self, *keys: str) -> float | None:
+        """Count one attempt against every key, if each has budget left: its time stamp, to
+        hand to :meth:`succeeded`; None (nothing counted) when one has not (then
+        :meth:`retry_after` says how long).  Synchronous, so atomic on the event loop."""
+        if self.retry_after(*keys) > 0:
+            return None
         now = time.monotonic()
+        self.failed(*keys, at=now)
+        return now
+
+    def failed(self, *keys: str, at: float | None = None) -> None:
+        now = time.monotonic() if at is None else at
         for key in keys:
             self._recent(key, now).append(now)
         if len(self._failures) > 100_000:  # a flood of distinct names: forget the idle ones
             for key in [k for k, v in self._failures.items() if not self._recent(k, now)]:
                 del self._failures[key]
 
-    def succeeded(self, username_key: str) -> None:
+    def succeeded(self, username_key: str, *others: str, at: float | None = None) -> None:
+        """A login succeeded: the user's failures are forgotten, and the place its
+        reservation (stamped ``at``) took in the ``others`` budgets is given back."""
         self._failures.pop(username_key, None)
+        for key in others:
+            places = self._failures.get(key)
+            if places is not None and at is not None and at in places:
+                places.remove(at)

@@ -10,16 +10,19 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from minio.error import S3Error
+from starlette.convertors import Convertor, register_url_convertor
 
 from schemas.api import CardEdit, CardPage, CardView, Decision, Problem, UploadAccepted
 from services.review import decisions, listing, uploads
 from services.review.accounts import Role, User
+from services.review.bodies import json_body_doc, read_json, read_optional_json
 from services.review.desk import Desk, card_view, desk_of
 from services.review.edits import EditRefused
 from services.review.security import api_user
+from services.runtime.object_keys import key_problem
 
 log = logging.getLogger("vitrine.review")
 router = APIRouter(prefix="/v1", tags=["v1"])
@@ -100,7 +103,10 @@ async def upload_image(request: Request) -> JSONResponse:
     """Put a photo into the bucket; the pipeline takes it from there.  Follow ``status_url``.
 
     The caller is checked before the body is read, and the body is read only up to the image
-    limit (VITRINE_IMAGE_MAX_BYTES): a stranger cannot make the desk receive 200 MB."""
+    limit (VITRINE_IMAGE_MAX_BYTES): a stranger cannot make the desk receive 200 MB.  A given
+    ``key`` and a ``prefix`` are held to ingest's key rule (422), a key that exists is refused
+    by the bucket itself (409), and ``status_url``/``Location`` are built from
+    VITRINE_REVIEW_PUBLIC_URL with the key percent-encoded, never from the Host header."""
     user = await api_user(request, Role.reviewer)
     desk = desk_of(request)
     try:
@@ -109,7 +115,7 @@ async def upload_image(request: Request) -> JSONResponse:
             received, received.fields.get("key"), received.fields.get("prefix") or "uploads"
         )
     except uploads.UploadRefused as exc:
-        raise ApiProblem(exc.status, exc.code, str(exc)) from None
+        raise ApiProblem(exc.status, exc.code, str(exc), exc.fields) from None
     except S3Error as exc:  # the bucket refused (the upload user's policy, a missing bucket)
         log.error("review.upload_refused", extra={"code": exc.code})
         raise ApiProblem(
@@ -130,16 +136,23 @@ async def upload_image(request: Request) -> JSONResponse:
         version_id=stored.version_id,
         size=stored.size,
         content_type=stored.content_type,
-        status_url=str(request.url_for("get_card", bucket=desk.settings.bucket, key=stored.key)),
+        status_url=desk.status_url(desk.settings.bucket, stored.key),
     )
     return JSONResponse(
         body.model_dump(mode="json"), status_code=202, headers={"Location": body.status_url}
     )
 
 
+async def a_viewer(request: Request) -> User:
+    """The caller, checked as a dependency: FastAPI solves dependencies before it validates
+    the query, so a stranger's malformed query gets 401, not the schema's 422."""
+    return await api_user(request, Role.viewer)
+
+
 @router.get("/cards", response_model=CardPage, responses=PROBLEMS)
 async def list_cards(
     request: Request,
+    _viewer: Annotated[User, Depends(a_viewer)],
     status: str | None = None,
     review: str | None = None,
     q: Annotated[str | None, Query(description="Full-text search (Portuguese).")] = None,
@@ -152,7 +165,6 @@ async def list_cards(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> CardPage:
     """Cards newest first; pass ``next`` back as ``cursor`` for the following page."""
-    await api_user(request, Role.viewer)
     desk = desk_of(request)
     try:
         filters = listing.Filters.parse(
@@ -171,8 +183,8 @@ async def list_cards(
             rows, next_cursor = await listing.list_cards(
                 conn, filters, limit=limit, cursor=cursor, full=True
             )
-    except ValueError as exc:
-        raise ApiProblem(422, "invalid", str(exc)) from None
+    except listing.BadQuery as exc:  # a filter or cursor: the desk's own message
+        raise ApiProblem(422, "invalid", str(exc), {exc.field: str(exc)}) from None
     return CardPage(items=[card_view(r) for r in rows], next=next_cursor)
 
 
@@ -180,21 +192,33 @@ async def list_cards(
     "/cards/{bucket}/{key:path}", response_model=CardView, responses=PROBLEMS, name="get_card"
 )
 async def get_card(request: Request, bucket: str, key: str) -> CardView:
-    """The object's status (``uploaded`` until the pipeline has seen it), card and review."""
+    """The object's status (``uploaded`` until the pipeline has seen it), card and review.
+
+    A row is found by any key it has; the bucket is asked only about keys that follow the key
+    rule (an empty, ``..`` or 2,000-byte key is no object, not a question for MinIO)."""
     await api_user(request, Role.viewer)
     desk = desk_of(request)
     view = await desk.card(bucket, key)
     if view is not None:
         return view
+    problem = key_problem(key)
+    if problem is not None:
+        raise ApiProblem(404, "not_found", f"no such object: {problem}")
     if bucket == desk.settings.bucket and await desk.exists(key):
         return CardView(bucket=bucket, key=key, status="uploaded")
     raise ApiProblem(404, "not_found", f"no object {bucket}/{key}")
 
 
-@router.patch("/cards/{bucket}/{key:path}", response_model=CardView, responses=PROBLEMS)
-async def edit_card(request: Request, bucket: str, key: str, edit: CardEdit) -> CardView:
+@router.patch(
+    "/cards/{bucket}/{key:path}",
+    response_model=CardView,
+    responses=PROBLEMS,
+    openapi_extra=json_body_doc(CardEdit),
+)
+async def edit_card(request: Request, bucket: str, key: str) -> CardView:
     """Change fields of the card; the whole card is validated (422 with per-field errors)."""
-    user = await api_user(request, Role.reviewer)
+    user = await api_user(request, Role.reviewer)  # the caller first, then the body
+    edit = await read_json(request, CardEdit)
     desk = desk_of(request)
     try:
         async with desk.pool.connection() as conn:
@@ -235,17 +259,54 @@ async def _decide(
     return await _card_or_404(desk, bucket, key)
 
 
-@router.post("/cards/{bucket}/{key:path}/approve", response_model=CardView, responses=PROBLEMS)
-async def approve_card(
-    request: Request, bucket: str, key: str, decision: Decision | None = None
-) -> CardView:
+@router.post(
+    "/cards/{bucket}/{key:path}/approve",
+    response_model=CardView,
+    responses=PROBLEMS,
+    openapi_extra=json_body_doc(Decision, required=False),
+)
+async def approve_card(request: Request, bucket: str, key: str) -> CardView:
     """Approve the card as it stands; it is published to ``vitrine.cards.approved``."""
     user = await api_user(request, Role.reviewer)
+    decision = await read_optional_json(request, Decision)
     return await _decide(request, user, bucket, key, decision or Decision(), approve=True)
 
 
-@router.post("/cards/{bucket}/{key:path}/reject", response_model=CardView, responses=PROBLEMS)
-async def reject_card(request: Request, bucket: str, key: str, decision: Decision) -> CardView:
+@router.post(
+    "/cards/{bucket}/{key:path}/reject",
+    response_model=CardView,
+    responses=PROBLEMS,
+    openapi_extra=json_body_doc(Decision),
+)
+async def reject_card(request: Request, bucket: str, key: str) -> CardView:
     """Reject the card; ``note`` says why (required)."""
     user = await api_user(request, Role.reviewer)
+    decision = await read_json(request, Decision)
     return await _decide(request, user, bucket, key, decision, approve=False)
+
+
+class _WithLineBreak(Convertor[str]):
+    """A path with a line feed in it.  Starlette's ``path`` parameter (``.*``) stops at one,
+    so ``/v1/cards/incoming/a%0Ab.jpg`` matched no route and got the framework's own 404 body
+    instead of a :class:`Problem`; no route of ``/v1`` can take such a path (a key with a line
+    feed breaks the key rule), and this one answers for all of them."""
+
+    regex = "[^\n]*\n[\\s\\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("vitrine_line_break", _WithLineBreak())
+
+
+@router.api_route(
+    "/{path:vitrine_line_break}",
+    methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    include_in_schema=False,
+)
+async def no_such_path(path: str) -> None:
+    raise ApiProblem(404, "not_found", "no such object: the key holds a line break")

@@ -16,12 +16,18 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import Histogram
 
 from services.review import api, pages
+from services.review.accounts import PasswordChecks
+from services.review.bodies import document_bodies
+from services.review.body_limit import BodyLimit, BodyTooLarge
 from services.review.desk import open_desk
 from services.review.security import Forbidden, NotSignedIn, SecurityHeaders
 from services.review.settings import ReviewSettings
 
 log = logging.getLogger("vitrine.review")
 HERE = Path(__file__).resolve().parent
+# They check the caller before reading their body, and read it under their own, larger, cap
+# (VITRINE_IMAGE_MAX_BYTES and the form's overhead: uploads.read_form).
+UPLOAD_ROUTES = frozenset({("POST", "/v1/images"), ("POST", "/upload")})
 
 REQUEST_SECONDS = Histogram(
     "vitrine_review_request_seconds",
@@ -42,6 +48,20 @@ async def timing(request: Request, call_next: Callable[[Request], Awaitable[Resp
     ).observe(seconds)
     # The time the desk spent, for the browser's devtools and bench/review_bench.py.
     response.headers["Server-Timing"] = f"app;dur={seconds * 1000:.1f}"
+    return response
+
+
+def too_large(path: str, limit: int) -> Response:
+    """The 413 for a body over VITRINE_REVIEW_BODY_MAX_BYTES: a problem for ``/v1``, the
+    error page otherwise; the connection is closed, so the rest of the body is never read."""
+    message = f"the request body is over the limit of {limit} bytes"
+    response: Response
+    if path.startswith("/v1"):
+        body = {"error": "body_too_large", "message": message, "fields": {}}
+        response = JSONResponse(body, status_code=413)
+    else:
+        response = pages.render("error.html", 413, user=None, message=message)
+    response.headers["Connection"] = "close"
     return response
 
 
@@ -68,6 +88,10 @@ def answer_refusals(app: FastAPI) -> None:
             )
         return pages.render("error.html", exc.status, user=None, message=str(exc))
 
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(request: Request, exc: BodyTooLarge) -> Response:
+        return too_large(request.url.path, exc.limit)
+
     @app.exception_handler(api.ApiProblem)
     async def problem(request: Request, exc: api.ApiProblem) -> Response:
         return api.problem_response(exc)
@@ -90,17 +114,21 @@ def create_app(settings: ReviewSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_desk(settings) as desk:
-            app.state.desk = desk
-            log.info(
-                "review.started",
-                extra={
-                    "url": f"http://{settings.review_host}:{settings.review_port}/",
-                    "bucket": settings.bucket,
-                    "tree": desk.tree.name,
-                },
-            )
-            yield
+        app.state.password_checks = checks = PasswordChecks(settings.review_password_checks)
+        try:
+            async with open_desk(settings) as desk:
+                app.state.desk = desk
+                log.info(
+                    "review.started",
+                    extra={
+                        "url": f"http://{settings.review_host}:{settings.review_port}/",
+                        "bucket": settings.bucket,
+                        "tree": desk.tree.name,
+                    },
+                )
+                yield
+        finally:
+            checks.close()
         log.info("review.stopped")
 
     # Swagger UI and ReDoc served from the package, not a CDN (the desk may run offline).
@@ -110,10 +138,18 @@ def create_app(settings: ReviewSettings | None = None) -> FastAPI:
         summary="Upload photos, read cards and their status, edit, approve and reject them.",
         lifespan=lifespan,
     )
+    # innermost of the middleware: the 413s it answers get the security headers and timing
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.review_body_max_bytes,
+        exempt=UPLOAD_ROUTES,
+        too_large=too_large,
+    )
     app.add_middleware(SecurityHeaders)
     app.middleware("http")(timing)
     answer_refusals(app)
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    document_bodies(app)
     return app

@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from schemas.card import ProductCard
+from services.review import listing
 from services.review.accounts import User
 from services.review.edits import apply_edit, changed_fields
 
@@ -35,6 +36,16 @@ FROM product_cards WHERE bucket = %s AND object_key = %s FOR UPDATE
 """
 
 
+async def _locked_row(conn: AsyncConnection[Any], bucket: str, key: str) -> dict[str, Any] | None:
+    """The row, locked; None when there is none, or when the bucket or key holds what no row
+    can (a NUL byte: PostgreSQL would refuse the query, not find nothing)."""
+    if not listing.storable(bucket, key):
+        return None
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(LOCK, (bucket, key))
+        return await cur.fetchone()
+
+
 def effective(row: Mapping[str, Any]) -> dict[str, Any] | None:
     """The card as it stands: the person's edit, else the model's."""
     card = row.get("edited_card") or row.get("card")
@@ -44,9 +55,7 @@ def effective(row: Mapping[str, Any]) -> dict[str, Any] | None:
 async def _lock(
     conn: AsyncConnection[Any], bucket: str, key: str, expected_rev: int | None
 ) -> dict[str, Any]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(LOCK, (bucket, key))
-        row = await cur.fetchone()
+    row = await _locked_row(conn, bucket, key)
     if row is None:
         raise NotFound(f"no card for {bucket}/{key}")
     if expected_rev is not None and expected_rev != row["review_rev"]:
@@ -203,9 +212,7 @@ async def regenerate(
     """Log that a person sent the card back to the workers (the caller enqueues the job).
     Any status may be regenerated, a failed one too; a deleted object may not."""
     async with conn.transaction():
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(LOCK, (bucket, key))
-            row = await cur.fetchone()
+        row = await _locked_row(conn, bucket, key)
         if row is None:
             raise NotFound(f"no row for {bucket}/{key}")
         if row["status"] == "deleted":

@@ -35,9 +35,30 @@ from services.review.edits import changed_fields
 from services.review.publisher import Publisher
 from services.review.settings import ReviewSettings
 from services.runtime.kafka import encode, make_producer, with_retry
+from services.runtime.object_keys import object_path
 from services.runtime.s3 import make_minio
 
 log = logging.getLogger("vitrine.review")
+# MinIO's answers for a key it cannot hold (the key rule refuses these before they get here)
+NOT_A_KEY = ("XMinioInvalidObjectName", "KeyTooLongError")
+
+
+def public_url(settings: ReviewSettings) -> str:
+    """Where clients reach the desk: VITRINE_REVIEW_PUBLIC_URL, else its own address; never a
+    request's Host header, which any client sets to anything."""
+    configured = settings.review_public_url.strip().rstrip("/")
+    if configured:
+        return configured
+    host = settings.review_host
+    host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{host}:{settings.review_port}"
+
+
+def status_url(settings: ReviewSettings, bucket: str, key: str) -> str:
+    """An object's ``GET /v1/cards/...`` URL, each segment percent-encoded (RFC 3986): plain
+    ASCII for a ``Location`` header, and ``?``, ``#`` or ``%2e%2e`` in a key stay part of the
+    key instead of pointing elsewhere."""
+    return f"{public_url(settings)}/v1/cards/{object_path(bucket, key)}"
 
 
 def card_view(row: dict[str, Any], events: list[dict[str, Any]] | None = None) -> CardView:
@@ -92,6 +113,10 @@ class Desk:
     def limits(self) -> ImageLimits:
         return ImageLimits(max_bytes=self.settings.image_max_bytes)
 
+    def status_url(self, bucket: str, key: str) -> str:
+        """The object's ``GET /v1/cards/...`` URL: :func:`status_url`."""
+        return status_url(self.settings, bucket, key)
+
     async def facets(self) -> dict[str, list[str]]:
         """Filter menu values, refreshed at most every 30 s (a DISTINCT over the table)."""
         now = time.monotonic()
@@ -123,7 +148,7 @@ class Desk:
             self.images.stat_object(self.settings.bucket, key)
             return True
         except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound", *NOT_A_KEY):
                 return False
             raise
 
@@ -134,17 +159,14 @@ class Desk:
     async def upload(
         self, received: upload_rules.Received, key: str | None, prefix: str
     ) -> upload_rules.Stored:
-        """Check a received photo against ingest's limits and put it into the bucket with the
-        put-only user; a given key that exists is refused (409), never overwritten."""
+        """Check a received photo against ingest's limits and its key against ingest's key
+        rule, and put it into the bucket with the put-only user; a key that exists is refused
+        (409) by the bucket itself, never overwritten (:func:`uploads.store`)."""
         limit = self.settings.image_max_bytes
         content_type = upload_rules.check(
             received.data, received.content_type, received.filename, limit
         )
         object_key = upload_rules.object_key(received.filename, prefix, key)
-        if key and await self.exists(object_key):
-            raise upload_rules.UploadRefused(
-                409, "exists", f"{object_key} is already in the bucket"
-            )
         return await asyncio.to_thread(
             upload_rules.store,
             self.uploads,

@@ -18,10 +18,31 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
 from schemas.messages import CardStatus, ReviewState
+from schemas.storable import text_problem
+
+CURSOR_MAX = 8192
+"""Longest cursor the list reads: its own hold a bucket (63) and a key (1,024 bytes of UTF-8,
+six times that as JSON escapes at worst) as base64."""
 
 
-class BadCursor(ValueError):
-    pass
+class BadQuery(ValueError):
+    """A filter or cursor the list cannot use; ``field`` names the query parameter, and the
+    message is the desk's own (never a parser's)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class BadCursor(BadQuery):
+    def __init__(self) -> None:
+        super().__init__("cursor", "not a cursor of this list: start again from the first page")
+
+
+def storable(*texts: str) -> bool:
+    """Whether PostgreSQL can compare these texts at all (no NUL, no lone surrogate): a bucket
+    or key that cannot be stored names no row, and is answered as such, not by an error."""
+    return all(text_problem(t) is None for t in texts)
 
 
 @dataclass(frozen=True)
@@ -46,13 +67,15 @@ class Filters:
             raw = (params.get(f.name) or "").strip()
             if not raw:
                 continue
+            problem = text_problem(raw)
+            if problem:
+                raise BadQuery(f.name, f"{f.name} {problem}")
             values[f.name] = (
                 raw.lower() in ("1", "true", "on", "yes") if f.name == "flagged" else raw
             )
-        if "status" in values and values["status"] not in CardStatus.__members__:
-            raise ValueError(f"status must be one of {list(CardStatus.__members__)}")
-        if "review" in values and values["review"] not in ReviewState.__members__:
-            raise ValueError(f"review must be one of {list(ReviewState.__members__)}")
+        for name, allowed in (("status", CardStatus), ("review", ReviewState)):
+            if name in values and values[name] not in allowed.__members__:
+                raise BadQuery(name, f"{name} must be one of {list(allowed.__members__)}")
         return cls(**values)
 
     def query_params(self) -> dict[str, str]:
@@ -102,12 +125,25 @@ def encode_cursor(updated_at: datetime, bucket: str, key: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str, str]:
+    """The sort key a cursor holds; :class:`BadCursor` for anything that is not one of this
+    list's cursors: not base64 or JSON, nested (3,000 deep is a RecursionError to ``json``),
+    the wrong shape, a time that does not parse, or texts PostgreSQL cannot compare."""
+    if len(cursor) > CURSOR_MAX:
+        raise BadCursor()
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        at, bucket, key = json.loads(raw)
-        return datetime.fromisoformat(at), str(bucket), str(key)
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise BadCursor("not a cursor of this list") from exc
+        value = json.loads(raw)
+    except (ValueError, TypeError, binascii.Error, RecursionError):
+        raise BadCursor() from None
+    if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, str) for v in value)):
+        raise BadCursor()
+    at, bucket, key = value
+    if not storable(bucket, key):
+        raise BadCursor()
+    try:
+        return datetime.fromisoformat(at), bucket, key
+    except ValueError:
+        raise BadCursor() from None
 
 
 LIST_COLUMNS = sql.SQL(
@@ -191,6 +227,8 @@ FROM card_reviews WHERE bucket = %s AND object_key = %s ORDER BY id DESC LIMIT %
 
 
 async def card_row(conn: AsyncConnection[Any], bucket: str, key: str) -> dict[str, Any] | None:
+    if not storable(bucket, key):
+        return None
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(CARD_QUERY, (bucket, key))
         return await cur.fetchone()
@@ -198,6 +236,8 @@ async def card_row(conn: AsyncConnection[Any], bucket: str, key: str) -> dict[st
 
 async def object_row(conn: AsyncConnection[Any], bucket: str, key: str) -> dict[str, Any] | None:
     """The object's identity only (a thumbnail, a regeneration job): no card documents."""
+    if not storable(bucket, key):
+        return None
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(OBJECT_QUERY, (bucket, key))
         return await cur.fetchone()
@@ -206,6 +246,8 @@ async def object_row(conn: AsyncConnection[Any], bucket: str, key: str) -> dict[
 async def history(
     conn: AsyncConnection[Any], bucket: str, key: str, limit: int = 100
 ) -> list[dict[str, Any]]:
+    if not storable(bucket, key):
+        return []
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(HISTORY_QUERY, (bucket, key, limit))
         return await cur.fetchall()

@@ -72,6 +72,24 @@ class ReviewSettings(KafkaSettings, S3Settings, PostgresSettings, CardContractSe
     review_publish_interval_s: float = Field(
         5.0, gt=0, description="How often approvals Kafka has not acknowledged are retried."
     )
+    review_public_url: str = Field(
+        "",
+        description="The desk's address as clients reach it (https://desk.example.com), for "
+        "the Location and status_url of an upload; empty: http://VITRINE_REVIEW_HOST:"
+        "VITRINE_REVIEW_PORT. Never taken from the request's Host header.",
+    )
+    review_body_max_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request body of any route but the upload (forms, JSON edits), "
+        "refused with 413 before it is read and before the caller is checked.",
+    )
+    review_password_checks: int = Field(
+        2,
+        ge=1,
+        description="Password hashes checked at once (argon2 runs in threads, off the event "
+        "loop); more logins wait their turn.",
+    )
     state_dir: Path | None = Field(None, description="The dev stack's state directory.")
 
     @model_validator(mode="after")

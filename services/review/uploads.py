@@ -9,7 +9,6 @@ any S3 upload, and the answer's status URL follows it.
 
 from __future__ import annotations
 
-import io
 import re
 import uuid
 from collections.abc import AsyncGenerator
@@ -18,11 +17,14 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from minio import Minio
+from minio.error import S3Error
+from minio.helpers import DictType
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from schemas.messages import ObjectRef
+from services.runtime.object_keys import key_problem, prefix_problem
 from services.runtime.sniff import identify
 from services.runtime.upload_rules import classify_upload
 
@@ -40,10 +42,30 @@ FORM_OVERHEAD = 64 * 1024  # multipart boundaries, part headers and the few text
 
 
 class UploadRefused(ValueError):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    """Why an upload was not stored: ``code`` is one of :data:`REFUSALS` (the page shows that
+    code's fixed text), ``fields`` names the form field at fault."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.fields = {field: message} if field else {}
+
+
+REFUSALS = {
+    "image_too_large": "the photo is over the size limit (VITRINE_IMAGE_MAX_BYTES).",
+    "not_multipart": "the form was not sent as multipart/form-data.",
+    "bad_form": "the form could not be read.",
+    "no_file": "the form has no photo.",
+    "empty_object": "the file is empty.",
+    "not_an_image": "the file is not an image the workers decode (JPEG, PNG, WebP, ...).",
+    "bad_key": "the key breaks the key rule (no control characters, no empty, '.' or '..' "
+    "segments, no leading '/', at most 1,024 bytes).",
+    "bad_prefix": "the prefix breaks the key rule (no control characters, no empty, '.' or "
+    "'..' segments, no leading '/', at most 1,024 bytes with the date and id).",
+    "exists": "an object with this key is already in the bucket.",
+}
+"""Every refusal code an upload can get, with the text the list page shows for it."""
 
 
 @dataclass(frozen=True)
@@ -56,27 +78,23 @@ class Stored:
 
 
 def object_key(filename: str | None, prefix: str, given: str | None) -> str:
-    """The key: the one given (checked), else ``<prefix>/<date>/<uuid>-<safe name>``."""
+    """The key: the one given, else ``<prefix>/<date>/<uuid>-<safe name>``; either held to the
+    key rule ingest applies (services/runtime/object_keys.py), the generated one too (a prefix
+    can be fine alone and too long with the date and id after it)."""
     if given:
         key = given.strip()
-        parts = key.split("/")
-        if (
-            not key
-            or len(key.encode()) > 1024
-            or key.startswith("/")
-            or any(p in ("", ".", "..") for p in parts)
-            or any(ord(c) < 32 or ord(c) == 127 for c in key)
-        ):
-            raise UploadRefused(
-                422,
-                "bad_key",
-                "the key must be a relative path without "
-                "empty, '.' or '..' segments or control characters",
-            )
+        problem = key_problem(key)
+        if problem:
+            raise UploadRefused(422, "bad_key", problem, field="key")
         return key
+    problem = prefix_problem(prefix)
     name = _UNSAFE.sub("-", PurePosixPath(filename or "photo").name).strip("-.")[:80] or "photo"
     day = datetime.now(UTC).strftime("%Y/%m/%d")
-    return f"{prefix.strip('/') or 'uploads'}/{day}/{uuid.uuid4().hex[:12]}-{name}"
+    key = f"{prefix.rstrip('/') or 'uploads'}/{day}/{uuid.uuid4().hex[:12]}-{name}"
+    problem = problem or key_problem(key, "prefix with the date and id after it")
+    if problem:
+        raise UploadRefused(422, "bad_prefix", problem, field="prefix")
+    return key
 
 
 def check(data: bytes, declared_type: str | None, filename: str | None, max_bytes: int) -> str:
@@ -106,8 +124,24 @@ def check(data: bytes, declared_type: str | None, filename: str | None, max_byte
 
 
 def store(client: Minio, bucket: str, key: str, data: bytes, content_type: str) -> Stored:
-    """Write the object (blocking: run in a thread)."""
-    written = client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+    """Write the object only if the bucket has no object of that key (blocking: run in a
+    thread).
+
+    One conditional PutObject (``If-None-Match: *``): the bucket itself decides, atomically,
+    so of any number of concurrent uploads of one new key exactly one is stored and the others
+    get 409, and nothing is ever overwritten (a HEAD before the PUT left a window in which
+    several uploads saw no object and the later writers replaced the earlier).  MinIO answers
+    412 PreconditionFailed when the key exists (the pinned release does, for the put-only
+    upload user too: tests/stack/test_review_inputs.py).  minio-py's ``put_object`` turns
+    unknown headers into user metadata, so the single-part PUT is sent with its lower-level
+    call; the photo is at most VITRINE_IMAGE_MAX_BYTES, far under the 5 GiB of one part."""
+    headers: DictType = {"Content-Type": content_type, "If-None-Match": "*"}
+    try:
+        written = client._put_object(bucket, key, data, headers=headers)
+    except S3Error as exc:
+        if exc.code == "PreconditionFailed":
+            raise UploadRefused(409, "exists", f"{key} is already in the bucket") from None
+        raise
     return Stored(
         key=key,
         etag=(written.etag or "").strip('"') or None,

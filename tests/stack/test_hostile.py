@@ -349,9 +349,10 @@ def forge_upload(p: Pipeline, key: str) -> None:
     produce(p, [json.dumps({"Records": [minio_record(p.ns.bucket, key)]}).encode()])
 
 
-def test_forged_event_for_a_dot_dot_key_fails_the_row_not_the_worker(pipeline: Pipeline) -> None:
-    """Keys are opaque identifiers, never paths: MinIO refuses to store ``../`` keys, so only a
-    forged notification can name one, and it must end as a failed row, not a dead worker."""
+def test_forged_event_for_a_dot_dot_key_rejects_the_row_not_the_worker(pipeline: Pipeline) -> None:
+    """MinIO refuses to store ``../`` keys, so only a forged notification can name one: ingest
+    holds it to the one key rule (``services/runtime/object_keys.py``) and it ends as a row
+    ``rejected/bad_key``, never as a job, and no service dies."""
     forged = "../../etc/passwd.jpg"
     forge_upload(pipeline, forged)
     worker = pipeline.services["inference"].proc
@@ -363,9 +364,17 @@ def test_forged_event_for_a_dot_dot_key_fails_the_row_not_the_worker(pipeline: P
     )
     assert_alive(pipeline)
     row = final_rows(pipeline)[forged]
-    assert row["status"] == "failed" and row["reason"] and row["detail"], row
+    assert row["status"] == "rejected" and row["reason"] == "bad_key" and row["detail"], row
     print_table(
-        [("forged event, '../' key", forged, "failed/*", f"failed/{row['reason']}", row["detail"])]
+        [
+            (
+                "forged event, '../' key",
+                forged,
+                "rejected/bad_key",
+                f"{row['status']}/{row['reason']}",
+                row["detail"],
+            )
+        ]
     )
 
 

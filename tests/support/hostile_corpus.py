@@ -128,6 +128,41 @@ def corrupt_png() -> bytes:
     return bytes(data)
 
 
+def png_idat(data: bytes) -> bytes:
+    """The zlib stream of a PNG: its IDAT chunks' data, joined."""
+    out, pos = b"", 8
+    while pos < len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            out += data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    return out
+
+
+def zeroed(stream: bytes, start: float = 0.5, share: float = 0.25) -> bytes:
+    """``stream`` with ``share`` of its bytes zeroed from ``start`` of the way in."""
+    first = int(len(stream) * start)
+    last = first + max(16, int(len(stream) * share))
+    return stream[:first] + bytes(last - first) + stream[last:]
+
+
+def zeroed_png() -> bytes:
+    """A product shot whose IDAT bytes are zeroed in the middle, as a damaged disk or transfer
+    leaves it: its CRC fails, yet Pillow inflates the zeros without complaint (they are valid
+    deflate codes) and shows the model a picture half grey."""
+    data = encode(product((640, 480)), "PNG")
+    stream = png_idat(data)
+    at = data.find(stream)
+    assert at > 0, "the shot's stream is in one IDAT chunk"
+    return data[:at] + zeroed(stream) + data[at + len(stream) :]
+
+
+def png_with_stream(stream: bytes, size: tuple[int, int] = (640, 480)) -> bytes:
+    """An 8-bit RGB PNG of ``size`` around ``stream`` as its IDAT, every CRC right: a broken
+    zlib stream written by the encoder itself, not damaged later."""
+    return png_raw(*size, 8, 2, stream)
+
+
 def png_bomb(width: int = 40000, height: int = 40000) -> bytes:
     """A *complete*, valid 1-bit PNG of width x height zeros: ~190 KB that inflate to 200 MB of
     scanlines and 1.6 G pixels (1.6 GB as a Pillow 'L' image) if anyone decodes it."""
@@ -444,6 +479,15 @@ def corpus() -> list[Case]:
             "rejected",
             "bad_image",
             "corrupt",
+        ),
+        Case(
+            "PNG with zeroed IDAT bytes (CRC mismatch)",
+            "h/broken/zeroed.png",
+            zeroed_png(),
+            "image/png",
+            "rejected",
+            "bad_image",
+            "CRC",
         ),
         Case(
             "PNG bomb 40000x40000, complete (~190 KB)",

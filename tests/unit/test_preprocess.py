@@ -648,3 +648,93 @@ def test_encode_png_refuses_other_modes() -> None:
 
     with pytest.raises(ValueError, match="RGB"):
         encode_png(Image.new("RGBA", (4, 4)))
+
+
+# -- a PNG's integrity: what Pillow does not check (services/inference/image/png_check.py) -----
+
+
+def test_a_png_with_zeroed_idat_bytes_is_a_bad_image_not_a_grey_picture() -> None:
+    """The hostile review's file: Pillow alone decodes it to a half-grey picture."""
+    with pytest.raises(ImageError, match="chunk IDAT at byte 33 fails its CRC") as caught:
+        prepare_image(hostile.zeroed_png(), PAD, LIMITS)
+    assert caught.value.reason == "bad_image"
+
+
+SHOT = hostile.encode(hostile.product((640, 480)), "PNG")
+
+
+@pytest.mark.parametrize(
+    ("stream", "fragment"),
+    [
+        (hostile.zeroed(hostile.png_idat(SHOT)), "corrupt PNG"),  # the encoder wrote zeros
+        (hostile.png_idat(SHOT)[:-4], "truncated PNG"),  # no Adler-32: the stream has no end
+        (hostile.png_idat(SHOT)[:-40], "truncated PNG"),
+        (zlib.compress(b"\0" * (481 * 1921)), "inflates past"),  # a row more than the header
+        (zlib.compress(b"\0" * (479 * 1921)), f"holds {479 * 1921} bytes"),  # a row less
+    ],
+    ids=["zeroed", "no-checksum", "cut", "too-long", "too-short"],
+)
+def test_a_broken_zlib_stream_with_right_crcs_is_a_bad_image(stream: bytes, fragment: str) -> None:
+    with pytest.raises(ImageError, match=fragment) as caught:
+        prepare_image(hostile.png_with_stream(stream), PAD, LIMITS)
+    assert caught.value.reason == "bad_image"
+
+
+def test_a_png_cut_short_or_with_a_bad_crc_after_its_image_data_is_a_bad_image() -> None:
+    """Pillow checks the CRCs of the chunks before IDAT itself; those after it, nobody did."""
+    whole = hostile.encode(hostile.product((64, 48)), "PNG")
+    with pytest.raises(ImageError, match="truncated PNG"):
+        prepare_image(whole[:-12], PAD, LIMITS)  # IEND gone
+    text = hostile.png_chunk(b"tEXt", b"Comment\0ok")
+    damaged = bytearray(text)
+    damaged[-1] ^= 0xFF
+    at = len(whole) - 12  # before IEND
+    with pytest.raises(ImageError, match="chunk tEXt at byte"):
+        prepare_image(whole[:at] + bytes(damaged) + whole[at:], PAD, LIMITS)
+    prepare_image(whole[:at] + text + whole[at:], PAD, LIMITS)  # the same chunk, whole: fine
+
+
+def _adam7(width: int, height: int, row_bytes: int) -> bytes:
+    """Filter-0 rows of zero samples for each interlace pass (``row_bytes(columns)``)."""
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2)]
+    out = b""
+    for x0, y0, dx, dy in [*passes, (0, 1, 1, 2)]:
+        columns, rows = len(range(x0, width, dx)), len(range(y0, height, dy))
+        if columns and rows:
+            out += (b"\0" * (1 + (columns * row_bytes + 7) // 8)) * rows
+    return out
+
+
+@pytest.mark.parametrize("interlaced", [False, True])
+@pytest.mark.parametrize(
+    ("depth", "colour", "bits"),
+    [(1, 0, 1), (4, 3, 4), (8, 2, 24), (16, 4, 32), (8, 6, 32), (16, 6, 64)],
+)
+@pytest.mark.parametrize("size", [(1, 1), (5, 3), (17, 9)])
+def test_whole_pngs_of_every_layout_pass_the_integrity_check(
+    size: tuple[int, int], depth: int, colour: int, bits: int, interlaced: bool
+) -> None:
+    """The size the stream is held to, for each bit depth, colour type and interlacing: a PNG
+    written to the letter passes (a wrong count would refuse good photos)."""
+    width, height = size
+    if interlaced:
+        raw = _adam7(width, height, bits)
+    else:
+        raw = (b"\0" * (1 + (width * bits + 7) // 8)) * height
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, int(interlaced))
+    plte = hostile.png_chunk(b"PLTE", bytes(hostile.PRODUCT)) if colour == 3 else b""
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + hostile.png_chunk(b"IHDR", ihdr)
+        + plte
+        + hostile.png_chunk(b"IDAT", zlib.compress(raw))
+        + hostile.png_chunk(b"IEND", b"")
+    )
+    assert prepare_image(data, PAD, LIMITS).source_width == width
+
+
+def test_a_png_in_many_idat_chunks_passes() -> None:
+    noise = (np.random.default_rng(3).random((400, 400, 3)) * 255).astype(np.uint8)
+    data = encode(Image.fromarray(noise), "PNG")
+    assert data.count(b"IDAT") > 3  # Pillow writes 64 KiB chunks
+    prepare_image(data, PAD, LIMITS)

@@ -260,3 +260,115 @@ def test_the_desks_connections_send_small_responses_without_nagles_delay() -> No
             server.close()
 
     assert asyncio.run(accepted_nodelay()) == 1
+
+
+def test_a_login_takes_its_place_in_the_budgets_before_its_password_is_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(accounts.time, "monotonic", lambda: now[0])
+    limiter = accounts.LoginLimiter(attempts=3, window=60, per_address=4)
+    # three logins in flight at once, none of them answered yet: the fourth is refused
+    stamps = [limiter.reserve("user:a", "addr:1") for _ in range(3)]
+    assert all(s is not None for s in stamps)
+    assert limiter.reserve("user:a", "addr:1") is None
+    assert limiter.retry_after("user:a", "addr:1") == pytest.approx(60)
+    # one succeeds: the user's count is forgotten, its place at the address given back
+    limiter.succeeded("user:a", "addr:1", at=stamps[0])
+    assert limiter.reserve("user:b", "addr:1") is not None  # 2 failures + this one
+    assert limiter.reserve("user:c", "addr:1") is not None  # the address's 4th place
+    assert limiter.reserve("user:d", "addr:1") is None  # failures keep theirs
+    now[0] += 61
+    assert limiter.reserve("user:d", "addr:1") is not None
+
+
+def test_password_checks_run_off_the_event_loop_at_most_n_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import threading
+    import time
+
+    running, most, threads = [0], [0], set()
+    lock = threading.Lock()
+
+    def slow_verify(stored: str | None, password: str) -> bool:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            threads.add(threading.current_thread().name)
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return password == "right"
+
+    monkeypatch.setattr(accounts, "verify_password", slow_verify)
+    checks = accounts.PasswordChecks(2)
+
+    async def burst() -> list[bool]:
+        loop_thread = threading.current_thread().name
+        found = await asyncio.gather(*(checks.verify("h", p) for p in ["right"] + ["no"] * 7))
+        assert loop_thread not in threads
+        return list(found)
+
+    try:
+        assert asyncio.run(burst()) == [True] + [False] * 7
+    finally:
+        checks.close()
+    assert most[0] == 2
+    assert all(name.startswith("password-check") for name in threads)
+
+
+def test_a_body_over_the_limit_is_refused_declared_or_chunked() -> None:
+    """Behind a 1 KiB limit (``/upload`` exempt), an app that reads its whole body."""
+    from collections.abc import Iterator
+
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.testclient import TestClient
+    from starlette.types import Receive, Scope, Send
+
+    from services.review.body_limit import BodyLimit
+
+    seen: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        body = await Request(scope, receive).body()
+        seen.append(len(body))
+        await PlainTextResponse(f"read {len(body)}")(scope, receive, send)
+
+    def too_large(path: str, limit: int) -> Response:
+        return PlainTextResponse(f"{path} over {limit}", status_code=413)
+
+    client = TestClient(BodyLimit(app, 1024, frozenset({("POST", "/upload")}), too_large))
+    assert client.post("/x", content=b"a" * 1024).text == "read 1024"
+    declared = client.post("/x", content=b"a" * 1025)
+    assert declared.status_code == 413 and declared.text == "/x over 1024"
+    assert declared.headers["connection"] == "close"
+    assert seen == [1024]  # the app never ran for the declared one
+
+    def pieces() -> Iterator[bytes]:  # no length: sent chunked
+        for _ in range(100):
+            yield b"a" * 512
+
+    streamed = client.post("/x", content=pieces())
+    assert streamed.status_code == 413 and seen == [1024]
+    assert client.post("/upload", content=b"a" * 5000).text == "read 5000"  # its own cap
+
+
+def test_the_api_still_documents_the_bodies_it_reads_itself() -> None:
+    from services.review.app import create_app
+
+    spec = create_app(ReviewSettings()).openapi()
+    body = spec["paths"]["/v1/cards/{bucket}/{key}"]["patch"]["requestBody"]
+    assert body["required"] is True
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CardEdit"
+    }
+    reject = spec["paths"]["/v1/cards/{bucket}/{key}/reject"]["post"]["requestBody"]
+    assert reject["content"]["application/json"]["schema"]["$ref"].endswith("/Decision")
+    approve = spec["paths"]["/v1/cards/{bucket}/{key}/approve"]["post"]["requestBody"]
+    assert not approve.get("required")
+    schemas = spec["components"]["schemas"]
+    assert "expected_rev" in schemas["CardEdit"]["properties"]
+    assert schemas["Decision"]["properties"]["note"]["anyOf"][0]["maxLength"] == 2000

@@ -281,3 +281,102 @@ def test_a_reprocessed_job_keeps_the_events_job_id_with_a_new_trace() -> None:
     assert first.job_id == second.job_id == ImageJob.job_id_for(ref)
     assert first.object == ref and first.attempt == 2
     assert re.fullmatch(r"[0-9a-f]{32}", first.trace_id) and first.trace_id != second.trace_id
+
+
+# -- what PostgreSQL can keep: no NUL, no lone surrogate, finite numbers (F7, F8) ---------------
+
+MUG_PATH = "Casa e Cozinha > Potes e Garrafas > Garrafas Térmicas e Squeezes"
+
+
+def mug_card(**fields: object) -> dict[str, object]:
+    from schemas.card import default_taxonomy
+
+    leaf = default_taxonomy(PT_BR).leaf(MUG_PATH)
+    assert leaf is not None
+    return {
+        **GOOD,
+        "category_standard": leaf.top,
+        "category_path": leaf.path_text,
+        "category_id": leaf.id,
+        "description_long": DESCRIPTION_WORDS,
+        "color_primary": "azul",
+        **fields,
+    }
+
+
+@pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan")])
+def test_a_card_number_must_be_finite(number: float) -> None:
+    """F8: ``1e999`` in an edit is ``inf`` to Python's json and was stored as ``null``."""
+    strict = card_model(colour_regex=colour_pattern(PT_BR), min_words=60)
+    attributes = {"capacidade": {"value": number, "unit": "L"}}
+    for card_type in (ProductCard, strict):
+        with pytest.raises(ValidationError) as refused:
+            card_type.model_validate(mug_card(attributes=attributes))
+        [error] = refused.value.errors()
+        assert error["loc"] == ("attributes",) and "finite number" in error["msg"]
+    assert strict.model_validate(mug_card(attributes={"capacidade": {"value": 0.5, "unit": "L"}}))
+
+
+def test_a_tree_attribute_number_must_be_finite() -> None:
+    from schemas.card import default_taxonomy
+
+    leaf = default_taxonomy(PT_BR).leaf(MUG_PATH)
+    assert leaf is not None
+    problems = leaf.attribute_problems({"capacidade": {"value": float("inf"), "unit": "L"}})
+    assert problems and "finite" in problems[0]
+    assert leaf.attribute_problems({"capacidade": {"value": 10**400, "unit": "L"}}) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("product_name", "Garrafa\x00térmica"),
+        ("color_primary", "az\x00ul"),
+        ("description_long", DESCRIPTION_WORDS + "\x00"),
+        ("features_list", ["Encosto com apoio lombar", "Rodízios\x00silenciosos", "Altura ok!"]),
+        ("attributes", {"material": "aço\x00inox"}),
+        ("attributes", {"mate\x00rial": "aço inox"}),
+        ("product_name", "Garrafa \ud800 térmica"),
+    ],
+)
+def test_card_text_with_nul_or_a_lone_surrogate_is_refused(field: str, value: object) -> None:
+    """PostgreSQL text and jsonb cannot hold U+0000: an edit with one was a 500."""
+    strict = card_model(colour_regex=colour_pattern(PT_BR), min_words=60)
+    for card_type in (ProductCard, strict):
+        with pytest.raises(ValidationError) as refused:
+            card_type.model_validate(mug_card(**{field: value}))
+        assert any(e["loc"][:1] == (field,) for e in refused.value.errors())
+
+
+def test_a_value_nested_too_deep_is_refused_without_recursion() -> None:
+    deep: object = 1
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ValidationError, match="nested more than"):
+        ProductCard.model_validate(mug_card(attributes={"x": deep}))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"product_name": "a\x00b"},
+        {"attributes": {"capacidade": {"value": float("inf"), "unit": "L"}}},
+        {"features_list": ["ok ok ok ok", "b\ud800"]},
+    ],
+)
+def test_an_edit_request_refuses_what_the_card_cannot_store(body: dict[str, object]) -> None:
+    from schemas.api import CardEdit
+
+    with pytest.raises(ValidationError):
+        CardEdit.model_validate(body)
+    parsed = CardEdit.model_validate_json('{"product_name": "Garrafa térmica"}')
+    assert parsed.changes() == {"product_name": "Garrafa térmica"}
+
+
+def test_a_decision_note_is_bounded_and_storable() -> None:
+    from schemas.api import NOTE_MAX, Decision
+
+    assert Decision(note="x" * NOTE_MAX).note
+    for note in ("x" * (NOTE_MAX + 1), "a\x00b", "a\udfffb"):
+        with pytest.raises(ValidationError):
+            Decision(note=note)

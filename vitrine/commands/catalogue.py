@@ -44,6 +44,10 @@ def put(
         todo = plan(paths, prefix)
     except FileNotFoundError as exc:
         fail(f"no such file or directory: {exc}", 2)
+    refused = key_problems(prefix, todo)
+    if refused:
+        more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
+        fail("; ".join(refused[:3]) + more + ": nothing was uploaded", 2)
     for skipped in todo.skipped:
         err.print(f"skipping {skipped} (not a regular file)", highlight=False)
     if not todo.uploads:
@@ -61,6 +65,19 @@ def put(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def key_problems(prefix: str, todo: Plan) -> list[str]:
+    """What breaks the key rule ingest applies (services/runtime/object_keys.py): the prefix,
+    else each file whose key does (a name with a newline, ...).  Checked before the first
+    upload, so a refused key never leaves half a directory in the bucket."""
+    from services.runtime.object_keys import key_problem, prefix_problem
+
+    problem = prefix_problem(prefix)
+    if problem:
+        return [f"--prefix: {problem}"]
+    found = ((item.path, key_problem(item.key)) for item in todo.uploads)
+    return [f"{str(path)!r}: {why}" for path, why in found if why]
 
 
 def _bucket_client(bucket: str | None) -> tuple[Minio, str]:

@@ -105,6 +105,12 @@ class InferenceError(CardError):
     reason: Reason = Reason.inference
 
 
+class EngineClosed(InferenceError):
+    """The engine was closed (the worker is shutting down): a call after that is refused here,
+    in Python, rather than reaching a freed llama.cpp context.  Not a verdict on the image: the
+    worker publishes nothing for it, and the job is redelivered."""
+
+
 class ContextOverflow(InferenceError):
     """Image tokens + prompt exceed ``n_ctx``: raise ``VITRINE_N_CTX`` or shrink the image."""
 

@@ -18,6 +18,7 @@ Either compiles once at start-up or the engine refuses to start with a ``Grammar
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -35,6 +36,8 @@ from services.inference.card.attempts import (
     Retry,
 )
 from services.inference.card.errors import (
+    CardError,
+    EngineClosed,
     GenerationError,
     InvalidOutput,
     ModelLoadError,
@@ -85,9 +88,19 @@ class CardEngine:
     may be called from that many threads at once: their generations share one context and
     are decoded together (``slots.py``).  With 1, generations run one at a time.  Everything
     that touches llama.cpp runs on the process's llama.cpp thread (``native.on_native_thread``).
+
+    :meth:`close` stops it for good: from then on every call is refused with ``EngineClosed``
+    (a typed error, not a call into a freed context), and the generations running then end at
+    their next decode step.
     """
 
     def __init__(self, files: ModelFiles, settings: EngineSettings) -> None:
+        self._close_lock = threading.Lock()
+        self._closing = False
+        """Set by :meth:`close` before anything is stopped: new calls are refused."""
+        self._closed = False
+        """Set on the llama.cpp thread just before the model is freed: a generation queued
+        behind the close finds it there, the one thread where it cannot race."""
         on_native_thread(self._load, files, settings)
 
     def _load(self, files: ModelFiles, settings: EngineSettings) -> None:
@@ -159,15 +172,28 @@ class CardEngine:
         deadline: float | None = None,
     ) -> RawGeneration:
         """One constrained generation for one image, by ``deadline`` (``time.monotonic()``);
-        no validation."""
+        no validation.  ``EngineClosed`` once the engine is closing, however it ended."""
+        self._refuse_if_closing()
         messages = self.prompt.messages(image.data_uri(), retry_problems)
-        if self.slots is not None:
-            return self._generate_in_slot(messages, seed, deadline)
-        return on_native_thread(self._generate_alone, messages, seed, deadline)
+        try:
+            if self.slots is not None:
+                return self._generate_in_slot(messages, seed, deadline)
+            return on_native_thread(self._generate_alone, messages, seed, deadline)
+        except CardError as exc:
+            if self._closing and not isinstance(exc, EngineClosed):
+                # aborted by the close (it stops the clock): not the image's budget or fault
+                raise EngineClosed("the engine closed during this generation") from exc
+            raise
+
+    def _refuse_if_closing(self) -> None:
+        if self._closing:
+            raise EngineClosed("the engine is closed: no card is made")
 
     def _generate_alone(
         self, messages: list[Any], seed: int, deadline: float | None
     ) -> RawGeneration:
+        if self._closed:  # queued on the llama.cpp thread behind the close: the model is gone
+            raise EngineClosed("the engine is closed: no card is made")
         s = self.settings
         self.clock.deadline = deadline
         self._mtmd.image_s = 0.0
@@ -314,12 +340,35 @@ class CardEngine:
         return prepare_image(data, self.encoder_input, self.limits, adapt=self.settings.adapt_mode)
 
     def card_for_bytes(self, data: bytes, *, seed: int | None = None) -> CardOutcome:
+        self._refuse_if_closing()
         return self.card_for_image(self.prepare(data), seed=seed)
 
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
     def close(self) -> None:
+        """Refuse new calls, stop the generations running, free the model; once, from any
+        thread but the llama.cpp one.
+
+        In that order: the abort clock is stopped first, so the decode running now (prefill or
+        step) ends at its next compute step; the slots then fail what is queued or running
+        (after the tick in progress); and the model is freed on the llama.cpp thread, behind
+        anything queued there, each of which finds the engine closed and refuses.  What it
+        cannot cut short: an image being encoded (libmtmd asks no abort callback), seconds at
+        most."""
+        with self._close_lock:
+            if self._closing:
+                return
+            self._closing = True
+        self.clock.stop()
         if self.slots is not None:
             self.slots.close()  # first, here: no tick may be queued behind the model's close
-        on_native_thread(self._resources.close)
+        on_native_thread(self._close_native)
+
+    def _close_native(self) -> None:
+        self._closed = True
+        self._resources.close()
 
 
 class _PixelColour:

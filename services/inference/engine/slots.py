@@ -46,7 +46,13 @@ import numpy as np
 from llama_cpp import Llama
 
 from services.inference import metrics
-from services.inference.card.errors import CardError, InferenceError, JobTimeout, decode_failure
+from services.inference.card.errors import (
+    CardError,
+    EngineClosed,
+    InferenceError,
+    JobTimeout,
+    decode_failure,
+)
 from services.inference.engine.decoding import Decoded, Decoder, Sampling, Sequence, completion_dict
 from services.inference.engine.native import NATIVE_THREAD, on_native_thread, submit_native
 
@@ -54,12 +60,20 @@ log = logging.getLogger("vitrine.inference")
 
 
 class AbortClock:
-    """The deadline llama.cpp's abort callback enforces while it is armed (``None``: none)."""
+    """The deadline llama.cpp's abort callback enforces while it is armed (``None``: none), and
+    the engine's stop: once :meth:`stop` is called every decode is aborted, armed or not."""
 
     def __init__(self) -> None:
         self.deadline: float | None = None
+        self.stopped = False
+
+    def stop(self) -> None:
+        """The engine is closing: the decode running now ends at its next compute step."""
+        self.stopped = True
 
     def expired(self) -> bool:
+        if self.stopped:
+            return True
         return self.deadline is not None and time.monotonic() > self.deadline
 
 
@@ -266,7 +280,7 @@ class SlotEngine:
         request = _Request(messages, call, deadline, budget_s)
         with self._lock:
             if self._closing:
-                raise InferenceError("the engine is shutting down")
+                raise EngineClosed("the engine is closed: no generation starts")
             self._queue.append(request)
             metrics.QUEUED.set(len(self._queue))
             self._schedule()
@@ -308,7 +322,7 @@ class SlotEngine:
                     self._schedule()
 
     def _shut(self) -> None:
-        error = InferenceError("the engine shut down before this generation finished")
+        error = EngineClosed("the engine closed before this generation finished")
         for slot in self._slots:
             if slot.request is not None:
                 self._leave(slot, error)

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from services.inference.card.errors import EmptyImage, ImageError, ImageTooLarge
+from services.inference.image.png_check import check_png
 from services.runtime.sniff import IMAGE_MAGIC, looks_like
 
 if TYPE_CHECKING:  # adapt.py imports OpenCV: only a photo that is adapted needs it loaded
@@ -294,6 +295,8 @@ def prepare_image(
     started = time.perf_counter()
     image = open_checked(data, limits)
     source_format, (source_w, source_h) = str(image.format), image.size
+    if source_format == "PNG":
+        check_png(data)  # what Pillow does not check: IDAT's CRC, the stream's end (png_check)
     _decode_first_frame(image, (source_w, source_h), target)
     turn = _upright(image)
     try:

@@ -23,10 +23,13 @@ batch in flight, and this is the batch-at-a-time worker it always was.
 A card takes seconds on a GPU and minutes on a CPU, far longer than a consumer may stay silent.
 While every slot is busy, the worker pauses its partitions and keeps polling (heartbeats and the
 poll interval stay healthy, nothing new is fetched).  If a rebalance revokes a partition, the
-revocation callback starts no further job of it, waits for its running ones, publishes and
-commits before letting go, so a rebalance does not start a second copy.  On SIGTERM it stops
-taking jobs and finishes those in flight within ``shutdown_grace_s``; past that it commits what
-finished, hands the rest back uncounted (not a death) and leaves the group.
+revocation callback starts no further job of it, waits for its running job (not the rest of that
+job's batch), publishes and commits before letting go, so a rebalance does not start a second
+copy; the broker waits that long because the consumer announces a rebalance timeout of one job's
+budget plus a margin (``settings.rebalance_timeout_ms``).  On SIGTERM it stops taking jobs and
+finishes those in flight within ``shutdown_grace_s``; past that it commits what finished, hands
+the rest back uncounted (not a death) and leaves the group; the service then closes the engine,
+which stops the generations still running (``service.py``).
 
 Words: a *delivery* is one Kafka delivery of a job (or of a partition's range of jobs, as the
 markers count them); a *batch* is what one engine slot runs; a *lane* is one partition's jobs.
@@ -52,7 +55,7 @@ from services.inference import metrics
 from services.inference.settings import InferenceSettings
 from services.inference.worker import planner
 from services.inference.worker.deliveries import Delivery, DeliveryCounter
-from services.inference.worker.lanes import Batch, Lane, Lanes, Records, Send, State
+from services.inference.worker.lanes import Batch, Job, Lane, Lanes, Records, Send, State
 from services.inference.worker.results import not_done
 from services.runtime.kafka import encode, make_consumer, make_producer, with_retry
 from services.runtime.metrics import record_lag
@@ -124,7 +127,8 @@ class InferenceWorker:
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(settings.session_timeout_ms // 10, 1000),
             max_poll_interval_ms=settings.max_poll_interval_ms,
-            rebalance_timeout_ms=settings.max_poll_interval_ms,
+            # the revoke callback waits for the revoked partitions' running jobs (``settle``)
+            rebalance_timeout_ms=settings.rebalance_timeout_ms,
         )
         self.producer: AIOKafkaProducer = producer or make_producer(settings)
         self.admin = admin or AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
@@ -318,15 +322,17 @@ class InferenceWorker:
             )
 
     async def _acknowledged(self, sent: list[Send]) -> None:
-        """Wait for the broker's acks; what failed is sent again until it works."""
+        """Wait for the broker's acks; what failed is sent again until it works (once, though
+        a revocation and the batch may wait for the same send)."""
         for send in sent:
-            if send.acked:
-                continue
-            try:
-                await send.future
-            except KafkaError:
-                await with_retry("result.send", send.again(self.producer))
-            send.acked = True
+            async with send.acking:
+                if send.acked:
+                    continue
+                try:
+                    await send.future
+                except KafkaError:
+                    await with_retry("result.send", send.again(self.producer))
+                send.acked = True
 
     async def _commit(self, lanes: Iterable[Lane], what: str = "offset.commit") -> bool:
         """Commit each lane's position in one request.  One at a time, computed under the lock,
@@ -357,14 +363,21 @@ class InferenceWorker:
 
     async def settle(self, partitions: set[TopicPartition]) -> None:
         """A rebalance revokes ``partitions``: start no further job of them, wait for their
-        running ones (results published and acknowledged), commit, let go."""
+        running ones (results published and acknowledged), commit, let go.
+
+        This runs inside aiokafka's revoke callback, which the broker waits for up to the
+        rebalance timeout (``settings.rebalance_timeout_ms``: one job's budget and a margin).
+        So it waits for the running job of each revoked partition, never for the rest of its
+        batch (a fast engine's batch holds many jobs, of several partitions)."""
         lanes = self.lanes.revoke(partitions)
         if not lanes:
             return
         self.consumer.pause(*(partitions & self.consumer.assignment()))
-        running = self.lanes.running_in(lanes)
-        if running:
-            await asyncio.wait(running)
+        for job, batch in self.lanes.running_in(lanes):
+            await _left_running(job, batch)
+            if job.state is State.sent:  # its batch acknowledges the rest at its end
+                await self._acknowledged(job.sent)
+                job.move(State.done)
         await self._commit(lanes)
         self.lanes.let_go(lanes)
 
@@ -396,7 +409,7 @@ class InferenceWorker:
         (a job cut short is not a death: the marker goes back to what it was)."""
         batches = self.lanes.hand_back()
         for batch in batches:
-            batch.task.cancel()  # the engine threads run on, but nothing more is sent
+            batch.task.cancel()  # nothing more is sent; the engine's close stops its threads
         await asyncio.gather(*(batch.task for batch in batches), return_exceptions=True)
         metrics.BUSY.set(0)
         jobs = [job for batch in batches for job in batch.jobs]
@@ -485,6 +498,18 @@ class InferenceWorker:
             },
         )
         return sent
+
+
+async def _left_running(job: Job, batch: asyncio.Task[None]) -> None:
+    """Until ``job`` handed its result to the producer or was skipped, or its batch ended (a
+    batch that raised leaves it running: the commit then stays before it)."""
+    if job.state is not State.running:
+        return
+    waiting = asyncio.ensure_future(job.left_running.wait())
+    try:
+        await asyncio.wait({waiting, batch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
 
 
 def _key(record: ConsumerRecord[Any, Any]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,8 @@ from urllib3.exceptions import HTTPError
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef
 from schemas.reasons import Reason
 from services.inference import metrics
-from services.inference.card.errors import CardError
+from services.inference.card.errors import CardError, EngineClosed
+from services.inference.card.outcome import CardOutcome
 from services.inference.settings import InferenceSettings
 from services.inference.worker.engines import Engine
 from services.inference.worker.results import done, from_error, not_done
@@ -69,7 +71,9 @@ class JobHandler:
 
     It may be awaited for ``engine.parallel`` jobs at once: each engine call gets a thread of
     its own (asyncio's default pool has as few as 5), so a batched engine sees every job the
-    worker has in flight."""
+    worker has in flight.  :meth:`close` shuts that pool: the process ends only once its threads
+    have, so the service closes it, closes the engine (which ends their calls) and waits for
+    them (:meth:`wait_idle`)."""
 
     def __init__(self, settings: InferenceSettings, engine: Engine, fetch: Fetch) -> None:
         self.settings = settings
@@ -78,6 +82,33 @@ class JobHandler:
         self._threads = ThreadPoolExecutor(
             max_workers=max(engine.parallel, 1), thread_name_prefix="vitrine-engine"
         )
+        self._calls = 0
+        self._idle = threading.Condition()
+
+    def close(self) -> None:
+        """No engine call starts any more; those queued are dropped (the ones running end with
+        the engine's close)."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    def wait_idle(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for the engine calls in their threads to end; how many
+        are still running."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._calls and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+            return self._calls
+
+    def _card(self, data: bytes) -> CardOutcome:
+        """The engine call, in its thread, counted while it runs."""
+        with self._idle:
+            self._calls += 1
+        try:
+            return self.engine.card_for_bytes(data)
+        finally:
+            with self._idle:
+                self._calls -= 1
+                self._idle.notify_all()
 
     async def __call__(self, job: ImageJob) -> CardResult:
         result = await self.result_for(job)
@@ -104,8 +135,10 @@ class JobHandler:
         metrics.STAGE_SECONDS.labels("fetch").observe(fetch_ms / 1000)
         try:
             outcome = await asyncio.get_running_loop().run_in_executor(
-                self._threads, self.engine.card_for_bytes, data
+                self._threads, self._card, data
             )
+        except EngineClosed:
+            raise  # the worker is stopping: no result for this job, which is redelivered
         except CardError as exc:
             return from_error(
                 job,
@@ -124,24 +157,7 @@ class JobHandler:
                 detail=f"{type(exc).__name__}: {exc}",
                 total_ms=_ms_since(started),
             )
-        t = outcome.timings
-        for stage, ms in (
-            ("preprocess", t.preprocess_ms),
-            ("encode", t.image_encode_ms),
-            ("prompt_eval", t.prompt_eval_ms),
-            ("generate", t.generate_ms),
-        ):
-            metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
-        metrics.TOKENS_PER_SECOND.observe(t.tokens_per_s)
-        metrics.ATTEMPTS.observe(outcome.attempts)
-        colour = outcome.checks.colour if outcome.checks else None
-        if colour is not None:
-            verdict = (
-                "uncheckable"
-                if not colour.checkable
-                else ("agrees" if colour.agrees else "disagrees")
-            )
-            metrics.COLOUR_CHECKS.labels(verdict, colour.action).inc()
+        record_outcome(outcome)
         return done(job, outcome, fetch_ms, _ms_since(started))
 
 
@@ -166,3 +182,23 @@ def report(job: ImageJob, result: CardResult) -> None:
 
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
+
+
+def record_outcome(outcome: CardOutcome) -> None:
+    """A card's stage times, speed, attempts and colour verdict, into the worker's metrics."""
+    t = outcome.timings
+    for stage, ms in (
+        ("preprocess", t.preprocess_ms),
+        ("encode", t.image_encode_ms),
+        ("prompt_eval", t.prompt_eval_ms),
+        ("generate", t.generate_ms),
+    ):
+        metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
+    metrics.TOKENS_PER_SECOND.observe(t.tokens_per_s)
+    metrics.ATTEMPTS.observe(outcome.attempts)
+    colour = outcome.checks.colour if outcome.checks else None
+    if colour is not None:
+        verdict = (
+            "uncheckable" if not colour.checkable else ("agrees" if colour.agrees else "disagrees")
+        )
+        metrics.COLOUR_CHECKS.labels(verdict, colour.action).inc()

@@ -45,6 +45,9 @@ class Send:
     headers: list[tuple[str, bytes]] | None
     future: asyncio.Future[Any]
     acked: bool = False
+    acking: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while one waiter acknowledges it: a revocation and its batch may both wait for it,
+    and a failed one must be sent again once, not by each."""
 
     def again(self, producer: AIOKafkaProducer) -> Callable[[], Awaitable[Any]]:
         return lambda: producer.send_and_wait(
@@ -76,6 +79,8 @@ class Job:
     delivery: Delivery  # the Kafka delivery of its partition's range that brought it
     state: State = State.taken
     sent: list[Send] = field(default_factory=list)
+    left_running: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once its result is handed to the producer, or it was skipped (a revocation waits)."""
 
     @property
     def offset(self) -> int:
@@ -91,6 +96,8 @@ class Job:
             f"job {self.lane.tp.partition}@{self.offset}: {self.state.value} -> {to.value}"
         )
         self.state = to
+        if to is not State.running:
+            self.left_running.set()
 
 
 @dataclass(eq=False)
@@ -237,13 +244,16 @@ class Lanes:
             lane.cut = True
         return lanes
 
-    def running_in(self, lanes: set[Lane]) -> set[asyncio.Task[None]]:
-        """The batches running a job of ``lanes`` now."""
-        return {
-            batch.task
+    def running_in(self, lanes: set[Lane]) -> list[tuple[Job, asyncio.Task[None]]]:
+        """The jobs of ``lanes`` running now (at most one per batch), each with its batch's
+        task.  Not the batches' other jobs: those of ``lanes`` are skipped when their turn
+        comes (the lanes are cut), and the others belong to partitions that stay here."""
+        return [
+            (job, batch.task)
             for batch in self.batches
-            if any(job.lane in lanes and job.running for job in batch.jobs)
-        }
+            for job in batch.jobs
+            if job.lane in lanes and job.running
+        ]
 
     def let_go(self, lanes: Iterable[Lane]) -> None:
         for lane in lanes:

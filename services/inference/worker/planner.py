@@ -12,7 +12,8 @@ asks the planner twice, around that read, and does what it says (``delivery.py``
   (a suspect range found while they run), running one suspect job alone, or taking everything,
   where each partition is sought to, and how the jobs are dealt to the free engine slots.
 
-Offsets stand for records, so every branch is tested with plain data (``tests/test_planner.py``).
+Offsets stand for records, so every branch is tested with plain data
+(``tests/unit/test_planner.py``).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from services.inference.card.errors import CardError
 from services.inference.engine.model_files import ModelFilesError
 from services.inference.settings import InferenceSettings
 from services.inference.worker.delivery import InferenceWorker
-from services.inference.worker.engines import UnknownEngine, load_engine
+from services.inference.worker.engines import Engine, UnknownEngine, load_engine
 from services.inference.worker.job import JobHandler, minio_fetch
 from services.runtime.s3 import make_minio
 from services.runtime.service import run_service
@@ -25,6 +25,13 @@ from services.runtime.service import run_service
 __all__ = ["InferenceSettings", "JobHandler", "main", "serve"]
 
 log = logging.getLogger("vitrine.inference")
+
+ENGINE_STOP_S = 30.0
+"""How long a shutdown waits, once the engine is closed, for the engine calls still in their
+threads.  Closing stops every generation at its next decode step; what is left is bounded work
+(an image being decoded and resized, one being encoded by the projector), seconds at most.  So
+a SIGTERM ends the process within ``VITRINE_SHUTDOWN_GRACE_S`` plus the hand-back (a commit,
+leaving the group) plus that: measured, a second or two (tests/stack/test_worker_shutdown.py)."""
 
 
 async def serve(
@@ -45,6 +52,7 @@ async def serve(
             **engine.describe(),
         },
     )
+    handler: JobHandler | None = None
     try:
         fetch = minio_fetch(make_minio(settings), settings.image_max_bytes)
         handler = handler_type(settings, engine, fetch)
@@ -52,7 +60,22 @@ async def serve(
         parallel = getattr(engine, "parallel", 1)
         await InferenceWorker(settings, handler, parallel=parallel).run(stop)
     finally:
-        engine.close()
+        _close(engine, handler)
+
+
+def _close(engine: Engine, handler: JobHandler | None) -> None:
+    """After the worker handed its jobs back: no engine call starts, the engine stops those
+    running (each then refuses: no call reaches a freed model), and their threads end."""
+    if handler is not None:
+        handler.close()
+    engine.close()
+    left = handler.wait_idle(ENGINE_STOP_S) if handler is not None else 0
+    log.info("engine.closed", extra={"engine_calls_left": left})
+    if left:
+        log.warning(
+            "worker.engine_calls_left",
+            extra={"calls": left, "waited_s": ENGINE_STOP_S, "note": "the exit waits for them"},
+        )
 
 
 def main(handler_type: type[JobHandler] = JobHandler) -> None:
