@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from schemas.card import ProductCard
 from schemas.language import LanguageProfile, profile_for
 from schemas.taxonomy import Taxonomy
-from services.inference.card.prompt import Prompt, build_prompt
+from services.inference.card.prompt import Prompt, PromptOrder, build_prompt
 from services.inference.engine.presets import HandlerName
 from services.runtime.settings import (
     CardContractSettings,
@@ -136,6 +136,13 @@ class EngineSettings(ImageSettings, CardContractSettings):
         description="Language of the instructions: the output language (where vitrine has "
         "a translation, else English) or English.",
     )
+    prompt_order: PromptOrder = Field(
+        "instructions_first",
+        description="instructions_first: every static instruction before the image, only a "
+        "short task line (and a retry's note) after it, so the part before the image is the "
+        "same for every card; image_first: the image, then the instructions (the older order). "
+        "Part of the prompt version.",
+    )
     taxonomy_prompt_chars: int = Field(
         3200,
         ge=200,
@@ -248,6 +255,7 @@ class EngineSettings(ImageSettings, CardContractSettings):
             self.min_description_words,
             prompt_language=self.language if self.prompt_language == "output" else "en",
             tree_chars=self.taxonomy_prompt_chars,
+            order=self.prompt_order,
         )
 
     def card_type(self, *, word_pattern: bool = True) -> type[ProductCard]:
