@@ -50,6 +50,8 @@ def public_url(settings: ReviewSettings) -> str:
     if configured:
         return configured
     host = settings.review_host
+    if host in ("0.0.0.0", "::", ""):  # a wildcard bind is no address a client can use
+        host = "127.0.0.1"
     host = f"[{host}]" if ":" in host and not host.startswith("[") else host
     return f"http://{host}:{settings.review_port}"
 

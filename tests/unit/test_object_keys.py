@@ -218,6 +218,9 @@ def test_vitrine_put_refuses_a_bad_prefix_or_file_name_before_uploading(tmp_path
     [
         ("", "127.0.0.1", "http://127.0.0.1:29080/v1/cards/incoming/dir/pre%C3%A7o%3F.jpg"),
         ("", "::1", "http://[::1]:29080/v1/cards/incoming/dir/pre%C3%A7o%3F.jpg"),
+        # a wildcard bind (compose's 0.0.0.0) is no address a client can use
+        ("", "0.0.0.0", "http://127.0.0.1:29080/v1/cards/incoming/dir/pre%C3%A7o%3F.jpg"),
+        ("", "::", "http://127.0.0.1:29080/v1/cards/incoming/dir/pre%C3%A7o%3F.jpg"),
         (
             "https://desk.example.com/review/",
             "0.0.0.0",
