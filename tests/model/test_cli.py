@@ -136,6 +136,13 @@ def test_prompt_version_follows_the_settings() -> None:
     assert "analista de catálogo" in shown and "Cama, Mesa e Banho" in shown
     english = run("prompt", "--show", env={"VITRINE_PROMPT_LANGUAGE": "en"}).stdout
     assert "catalogue analyst" in english and "português do Brasil" in english
+    # shown in the order the model reads it: every instruction before the photo by default,
+    # only the task line after it; image_first puts the instructions after the photo
+    before, after = shown.split("<the photo>")
+    assert "Cama, Mesa e Banho" in before and "Cama, Mesa e Banho" not in after
+    old = run("prompt", "--show", env={"VITRINE_PROMPT_ORDER": "image_first"}).stdout
+    before, after = old.split("<the photo>")
+    assert "Cama, Mesa e Banho" in after and "Cama, Mesa e Banho" not in before
 
 
 @pytest.mark.model

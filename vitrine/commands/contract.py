@@ -100,8 +100,12 @@ def prompt(
     settings = EngineSettings()
     rendered = settings.prompt(generation_schema(settings.card_type()))
     out.print(rendered.version, highlight=False)
-    if show:
+    if show:  # the messages as the model gets them, in VITRINE_PROMPT_ORDER's order
+        system, user = rendered.messages("<image>")
+        after_image = user["content"][1]["text"]
         out.print(
-            f"\n[bold]system[/]\n{rendered.system}\n\n[bold]user[/]\n{rendered.user}",
+            f"\n[bold]system[/] ({settings.prompt_order})\n{system['content']}\n\n"
+            f"[bold]user[/]\n<the photo>\n{after_image}",
             highlight=False,
+            markup=True,
         )
