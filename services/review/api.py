@@ -13,7 +13,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from minio.error import S3Error
-from starlette.convertors import Convertor, register_url_convertor
 
 from schemas.api import CardEdit, CardPage, CardView, Decision, Problem, UploadAccepted
 from services.review import decisions, listing, uploads
@@ -283,30 +282,3 @@ async def reject_card(request: Request, bucket: str, key: str) -> CardView:
     user = await api_user(request, Role.reviewer)
     decision = await read_json(request, Decision)
     return await _decide(request, user, bucket, key, decision, approve=False)
-
-
-class _WithLineBreak(Convertor[str]):
-    """A path with a line feed in it.  Starlette's ``path`` parameter (``.*``) stops at one,
-    so ``/v1/cards/incoming/a%0Ab.jpg`` matched no route and got the framework's own 404 body
-    instead of a :class:`Problem`; no route of ``/v1`` can take such a path (a key with a line
-    feed breaks the key rule), and this one answers for all of them."""
-
-    regex = "[^\n]*\n[\\s\\S]*"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("vitrine_line_break", _WithLineBreak())
-
-
-@router.api_route(
-    "/{path:vitrine_line_break}",
-    methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-    include_in_schema=False,
-)
-async def no_such_path(path: str) -> None:
-    raise ApiProblem(404, "not_found", "no such object: the key holds a line break")

@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import Histogram
+from starlette.exceptions import HTTPException
 
 from services.review import api, pages
 from services.review.accounts import PasswordChecks
@@ -28,6 +30,10 @@ HERE = Path(__file__).resolve().parent
 # They check the caller before reading their body, and read it under their own, larger, cap
 # (VITRINE_IMAGE_MAX_BYTES and the form's overhead: uploads.read_form).
 UPLOAD_ROUTES = frozenset({("POST", "/v1/images"), ("POST", "/upload")})
+FRAMEWORK_ERRORS = {
+    404: ("not_found", "nothing at this path (a key with a control character is no object)"),
+    405: ("method_not_allowed", "this path does not take that method"),
+}
 
 REQUEST_SECONDS = Histogram(
     "vitrine_review_request_seconds",
@@ -91,6 +97,18 @@ def answer_refusals(app: FastAPI) -> None:
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(request: Request, exc: BodyTooLarge) -> Response:
         return too_large(request.url.path, exc.limit)
+
+    @app.exception_handler(HTTPException)
+    async def framework_refusal(request: Request, exc: HTTPException) -> Response:
+        """The router's own refusals (no route: 404, a wrong method: 405) as a problem under
+        ``/v1``, like every other answer there: a path no route can take (a key with a line
+        feed, which ``{key:path}`` does not match) included.  Pages keep FastAPI's answer."""
+        if not request.url.path.startswith("/v1"):
+            return await http_exception_handler(request, exc)
+        error, message = FRAMEWORK_ERRORS.get(exc.status_code, ("refused", str(exc.detail)))
+        response = api.problem_response(api.ApiProblem(exc.status_code, error, message))
+        response.headers.update(exc.headers or {})  # a 405's Allow
+        return response
 
     @app.exception_handler(api.ApiProblem)
     async def problem(request: Request, exc: api.ApiProblem) -> Response:

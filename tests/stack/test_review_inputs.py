@@ -458,3 +458,12 @@ def test_a_flash_message_is_one_of_the_desks_own_codes(page: httpx.Client) -> No
     assert flash(counted) == "Approved 3 cards."
     odd = html(page.get("/", params={"msg": "Approved 3 cards. Visit evil.example"}), 200)
     assert flash(odd) is None and "evil.example" not in odd
+
+
+def test_the_routers_own_refusals_are_problems_under_v1(desk: Desk, api: httpx.Client) -> None:
+    """No route (404) and a wrong method (405, with its ``Allow``) answer in the problem shape
+    like every other ``/v1`` answer, not with the framework's ``{"detail": ...}``."""
+    problem(api.get("/v1/no-such-thing"), 404, "not_found")
+    answer = api.delete("/v1/cards")
+    problem(answer, 405, "method_not_allowed")
+    assert "GET" in answer.headers["allow"]
