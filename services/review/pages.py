@@ -397,10 +397,16 @@ def form_rev(form: Mapping[str, str]) -> int | None:
 
 
 async def _act(
-    desk: Desk, user: User, action: str, bucket: str, key: str, form: dict[str, str]
+    desk: Desk,
+    user: User,
+    action: str,
+    bucket: str,
+    key: str,
+    form: dict[str, str],
+    rev: int | None,
 ) -> str:
-    """Carry out one button of the card form; the :data:`NOTICES` code the page shows after."""
-    rev = form_rev(form)
+    """Carry out one button of the card form; the :data:`NOTICES` code the page shows after.
+    ``rev``: the form's revision, read once by the caller (:func:`form_rev`)."""
     note = form_note(form) if action != "save" else None
     async with desk.pool.connection() as conn:
         row = await listing.card_row(conn, bucket, key)
@@ -448,14 +454,14 @@ async def card_action(request: Request, bucket: str, key: str) -> Response:
     action = form.get("action", "save")
     try:
         filters = listing.Filters.parse(dict(request.query_params))
-        form_rev(form)
+        rev = form_rev(form)
     except ValueError as exc:
         return refused_page(session, str(exc))
     params = filters.query_params()
     where = f"{bucket}/{key}"
     refusal: tuple[int, dict[str, str], str] | None = None
     try:
-        message = await _act(desk, session.user, action, bucket, key, form)
+        message = await _act(desk, session.user, action, bucket, key, form, rev)
     except EditRefused as exc:
         refusal = (422, exc.fields, "The card was not saved.")
     except decisions.Conflict as exc:
