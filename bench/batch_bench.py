@@ -1,21 +1,26 @@
 """Batched generation: cards/min and tokens/s at N = 1, 2, 4, 8, 16 slots, beside llama.cpp.
 
     python bench/batch_bench.py [--slots 1,2,4,8,16] [--cards-per-slot 3] [--max-tokens 1536]
-                                [--raw-steps 64] [--n-gpu-layers -1] [--threads N]
-                                [--pipeline 100] [--json out.json]
+                                [--variants before,after] [--raw-steps 64] [--n-gpu-layers -1]
+                                [--threads N] [--pipeline 100] [--json out.json]
                                 [--model M --mmproj P --handler llava15]
 
 One run, on the real-weight model (Gemma 3 270M Q4_K_M from PyPI, with the generated projector;
 ``tests/support/tiny_models.real_pair``), measures three things:
 
-1. **Raw batched decode** (the ceiling): llama.cpp's low-level API, one context with N
-   sequences, each holding a prompt as long as the card prompt, then ``--raw-steps`` decodes of
-   one token per sequence (argmax: no sampling, no grammar).  Aggregate tokens/s per N.
-2. **The engine**: a ``CardEngine`` with ``VITRINE_ENGINE_PARALLEL=N`` making
+1. **Raw batched decode** (the floor to compare with), as llama.cpp's ``batched-bench -pps``:
+   one context with N sequences (split KV cache, as the engine's), a prompt as long as the
+   card prompt evaluated once into one sequence and copied to the others
+   (``llama_memory_seq_cp``), then ``--raw-steps`` decodes of one token per sequence (argmax:
+   no sampling, no grammar).  The prompt's prefill ms and the aggregate decode tokens/s per N.
+2. **The engine**, per variant: a ``CardEngine`` with ``VITRINE_ENGINE_PARALLEL=N`` making
    ``N x --cards-per-slot`` cards from as many threads as slots (one attempt each: the rate of
-   generation, not of acceptance), cards/min and aggregate output tokens/s, prefill included.
-   The ratio against N = 1 is set beside the raw ratio: the goal is >= 2.8x at N = 8 and
-   >= 88 % of raw scaling.
+   generation, not of acceptance).  ``before``: the image first and no shared prefix (each card
+   prefills its whole prompt, alone, while its batch-mates wait); ``after``: the defaults (the
+   instructions first, the prefix evaluated once and copied).  Per N: prefill ms per card
+   (image encode + prompt evaluation), cards/min, output tokens/s over the whole run (ramp and
+   tail included) and over its sustained part (``sustained_tokens_per_s``: the engine's
+   decoded tokens between the 10th and 90th percentile completions), and engine / raw.
 3. With ``--pipeline M``: the whole pipeline (ingest, inference at N = 8, sink, on the running
    native stack) draining M images, cards/min against the engine's own rate at that N.
 
@@ -51,7 +56,7 @@ from services.inference.engine.native import (  # noqa: E402
     choose_repack,
     on_native_thread,
 )
-from services.inference.engine.slots import TokenBatch  # noqa: E402
+from services.inference.engine.slot_view import TokenBatch  # noqa: E402
 from services.inference.settings import EngineSettings  # noqa: E402
 from tests.support.images import photo  # noqa: E402
 from tests.support.tiny_models import TinyPair, real_pair  # noqa: E402
@@ -59,32 +64,81 @@ from tests.support.tiny_models import TinyPair, real_pair  # noqa: E402
 MODELS = Path(os.environ.get("VITRINE_BENCH_MODELS", "/tmp/vitrine-bench-models"))
 
 
+VARIANTS: dict[str, dict[str, Any]] = {
+    "before": {"prompt_order": "image_first", "shared_prefix": False},
+    "after": {"prompt_order": "instructions_first", "shared_prefix": True},
+}
+
+
 @dataclass
 class EngineRun:
+    variant: str
     slots: int
     cards: int
     wall_s: float
     cards_per_min: float
     sustained_per_min: float
     tokens_per_s: float
+    sustained_tokens_per_s: float
     per_sequence_tokens_per_s: float
     prompt_tokens: float
+    cached_tokens: float
+    prefill_ms: float
+    """Image encode + prompt evaluation, mean per card (the first card, which evaluates the
+    shared prefix, included)."""
     peak_occupancy: int
     failures: dict[str, int]
+
+
+class TokenClock:
+    """Samples the engine's decoded-token count every 100 ms, for the rate over a stretch."""
+
+    def __init__(self, engine: CardEngine) -> None:
+        self._engine = engine
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        slots = self._engine.slots
+        while not self._stop.is_set():
+            count = slots.output_tokens if slots is not None else 0
+            self.samples.append((time.perf_counter(), count))
+            self._stop.wait(0.1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def rate(self, t0: float, t1: float) -> float:
+        """Tokens per second between the samples nearest ``t0`` and ``t1``."""
+        if not self.samples or t1 <= t0:
+            return float("nan")
+        a = min(self.samples, key=lambda s: abs(s[0] - t0))
+        b = min(self.samples, key=lambda s: abs(s[0] - t1))
+        return (b[1] - a[1]) / max(b[0] - a[0], 1e-6)
+
+
+def sustained_window(stamps: list[float]) -> tuple[float, float, int]:
+    """The 10th and 90th percentile completions, and the cards completed between them."""
+    stamps = sorted(stamps)
+    lo, hi = len(stamps) // 10, (len(stamps) * 9) // 10
+    return stamps[lo], stamps[hi], hi - lo
 
 
 def sustained(stamps: list[float]) -> float:
     """Cards per minute between the 10th and 90th percentile completions: the steady rate,
     without the ramp (every slot prefilling) and the tail (slots emptying)."""
-    stamps = sorted(stamps)
     if len(stamps) < 5:
         return float("nan")
-    lo, hi = stamps[len(stamps) // 10], stamps[(len(stamps) * 9) // 10]
-    n = (len(stamps) * 9) // 10 - len(stamps) // 10
+    lo, hi, n = sustained_window(stamps)
     return 60.0 * n / max(hi - lo, 1e-6)
 
 
-def engine_settings(pair: TinyPair, args: argparse.Namespace, slots: int) -> EngineSettings:
+def engine_settings(
+    pair: TinyPair, args: argparse.Namespace, slots: int, variant: str = "after"
+) -> EngineSettings:
     return EngineSettings(
         model_path=pair.model,
         mmproj_path=pair.mmproj,
@@ -96,12 +150,14 @@ def engine_settings(pair: TinyPair, args: argparse.Namespace, slots: int) -> Eng
         max_attempts=1,  # the rate of generation, not of acceptance
         engine_parallel=slots,
         job_timeout_s=0,
+        **VARIANTS[variant],
     )
 
 
-def engine_run(pair: TinyPair, args: argparse.Namespace, slots: int) -> EngineRun:
-    settings = engine_settings(pair, args, slots)
+def engine_run(pair: TinyPair, args: argparse.Namespace, slots: int, variant: str) -> EngineRun:
+    settings = engine_settings(pair, args, slots, variant)
     engine = CardEngine(resolve(settings), settings)
+    clock = TokenClock(engine)
     try:
         n = slots * args.cards_per_slot
         images = [engine.prepare(photo(i)) for i in range(n)]
@@ -110,6 +166,8 @@ def engine_run(pair: TinyPair, args: argparse.Namespace, slots: int) -> EngineRu
         tokens: list[int] = []
         per_seq: list[float] = []
         prompt: list[int] = []
+        cached: list[int] = []
+        prefill: list[float] = []
         failures: dict[str, int] = {}
         lock = threading.Lock()
 
@@ -129,6 +187,8 @@ def engine_run(pair: TinyPair, args: argparse.Namespace, slots: int) -> EngineRu
                 if t is not None:
                     tokens.append(t.completion_tokens)
                     prompt.append(t.prompt_tokens)
+                    cached.append(t.cached_tokens)
+                    prefill.append(t.image_encode_ms + t.prompt_eval_ms)
                     if t.generate_ms:
                         per_seq.append(t.completion_tokens / (t.generate_ms / 1000))
 
@@ -136,38 +196,56 @@ def engine_run(pair: TinyPair, args: argparse.Namespace, slots: int) -> EngineRu
         with ThreadPoolExecutor(slots) as pool:
             list(pool.map(card, range(n)))
         wall = time.perf_counter() - started
+        clock.stop()
         total_tokens = sum(tokens)
+        t0, t1, _ = sustained_window(done_at) if len(done_at) >= 5 else (0.0, 0.0, 0)
         return EngineRun(
+            variant=variant,
             slots=slots,
             cards=n,
             wall_s=wall,
             cards_per_min=60.0 * n / wall,
             sustained_per_min=sustained([s - started for s in done_at]),
             tokens_per_s=total_tokens / wall,
+            sustained_tokens_per_s=clock.rate(t0, t1),
             per_sequence_tokens_per_s=statistics.mean(per_seq) if per_seq else float("nan"),
             prompt_tokens=statistics.mean(prompt) if prompt else float("nan"),
+            cached_tokens=statistics.mean(cached) if cached else float("nan"),
+            prefill_ms=statistics.mean(prefill) if prefill else float("nan"),
             peak_occupancy=engine.slots.peak_occupancy if engine.slots else 1,
             failures=failures,
         )
     finally:
+        clock.stop()
         engine.close()
 
 
-def raw_decode(model: Path, args: argparse.Namespace, slots: int, prompt_tokens: int) -> float:
+@dataclass
+class RawRun:
+    slots: int
+    prefill_ms: float
+    """The shared prompt, evaluated once."""
+    tokens_per_s: float
+    """Aggregate decode rate, ``slots`` tokens per ``llama_decode``."""
+
+
+def raw_decode(model: Path, args: argparse.Namespace, slots: int, prompt_tokens: int) -> RawRun:
     """On the llama.cpp thread, as the engine's decodes (one OpenMP team: native.py)."""
     return on_native_thread(_raw_decode, model, args, slots, prompt_tokens)
 
 
-def _raw_decode(model: Path, args: argparse.Namespace, slots: int, prompt_tokens: int) -> float:
-    """llama.cpp alone: ``slots`` sequences of ``prompt_tokens`` each, then one token per
-    sequence per ``llama_decode`` (argmax); aggregate tokens/s, in a context made as the
-    engine's (split KV cache, sliding-window layers keeping their window)."""
+def _raw_decode(model: Path, args: argparse.Namespace, slots: int, prompt_tokens: int) -> RawRun:
+    """llama.cpp alone, as ``batched-bench -pps``: a ``prompt_tokens`` prompt evaluated once
+    into sequence 0 and copied to the others, then one token per sequence per ``llama_decode``
+    (argmax), in a context made as the engine's (split KV cache, sliding-window layers keeping
+    their window)."""
+    threads = args.threads or os.cpu_count() or 1
     llm = RepackableLlama(
         model_path=str(model),
         n_ctx=(prompt_tokens + args.raw_steps + 64) * slots,
         sequences=slots,
-        n_threads=args.threads or os.cpu_count() or 1,
-        n_threads_batch=args.threads or os.cpu_count() or 1,
+        n_threads=threads,
+        n_threads_batch=threads,
         n_batch=512,
         n_gpu_layers=-1 if args.n_gpu_layers is None else args.n_gpu_layers,
         verbose=False,
@@ -177,15 +255,18 @@ def _raw_decode(model: Path, args: argparse.Namespace, slots: int, prompt_tokens
     batch = TokenBatch(512)
     try:
         ctx, n_vocab = llm._ctx.ctx, llm.n_vocab()
-        rng = np.random.default_rng(0)
-        for seq in range(slots):
-            text = rng.integers(1000, 50_000, prompt_tokens).tolist()
-            for start in range(0, prompt_tokens, 512):
-                chunk = text[start : start + 512]
-                batch.clear()
-                for j, token in enumerate(chunk):
-                    batch.add(token, start + j, seq, j == len(chunk) - 1)
-                batch.decode(ctx)
+        memory = llama_cpp.llama_get_memory(ctx)
+        text = np.random.default_rng(0).integers(1000, 50_000, prompt_tokens).tolist()
+        started = time.perf_counter()
+        for start in range(0, prompt_tokens, 512):
+            chunk = text[start : start + 512]
+            batch.clear()
+            for j, token in enumerate(chunk):
+                batch.add(token, start + j, 0, j == len(chunk) - 1)
+            batch.decode(ctx)
+        prefill_ms = (time.perf_counter() - started) * 1000.0
+        for seq in range(1, slots):
+            llama_cpp.llama_memory_seq_cp(memory, 0, seq, -1, -1)
         last = [1] * slots
         started = time.perf_counter()
         for step in range(args.raw_steps):
@@ -196,7 +277,8 @@ def _raw_decode(model: Path, args: argparse.Namespace, slots: int, prompt_tokens
             for seq in range(slots):
                 row = llama_cpp.llama_get_logits_ith(ctx, seq)
                 last[seq] = int(np.ctypeslib.as_array(row, shape=(n_vocab,)).argmax())
-        return slots * args.raw_steps / (time.perf_counter() - started)
+        rate = slots * args.raw_steps / (time.perf_counter() - started)
+        return RawRun(slots, prefill_ms, rate)
     finally:
         batch.close()
         llm.close()
@@ -260,6 +342,27 @@ def pipeline_run(pair: TinyPair, args: argparse.Namespace, slots: int) -> dict[s
         p.close()
 
 
+def report(runs: list[EngineRun], raw: dict[int, RawRun]) -> str:
+    """The before/after table: per variant and N, against that variant's N = 1 and raw."""
+    lines = [
+        "",
+        "| variant | N | prefill ms/card | cards/min (sustained) | vs N=1 | tok/s | "
+        "sustained tok/s | raw tok/s (-pps) | engine / raw (sustained) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    firsts: dict[str, EngineRun] = {}
+    for run in runs:
+        first = firsts.setdefault(run.variant, run)
+        r = raw[run.slots].tokens_per_s
+        lines.append(
+            f"| {run.variant} | {run.slots} | {run.prefill_ms:.0f} | {run.cards_per_min:.1f} "
+            f"({run.sustained_per_min:.1f}) | {run.cards_per_min / first.cards_per_min:.2f}x | "
+            f"{run.tokens_per_s:.1f} | {run.sustained_tokens_per_s:.1f} | {r:.1f} | "
+            f"{run.tokens_per_s / r:.0%} ({run.sustained_tokens_per_s / r:.0%}) |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slots", default="1,2,4,8,16")
@@ -269,6 +372,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--n-gpu-layers", type=int, default=None)
     parser.add_argument("--raw-steps", type=int, default=64)
+    parser.add_argument("--variants", default="before,after", help="before, after or both")
     parser.add_argument("--pipeline", type=int, default=0, help="images for the pipeline run")
     parser.add_argument("--pipeline-slots", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None)
@@ -289,44 +393,42 @@ def main() -> None:
         flush=True,
     )
 
+    variants = args.variants.split(",")
     runs: list[EngineRun] = []
-    for slots in slot_counts:
-        run = engine_run(pair, args, slots)
-        runs.append(run)
-        print(
-            f"engine N={slots:>2}: {run.cards} cards in {run.wall_s:6.1f} s  "
-            f"{run.cards_per_min:5.1f} cards/min (sustained {run.sustained_per_min:5.1f})  "
-            f"{run.tokens_per_s:6.1f} tok/s  per sequence {run.per_sequence_tokens_per_s:5.1f} "
-            f"tok/s  peak occupancy {run.peak_occupancy}  {run.failures}",
-            flush=True,
-        )
-    prompt_tokens = round(runs[0].prompt_tokens)
-    raw = {}
+    for variant in variants:
+        for slots in slot_counts:
+            run = engine_run(pair, args, slots, variant)
+            runs.append(run)
+            print(
+                f"{variant:>6} N={slots:>2}: {run.cards} cards in {run.wall_s:6.1f} s  "
+                f"prefill {run.prefill_ms:7.1f} ms/card ({run.cached_tokens:.0f} of "
+                f"{run.prompt_tokens:.0f} tokens cached)  {run.cards_per_min:5.1f} cards/min "
+                f"(sustained {run.sustained_per_min:5.1f})  {run.tokens_per_s:6.1f} tok/s "
+                f"(sustained {run.sustained_tokens_per_s:6.1f})  peak occupancy "
+                f"{run.peak_occupancy}  {run.failures}",
+                flush=True,
+            )
+    prompt_tokens = round(runs[-1].prompt_tokens)
+    raw: dict[int, RawRun] = {}
     for slots in slot_counts:
         raw[slots] = raw_decode(pair.model, args, slots, prompt_tokens)
         print(
-            f"raw    N={slots:>2}: {raw[slots]:6.1f} tok/s ({prompt_tokens}-token prompts)",
+            f"raw    N={slots:>2}: prompt {raw[slots].prefill_ms:7.1f} ms once, "
+            f"{raw[slots].tokens_per_s:6.1f} tok/s ({prompt_tokens}-token prompt shared)",
             flush=True,
         )
-
-    base, raw_base = runs[0], raw[slot_counts[0]]
-    print(
-        "\n| N | cards/min | vs N=1 | engine tok/s | vs N=1 | raw tok/s | raw vs N=1 | "
-        "engine scaling / raw scaling | per-sequence tok/s |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for run in runs:
-        scale = run.cards_per_min / base.cards_per_min
-        raw_scale = raw[run.slots] / raw_base
-        print(
-            f"| {run.slots} | {run.cards_per_min:.1f} | {scale:.2f}x | {run.tokens_per_s:.1f} | "
-            f"{run.tokens_per_s / base.tokens_per_s:.2f}x | {raw[run.slots]:.1f} | "
-            f"{raw_scale:.2f}x | {scale / raw_scale:.0%} | {run.per_sequence_tokens_per_s:.1f} |"
-        )
-    result: dict[str, Any] = {"engine": [asdict(r) for r in runs], "raw": raw, "args": vars(args)}
+    print(report(runs, raw))
+    result: dict[str, Any] = {
+        "engine": [asdict(r) for r in runs],
+        "raw": {n: asdict(r) for n, r in raw.items()},
+        "args": vars(args),
+    }
     if args.pipeline:
         piped = pipeline_run(pair, args, args.pipeline_slots)
-        at = next((r for r in runs if r.slots == args.pipeline_slots), None)
+        at = next(
+            (r for r in runs if r.slots == args.pipeline_slots and r.variant == variants[-1]),
+            None,
+        )
         print(
             f"\npipeline N={args.pipeline_slots}: {piped['images']} images in "
             f"{piped['wall_s']:.1f} s = {piped['cards_per_min']:.1f} cards/min "

@@ -85,7 +85,8 @@ def engine(pair: Pair, **overrides: Any) -> CardEngine:
         handler=pair.handler,
         n_ctx=N_CTX,
         n_threads=THREADS,
-        **{"engine_parallel": 1, **overrides},  # the one-at-a-time path (batch_bench: slots)
+        # the one-at-a-time path, each card prefilling its whole prompt (batch_bench: slots)
+        **{"engine_parallel": 1, "shared_prefix": False, **overrides},
     )
     return CardEngine(resolve(settings), settings)
 

@@ -128,6 +128,11 @@ class Timings(BaseModel):
     prompt_eval_ms: float = 0.0
     generate_ms: float = 0.0
     prompt_tokens: int = 0
+    cached_tokens: int = Field(
+        0,
+        description="Of prompt_tokens, those taken from the KV cache (the shared prefix, a "
+        "retry's image) instead of evaluated.",
+    )
     completion_tokens: int = 0
     forced_tokens: int = Field(
         0, description="Of completion_tokens, those the grammar forced (llguidance fast-forward)."

@@ -67,6 +67,22 @@ SEQUENCE_TOKENS_PER_SECOND = Histogram(
     "device, so this falls as occupancy rises while the aggregate rate grows).",
     buckets=(0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320, 640),
 )
+PROMPT_TOKENS = Counter(
+    "vitrine_engine_prompt_tokens_total",
+    "Prompt tokens of the batched engine's generations, by how they reached the KV cache: "
+    "evaluated, copied from the shared prefix, or kept from a retry's previous attempt.",
+    ["source"],
+)
+PREFIX_BUILDS = Counter(
+    "vitrine_engine_prefix_builds_total",
+    "Times the shared prefix was evaluated (once per process and prompt; more means the "
+    "prompt's text before the image changes between cards).",
+)
+WINDOW_RESTORES = Counter(
+    "vitrine_engine_window_restores_total",
+    "Retries whose sliding-window cells were put back from the checkpoint taken after the "
+    "image (the first attempt had overwritten them).",
+)
 
 # -- rolling deliveries (delivery.py): up to the engine's parallel jobs in flight ---------------
 PARALLEL = Gauge(

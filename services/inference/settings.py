@@ -81,6 +81,14 @@ class EngineSettings(ImageSettings, CardContractSettings):
         "model on a GPU (measured: bench/batch_bench.py); 1 with the gbnf backend, which "
         "cannot batch.",
     )
+    shared_prefix: bool = Field(
+        True,
+        description="Evaluate the prompt's text before the image once per process into a "
+        "sequence of its own and copy it into each card's sequence (llama_memory_seq_cp), and "
+        "let a retry keep its image's cells; the context then holds one sequence more than "
+        "VITRINE_ENGINE_PARALLEL. llguidance backend only; off: every card prefills its whole "
+        "prompt.",
+    )
     cpu_repack: CpuRepack = Field(
         "auto",
         description="llama.cpp's CPU weight repacking (extra buffer types: AMX, CPU_REPACK). "

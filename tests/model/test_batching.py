@@ -36,8 +36,9 @@ pytestmark = [pytest.mark.model]
 
 @pytest.fixture(scope="module")
 def engines(tiny_pairs) -> Iterator[tuple[CardEngine, CardEngine]]:
-    """The same model twice: one generation at a time, and four slots."""
-    alone = load_engine(tiny_pairs["llava"], engine_parallel=1, max_tokens=256)
+    """The same model twice: one generation at a time, each prefilling its whole prompt
+    (llama-cpp-python's own path), and four slots sharing the prompt's prefix."""
+    alone = load_engine(tiny_pairs["llava"], engine_parallel=1, shared_prefix=False, max_tokens=256)
     batched = load_engine(tiny_pairs["llava"], engine_parallel=4, max_tokens=256)
     yield alone, batched
     alone.close()
@@ -95,14 +96,20 @@ def test_concurrent_cards_are_each_a_card_or_a_typed_error(tiny_pairs, pair: str
 
 def test_a_lone_generation_in_a_slot_is_the_sequential_one(engines, images) -> None:
     """At occupancy 1 the batched engine makes the same decode calls as the single-sequence
-    path: the same seed gives the same tokens, byte for byte."""
+    path, except that the prompt's text before the image is copied from the shared prefix
+    (evaluated once) instead of evaluated: the same seed gives the same tokens, byte for byte."""
     alone, batched = engines
+    assert batched.slots is not None and batched.slots.prefix is not None
     for seed in (1, 2, 3):
         a = alone.generate(images[seed], seed=seed)
         b = batched.generate(images[seed], seed=seed)
         assert (b.text, b.finish_reason) == (a.text, a.finish_reason)
         assert b.timings.completion_tokens == a.timings.completion_tokens
         assert b.timings.forced_tokens == a.timings.forced_tokens
+        assert b.timings.prompt_tokens == a.timings.prompt_tokens
+        assert a.timings.cached_tokens == 0
+        assert b.timings.cached_tokens == len(batched.slots.prefix.tokens) > 100
+    assert batched.slots.prefix.evaluations == 1
 
 
 def test_batch_mates_do_not_change_a_card(engines, images) -> None:
@@ -113,6 +120,29 @@ def test_batch_mates_do_not_change_a_card(engines, images) -> None:
         batched, [lambda i=i: batched.generate(images[i], seed=10 + i) for i in range(6)]
     )
     assert [g.text for g in got] == [r.text for r in reference]
+
+
+def test_a_retry_keeps_its_image_and_is_the_full_prefill_retry(engines, images) -> None:
+    """Within a card's lease a retry truncates its slot back to just after the image and
+    evaluates only the task line and the note: no second image encode, and the same tokens as
+    the same retry prefilled whole."""
+    alone, batched = engines
+    assert batched.slots is not None
+    note = ["a descrição tem 12 palavras; o mínimo é 40"]
+    reference = alone.generate(images[4], seed=31, retry_problems=note)
+    with batched.slots.lease() as lease:
+        first = batched.generate(images[4], seed=30, lease=lease)
+        retry = batched.generate(images[4], seed=31, retry_problems=note, lease=lease)
+        other = batched.generate(images[5], seed=31, retry_problems=note, lease=lease)
+    assert retry.text == reference.text
+    assert first.timings.image_encode_ms > 0 and other.timings.image_encode_ms > 0
+    assert retry.timings.image_encode_ms == 0
+    evaluated = retry.timings.prompt_tokens - retry.timings.cached_tokens
+    assert 0 < evaluated < first.timings.prompt_tokens - first.timings.cached_tokens
+    # another image in the same slot is encoded, and is that image's card
+    assert other.text == alone.generate(images[5], seed=31, retry_problems=note).text
+    # the lease is over: the slot is free for anyone, and clean
+    assert batched.generate(images[4], seed=31, retry_problems=note).text == reference.text
 
 
 def test_a_timeout_or_an_overflow_leaves_its_batch_mates_intact(engines, images) -> None:
@@ -179,7 +209,7 @@ def test_slots_whose_kv_cache_does_not_fit_are_refused_at_start(tiny_pairs) -> N
     assert check_kv_fits(model, 8, 4096, on_gpu=False, available=2**40) > 0
     # and through a real start: more cells than this machine has memory, before allocating
     n_ctx = 2**40 // (shape.bytes_per_token() * 256) + 512
-    with pytest.raises(ModelLoadError, match=r"256 slots x \d+ tokens need"):
+    with pytest.raises(ModelLoadError, match=r"256 slots and the shared prefix x \d+ tokens need"):
         load_engine(tiny_pairs["llava"], engine_parallel=256, n_ctx=n_ctx)
 
 

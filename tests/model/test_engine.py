@@ -216,7 +216,7 @@ def _pair(tiny_pairs, model=None, mmproj=None, handler=None):
 def scripted(monkeypatch, engine: CardEngine, outputs: list[tuple[str, str]]) -> list:
     calls: list = []
 
-    def fake_generate(image, *, seed, retry_problems=None, deadline=None):
+    def fake_generate(image, *, seed, retry_problems=None, deadline=None, lease=None):
         calls.append((seed, retry_problems))
         text, finish = outputs[len(calls) - 1]
         return RawGeneration(text, finish, Timings(generate_ms=10, completion_tokens=5))
@@ -319,7 +319,13 @@ def test_processing_time_budget_ends_the_job_with_its_budget_error(
     on the CPU's speed: on an Intel Xeon the batched engine's own prefill text was aborted
     (``llama_decode returned 2``), on AMD an image chunk.  So only the behaviour is asserted;
     that a batched shared step is never the one aborted is the next tests' subject."""
-    engine = load_engine(tiny_pairs["llava"], job_timeout_s=0.1, engine_parallel=parallel)
+    # 1: llama-cpp-python's one-at-a-time path (no shared prefix); 4: the batched engine
+    engine = load_engine(
+        tiny_pairs["llava"],
+        job_timeout_s=0.1,
+        engine_parallel=parallel,
+        shared_prefix=parallel > 1,
+    )
     try:
         image = engine.prepare(image_bytes("JPEG"))
         with pytest.raises(JobTimeout, match=r"0\.1s") as info:

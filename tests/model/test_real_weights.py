@@ -72,12 +72,20 @@ def default_engine(real_pairs) -> Iterator[CardEngine]:
 def test_batched_on_real_weights_a_lone_card_is_the_sequential_one(
     real_pairs, default_engine
 ) -> None:
-    """The quantized kernels, not only the f32 toys: a generation alone in a slot of the
-    batched engine gives the single-sequence path's tokens; generations side by side each end
+    """The quantized kernels, not only the f32 toys, and Gemma 3's sliding-window layers: a
+    generation alone in a slot of the batched engine, its prompt's text before the image copied
+    from the shared prefix, gives the single-sequence path's tokens (the whole prompt
+    prefilled); generations side by side each end
     with their own text (batch-mates may change a quantized model's last bits, so they are
     not compared)."""
     assert default_engine.parallel > 1 and default_engine.slots is not None
-    alone = real_engine(real_pairs["llava"], max_tokens=64, max_attempts=1, engine_parallel=1)
+    alone = real_engine(
+        real_pairs["llava"],
+        max_tokens=64,
+        max_attempts=1,
+        engine_parallel=1,
+        shared_prefix=False,  # llama-cpp-python's own path: the whole prompt prefilled
+    )
     try:
         image = alone.prepare((SAMPLES / "caneca-azul.jpg").read_bytes())
         a = alone.generate(image, seed=5)
@@ -85,12 +93,57 @@ def test_batched_on_real_weights_a_lone_card_is_the_sequential_one(
         alone.close()
     b = default_engine.generate(image, seed=5)
     assert (b.text, b.finish_reason) == (a.text, a.finish_reason)
+    assert a.timings.cached_tokens == 0 and b.timings.cached_tokens > 1000  # the copied prefix
     with ThreadPoolExecutor(3) as pool:
         side_by_side = list(
             pool.map(lambda seed: default_engine.generate(image, seed=seed), (6, 7, 8))
         )
     assert all(g.timings.completion_tokens > 0 for g in side_by_side)
     assert all(g.text.startswith('{"product_name": "') for g in side_by_side)
+
+
+def test_on_real_weights_a_retry_keeps_its_image_and_its_sliding_window(
+    real_pairs, default_engine
+) -> None:
+    """Gemma 3 keeps only a 512-token window in five layers of six.  A retry truncates its
+    slot back to just after the image, evaluates only its task line and note, and encodes no
+    image.  After a short first attempt the window's cells are still in place, and the retry
+    gives the tokens of the same retry prefilled whole; after a long one (past the window's
+    ring) they are put back from the checkpoint taken after the image, and the retry is still
+    a card in the making (its last bits may differ: the cells sit elsewhere in the cache)."""
+    assert default_engine.slots is not None
+    image = default_engine.prepare((SAMPLES / "caneca-azul.jpg").read_bytes())
+    note = ["a descrição tem 12 palavras; o mínimo é 40"]
+    alone = real_engine(
+        real_pairs["llava"], max_tokens=64, max_attempts=1, engine_parallel=1, shared_prefix=False
+    )
+    try:
+        reference = alone.generate(image, seed=41, retry_problems=note)
+    finally:
+        alone.close()
+    with default_engine.slots.lease() as lease:
+        first = default_engine.generate(image, seed=40, lease=lease)
+        retry = default_engine.generate(image, seed=41, retry_problems=note, lease=lease)
+        assert lease.slot is not None and lease.slot.view.held is not None
+        assert lease.slot.view.held.window and lease.slot.view.held.restores == 0
+    assert retry.text == reference.text
+    assert first.timings.image_encode_ms > 0 and retry.timings.image_encode_ms == 0
+    evaluated = retry.timings.prompt_tokens - retry.timings.cached_tokens
+    assert 0 < evaluated <= 0.1 * first.timings.prompt_tokens  # the note and the task line
+
+    long = real_engine(real_pairs["llava"], max_tokens=900, max_attempts=2, engine_parallel=2)
+    try:
+        assert long.slots is not None
+        with long.slots.lease() as lease:
+            first = long.generate(image, seed=40, lease=lease)
+            assert first.timings.completion_tokens > 600  # past the window's ring
+            retry = long.generate(image, seed=41, retry_problems=note, lease=lease)
+            assert lease.slot is not None and lease.slot.view.held is not None
+            assert lease.slot.view.held.restores == 1
+    finally:
+        long.close()
+    assert retry.timings.image_encode_ms == 0 and retry.timings.completion_tokens > 0
+    assert retry.text.startswith('{"product_name": "')
 
 
 def test_the_model_is_real_and_quantized_and_auto_repack_is_the_rule(default_engine) -> None:

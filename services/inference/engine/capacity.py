@@ -116,19 +116,28 @@ def available_memory() -> int | None:
 
 
 def check_kv_fits(
-    model: Path, slots: int, n_ctx: int, *, on_gpu: bool, available: int | None = None
+    model: Path,
+    slots: int,
+    n_ctx: int,
+    *,
+    on_gpu: bool,
+    available: int | None = None,
+    shared_prefix: bool = False,
 ) -> int:
     """The KV cache's size in bytes (an upper bound: sliding-window layers keep less); raises
     ``ModelLoadError`` when it does not fit in the memory the CPU has left.  On a GPU the cache
-    lives in VRAM, which llama.cpp checks itself (see :func:`context_error`)."""
+    lives in VRAM, which llama.cpp checks itself (see :func:`context_error`).  The shared
+    prefix's sequence takes one slot's share more."""
     shape = kv_shape(model)
-    need = shape.bytes_per_token() * slots * n_ctx if shape is not None else 0
+    sequences = slots + (1 if shared_prefix else 0)
+    need = shape.bytes_per_token() * sequences * n_ctx if shape is not None else 0
     if on_gpu or not need:
         return need
     available = available_memory() if available is None else available
     if available is not None and need > available:
         raise ModelLoadError(
-            f"{slots} slots x {n_ctx} tokens need {_gib(need)} of KV cache, and "
+            f"{slots} slots{' and the shared prefix' if shared_prefix else ''} x {n_ctx} "
+            f"tokens need {_gib(need)} of KV cache, and "
             f"{_gib(available)} of memory is available; lower VITRINE_ENGINE_PARALLEL or "
             "VITRINE_N_CTX"
         )

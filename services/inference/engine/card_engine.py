@@ -17,6 +17,7 @@ Either compiles once at start-up or the engine refuses to start with a ``Grammar
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -50,6 +51,7 @@ from services.inference.engine.model_files import ModelFiles
 from services.inference.engine.native import on_native_thread
 from services.inference.engine.opener import open_model
 from services.inference.engine.plan import plan_load
+from services.inference.engine.slots import SlotLease
 from services.inference.image.pixel_colour import ColourCheck as PixelVerdict
 from services.inference.image.pixel_colour import ColourEstimate, check_colour, estimate_colour
 from services.inference.image.preprocess import (
@@ -170,14 +172,18 @@ class CardEngine:
         seed: int,
         retry_problems: list[str] | None = None,
         deadline: float | None = None,
+        lease: SlotLease | None = None,
     ) -> RawGeneration:
         """One constrained generation for one image, by ``deadline`` (``time.monotonic()``);
-        no validation.  ``EngineClosed`` once the engine is closing, however it ended."""
+        no validation.  ``EngineClosed`` once the engine is closing, however it ended.
+
+        Within a ``lease`` (the batched engine's hold on a slot for one card's attempts) a
+        retry keeps the image the slot already evaluated."""
         self._refuse_if_closing()
         messages = self.prompt.messages(image.data_uri(), retry_problems)
         try:
             if self.slots is not None:
-                return self._generate_in_slot(messages, seed, deadline)
+                return self._generate_in_slot(messages, seed, deadline, image.key, lease)
             return on_native_thread(self._generate_alone, messages, seed, deadline)
         except CardError as exc:
             if self._closing and not isinstance(exc, EngineClosed):
@@ -240,15 +246,21 @@ class CardEngine:
         }
 
     def _generate_in_slot(
-        self, messages: list[dict[str, Any]], seed: int, deadline: float | None
+        self,
+        messages: list[dict[str, Any]],
+        seed: int,
+        deadline: float | None,
+        image_key: str,
+        lease: SlotLease | None,
     ) -> RawGeneration:
         assert self.slots is not None
         s = self.settings
-        generation = self.slots.generate(
+        generation = (lease or self.slots).generate(
             messages,
             self._sampling(seed),
             deadline=deadline,
             budget_s=s.job_timeout_s,
+            image_key=image_key,
         )
         decoded = generation.decoded
         timings = Timings(
@@ -256,6 +268,7 @@ class CardEngine:
             prompt_eval_ms=generation.prompt_ms,
             generate_ms=generation.generate_ms,
             prompt_tokens=generation.prompt_tokens,
+            cached_tokens=generation.cached_tokens,
             completion_tokens=len(decoded.tokens),
             forced_tokens=decoded.forced,
             mask_ms=decoded.mask_ms,
@@ -298,11 +311,19 @@ class CardEngine:
         )
         pixels = _PixelColour(image, self.settings.profile)
         decision: Decision = policy.first()
-        while isinstance(decision, Retry):
-            raw = self.generate(
-                image, seed=decision.seed, retry_problems=decision.problems, deadline=deadline
-            )
-            decision = policy.decide(raw.timings, self._judge(raw, policy, pixels))
+        with contextlib.ExitStack() as stack:
+            lease = None
+            if self.slots is not None and self.settings.max_attempts > 1:
+                lease = stack.enter_context(self.slots.lease())
+            while isinstance(decision, Retry):
+                raw = self.generate(
+                    image,
+                    seed=decision.seed,
+                    retry_problems=decision.problems,
+                    deadline=deadline,
+                    lease=lease,
+                )
+                decision = policy.decide(raw.timings, self._judge(raw, policy, pixels))
         if isinstance(decision, Fail):
             raise decision.error
         return decision.outcome

@@ -36,6 +36,7 @@ from services.inference.engine.native import RepackableLlama, self_test
 from services.inference.engine.native_probe import ProbeResult, isolated_self_test
 from services.inference.engine.plan import LoadPlan
 from services.inference.engine.repetition import DrySettings
+from services.inference.engine.slot_view import SlotView
 from services.inference.engine.slots import AbortClock, SlotEngine
 from services.inference.settings import EngineSettings
 
@@ -69,19 +70,34 @@ chat_format.suppress_stdout_stderr = _keep_stdio  # type: ignore[misc,assignment
 class TimedMtmd:
     """Stands in for the ``mtmd_cpp`` module inside a chat handler to time image chunks.
 
-    While ``seq_id`` is set (the batched engine prefilling one slot, ``slots.py``), image chunks
-    are evaluated into that sequence instead of the handler's sequence 0."""
+    While ``slot`` is set (the batched engine prefilling one slot, ``slots.py``), image chunks
+    go into that slot's sequence instead of the handler's sequence 0, and the slot may keep
+    the image its cells already hold (a retry) instead of encoding it again."""
 
     def __init__(self) -> None:
         self.image_s = 0.0
-        self.seq_id: int | None = None
+        self.slot: SlotView | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(mtmd_cpp, name)
 
     def mtmd_helper_eval_chunk_single(self, *args: Any) -> Any:
-        if self.seq_id is not None:  # (mtmd_ctx, lctx, chunk, n_past, seq_id, n_batch, ...)
-            args = (*args[:4], llama_cpp.llama_seq_id(self.seq_id), *args[5:])
+        slot = self.slot
+        if slot is None:
+            return self._timed(*args)
+        # (mtmd_ctx, lctx, chunk, n_past, seq_id, n_batch, logits_last, byref(new_n_past))
+        out = args[7]._obj  # the c_int32 behind byref(): the handler reads it afterwards
+
+        def evaluate() -> tuple[int, int]:
+            seq = llama_cpp.llama_seq_id(slot.seq_id)
+            code = self._timed(*args[:4], seq, *args[5:])
+            return int(code), int(out.value)
+
+        code, end = slot.image(int(args[3].value), evaluate)
+        out.value = end
+        return code
+
+    def _timed(self, *args: Any) -> Any:
         started = time.perf_counter()
         try:
             return mtmd_cpp.mtmd_helper_eval_chunk_single(*args)
@@ -212,8 +228,8 @@ def _load_llama(
         llm = TimedLlama(
             model_path=str(files.model),
             chat_handler=handler,
-            n_ctx=plan.n_ctx * plan.parallel,
-            sequences=plan.parallel,
+            n_ctx=plan.n_ctx * plan.sequences,
+            sequences=plan.sequences,
             n_gpu_layers=plan.n_gpu_layers,
             n_threads=plan.n_threads,
             # llama-cpp-python would default batches (prompt, fast-forwarded tokens) to every
@@ -272,12 +288,19 @@ def _slot_engine(
     clock: AbortClock,
     stack: contextlib.ExitStack,
 ) -> SlotEngine | None:
-    """The batched engine when the plan has slots to share; one at a time needs none."""
-    if plan.parallel <= 1:
+    """The batched engine when the plan has slots or a prefix to share; else none."""
+    if not plan.batched:
         return None
-    assert decoder is not None  # choose_slots: llguidance only
+    assert decoder is not None  # choose_slots, plan_load: llguidance only
     slots = SlotEngine(
-        llm, handler, mtmd, decoder, slots=plan.parallel, n_ctx=plan.n_ctx, clock=clock
+        llm,
+        handler,
+        mtmd,
+        decoder,
+        slots=plan.parallel,
+        n_ctx=plan.n_ctx,
+        clock=clock,
+        shared_prefix=plan.shared_prefix,
     )
     stack.callback(slots.close)
     return slots

@@ -28,11 +28,24 @@ class LoadPlan:
     parallel: int
     """Slots: generations decoded together in one context (``slots.py``)."""
     parallel_reason: str
+    shared_prefix: bool
+    """A sequence of the context holds the prompt's shared prefix (``prompt_cache.py``)."""
     n_ctx: int
     """One generation's context: a slot's share of the KV cache."""
     kv_bytes: int
     """The KV cache's size at most, for the error that says which settings size it."""
     n_threads: int
+
+    @property
+    def sequences(self) -> int:
+        """Sequences of the context: the slots, and the shared prefix's."""
+        return self.parallel + (1 if self.shared_prefix else 0)
+
+    @property
+    def batched(self) -> bool:
+        """Generations go through the batched engine (``slots.py``), even with one slot when
+        the prefix is shared; else through llama-cpp-python's one-at-a-time path."""
+        return self.parallel > 1 or self.shared_prefix
 
     @property
     def probe_spec(self) -> ProbeSpec:
@@ -57,6 +70,7 @@ def plan_load(files: ModelFiles, settings: EngineSettings) -> LoadPlan:
         n_gpu_layers=n_gpu_layers,
     )
     n_ctx = settings.n_ctx or (preset.n_ctx if preset else 4096)
+    shared = settings.shared_prefix and settings.grammar_backend == "llguidance"
     on_gpu = n_gpu_layers != 0 and bool(llama_cpp.llama_supports_gpu_offload())
     return LoadPlan(
         files=files,
@@ -64,7 +78,8 @@ def plan_load(files: ModelFiles, settings: EngineSettings) -> LoadPlan:
         n_gpu_layers=n_gpu_layers,
         parallel=parallel,
         parallel_reason=parallel_reason,
+        shared_prefix=shared,
         n_ctx=n_ctx,
-        kv_bytes=check_kv_fits(files.model, parallel, n_ctx, on_gpu=on_gpu),
+        kv_bytes=check_kv_fits(files.model, parallel, n_ctx, on_gpu=on_gpu, shared_prefix=shared),
         n_threads=settings.n_threads or os.cpu_count() or 1,
     )

@@ -6,29 +6,33 @@ the tokens per second of a single sequence, and far more on a GPU.  llama-cpp-py
 generates one sequence at a time, so the engine keeps its own scheduler over the low-level API.
 
 How: the context holds ``slots`` sequences (``n_seq_max``; each with its own ``n_ctx`` cells, the
-KV cache not unified).  One generation (one attempt at one card) is a request; callers block in
-:meth:`SlotEngine.generate` from as many threads as they like while the process's llama.cpp
-thread (``native.on_native_thread``: all llama.cpp compute runs on one thread) does all the
-decoding, one *tick* (admissions, then one step) at a time, so that several engines in one
-process take turns:
+KV cache not unified), and one more for the prompt's shared prefix.  One generation (one
+attempt at one card) is a request; callers block in :meth:`SlotEngine.generate` from as many
+threads as they like while the process's llama.cpp thread (``native.on_native_thread``: all
+llama.cpp compute runs on one thread) does all the decoding, one *tick* (admissions, then one
+step) at a time, so that several engines in one process take turns:
 
 1. **Admit.** A queued request takes a free slot.  The model's chat handler renders its prompt
    and evaluates the text and image chunks into that slot's sequence (mtmd with the sequence id),
-   through :class:`SlotView`, the model as the handler sees it for that slot; the handler then
+   through :class:`SlotView`, the model as the handler sees it for that slot (the text before
+   the image is copied from the shared prefix, ``prompt_cache.py``); the handler then
    asks to "complete", which only records the sampling arguments.  The first token is sampled at
    once, from the prefill's logits, before the next decode overwrites them.
 2. **Step.** Every live sequence's next tokens (the token it sampled plus the run the grammar
    forces after it) go into one ``llama_decode``; each then samples from its own logits row with
    its own matcher, sampler chain, seed, penalties and word counters (``decoding.Sequence``).
 3. **Leave.** A sequence that finishes, overflows its slot, runs out of time or fails frees its
-   cells and its slot, and the next queued request takes it; the others go on undisturbed.
+   cells and its slot, and the next queued request takes it; the others go on undisturbed.  A
+   card that may retry holds its slot (:class:`SlotLease`) until it is done: its retry keeps
+   the cells up to the end of its image.
 
 A job's time budget (its deadline) is checked between steps for each sequence; llama.cpp's abort
 callback is armed with it only during that sequence's own prefill (the one long decode that
 belongs to one job alone), never during a shared step, which would abort every batch-mate.
 
 With one request alone in the engine, the decode calls are those of the single-sequence path
-(``Decoder.run`` after the handler's prefill), so the same seed gives the same tokens.
+(``Decoder.run`` after the handler's prefill, the prefix's cells copied rather than evaluated:
+the same values), so the same seed gives the same tokens.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp
-import numpy as np
 from llama_cpp import Llama
 
 from services.inference import metrics
@@ -53,8 +56,10 @@ from services.inference.card.errors import (
     JobTimeout,
     decode_failure,
 )
-from services.inference.engine.decoding import Decoded, Decoder, Sampling, Sequence, completion_dict
+from services.inference.engine.decoding import Decoded, Decoder, Sampling, Sequence
 from services.inference.engine.native import NATIVE_THREAD, on_native_thread, submit_native
+from services.inference.engine.prompt_cache import SharedPrefix
+from services.inference.engine.slot_view import SlotView, TokenBatch
 
 log = logging.getLogger("vitrine.inference")
 
@@ -83,6 +88,9 @@ class Generation:
 
     decoded: Decoded
     prompt_tokens: int
+    cached_tokens: int
+    """Of ``prompt_tokens``, those copied from the shared prefix or kept from the previous
+    attempt instead of evaluated."""
     image_ms: float
     prompt_ms: float
     generate_ms: float
@@ -96,112 +104,47 @@ class _Request:
     """The chat handler's arguments: sampling, ``max_tokens``, ``seed``."""
     deadline: float | None
     budget_s: float
+    image_key: str | None = None
+    lease: SlotLease | None = None
     future: Future[Generation] = field(default_factory=Future)
     queued_at: float = field(default_factory=time.perf_counter)
 
 
-class _SlotMemory:
-    """``llama._ctx`` as a chat handler sees it: the real context, clearing one sequence."""
+class SlotLease:
+    """One card's hold on a slot across its attempts, so that a retry finds its image still in
+    the slot's cells (``prompt_cache.py``).
 
-    def __init__(self, ctx: Any, seq_id: int) -> None:
-        self.ctx = ctx
-        self._memory = llama_cpp.llama_get_memory(ctx)
-        self._seq_id = seq_id
+    Between attempts (while the caller parses and checks, milliseconds) the slot takes no other
+    request; :meth:`close` (or leaving the ``with`` block) gives it back.  A generation that
+    failed in the slot (a timeout, an overflow) gives it back at once: its cells are no use."""
 
-    def kv_cache_clear(self) -> None:
-        llama_cpp.llama_memory_seq_rm(self._memory, self._seq_id, -1, -1)
+    def __init__(self, engine: SlotEngine) -> None:
+        self._engine = engine
+        self.slot: _Slot | None = None
+        """The slot held, once the first attempt was admitted (the engine's lock guards it)."""
+        self.closed = False
 
-    def kv_cache_seq_rm(self, _seq_id: int, p0: int, p1: int) -> None:
-        llama_cpp.llama_memory_seq_rm(self._memory, self._seq_id, p0, p1)
-
-
-class TokenBatch:
-    """A ``llama_batch`` of tokens, each in one sequence, filled and decoded in place."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.batch = llama_cpp.llama_batch_init(capacity, 0, 1)
-        self.n = 0
-
-    def clear(self) -> None:
-        self.n = 0
-
-    @property
-    def room(self) -> int:
-        return self.capacity - self.n
-
-    def add(self, token: int, pos: int, seq_id: int, logits: bool) -> int:
-        """Append one token; its row index in the batch."""
-        b, i = self.batch, self.n
-        b.token[i] = token
-        b.pos[i] = pos
-        b.n_seq_id[i] = 1
-        b.seq_id[i][0] = seq_id
-        b.logits[i] = logits
-        self.n += 1
-        return i
-
-    def decode(self, ctx: Any) -> None:
-        self.batch.n_tokens = self.n
-        code = llama_cpp.llama_decode(ctx, self.batch)
-        if code != 0:
-            raise RuntimeError(f"llama_decode returned {code}")
+    def generate(
+        self,
+        messages: list[dict[str, Any]],
+        call: dict[str, Any],
+        *,
+        deadline: float | None,
+        budget_s: float,
+        image_key: str | None,
+    ) -> Generation:
+        return self._engine.generate(
+            messages, call, deadline=deadline, budget_s=budget_s, image_key=image_key, lease=self
+        )
 
     def close(self) -> None:
-        llama_cpp.llama_batch_free(self.batch)
+        self._engine.release(self)
 
+    def __enter__(self) -> SlotLease:
+        return self
 
-class SlotView:
-    """The model as a chat handler sees it while it prefills one slot.
-
-    The handler resets "the" context, evaluates text with ``llama.eval``, hands image chunks to
-    mtmd with ``llama._ctx.ctx`` and ``llama.n_tokens``, reads ``llama.input_ids`` and calls
-    ``llama.create_completion``; here each of those means this slot's sequence, and the
-    completion only keeps the arguments (the engine's thread generates).  Everything else
-    (tokenizer, metadata, ``n_batch``) is the real model's.
-    """
-
-    def __init__(self, llm: Llama, seq_id: int, n_ctx: int, batch: TokenBatch) -> None:
-        self._llm = llm
-        self.seq_id = seq_id
-        self._n_ctx = n_ctx
-        self._batch = batch
-        self._ctx = _SlotMemory(llm._ctx.ctx, seq_id)
-        self.input_ids = np.zeros(n_ctx, dtype=np.intc)
-        self.n_tokens = 0
-        self.has_logits = False
-        self.completion: dict[str, Any] | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._llm, name)
-
-    def n_ctx(self) -> int:
-        return self._n_ctx
-
-    def reset(self) -> None:
-        self.n_tokens = 0
-        self.has_logits = False
-        self.completion = None
-
-    def eval(self, tokens: list[int]) -> None:
-        """``Llama.eval`` into this slot's sequence: ``n_batch`` tokens per decode, logits for
-        the last one."""
-        self._ctx.kv_cache_seq_rm(self.seq_id, self.n_tokens, -1)
-        batch, ctx, step = self._batch, self._llm._ctx.ctx, self._llm.n_batch
-        for start in range(0, len(tokens), step):
-            chunk = tokens[start : start + step]
-            batch.clear()
-            for i, token in enumerate(chunk):
-                batch.add(token, self.n_tokens + i, self.seq_id, i == len(chunk) - 1)
-            batch.decode(ctx)
-            self.input_ids[self.n_tokens : self.n_tokens + len(chunk)] = chunk
-            self.n_tokens += len(chunk)
-            self.has_logits = True
-
-    def create_completion(self, **kwargs: Any) -> dict[str, Any]:
-        self.completion = kwargs
-        empty = Decoded(tokens=[], text="", finish_reason="stop", sampled=0, forced=0, mask_ms=0)
-        return completion_dict(empty, len(kwargs.get("prompt") or ()), self._llm.model_path)
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -210,7 +153,12 @@ class _Slot:
     request: _Request | None = None
     sequence: Sequence | None = None
     pending: list[int] = field(default_factory=list)
+    lease: SlotLease | None = None
+    """The card holding this slot between its attempts."""
+    waiting: _Request | None = None
+    """That card's next attempt, admitted here before anything queued."""
     prompt_tokens: int = 0
+    cached_tokens: int = 0
     image_ms: float = 0.0
     prompt_ms: float = 0.0
     queue_ms: float = 0.0
@@ -230,12 +178,15 @@ class SlotEngine:
         slots: int,
         n_ctx: int,
         clock: AbortClock,
+        shared_prefix: bool = False,
     ) -> None:
         """``handler`` is the model's chat handler, its projector loaded; ``mtmd`` the module
         stand-in it calls (``opener.TimedMtmd``: it times image chunks and, while
-        ``seq_id`` is set, evaluates them into that sequence); ``n_ctx`` is one slot's."""
-        if llama_cpp.llama_n_seq_max(llm._ctx.ctx) < slots:
-            raise ValueError(f"the context was created for fewer than {slots} sequences")
+        ``slot`` is set, evaluates them into that slot); ``n_ctx`` is one slot's.  With
+        ``shared_prefix`` the context has one more sequence than slots, the prefix's."""
+        sequences = slots + (1 if shared_prefix else 0)
+        if llama_cpp.llama_n_seq_max(llm._ctx.ctx) < sequences:
+            raise ValueError(f"the context was created for fewer than {sequences} sequences")
         self.llm = llm
         self.handler = handler
         self.mtmd = mtmd
@@ -243,15 +194,21 @@ class SlotEngine:
         self.n_ctx = n_ctx
         self.clock = clock
         self.batch = TokenBatch(max(llm.n_batch, slots))
-        self._slots = [_Slot(SlotView(llm, i, n_ctx, self.batch)) for i in range(slots)]
+        self.prefix = SharedPrefix(llm._ctx.ctx, slots, llm.n_batch) if shared_prefix else None
+        self._slots = [
+            _Slot(SlotView(llm, i, n_ctx, self.batch, self.prefix)) for i in range(slots)
+        ]
         self._queue: deque[_Request] = deque()
         self._lock = threading.Lock()
         self._ticking = False
         """A tick is queued on the llama.cpp thread (or running)."""
         self._closing = False
         self.steps = 0
-        """Batched decodes so far (tests and benchmarks read these two)."""
+        """Batched decodes so far (tests and benchmarks read these three)."""
         self.peak_occupancy = 0
+        self.output_tokens = 0
+        """Generated tokens fed back in steps so far: a benchmark samples it for the rate
+        over a stretch of a run."""
         metrics.SLOTS.set(slots)
 
     @property
@@ -267,8 +224,13 @@ class SlotEngine:
         *,
         deadline: float | None,
         budget_s: float,
+        image_key: str | None = None,
+        lease: SlotLease | None = None,
     ) -> Generation:
         """Queue one generation and wait for it; raises the ``CardError`` it ended with.
+
+        ``image_key`` names the image in ``messages`` (a digest of its bytes): within a
+        ``lease`` a retry with the same key keeps the image the slot's cells hold.
 
         Refused on the llama.cpp thread: the ticks that decode the request run there, so a call
         from it would wait on a tick queued behind itself, forever."""
@@ -277,14 +239,32 @@ class SlotEngine:
                 "SlotEngine.generate was called on the llama.cpp thread, which decodes the "
                 "slots: it would wait for itself; call it from another thread"
             )
-        request = _Request(messages, call, deadline, budget_s)
+        request = _Request(messages, call, deadline, budget_s, image_key, lease)
         with self._lock:
             if self._closing:
                 raise EngineClosed("the engine is closed: no generation starts")
-            self._queue.append(request)
-            metrics.QUEUED.set(len(self._queue))
+            if lease is not None and lease.closed:
+                raise InferenceError("a generation was asked on a closed slot lease")
+            if lease is not None and lease.slot is not None:
+                lease.slot.waiting = request
+            else:
+                self._queue.append(request)
+                metrics.QUEUED.set(len(self._queue))
             self._schedule()
         return request.future.result()
+
+    def lease(self) -> SlotLease:
+        """A hold on one slot for a card's attempts (see :class:`SlotLease`)."""
+        return SlotLease(self)
+
+    def release(self, lease: SlotLease) -> None:
+        """The card is done: its slot (if it still holds one) goes back to the queue."""
+        with self._lock:
+            if lease.closed:
+                return
+            lease.closed = True
+            if lease.slot is not None:
+                self._schedule()  # the tick frees the slot's cells, on the llama.cpp thread
 
     def close(self) -> None:
         """Fail what is still queued or running, after the tick in progress (if any).
@@ -327,25 +307,30 @@ class SlotEngine:
             if slot.request is not None:
                 self._leave(slot, error)
         with self._lock:
+            waiting = [slot.waiting for slot in self._slots if slot.waiting is not None]
+            for slot in self._slots:
+                slot.waiting = None
             while self._queue:
-                self._queue.popleft().future.set_exception(error)
+                waiting.append(self._queue.popleft())
+        for request in waiting:
+            request.future.set_exception(error)
         self.batch.close()
 
     def _live(self) -> list[_Slot]:
         return [slot for slot in self._slots if slot.sequence is not None]
 
     def _admit(self) -> None:
-        """Fill free slots from the queue, oldest request first."""
+        """Fill free slots: a held slot with its card's next attempt, the others from the
+        queue, oldest request first."""
         for slot in self._slots:
             if slot.request is not None:
                 continue
             with self._lock:
-                if not self._queue:
-                    break
-                request = self._queue.popleft()
-                metrics.QUEUED.set(len(self._queue))
+                request = self._next_for(slot)
+            if request is None:
+                continue
             if request.deadline is not None and time.monotonic() > request.deadline:
-                request.future.set_exception(_timeout(request))
+                self._leave(slot, _timeout(request), request)
                 continue
             slot.request = request
             slot.queue_ms = (time.perf_counter() - request.queued_at) * 1000.0
@@ -358,11 +343,34 @@ class SlotEngine:
                 log.exception("slots.prefill_crashed")
                 self._leave(slot, InferenceError(f"{type(exc).__name__}: {exc}"))
 
+    def _next_for(self, slot: _Slot) -> _Request | None:
+        """What ``slot`` takes now, if anything; the caller holds ``_lock``."""
+        lease = slot.lease
+        if lease is not None:
+            if slot.waiting is not None:
+                request, slot.waiting = slot.waiting, None
+                return request
+            if not lease.closed:
+                return None  # held for its card's next attempt
+            lease.slot, slot.lease = None, None
+            slot.view.forget()
+        if not self._queue:
+            return None
+        request = self._queue.popleft()
+        metrics.QUEUED.set(len(self._queue))
+        if slot.view.held is not None:  # the cells of a card that is done
+            slot.view.forget()
+        if request.lease is not None and not request.lease.closed:
+            slot.lease, request.lease.slot = request.lease, slot
+        return request
+
     def _prefill(self, slot: _Slot, request: _Request) -> None:
         view = slot.view
         view.reset()
+        view.image_key = request.image_key
+        view.keep_window = request.lease is not None
         self.mtmd.image_s = 0.0
-        self.mtmd.seq_id = view.seq_id
+        self.mtmd.slot = view
         self.clock.deadline = request.deadline
         started = time.perf_counter()
         try:
@@ -379,12 +387,14 @@ class SlotEngine:
             ) from exc
         finally:
             self.clock.deadline = None
-            self.mtmd.seq_id = None
+            self.mtmd.slot = None
         done_at = time.perf_counter()
         slot.image_ms = self.mtmd.image_s * 1000.0
         slot.prompt_ms = max(done_at - started - self.mtmd.image_s, 0.0) * 1000.0
         slot.decoding_since = done_at
         slot.prompt_tokens = view.n_tokens
+        slot.cached_tokens = view.cached_tokens
+        _count_prompt(view)
         completion = view.completion
         budget = self.n_ctx - view.n_tokens
         max_tokens = completion.get("max_tokens")
@@ -430,6 +440,7 @@ class SlotEngine:
         metrics.BATCH_OCCUPANCY.observe(len(rows))
         self.steps += 1
         self.peak_occupancy = max(self.peak_occupancy, len(rows))
+        self.output_tokens += batch.n
         try:
             batch.decode(ctx)
         except RuntimeError as exc:
@@ -464,6 +475,7 @@ class SlotEngine:
         generation = Generation(
             decoded=decoded,
             prompt_tokens=slot.prompt_tokens,
+            cached_tokens=slot.cached_tokens,
             image_ms=slot.image_ms,
             prompt_ms=slot.prompt_ms,
             generate_ms=generate_s * 1000.0,
@@ -471,13 +483,25 @@ class SlotEngine:
         )
         self._leave(slot, generation)
 
-    def _leave(self, slot: _Slot, outcome: Generation | CardError) -> None:
-        """Free the slot (its cells, its sampler) and answer its caller."""
-        request = slot.request
+    def _leave(
+        self,
+        slot: _Slot,
+        outcome: Generation | CardError,
+        request: _Request | None = None,
+    ) -> None:
+        """Free the slot (its sampler; its cells unless its card may retry in them) and answer
+        its caller (``request``: one that never reached the slot)."""
+        request = request or slot.request
         if slot.sequence is not None:
             slot.sequence.close()
-        slot.view._ctx.kv_cache_clear()
-        slot.view.reset()
+        keep = isinstance(outcome, Generation) and slot.lease is not None
+        with self._lock:
+            if not keep and slot.lease is not None:
+                slot.lease.slot, slot.lease = None, None
+        if keep:
+            slot.view.reset()
+        else:
+            slot.view.forget()
         slot.request, slot.sequence, slot.pending = None, None, []
         metrics.SLOTS_BUSY.set(sum(s.request is not None for s in self._slots))
         if request is None:
@@ -486,6 +510,14 @@ class SlotEngine:
             request.future.set_result(outcome)
         else:
             request.future.set_exception(outcome)
+
+
+def _count_prompt(view: SlotView) -> None:
+    copied = min(view.copied_tokens, view.n_tokens)
+    kept = max(view.cached_tokens - copied, 0)
+    metrics.PROMPT_TOKENS.labels("evaluated").inc(max(view.n_tokens - view.cached_tokens, 0))
+    metrics.PROMPT_TOKENS.labels("shared_prefix").inc(copied)
+    metrics.PROMPT_TOKENS.labels("kept").inc(kept)
 
 
 def _timeout(request: _Request) -> JobTimeout:

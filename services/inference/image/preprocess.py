@@ -93,6 +93,14 @@ class PreparedImage:
     adapt_ms: float = 0.0
     """Their share of ``preprocess_ms``."""
 
+    @property
+    def key(self) -> str:
+        """The encoded image's identity: a slot keeps an image's cells for a retry only when
+        the retry's image has the same key (``engine/prompt_cache.py``)."""
+        import hashlib
+
+        return hashlib.sha256(self.png).hexdigest()
+
     def data_uri(self) -> str:
         import base64
 
