@@ -1,7 +1,7 @@
 """Batched generation: cards/min and tokens/s at N = 1, 2, 4, 8, 16 slots, beside llama.cpp.
 
     python bench/batch_bench.py [--slots 1,2,4,8,16] [--cards-per-slot 3] [--max-tokens 1536]
-                                [--variants before,after] [--raw-steps 64] [--n-gpu-layers -1]
+                                [--variants before,after] [--raw-steps 0] [--n-gpu-layers -1]
                                 [--threads N] [--pipeline 100] [--json out.json]
                                 [--model M --mmproj P --handler llava15]
 
@@ -11,8 +11,9 @@ One run, on the real-weight model (Gemma 3 270M Q4_K_M from PyPI, with the gener
 1. **Raw batched decode** (the floor to compare with), as llama.cpp's ``batched-bench -pps``:
    one context with N sequences (split KV cache, as the engine's), a prompt as long as the
    card prompt evaluated once into one sequence and copied to the others
-   (``llama_memory_seq_cp``), then ``--raw-steps`` decodes of one token per sequence (argmax:
-   no sampling, no grammar).  The prompt's prefill ms and the aggregate decode tokens/s per N.
+   (``llama_memory_seq_cp``), then as many decodes of one token per sequence as the engine's
+   mean card at that N has tokens (``--raw-steps`` to fix it; argmax: no sampling, no
+   grammar).  The prompt's prefill ms and the aggregate decode tokens/s per N.
 2. **The engine**, per variant: a ``CardEngine`` with ``VITRINE_ENGINE_PARALLEL=N`` making
    ``N x --cards-per-slot`` cards from as many threads as slots (one attempt each: the rate of
    generation, not of acceptance).  ``before``: the image first and no shared prefix (each card
@@ -30,6 +31,7 @@ Timings are wall clock on whatever else the machine runs: run it on an idle mach
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -82,10 +84,12 @@ class EngineRun:
     sustained_tokens_per_s: float
     per_sequence_tokens_per_s: float
     prompt_tokens: float
+    completion_tokens: float
     cached_tokens: float
     prefill_ms: float
-    """Image encode + prompt evaluation, mean per card (the first card, which evaluates the
-    shared prefix, included)."""
+    """Image encode + prompt evaluation, the median card's (the first card of a process also
+    waits for the shared prefix: ``prefix_build_ms``, once per process)."""
+    prefix_build_ms: float
     peak_occupancy: int
     failures: dict[str, int]
 
@@ -211,12 +215,56 @@ def engine_run(pair: TinyPair, args: argparse.Namespace, slots: int, variant: st
             per_sequence_tokens_per_s=statistics.mean(per_seq) if per_seq else float("nan"),
             prompt_tokens=statistics.mean(prompt) if prompt else float("nan"),
             cached_tokens=statistics.mean(cached) if cached else float("nan"),
-            prefill_ms=statistics.mean(prefill) if prefill else float("nan"),
+            completion_tokens=statistics.mean(tokens) if tokens else float("nan"),
+            prefill_ms=statistics.median(prefill) if prefill else float("nan"),
+            prefix_build_ms=(
+                engine.slots.prefix.build_ms
+                if engine.slots is not None and engine.slots.prefix is not None
+                else 0.0
+            ),
             peak_occupancy=engine.slots.peak_occupancy if engine.slots else 1,
             failures=failures,
         )
     finally:
         clock.stop()
+        engine.close()
+
+
+@dataclass
+class RetryRun:
+    variant: str
+    first_prefill_ms: float
+    retry_prefill_ms: float
+    first_image_ms: float
+    retry_image_ms: float
+    retry_evaluated_tokens: int
+    window_restored: bool
+
+
+def retry_run(pair: TinyPair, args: argparse.Namespace, variant: str) -> RetryRun:
+    """One card's first attempt and its retry (with a note), one slot, after a warm-up card
+    (which builds the shared prefix): each one's prefill (image encode + prompt evaluation)."""
+    settings = engine_settings(pair, args, 1, variant).model_copy(update={"max_attempts": 2})
+    engine = CardEngine(resolve(settings), settings)
+    note = ["a descrição tem 12 palavras; o mínimo é 40"]
+    try:
+        engine.generate(engine.prepare(photo(100)), seed=1)  # warm-up
+        image = engine.prepare(photo(101))
+        with contextlib.ExitStack() as stack:
+            lease = stack.enter_context(engine.slots.lease()) if engine.slots else None
+            first = engine.generate(image, seed=2, lease=lease).timings
+            retry = engine.generate(image, seed=3, retry_problems=note, lease=lease).timings
+            held = lease.slot.view.held if lease is not None and lease.slot else None
+        return RetryRun(
+            variant=variant,
+            first_prefill_ms=first.image_encode_ms + first.prompt_eval_ms,
+            retry_prefill_ms=retry.image_encode_ms + retry.prompt_eval_ms,
+            first_image_ms=first.image_encode_ms,
+            retry_image_ms=retry.image_encode_ms,
+            retry_evaluated_tokens=retry.prompt_tokens - retry.cached_tokens,
+            window_restored=bool(held and held.restores),
+        )
+    finally:
         engine.close()
 
 
@@ -229,20 +277,25 @@ class RawRun:
     """Aggregate decode rate, ``slots`` tokens per ``llama_decode``."""
 
 
-def raw_decode(model: Path, args: argparse.Namespace, slots: int, prompt_tokens: int) -> RawRun:
+def raw_decode(
+    model: Path, args: argparse.Namespace, slots: int, prompt_tokens: int, steps: int
+) -> RawRun:
     """On the llama.cpp thread, as the engine's decodes (one OpenMP team: native.py)."""
-    return on_native_thread(_raw_decode, model, args, slots, prompt_tokens)
+    return on_native_thread(_raw_decode, model, args, slots, prompt_tokens, steps)
 
 
-def _raw_decode(model: Path, args: argparse.Namespace, slots: int, prompt_tokens: int) -> RawRun:
+def _raw_decode(
+    model: Path, args: argparse.Namespace, slots: int, prompt_tokens: int, steps: int
+) -> RawRun:
     """llama.cpp alone, as ``batched-bench -pps``: a ``prompt_tokens`` prompt evaluated once
-    into sequence 0 and copied to the others, then one token per sequence per ``llama_decode``
+    into sequence 0 and copied to the others, then ``steps`` decodes of one token per sequence
     (argmax), in a context made as the engine's (split KV cache, sliding-window layers keeping
-    their window)."""
+    their window).  ``steps`` is the engine's mean card length at that N: attention grows with
+    the context, so the floor is measured over the same stretch of positions."""
     threads = args.threads or os.cpu_count() or 1
     llm = RepackableLlama(
         model_path=str(model),
-        n_ctx=(prompt_tokens + args.raw_steps + 64) * slots,
+        n_ctx=(prompt_tokens + steps + 64) * slots,
         sequences=slots,
         n_threads=threads,
         n_threads_batch=threads,
@@ -269,7 +322,7 @@ def _raw_decode(model: Path, args: argparse.Namespace, slots: int, prompt_tokens
             llama_cpp.llama_memory_seq_cp(memory, 0, seq, -1, -1)
         last = [1] * slots
         started = time.perf_counter()
-        for step in range(args.raw_steps):
+        for step in range(steps):
             batch.clear()
             for seq in range(slots):
                 batch.add(last[seq], prompt_tokens + step, seq, True)
@@ -277,7 +330,7 @@ def _raw_decode(model: Path, args: argparse.Namespace, slots: int, prompt_tokens
             for seq in range(slots):
                 row = llama_cpp.llama_get_logits_ith(ctx, seq)
                 last[seq] = int(np.ctypeslib.as_array(row, shape=(n_vocab,)).argmax())
-        rate = slots * args.raw_steps / (time.perf_counter() - started)
+        rate = slots * steps / (time.perf_counter() - started)
         return RawRun(slots, prefill_ms, rate)
     finally:
         batch.close()
@@ -346,8 +399,8 @@ def report(runs: list[EngineRun], raw: dict[int, RawRun]) -> str:
     """The before/after table: per variant and N, against that variant's N = 1 and raw."""
     lines = [
         "",
-        "| variant | N | prefill ms/card | cards/min (sustained) | vs N=1 | tok/s | "
-        "sustained tok/s | raw tok/s (-pps) | engine / raw (sustained) |",
+        "| variant | N | prefill ms/card (prefix once) | cards/min (sustained) | vs N=1 | "
+        "tok/s | sustained tok/s | raw tok/s (-pps) | engine / raw (sustained) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     firsts: dict[str, EngineRun] = {}
@@ -355,7 +408,8 @@ def report(runs: list[EngineRun], raw: dict[int, RawRun]) -> str:
         first = firsts.setdefault(run.variant, run)
         r = raw[run.slots].tokens_per_s
         lines.append(
-            f"| {run.variant} | {run.slots} | {run.prefill_ms:.0f} | {run.cards_per_min:.1f} "
+            f"| {run.variant} | {run.slots} | {run.prefill_ms:.0f} ({run.prefix_build_ms:.0f}) | "
+            f"{run.cards_per_min:.1f} "
             f"({run.sustained_per_min:.1f}) | {run.cards_per_min / first.cards_per_min:.2f}x | "
             f"{run.tokens_per_s:.1f} | {run.sustained_tokens_per_s:.1f} | {r:.1f} | "
             f"{run.tokens_per_s / r:.0%} ({run.sustained_tokens_per_s / r:.0%}) |"
@@ -371,7 +425,9 @@ def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--n-gpu-layers", type=int, default=None)
-    parser.add_argument("--raw-steps", type=int, default=64)
+    parser.add_argument(
+        "--raw-steps", type=int, default=0, help="0: the engine's mean card length at that N"
+    )
     parser.add_argument("--variants", default="before,after", help="before, after or both")
     parser.add_argument("--pipeline", type=int, default=0, help="images for the pipeline run")
     parser.add_argument("--pipeline-slots", type=int, default=8)
@@ -401,24 +457,42 @@ def main() -> None:
             runs.append(run)
             print(
                 f"{variant:>6} N={slots:>2}: {run.cards} cards in {run.wall_s:6.1f} s  "
-                f"prefill {run.prefill_ms:7.1f} ms/card ({run.cached_tokens:.0f} of "
+                f"prefill {run.prefill_ms:7.1f} ms/card, prefix once {run.prefix_build_ms:.0f} ms "
+                f"({run.cached_tokens:.0f} of "
                 f"{run.prompt_tokens:.0f} tokens cached)  {run.cards_per_min:5.1f} cards/min "
                 f"(sustained {run.sustained_per_min:5.1f})  {run.tokens_per_s:6.1f} tok/s "
                 f"(sustained {run.sustained_tokens_per_s:6.1f})  peak occupancy "
                 f"{run.peak_occupancy}  {run.failures}",
                 flush=True,
             )
-    prompt_tokens = round(runs[-1].prompt_tokens)
+    last = {run.slots: run for run in runs if run.variant == variants[-1]}
     raw: dict[int, RawRun] = {}
     for slots in slot_counts:
-        raw[slots] = raw_decode(pair.model, args, slots, prompt_tokens)
+        prompt_tokens = round(last[slots].prompt_tokens)
+        steps = args.raw_steps or max(round(last[slots].completion_tokens), 16)
+        raw[slots] = raw_decode(pair.model, args, slots, prompt_tokens, steps)
         print(
             f"raw    N={slots:>2}: prompt {raw[slots].prefill_ms:7.1f} ms once, "
-            f"{raw[slots].tokens_per_s:6.1f} tok/s ({prompt_tokens}-token prompt shared)",
+            f"{raw[slots].tokens_per_s:6.1f} tok/s ({prompt_tokens}-token prompt shared, "
+            f"{steps} steps)",
             flush=True,
         )
     print(report(runs, raw))
+    retries = [retry_run(pair, args, variant) for variant in variants]
+    print(
+        "\n| variant | first attempt prefill ms (image) | retry prefill ms (image) | retry / "
+        "first | retry's evaluated tokens | window restored |"
+    )
+    print("|---|---|---|---|---|---|")
+    for r in retries:
+        print(
+            f"| {r.variant} | {r.first_prefill_ms:.0f} ({r.first_image_ms:.0f}) | "
+            f"{r.retry_prefill_ms:.0f} ({r.retry_image_ms:.0f}) | "
+            f"{r.retry_prefill_ms / r.first_prefill_ms:.0%} | {r.retry_evaluated_tokens} | "
+            f"{r.window_restored} |"
+        )
     result: dict[str, Any] = {
+        "retries": [asdict(r) for r in retries],
         "engine": [asdict(r) for r in runs],
         "raw": {n: asdict(r) for n, r in raw.items()},
         "args": vars(args),

@@ -171,6 +171,35 @@ def test_a_timeout_or_an_overflow_leaves_its_batch_mates_intact(engines, images)
     assert batched.generate(images[0], seed=20).text == reference[0]
 
 
+def test_a_new_prompt_is_decoded_in_the_same_step_as_its_batch_mates_tokens(
+    engines, images
+) -> None:
+    """The prompt's text after the image is not decoded alone while the batch-mates wait: it
+    goes into a shared step, in the same ``llama_decode`` as the other sequences' next
+    tokens (llama-server's order), and the cards are still those generated alone."""
+    alone, batched = engines
+    assert batched.slots is not None
+    reference = [alone.generate(images[i], seed=50 + i).text for i in range(6)]
+    mixed = 0  # decodes that ended a prompt beside another sequence's next token
+    slots, step = batched.slots, batched.slots._decode
+
+    def watched(rows: list) -> None:  # type: ignore[type-arg]
+        nonlocal mixed
+        kinds = {slot.prompting for slot, _ in rows}
+        mixed += kinds == {True, False}
+        step(rows)
+
+    slots._decode = watched  # type: ignore[method-assign]
+    try:
+        got = together(
+            batched, [lambda i=i: batched.generate(images[i], seed=50 + i) for i in range(6)]
+        )
+    finally:
+        del slots._decode
+    assert [g.text for g in got] == reference
+    assert mixed >= 1  # six for four slots: the last two start while others decode
+
+
 def test_a_generation_asked_on_the_llama_thread_is_refused(engines, images) -> None:
     """The llama.cpp thread runs the ticks that decode every slot: a generation asked there
     would wait for a tick queued behind itself.  It is refused at once instead; should that

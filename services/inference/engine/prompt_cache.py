@@ -29,6 +29,7 @@ restored an unrelated conversation into a new request), never by a hash of the t
 from __future__ import annotations
 
 import ctypes
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +78,8 @@ class SharedPrefix:
         self.tokens: tuple[int, ...] = ()
         self.evaluations = 0
         """Times the prefix was evaluated (once per process and prompt, unless replaced)."""
+        self.build_ms = 0.0
+        """How long the last evaluation took (the first card of a process waits for it)."""
 
     def copy_into(self, tokens: list[int], dst_seq: int, batch: Any) -> int:
         """Make ``dst_seq`` hold ``tokens``' cells, evaluating them here first if they are not
@@ -88,6 +91,7 @@ class SharedPrefix:
 
     def _evaluate(self, tokens: list[int], batch: Any) -> None:
         self.tokens = ()  # an abort half-way must not leave a prefix that looks whole
+        started = time.perf_counter()
         llama_cpp.llama_memory_seq_rm(self._memory, self.seq_id, -1, -1)
         for start in range(0, len(tokens), self._n_batch):
             chunk = tokens[start : start + self._n_batch]
@@ -97,6 +101,7 @@ class SharedPrefix:
             batch.decode(self._ctx)
         self.tokens = tuple(tokens)
         self.evaluations += 1
+        self.build_ms = (time.perf_counter() - started) * 1000.0
         metrics.PREFIX_BUILDS.inc()
 
 

@@ -117,6 +117,11 @@ class SlotView:
         """Of this prefill's tokens, those copied or kept rather than evaluated."""
         self.copied_tokens = 0
         """Of those, the ones copied from the shared prefix."""
+        self.defer = False
+        """Keep text that may end the prompt for the engine's next shared step instead of
+        decoding it now (set by the engine; text before an image is decoded when it comes)."""
+        self.deferred: list[int] = []
+        """The prompt's last tokens, not decoded yet; counted in ``n_tokens``."""
         self._first: tuple[int, ...] = ()
         self._retrying = False
 
@@ -132,6 +137,7 @@ class SlotView:
         self.completion = None
         self.cached_tokens = 0
         self.copied_tokens = 0
+        self.deferred = []
         self._first = ()
         self._retrying = False
 
@@ -142,8 +148,8 @@ class SlotView:
         self.reset()
 
     def eval(self, tokens: list[int]) -> None:
-        """``Llama.eval`` into this slot's sequence: ``n_batch`` tokens per decode, logits for
-        the last one; the prompt's first chunk comes from what the cells can reuse."""
+        """``Llama.eval`` into this slot's sequence; the prompt's first chunk comes from what
+        the cells can reuse, and with :attr:`defer` the rest waits (:meth:`take_deferred`)."""
         if self.n_tokens == 0:
             tokens = self._begin(tokens)
             if not tokens:
@@ -152,6 +158,15 @@ class SlotView:
             self._retrying = False
             if self.held is not None:
                 self.held.image_key = None
+        if self.defer:
+            self.input_ids[self.n_tokens : self.n_tokens + len(tokens)] = tokens
+            self.deferred.extend(tokens)
+            self.n_tokens += len(tokens)
+            return
+        self._decode_now(tokens)
+
+    def _decode_now(self, tokens: list[int]) -> None:
+        """``n_batch`` tokens per decode from ``n_tokens`` on, logits for the last one."""
         self._ctx.kv_cache_seq_rm(self.seq_id, self.n_tokens, -1)
         batch, ctx, step = self._batch, self._llm._ctx.ctx, self._llm.n_batch
         for start in range(0, len(tokens), step):
@@ -163,6 +178,21 @@ class SlotView:
             self.input_ids[self.n_tokens : self.n_tokens + len(chunk)] = chunk
             self.n_tokens += len(chunk)
             self.has_logits = True
+
+    def take_deferred(self) -> list[int]:
+        """The prompt's tokens left to decode (the engine's steps decode them), ``n_tokens``
+        back to what the cells hold."""
+        tokens, self.deferred = self.deferred, []
+        self.n_tokens -= len(tokens)
+        if tokens:
+            self._ctx.kv_cache_seq_rm(self.seq_id, self.n_tokens, -1)
+        return tokens
+
+    def _flush(self) -> None:
+        """Decode the deferred text now: an image follows it."""
+        tokens = self.take_deferred()
+        if tokens:
+            self._decode_now(tokens)
 
     def _begin(self, tokens: list[int]) -> list[int]:
         """The first chunk: what is left to evaluate of it after reuse."""
@@ -193,6 +223,7 @@ class SlotView:
     def image(self, n_past: int, evaluate: Callable[[], tuple[int, int]]) -> tuple[int, int]:
         """An image chunk at ``n_past``: kept from the previous attempt when this is its retry,
         else evaluated (``evaluate`` returns mtmd's result code and the position after it)."""
+        self._flush()
         held = self.held
         if self._retrying:
             self._retrying = False
@@ -210,10 +241,11 @@ class SlotView:
             self.cached_tokens = 0
             rest = self._fresh(list(self._first))
             if rest:
-                self.eval(rest)
+                self._decode_now(rest)
             held = self.held
         self._ctx.kv_cache_seq_rm(self.seq_id, n_past, -1)
         code, end = evaluate()
+        self.has_logits = False  # the last decode was the image's, without logits
         if code == 0 and held is not None and self.image_key is not None:
             held.image_key, held.image_end = self.image_key, end
             held.window = (

@@ -153,6 +153,8 @@ class _Slot:
     request: _Request | None = None
     sequence: Sequence | None = None
     pending: list[int] = field(default_factory=list)
+    prompting: bool = False
+    """``pending`` is the rest of the prompt, decoded in shared steps (no token sampled yet)."""
     lease: SlotLease | None = None
     """The card holding this slot between its attempts."""
     waiting: _Request | None = None
@@ -365,29 +367,12 @@ class SlotEngine:
         return request
 
     def _prefill(self, slot: _Slot, request: _Request) -> None:
+        """The handler's prefill into the slot, then its sequence starts: the prompt's last
+        text (after the image) goes into the next shared step with its batch-mates' tokens,
+        the first token sampled from there."""
         view = slot.view
-        view.reset()
-        view.image_key = request.image_key
-        view.keep_window = request.lease is not None
-        self.mtmd.image_s = 0.0
-        self.mtmd.slot = view
-        self.clock.deadline = request.deadline
         started = time.perf_counter()
-        try:
-            self.handler(llama=view, messages=request.messages, **request.call)
-            if view.completion is None:
-                raise InferenceError("the chat handler did not ask for a completion")
-            if not view.has_logits:  # the prompt ended in an image chunk: replay its last token
-                last = int(view.input_ids[view.n_tokens - 1])
-                view.n_tokens -= 1
-                view.eval([last])
-        except (ValueError, RuntimeError) as exc:
-            raise decode_failure(
-                exc, timed_out=self.clock.expired(), budget_s=request.budget_s
-            ) from exc
-        finally:
-            self.clock.deadline = None
-            self.mtmd.slot = None
+        self._render(view, request)
         done_at = time.perf_counter()
         slot.image_ms = self.mtmd.image_s * 1000.0
         slot.prompt_ms = max(done_at - started - self.mtmd.image_s, 0.0) * 1000.0
@@ -396,6 +381,7 @@ class SlotEngine:
         slot.cached_tokens = view.cached_tokens
         _count_prompt(view)
         completion = view.completion
+        assert completion is not None
         budget = self.n_ctx - view.n_tokens
         max_tokens = completion.get("max_tokens")
         if max_tokens is not None and 0 < max_tokens < budget:
@@ -408,19 +394,58 @@ class SlotEngine:
             )
         sequence = self.decoder.sequence(Sampling.from_completion_kwargs(completion), budget)
         slot.sequence = sequence
+        slot.pending = view.take_deferred()
+        slot.prompting = bool(slot.pending)
+        if not slot.prompting:
+            self._open(slot, -1)  # the prefill's logits
+
+    def _render(self, view: SlotView, request: _Request) -> None:
+        """The chat handler evaluates the prompt into ``view``'s sequence, by its deadline."""
+        view.reset()
+        view.image_key = request.image_key
+        view.keep_window = request.lease is not None
+        view.defer = True
+        self.mtmd.image_s = 0.0
+        self.mtmd.slot = view
+        self.clock.deadline = request.deadline
+        try:
+            self.handler(llama=view, messages=request.messages, **request.call)
+            if view.completion is None:
+                raise InferenceError("the chat handler did not ask for a completion")
+            if not view.has_logits and not view.deferred:  # the prompt ended in an image
+                view.n_tokens -= 1
+                view.eval([int(view.input_ids[view.n_tokens])])  # its last token again
+        except (ValueError, RuntimeError) as exc:
+            raise decode_failure(
+                exc, timed_out=self.clock.expired(), budget_s=request.budget_s
+            ) from exc
+        finally:
+            self.clock.deadline = None
+            self.mtmd.slot = None
+
+    def _open(self, slot: _Slot, index: int) -> None:
+        """The sequence's first tokens: those the grammar forces, else one sampled from row
+        ``index`` of the last decode (the prompt's last token)."""
+        sequence = slot.sequence
+        assert sequence is not None
         slot.pending = sequence.opening()
         if not slot.pending and not sequence.done:
-            slot.pending = sequence.step(self.llm._ctx.ctx, -1)  # the prefill's logits
+            slot.pending = sequence.step(self.llm._ctx.ctx, index)
         if sequence.done:
             self._finish(slot)
 
     def _step(self) -> None:
-        """One decode of every live sequence's pending tokens, then each samples its next."""
+        """One decode: every generating sequence's pending tokens, then as much of new
+        sequences' prompts as the batch has room for (llama-server's order: a prompt is cut
+        into steps rather than stalling its batch-mates for all of it); each sequence whose
+        row came back then samples its next."""
         batch = self.batch
         rows: list[tuple[_Slot, int]] = []
         batch.clear()
-        for slot in self._live():
+        live = self._live()
+        for slot in [s for s in live if not s.prompting]:
             view, tokens = slot.view, slot.pending
+            self.output_tokens += len(tokens)
             for i, token in enumerate(tokens):
                 if batch.room == 0:  # a long forced run: decode what is there first
                     self._decode(rows)
@@ -431,6 +456,15 @@ class SlotEngine:
                 if last:
                     rows.append((slot, index))
             slot.pending = []
+        for slot in [s for s in live if s.prompting]:
+            view = slot.view
+            chunk, slot.pending = slot.pending[: batch.room], slot.pending[batch.room :]
+            for i, token in enumerate(chunk):
+                last = not slot.pending and i == len(chunk) - 1
+                index = batch.add(token, view.n_tokens, view.seq_id, last)
+                view.n_tokens += 1
+                if last:
+                    rows.append((slot, index))
         self._decode(rows)
 
     def _decode(self, rows: list[tuple[_Slot, int]]) -> None:
@@ -440,7 +474,6 @@ class SlotEngine:
         metrics.BATCH_OCCUPANCY.observe(len(rows))
         self.steps += 1
         self.peak_occupancy = max(self.peak_occupancy, len(rows))
-        self.output_tokens += batch.n
         try:
             batch.decode(ctx)
         except RuntimeError as exc:
@@ -457,6 +490,10 @@ class SlotEngine:
                 self._leave(slot, _timeout(request))
                 continue
             try:
+                if slot.prompting:  # its prompt's last token: the sequence starts here
+                    slot.prompting = False
+                    self._open(slot, index)
+                    continue
                 slot.pending = sequence.step(ctx, index)
             except Exception as exc:  # one sequence's bug must not stop its batch-mates
                 log.exception("slots.step_crashed")
@@ -502,7 +539,7 @@ class SlotEngine:
             slot.view.reset()
         else:
             slot.view.forget()
-        slot.request, slot.sequence, slot.pending = None, None, []
+        slot.request, slot.sequence, slot.pending, slot.prompting = None, None, [], False
         metrics.SLOTS_BUSY.set(sum(s.request is not None for s in self._slots))
         if request is None:
             return
