@@ -89,6 +89,12 @@ class EngineSettings(ImageSettings, CardContractSettings):
         "VITRINE_ENGINE_PARALLEL. llguidance backend only; off: every card prefills its whole "
         "prompt.",
     )
+    prefill_in_steps: bool = Field(
+        True,
+        description="The prompt's text after the image is decoded in the batched engine's "
+        "shared steps, beside the other cards' next tokens (as much as a batch of "
+        "VITRINE_N_BATCH has room for), instead of alone while they wait.",
+    )
     cpu_repack: CpuRepack = Field(
         "auto",
         description="llama.cpp's CPU weight repacking (extra buffer types: AMX, CPU_REPACK). "

@@ -200,6 +200,28 @@ def test_a_new_prompt_is_decoded_in_the_same_step_as_its_batch_mates_tokens(
     assert mixed >= 1  # six for four slots: the last two start while others decode
 
 
+def test_the_prefix_warmed_at_start_serves_the_first_card_and_steps_can_be_off(
+    tiny_pairs, engines, images
+) -> None:
+    """``warm_prefix`` evaluates the shared prefix before any card (the first card then copies
+    it like every other); with ``prefill_in_steps`` off the prompt's last text is decoded in
+    the card's own prefill, and the card is the same."""
+    alone, _ = engines
+    engine = load_engine(
+        tiny_pairs["llava"], engine_parallel=2, prefill_in_steps=False, max_tokens=256
+    )
+    try:
+        assert engine.slots is not None and engine.slots.prefix is not None
+        engine.warm_prefix()
+        assert engine.slots.prefix.evaluations == 1 and engine.slots.prefix.build_ms > 0
+        got = engine.generate(images[2], seed=60)
+        assert engine.slots.prefix.evaluations == 1
+        assert got.timings.cached_tokens == len(engine.slots.prefix.tokens)
+        assert got.text == alone.generate(images[2], seed=60).text
+    finally:
+        engine.close()
+
+
 def test_a_generation_asked_on_the_llama_thread_is_refused(engines, images) -> None:
     """The llama.cpp thread runs the ticks that decode every slot: a generation asked there
     would wait for a tick queued behind itself.  It is refused at once instead; should that

@@ -161,6 +161,7 @@ class CardEngine:
             "parallel": self.parallel,
             "parallel_reason": self.parallel_reason,
             "n_ctx_per_slot": self.n_ctx,
+            "shared_prefix": self.slots is not None and self.slots.prefix is not None,
         }
 
     # -- one generation ---------------------------------------------------------------------
@@ -190,6 +191,21 @@ class CardEngine:
                 # aborted by the close (it stops the clock): not the image's budget or fault
                 raise EngineClosed("the engine closed during this generation") from exc
             raise
+
+    def warm_prefix(self) -> None:
+        """Evaluate the prompt's shared prefix now (seconds on a CPU), so that the first card
+        does not wait for it; a no-op without one."""
+        self._refuse_if_closing()
+        if self.slots is None:
+            return
+        import io
+
+        from PIL import Image
+
+        blank = io.BytesIO()
+        Image.new("RGB", (64, 64), (255, 255, 255)).save(blank, format="PNG")
+        image = self.prepare(blank.getvalue())
+        self.slots.warm(self.prompt.messages(image.data_uri(), None), self._sampling(0))
 
     def _refuse_if_closing(self) -> None:
         if self._closing:

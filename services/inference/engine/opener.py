@@ -209,7 +209,7 @@ def open_model(plan: LoadPlan, settings: EngineSettings, schema: dict[str, Any])
         clock = AbortClock()
         abort_cb = _arm_abort(llm, clock)
         grammars = compile_grammars(schema, llm, settings)
-        slots = _slot_engine(plan, llm, handler, mtmd, grammars.decoder, clock, stack)
+        slots = _slot_engine(plan, settings, llm, handler, mtmd, grammars.decoder, clock, stack)
         return OpenModel(
             probe, llm, handler, mtmd, clock, abort_cb, grammars, slots, stack.pop_all()
         )
@@ -281,6 +281,7 @@ def _arm_abort(llm: Llama, clock: AbortClock) -> Any:
 
 def _slot_engine(
     plan: LoadPlan,
+    settings: EngineSettings,
     llm: Llama,
     handler: Any,
     mtmd: TimedMtmd,
@@ -301,6 +302,7 @@ def _slot_engine(
         n_ctx=plan.n_ctx,
         clock=clock,
         shared_prefix=plan.shared_prefix,
+        prefill_in_steps=settings.prefill_in_steps,
     )
     stack.callback(slots.close)
     return slots

@@ -181,11 +181,13 @@ class SlotEngine:
         n_ctx: int,
         clock: AbortClock,
         shared_prefix: bool = False,
+        prefill_in_steps: bool = True,
     ) -> None:
         """``handler`` is the model's chat handler, its projector loaded; ``mtmd`` the module
         stand-in it calls (``opener.TimedMtmd``: it times image chunks and, while
         ``slot`` is set, evaluates them into that slot); ``n_ctx`` is one slot's.  With
-        ``shared_prefix`` the context has one more sequence than slots, the prefix's."""
+        ``shared_prefix`` the context has one more sequence than slots, the prefix's; with
+        ``prefill_in_steps`` a prompt's text after its image is decoded in shared steps."""
         sequences = slots + (1 if shared_prefix else 0)
         if llama_cpp.llama_n_seq_max(llm._ctx.ctx) < sequences:
             raise ValueError(f"the context was created for fewer than {sequences} sequences")
@@ -197,6 +199,7 @@ class SlotEngine:
         self.clock = clock
         self.batch = TokenBatch(max(llm.n_batch, slots))
         self.prefix = SharedPrefix(llm._ctx.ctx, slots, llm.n_batch) if shared_prefix else None
+        self.prefill_in_steps = prefill_in_steps
         self._slots = [
             _Slot(SlotView(llm, i, n_ctx, self.batch, self.prefix)) for i in range(slots)
         ]
@@ -254,6 +257,21 @@ class SlotEngine:
                 metrics.QUEUED.set(len(self._queue))
             self._schedule()
         return request.future.result()
+
+    def warm(self, messages: list[dict[str, Any]], call: dict[str, Any]) -> None:
+        """Evaluate the shared prefix now rather than in the first card's prefill: ``messages``
+        rendered into a free slot, which is then emptied again."""
+        if self.prefix is not None:
+            on_native_thread(self._warm, _Request(messages, call, None, 0.0))
+
+    def _warm(self, request: _Request) -> None:
+        slot = next((s for s in self._slots if s.request is None and s.lease is None), None)
+        if slot is None or self._closing:
+            return
+        try:
+            self._render(slot.view, request)
+        finally:
+            slot.view.forget()
 
     def lease(self) -> SlotLease:
         """A hold on one slot for a card's attempts (see :class:`SlotLease`)."""
@@ -404,7 +422,7 @@ class SlotEngine:
         view.reset()
         view.image_key = request.image_key
         view.keep_window = request.lease is not None
-        view.defer = True
+        view.defer = self.prefill_in_steps
         self.mtmd.image_s = 0.0
         self.mtmd.slot = view
         self.clock.deadline = request.deadline
