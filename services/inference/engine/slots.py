@@ -318,8 +318,16 @@ class SlotEngine:
         finally:
             with self._lock:
                 self._ticking = False
-                if self._queue or self._live():
+                if self._has_work():
                     self._schedule()
+
+    def _has_work(self) -> bool:
+        """Something for the next tick: a queued request, a live sequence, a held slot's next
+        attempt or a released hold (asked while this tick ran); the caller holds ``_lock``."""
+        return bool(self._queue or self._live()) or any(
+            slot.waiting is not None or (slot.lease is not None and slot.lease.closed)
+            for slot in self._slots
+        )
 
     def _shut(self) -> None:
         error = EngineClosed("the engine closed before this generation finished")
