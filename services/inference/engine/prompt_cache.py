@@ -44,23 +44,18 @@ _lib = llama_cpp.llama_cpp._lib
 _get_size = _lib.llama_state_seq_get_size_ext
 _get_size.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_uint32]
 _get_size.restype = ctypes.c_size_t
-_get_data = _lib.llama_state_seq_get_data_ext
-_get_data.argtypes = [
-    ctypes.c_void_p,
+_STATE_BUFFER_ARGS = [
+    ctypes.c_void_p,  # the context
     ctypes.POINTER(ctypes.c_uint8),
     ctypes.c_size_t,
-    ctypes.c_int32,
-    ctypes.c_uint32,
+    ctypes.c_int32,  # the sequence
+    ctypes.c_uint32,  # the flags
 ]
+_get_data = _lib.llama_state_seq_get_data_ext
+_get_data.argtypes = _STATE_BUFFER_ARGS
 _get_data.restype = ctypes.c_size_t
 _set_data = _lib.llama_state_seq_set_data_ext
-_set_data.argtypes = [
-    ctypes.c_void_p,
-    ctypes.POINTER(ctypes.c_uint8),
-    ctypes.c_size_t,
-    ctypes.c_int32,
-    ctypes.c_uint32,
-]
+_set_data.argtypes = _STATE_BUFFER_ARGS
 _set_data.restype = ctypes.c_size_t
 
 
@@ -124,7 +119,9 @@ def checkpoint_window(ctx: Any, seq_id: int) -> bytes:
     size = _get_size(ctx, seq_id, STATE_PARTIAL_ONLY)
     buffer = (ctypes.c_uint8 * size)()
     written = _get_data(ctx, buffer, size, seq_id, STATE_PARTIAL_ONLY)
-    return bytes(buffer[:written])
+    # string_at copies the bytes at once; slicing a c_uint8 array would build a list of ints
+    # first (117 ms instead of 4 for Gemma 3 270M's 7.9 MB window, on the llama.cpp thread)
+    return ctypes.string_at(buffer, written)
 
 
 def rewind(ctx: Any, seq_id: int, held: Held, n_swa: int) -> bool:
