@@ -307,7 +307,8 @@ def _raw_decode(
         n_batch=512,
         n_gpu_layers=-1 if args.n_gpu_layers is None else args.n_gpu_layers,
         verbose=False,
-        use_extra_bufts=choose_repack("auto").enabled,
+        use_extra_bufts=choose_repack("auto").use_extra_bufts,
+        portable_repack=choose_repack("auto").portable,
         swa_full=False,
     )
     batch = TokenBatch(512)

@@ -29,7 +29,7 @@ from services.runtime.settings import (
 if TYPE_CHECKING:  # adapt.py imports OpenCV (a quarter of a second): only the engine needs it
     from services.inference.image.adapt import AdaptMode
 
-CpuRepack = Literal["auto", "on", "off"]
+CpuRepack = Literal["auto", "on", "portable", "off"]
 SelfTestIsolation = Literal["auto", "always", "never"]
 
 GrammarBackend = Literal["llguidance", "gbnf", "none"]
@@ -99,7 +99,8 @@ class EngineSettings(ImageSettings, CardContractSettings):
         "auto",
         description="llama.cpp's CPU weight repacking (extra buffer types: AMX, CPU_REPACK). "
         "auto: on, except where this llama.cpp build has its AMX kernels (they crash on real "
-        "quantized models); on / off force it.",
+        "quantized models): there portable, the weights x86 CPU_REPACK has kernels for pinned "
+        "to it by name, the AMX buffer never used; on / portable / off force a choice.",
     )
     self_test_isolation: SelfTestIsolation = Field(
         "auto",

@@ -27,7 +27,8 @@ from services.inference.engine.capacity import check_kv_fits, choose_slots, kv_s
 from services.inference.engine.card_engine import CardEngine
 from services.inference.engine.native import submit_native
 from services.inference.image.preprocess import PreparedImage
-from tests.support.engines import load_engine
+from services.inference.worker import engines as worker_engines
+from tests.support.engines import load_engine, tiny_settings
 from tests.support.images import photo
 from tests.support.rss import rss_mb
 
@@ -218,6 +219,18 @@ def test_the_prefix_warmed_at_start_serves_the_first_card_and_steps_can_be_off(
         assert engine.slots.prefix.evaluations == 1
         assert got.timings.cached_tokens == len(engine.slots.prefix.tokens)
         assert got.text == alone.generate(images[2], seed=60).text
+    finally:
+        engine.close()
+
+
+def test_the_worker_s_engine_has_its_prefix_before_it_takes_a_job(tiny_pairs) -> None:
+    """``VITRINE_ENGINE=llama`` (what the worker loads before joining its group) evaluates
+    the shared prefix at start, so the first job does not pay for it."""
+    settings = tiny_settings(tiny_pairs["llava"], engine_parallel=2, max_tokens=64)
+    engine = worker_engines.load_engine("llama", settings)
+    try:
+        assert isinstance(engine, CardEngine)
+        assert engine.slots is not None and engine.slots.prefix.evaluations == 1
     finally:
         engine.close()
 

@@ -24,18 +24,23 @@ from services.inference.engine.native_probe import (
     crash_advice,
     needs_child,
 )
+from services.inference.engine.repack import WeightInfo, cpu_repack_buft, pattern_for, repackable
 from tests.support import tiny_models
 from tests.support.engines import load_engine
 from tests.support.images import image_bytes
 from tests.support.tiny_models import TextDims, TinyPair
 
 
-def test_auto_turns_repacking_off_only_where_the_build_has_amx_kernels() -> None:
-    assert choose_repack("auto", {"AVX2": "1", "REPACK": "1"}).enabled is True
+def test_auto_keeps_weights_off_the_amx_buffer_only_where_the_build_has_amx_kernels() -> None:
+    plain = choose_repack("auto", {"AVX2": "1", "REPACK": "1"})
+    assert plain.enabled and plain.use_extra_bufts and not plain.portable
     amx = choose_repack("auto", {"AVX512": "1", "AMX_INT8": "1"})
-    assert amx.enabled is False and "AMX" in amx.reason
-    assert choose_repack("on", {"AMX_INT8": "1"}).enabled is True
-    assert choose_repack("off", {}).enabled is False
+    assert amx.enabled and amx.portable and not amx.use_extra_bufts and "AMX" in amx.reason
+    assert amx.label == "portable"
+    assert choose_repack("on", {"AMX_INT8": "1"}).use_extra_bufts is True
+    assert choose_repack("portable", {}).portable is True
+    off = choose_repack("off", {})
+    assert not off.enabled and not off.use_extra_bufts and off.label == "off"
 
 
 def test_the_build_features_are_read_from_llama_cpp() -> None:
@@ -95,6 +100,10 @@ def test_crash_advice_names_the_setting_the_cpu_feature_and_the_fix(tiny_pairs) 
     assert "crashed (SIGILL)" in amd and "(avx2)" in amd and "set VITRINE_CPU_REPACK=off" in amd
     plain = crash_advice(spec, RepackChoice(False, "VITRINE_CPU_REPACK=off"), 11, {}, {"avx2"})
     assert "plain CPU kernels" in plain and "rebuild llama-cpp-python" in plain
+    portable = RepackChoice(True, "auto: ... portable", portable=True)
+    pinned = crash_advice(spec, portable, 11, {"AMX_INT8": "1"}, {"amx_int8"})
+    assert "cpu_repack=portable" in pinned and "CPU_REPACK" in pinned
+    assert "set VITRINE_CPU_REPACK=off" in pinned
     killed = crash_advice(spec, on, signal.SIGKILL, {"AMX_INT8": "1"}, {"amx_int8"})
     assert "SIGKILL" in killed and "memory" in killed
 
@@ -102,6 +111,7 @@ def test_crash_advice_names_the_setting_the_cpu_feature_and_the_fix(tiny_pairs) 
 def test_only_a_load_not_known_safe_runs_in_a_child() -> None:
     on, off = RepackChoice(True, "on"), RepackChoice(False, "off")
     assert needs_child("auto", on) and not needs_child("auto", off)
+    assert needs_child("auto", RepackChoice(True, "portable", portable=True))
     assert needs_child("always", off) and not needs_child("never", on)
 
 
@@ -206,3 +216,37 @@ def test_vitrine_card_and_the_worker_end_with_one_line_and_exit_2_on_a_crash(
     cannot = [line for line in lines if line.get("event") == "worker.cannot_start"]
     assert cannot and "crashed (SIGSEGV)" in cannot[0]["error"], lines[-3:]
     assert "VITRINE_CPU_REPACK" in cannot[0]["error"]
+
+
+# -- portable repacking: the weights x86 CPU_REPACK has a kernel for, pinned by name -------------
+
+
+def test_only_blk_matrices_of_a_type_with_an_x86_kernel_and_whole_row_groups_are_pinned() -> None:
+    """ggml's CPU_REPACK asserts a layout exists for every tensor it is given, so a Q6_K weight,
+    the token embedding (read by get_rows too) or rows not a multiple of 8 must stay out."""
+    weights = [
+        WeightInfo("blk.0.attn_output.weight", "Q4_K", (1024, 640)),
+        WeightInfo("blk.0.ffn_down.weight", "Q6_K", (2048, 640)),
+        WeightInfo("blk.0.attn_q.weight", "Q4_0", (640, 1020)),  # 1020 rows: not 8-aligned
+        WeightInfo("blk.1.ffn_up.weight", "IQ4_NL", (640, 2048)),
+        WeightInfo("blk.1.ffn_gate.weight", "Q2_K", (640, 2048)),
+        WeightInfo("blk.1.attn_norm.weight", "Q4_0", (640,)),
+        WeightInfo("token_embd.weight", "Q4_0", (640, 262144)),
+    ]
+    avx2 = repackable(weights, {"AVX2": "1"})
+    assert avx2 == ["blk.0.attn_output.weight", "blk.1.ffn_up.weight"]
+    avx512 = repackable(weights, {"AVX2": "1", "AVX512": "1"})
+    assert avx512 == [*avx2, "blk.1.ffn_gate.weight"]
+    assert repackable(weights, {}) == []  # no AVX2 in the build: no x86 kernel at all
+    pattern = re.compile(pattern_for(avx2))
+    assert pattern.search("blk.0.attn_output.weight")
+    assert not pattern.search("blk.10.attn_output.weight")  # anchored, dots escaped
+    assert not pattern.search("blk.0.attn_output.weight.extra")
+
+
+def test_the_build_offers_the_portable_repack_buffer() -> None:
+    """The ctypes walk over ggml's registry finds CPU_REPACK in a build with the x86 kernels
+    (every AVX2 build bootstrap makes); its absence would make ``portable`` the plain path."""
+    if build_features().get("AVX2") != "1":
+        pytest.skip("no AVX2 in this build: no x86 repack kernels to find")
+    assert cpu_repack_buft()

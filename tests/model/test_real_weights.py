@@ -102,6 +102,22 @@ def test_batched_on_real_weights_a_lone_card_is_the_sequential_one(
     assert all(g.text.startswith('{"product_name": "') for g in side_by_side)
 
 
+def test_on_real_weights_the_shortlist_samples_the_whole_vocabulary_s_card(default_engine) -> None:
+    """The top-k shortlist (``shortlist.py``) on 262k real logits, grammar-masked: the same
+    card, token for token, as llama.cpp sampling the whole vocabulary, same seed."""
+    decoder = default_engine.decoder
+    assert decoder is not None and decoder.shortlist
+    image = default_engine.prepare((SAMPLES / "caneca-azul.jpg").read_bytes())
+    short = default_engine.generate(image, seed=11)
+    decoder.shortlist = False
+    try:
+        whole = default_engine.generate(image, seed=11)
+    finally:
+        decoder.shortlist = True
+    assert whole.timings.completion_tokens > 20
+    assert (short.text, short.finish_reason) == (whole.text, whole.finish_reason)
+
+
 def test_on_real_weights_a_retry_keeps_its_image_and_its_sliding_window(
     real_pairs, default_engine
 ) -> None:
@@ -162,8 +178,8 @@ reported upstream as machine-dependent, so a host where it decodes is not an err
 AMX_CRASH = r"crashed \(SIG\w+\).*AMX \(amx_int8\).*set VITRINE_CPU_REPACK=auto"
 
 
-@pytest.mark.parametrize("setting", ["on", "off"])
-def test_repacking_on_or_off_loads_self_tests_and_decodes(
+@pytest.mark.parametrize("setting", ["on", "portable", "off"])
+def test_repacking_on_portable_or_off_loads_self_tests_and_decodes(
     real_pairs, setting: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each setting passes the start-up self-test and then generates (no grammar: the load is
@@ -183,8 +199,13 @@ def test_repacking_on_or_off_loads_self_tests_and_decodes(
         assert re.search(AMX_CRASH, str(exc)), exc
         return
     try:
-        assert engine.repack.enabled is (setting == "on")
-        assert engine.probe.ran is (setting == "on")  # repacking is what a child proves first
+        assert engine.repack.enabled is (setting != "off")
+        assert engine.probe.ran is (setting != "off")  # repacking is what a child proves first
+        overrides = engine.llm.buft_overrides
+        if setting == "portable":  # the real Q4_K_M's 27 Q4_K blk weights, pinned by name
+            assert overrides is not None and overrides.count == 27
+        else:
+            assert overrides is None
         image = engine.prepare((SAMPLES / "caneca-azul.jpg").read_bytes())
         raw = engine.generate(image, seed=1)
         assert raw.timings.completion_tokens > 0

@@ -153,7 +153,7 @@ class CardEngine:
         return {
             "handler": self.files.handler,
             "handler_reason": self.files.handler_reason,
-            "cpu_repack": self.repack.enabled,
+            "cpu_repack": self.repack.label,
             "cpu_repack_reason": self.repack.reason,
             "self_test_child": self.probe.ran,
             "self_test_child_reason": self.probe.reason,

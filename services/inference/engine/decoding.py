@@ -44,6 +44,7 @@ from llguidance.llamacpp import lltokenizer_from_vocab
 
 from services.inference.card.errors import GrammarError
 from services.inference.engine.repetition import DrySettings, NoRepeat, breaker_tokens
+from services.inference.engine.shortlist import Shortlist
 from services.inference.engine.word_minimum import WordMinimum, quote_tokens
 
 if TYPE_CHECKING:
@@ -343,6 +344,9 @@ class Decoder:
             assert grammar is not None
             self._quotes = quote_tokens(grammar.pieces())
             self._quote_bits = self.masks.bits(self._quotes)
+        self.shortlist = True
+        """Sample from the top-k shortlist where the chain allows it (``shortlist.py``); off,
+        every step hands llama.cpp the whole vocabulary (the benchmark's and tests' control)."""
         self.norepeat: NoRepeat | None = None
         """The DRY penalty against loops (see ``repetition.py``)."""
         if grammar is not None and dry is not None and dry.multiplier > 0:
@@ -383,7 +387,17 @@ class Decoder:
             for field, n in self.word_minimums.items()
             if self._quotes is not None
         ]
-        return Sequence(self, sampler, penalties, budget, words)
+        shortlist = None
+        chain_penalties = last_n > 0 and not (repeat == 1.0 and freq == 0.0 and present == 0.0)
+        if (
+            self.shortlist
+            and not chain_penalties  # they would see only the shortlist
+            and Shortlist.applies(
+                sampling.top_k, sampling.temperature, sampling.mirostat_mode, self.n_vocab
+            )
+        ):
+            shortlist = Shortlist(sampling.top_k)
+        return Sequence(self, sampler, penalties, budget, words, shortlist)
 
     def run(self, *, prompt: list[int], max_tokens: int | None, **rest: Any) -> Decoded:
         """Generate at the end of ``llm``'s one sequence, which holds ``prompt`` evaluated."""
@@ -447,8 +461,10 @@ class Sequence:
         penalties: Penalties | None,
         budget: int,
         words: list[WordMinimum],
+        shortlist: Shortlist | None = None,
     ) -> None:
         self.decoder = decoder
+        self.shortlist = shortlist
         self._sampler = sampler
         self.smpl = sampler.sampler
         self.penalties = penalties
@@ -495,7 +511,10 @@ class Sequence:
             self.penalties.apply(logits, logits_c)
         if decoder.norepeat is not None:
             decoder.norepeat.apply(logits, out)
-        token = llama_cpp.llama_sampler_sample(self.smpl, ctx, index)
+        if self.shortlist is not None:
+            token = self.shortlist.sample(self.smpl, logits)
+        else:
+            token = llama_cpp.llama_sampler_sample(self.smpl, ctx, index)
         if llama_cpp.llama_vocab_is_eog(decoder.llm._model.vocab, token):
             return self._finish("stop")
         if self.penalties is not None:

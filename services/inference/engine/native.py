@@ -12,7 +12,9 @@ Granite Rapids hosts, and is not fixed in the vendored llama.cpp.  f32 weights n
 those kernels, which is why random f32 test models could not see it.
 
 So ``cpu_repack=auto`` keeps the extra buffers (the portable AVX2/AVX-512 ``CPU_REPACK`` path)
-except where the build reports ``AMX_INT8``; ``on``/``off`` force it.  Whatever the choice, the
+except where the build reports ``AMX_INT8``: there only the weights ``CPU_REPACK`` has a kernel
+for are pinned to it by name (``portable``, ``repack.py``) and the AMX buffer is never used;
+``on``/``portable``/``off`` force a choice.  Whatever the choice, the
 engine decodes a few tokens at start-up (:func:`self_test`) so that a build that cannot run the
 model fails there, with the setting to change, rather than on the first job (where each job would
 kill the worker and end up parked as poison).
@@ -34,6 +36,7 @@ import numpy as np
 from llama_cpp import Llama
 
 from services.inference.card.errors import ModelLoadError
+from services.inference.engine.repack import BuftOverrides, portable_overrides
 from services.inference.settings import CpuRepack
 
 log = logging.getLogger("vitrine.inference")
@@ -85,7 +88,20 @@ def build_features() -> dict[str, str]:
 @dataclass(frozen=True)
 class RepackChoice:
     enabled: bool
+    """Some weights are repacked."""
     reason: str
+    portable: bool = False
+    """Only into the portable ``CPU_REPACK`` buffer, tensor by tensor (``repack.py``), never
+    into the AMX one."""
+
+    @property
+    def use_extra_bufts(self) -> bool:
+        """Every extra buffer type may take weights (AMX included where the build has it)."""
+        return self.enabled and not self.portable
+
+    @property
+    def label(self) -> str:
+        return "portable" if self.portable else ("on" if self.enabled else "off")
 
 
 def choose_repack(setting: CpuRepack, features: dict[str, str] | None = None) -> RepackChoice:
@@ -94,10 +110,15 @@ def choose_repack(setting: CpuRepack, features: dict[str, str] | None = None) ->
         return RepackChoice(True, "VITRINE_CPU_REPACK=on")
     if setting == "off":
         return RepackChoice(False, "VITRINE_CPU_REPACK=off")
+    if setting == "portable":
+        return RepackChoice(True, "VITRINE_CPU_REPACK=portable", portable=True)
     features = build_features() if features is None else features
     if features.get("AMX_INT8") == "1":
         return RepackChoice(
-            False, "auto: this build has AMX kernels, which crash on quantized models"
+            True,
+            "auto: this build has AMX kernels, which crash on quantized models, so only the "
+            "portable CPU_REPACK kernels",
+            portable=True,
         )
     return RepackChoice(True, "auto: no AMX kernels in this build")
 
@@ -140,7 +161,7 @@ def self_test(llm: Llama, repack: RepackChoice) -> None:
             if not np.isfinite(logits).all():
                 raise ModelLoadError(
                     f"self-test: llama.cpp produced non-finite logits for {llm.model_path} "
-                    f"(cpu_repack={'on' if repack.enabled else 'off'}, {repack.reason}); "
+                    f"(cpu_repack={repack.label}, {repack.reason}); "
                     f"{advice}"
                 )
             if float(logits.max() - logits.min()) == 0.0:
@@ -156,17 +177,29 @@ def self_test(llm: Llama, repack: RepackChoice) -> None:
 
 
 class RepackableLlama(Llama):
-    """A ``Llama`` that takes two llama.cpp parameters ``Llama`` does not: ``use_extra_bufts``
-    (CPU weight repacking), set on the model parameters, and ``sequences`` (``n_seq_max``, for
-    the batched engine, with a KV cache split per sequence: ``kv_unified`` off, each sequence
-    getting ``n_ctx / sequences`` cells), set on the context parameters.  Both are applied as
-    ``Llama.__init__`` assigns the parameters, before the model and context are created."""
+    """A ``Llama`` that takes llama.cpp parameters ``Llama`` does not: ``use_extra_bufts``
+    (CPU weight repacking) and, with ``portable_repack``, ``tensor_buft_overrides`` pinning the
+    repackable weights to ``CPU_REPACK`` (``repack.py``), set on the model parameters; and
+    ``sequences`` (``n_seq_max``, for the batched engine, with a KV cache split per sequence:
+    ``kv_unified`` off, each sequence getting ``n_ctx / sequences`` cells), set on the context
+    parameters.  All are applied as ``Llama.__init__`` assigns the parameters, before the model
+    and context are created."""
 
     def __init__(
-        self, *args: Any, use_extra_bufts: bool, sequences: int = 1, **kwargs: Any
+        self,
+        *args: Any,
+        use_extra_bufts: bool,
+        portable_repack: bool = False,
+        sequences: int = 1,
+        **kwargs: Any,
     ) -> None:
         self._use_extra_bufts = use_extra_bufts
         self._sequences = sequences
+        self.buft_overrides: BuftOverrides | None = None
+        offloads = kwargs.get("n_gpu_layers", 0) != 0 and llama_cpp.llama_supports_gpu_offload()
+        if portable_repack and not offloads:  # pinned to CPU, a weight would not go to the GPU
+            model_path = kwargs["model_path"] if "model_path" in kwargs else args[0]
+            self.buft_overrides = portable_overrides(str(model_path), build_features())
         super().__init__(*args, **kwargs)
 
     @property
@@ -187,4 +220,6 @@ class RepackableLlama(Llama):
     @model_params.setter
     def model_params(self, params: Any) -> None:
         params.use_extra_bufts = self._use_extra_bufts
+        if self.buft_overrides is not None:
+            params.tensor_buft_overrides = self.buft_overrides.address
         self._model_params = params

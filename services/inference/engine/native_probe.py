@@ -72,6 +72,7 @@ class ProbeSpec:
     use_extra_bufts: bool
     n_gpu_layers: int
     n_threads: int
+    portable_repack: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ def cache_key(spec: ProbeSpec) -> str:
         " ".join(sorted(cpu_flags())),
         f"{model}:{stat.st_size}:{stat.st_mtime_ns}",
         f"extra_bufts={spec.use_extra_bufts}",
+        f"portable_repack={spec.portable_repack}",
         f"n_gpu_layers={spec.n_gpu_layers}",
     ]
     return hashlib.sha256("\n".join(ingredients).encode()).hexdigest()[:32]
@@ -171,13 +173,19 @@ def crash_advice(
         )
     features = build_features() if features is None else features
     flags = cpu_flags() if flags is None else flags
-    if repack.enabled:
+    if repack.portable:
+        why = "the portable CPU_REPACK kernels crash this build on this CPU with this model"
+        fix = "set VITRINE_CPU_REPACK=off"
+    elif repack.enabled:
         if features.get("AMX_INT8") == "1" or "amx_int8" in flags:
             why = (
                 "this CPU has AMX (amx_int8) and this llama.cpp build repacks quantized weights "
                 "into its AMX kernels, which crash on such models"
             )
-            fix = "set VITRINE_CPU_REPACK=auto (it turns repacking off on AMX builds) or off"
+            fix = (
+                "set VITRINE_CPU_REPACK=auto (on AMX builds it repacks only into the portable "
+                "CPU_REPACK kernels) or off"
+            )
         else:
             simd = ", ".join(
                 f for f in ("avx512f", "avx512_vnni", "avx2", "asimd", "sve") if f in flags
@@ -192,7 +200,7 @@ def crash_advice(
         )
     return (
         f"llama.cpp crashed ({name}) loading and self-testing {model} with "
-        f"{repack.reason} (cpu_repack={'on' if repack.enabled else 'off'}): {why}; {fix}"
+        f"{repack.reason} (cpu_repack={repack.label}): {why}; {fix}"
     )
 
 
@@ -269,10 +277,12 @@ def run_child(spec: ProbeSpec) -> None:
         n_threads_batch=spec.n_threads,
         verbose=False,
         use_extra_bufts=spec.use_extra_bufts,
+        portable_repack=spec.portable_repack,
     )
     try:
-        reason = "child" if spec.use_extra_bufts else "child (repacking off)"
-        self_test(llm, RepackChoice(spec.use_extra_bufts, reason))
+        repacked = spec.use_extra_bufts or spec.portable_repack
+        reason = "child" if repacked else "child (repacking off)"
+        self_test(llm, RepackChoice(repacked, reason, portable=spec.portable_repack))
     finally:
         llm.close()
 

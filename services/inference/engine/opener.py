@@ -242,7 +242,8 @@ def _load_llama(
             swa_full=False,
             seed=settings.seed,
             verbose=settings.verbose,
-            use_extra_bufts=plan.repack.enabled,
+            use_extra_bufts=plan.repack.use_extra_bufts,
+            portable_repack=plan.repack.portable,
         )
         stack.callback(llm.close)
         handler._init_mtmd_context(llm)

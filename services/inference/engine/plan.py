@@ -51,7 +51,11 @@ class LoadPlan:
     def probe_spec(self) -> ProbeSpec:
         """The parameters that choose the native kernels, for the isolated self-test."""
         return ProbeSpec(
-            str(self.files.model), self.repack.enabled, self.n_gpu_layers, self.n_threads
+            str(self.files.model),
+            self.repack.use_extra_bufts,
+            self.n_gpu_layers,
+            self.n_threads,
+            portable_repack=self.repack.portable,
         )
 
 

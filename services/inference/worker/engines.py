@@ -9,12 +9,16 @@ select what it does not contain.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from services.inference.card.outcome import CardOutcome
 from services.inference.card.prompt import Prompt
 from services.inference.settings import EngineSettings
+
+log = logging.getLogger("vitrine.inference")
 
 
 class Engine(Protocol):
@@ -71,7 +75,20 @@ def _llama(settings: EngineSettings) -> Engine:
     from services.inference.engine.card_engine import CardEngine
     from services.inference.engine.model_files import resolve
 
-    return CardEngine(resolve(settings), settings)
+    engine = CardEngine(resolve(settings), settings)
+    # before the worker joins its group: the first card then copies the prompt's shared
+    # prefix instead of waiting seconds for it (a no-op without one)
+    started = time.perf_counter()
+    try:
+        engine.warm_prefix()
+    except BaseException:
+        engine.close()
+        raise
+    log.info(
+        "engine.prefix_warmed",
+        extra={"ms": round((time.perf_counter() - started) * 1000), "shared": bool(engine.slots)},
+    )
+    return engine
 
 
 register("llama", _llama)
