@@ -17,7 +17,8 @@ One run, on the real-weight model (Gemma 3 270M Q4_K_M from PyPI, with the gener
 2. **The engine**, per variant: a ``CardEngine`` with ``VITRINE_ENGINE_PARALLEL=N`` making
    ``N x --cards-per-slot`` cards from as many threads as slots (one attempt each: the rate of
    generation, not of acceptance).  ``before``: the image first and no shared prefix (each card
-   prefills its whole prompt, alone, while its batch-mates wait); ``after``: the defaults (the
+   prefills its whole prompt, alone, while its batch-mates wait), every token sampled from the
+   whole vocabulary; ``after``: the defaults (the
    instructions first, the prefix evaluated once and copied).  Per N: prefill ms per card
    (image encode + prompt evaluation), cards/min, output tokens/s over the whole run (ramp and
    tail included) and over its sustained part (``sustained_tokens_per_s``: the engine's
@@ -67,13 +68,22 @@ MODELS = Path(os.environ.get("VITRINE_BENCH_MODELS", "/tmp/vitrine-bench-models"
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "before": {"prompt_order": "image_first", "shared_prefix": False, "prefill_in_steps": False},
+    "before": {
+        "prompt_order": "image_first",
+        "shared_prefix": False,
+        "prefill_in_steps": False,
+        "shortlist": False,
+    },
     "after": {
         "prompt_order": "instructions_first",
         "shared_prefix": True,
         "prefill_in_steps": True,
+        "shortlist": True,
     },
 }
+"""Engine settings per variant; ``shortlist`` is the decoder's top-k shortlist sampling
+(``shortlist.py``, not a setting).  Weight repacking is the ``auto`` rule in both (and in the
+raw floor): ``bench/repack_bench.py`` measures it apart."""
 
 
 @dataclass
@@ -158,13 +168,15 @@ def engine_settings(
         max_attempts=1,  # the rate of generation, not of acceptance
         engine_parallel=slots,
         job_timeout_s=0,
-        **VARIANTS[variant],
+        **{k: v for k, v in VARIANTS[variant].items() if k != "shortlist"},
     )
 
 
 def engine_run(pair: TinyPair, args: argparse.Namespace, slots: int, variant: str) -> EngineRun:
     settings = engine_settings(pair, args, slots, variant)
     engine = CardEngine(resolve(settings), settings)
+    if engine.decoder is not None:
+        engine.decoder.shortlist = VARIANTS[variant]["shortlist"]
     engine.warm_prefix()  # once per process: reported apart, not in the cards' prefill
     clock = TokenClock(engine)
     try:
@@ -402,21 +414,37 @@ def pipeline_run(pair: TinyPair, args: argparse.Namespace, slots: int) -> dict[s
 
 
 def report(runs: list[EngineRun], raw: dict[int, RawRun]) -> str:
-    """The before/after table: per variant and N, against that variant's N = 1 and raw."""
+    """The before/after table: per variant and N, against that variant's N = 1 and raw.
+
+    A card's length is the model's doing (a blind model runs to the token budget on some
+    photos and seeds, not on others), and each N makes another set of cards; so beside the
+    measured cards/min stands the rate at the variant's mean card length over all its runs
+    (cards/min x this run's mean length / that mean): the engine's speed, the length fixed."""
     lines = [
         "",
-        "| variant | N | prefill ms/card (prefix once) | cards/min (sustained) | vs N=1 | "
-        "tok/s | sustained tok/s | raw tok/s (-pps) | engine / raw (sustained) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | N | prefill ms/card (prefix once) | cards/min (sustained) | tokens/card | "
+        "cards/min at the common length | vs N=1 | tok/s | sustained tok/s | raw tok/s (-pps) "
+        "| engine / raw (sustained) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     firsts: dict[str, EngineRun] = {}
+    common: dict[str, float] = {}
+    for variant in {run.variant for run in runs}:
+        mine = [run for run in runs if run.variant == variant]
+        common[variant] = sum(r.completion_tokens * r.cards for r in mine) / max(
+            1, sum(r.cards for r in mine)
+        )
     for run in runs:
         first = firsts.setdefault(run.variant, run)
         r = raw[run.slots].tokens_per_s
+        length = common[run.variant]
+        at_length = run.cards_per_min * run.completion_tokens / length if length else 0.0
+        first_at = first.cards_per_min * first.completion_tokens / length if length else 1.0
         lines.append(
             f"| {run.variant} | {run.slots} | {run.prefill_ms:.0f} ({run.prefix_build_ms:.0f}) | "
-            f"{run.cards_per_min:.1f} "
-            f"({run.sustained_per_min:.1f}) | {run.cards_per_min / first.cards_per_min:.2f}x | "
+            f"{run.cards_per_min:.1f} ({run.sustained_per_min:.1f}) | "
+            f"{run.completion_tokens:.0f} | {at_length:.1f} ({length:.0f}) | "
+            f"{run.cards_per_min / first.cards_per_min:.2f}x ({at_length / first_at:.2f}x) | "
             f"{run.tokens_per_s:.1f} | {run.sustained_tokens_per_s:.1f} | {r:.1f} | "
             f"{run.tokens_per_s / r:.0%} ({run.sustained_tokens_per_s / r:.0%}) |"
         )

@@ -10,9 +10,11 @@ decode wait: ``bench/step_profile.py`` put it at 7 % of a step at 8 slots on 2 c
 top-k keeps exactly those and the rest of the chain, the random draw included, sees what it
 saw before: the same token for the same seed.  One exception: logits exactly equal (at the
 k-th place, or anywhere in the k) may be kept or sorted in another order, and the draw then
-lands on another of the equally likely tokens, with the same logit (tests/model/test_shortlist
-.py); the grammar's masked -inf candidates have probability 0 whatever their place.  Only the chain llama-cpp-python builds for plain sampling (``top_k`` > 0, temperature
-> 0, no mirostat) may be shortened this way: without top-k every candidate counts.
+lands on another of the equally likely tokens, with the same logit
+(``tests/model/test_shortlist.py``); the grammar's masked -inf candidates have probability 0
+whatever their place.  Only the chain llama-cpp-python builds for plain sampling (``top_k`` >
+0, temperature > 0, no mirostat, no penalties in the chain) may be shortened this way: without
+top-k every candidate counts, and penalties would see only the shortlist.
 """
 
 from __future__ import annotations
