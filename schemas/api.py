@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from schemas.card import ProductCard
+from schemas.facts import GivenFacts
 from schemas.messages import CardStatus, Checks, ReviewState
 from schemas.storable import value_problem
 
@@ -76,6 +77,9 @@ class CardView(BaseModel):
         "approved card (the desk shows the diff).",
     )
     checks: Checks | None = None
+    facts: GivenFacts | None = Field(
+        None, description="What the shop said about the product, and the facts dropped."
+    )
     model_id: str | None = None
     prompt_version: str | None = None
     updated_at: datetime | None = None

@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from schemas.facts import LIMITS
 from schemas.language import PT_BR, LanguageProfile, colour_pattern
 from schemas.storable import value_problem
 from schemas.taxonomy import ID_MAX, PATH_MAX, Taxonomy, shipped, slug
@@ -165,6 +166,18 @@ class ProductCard(BaseModel):
             "each about a different aspect of the product."
         ),
     )
+    # The shop's own facts (schemas/facts.py), copied onto the card, never generated
+    sku: str | None = Field(
+        None, max_length=LIMITS["sku"], description="The shop's SKU, as the shop gave it."
+    )
+    brand: str | None = Field(
+        None, max_length=LIMITS["brand"], description="The brand, as the shop gave it."
+    )
+    gtin: str | None = Field(
+        None,
+        pattern=r"^(\d{8}|\d{12}|\d{13}|\d{14})$",
+        description="GTIN/EAN, as the shop gave it (check digit verified).",
+    )
 
     taxonomy: ClassVar[Taxonomy | None] = None
     """The tree a configured card type (:func:`card_model`) holds its category to; None on
@@ -219,6 +232,8 @@ CATEGORY_DOC = (
 )
 DERIVED = ("category_standard", "category_path", "category_id", "attributes")
 """Card fields that come from the generated ``category`` object and the tree, not the model."""
+FROM_FACTS = ("sku", "brand", "gtin")
+"""Card fields copied from the shop's facts, never generated."""
 
 
 @lru_cache(maxsize=16)
@@ -381,7 +396,7 @@ def generation_schema(card_type: type[ProductCard]) -> dict[str, Any]:
     for name, spec in schema["properties"].items():
         if name == "category_path":
             properties["category"] = category_schema(tree)
-        elif name not in DERIVED:
+        elif name not in DERIVED and name not in FROM_FACTS:
             properties[name] = spec
     schema["properties"] = properties
     schema["required"] = list(properties)

@@ -23,6 +23,7 @@ from urllib.parse import unquote_plus
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.card import ProductCard
+from schemas.facts import FactsCheck, GivenFacts, facts_from_metadata
 from schemas.reasons import Reason
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -86,6 +87,11 @@ class ImageJob(BaseModel):
     object: ObjectRef
     attempt: int = Field(1, ge=1, description="Delivery attempt; >1 after a re-enqueue.")
     enqueued_at: datetime = Field(default_factory=utcnow)
+    facts: GivenFacts | None = Field(
+        None,
+        description="What the shop said about the product (the object's user metadata), and "
+        "the facts dropped for breaking their rules (schemas/facts.py).",
+    )
 
     @staticmethod
     def job_id_for(obj: ObjectRef) -> uuid.UUID:
@@ -93,12 +99,17 @@ class ImageJob(BaseModel):
         return uuid.uuid5(JOB_NAMESPACE, f"{obj.bucket}/{obj.key}@{obj.sequencer}")
 
     @classmethod
-    def reprocess(cls, obj: ObjectRef) -> ImageJob:
+    def reprocess(cls, obj: ObjectRef, facts: GivenFacts | None = None) -> ImageJob:
         """The object sent through again (`vitrine reprocess` and `backfill`, the desk's
         regenerate): the job id of its event, so the new card replaces the old one and never a
-        newer version's; a new trace; attempt 2 marks it as a re-enqueue."""
+        newer version's; a new trace; attempt 2 marks it as a re-enqueue; the facts its row
+        kept."""
         return cls(
-            job_id=cls.job_id_for(obj), trace_id=secrets.token_hex(16), object=obj, attempt=2
+            job_id=cls.job_id_for(obj),
+            trace_id=secrets.token_hex(16),
+            object=obj,
+            attempt=2,
+            facts=facts,
         )
 
 
@@ -197,6 +208,7 @@ class Checks(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     colour: ColourCheck | None = None
+    facts: FactsCheck | None = None
 
     @property
     def flagged(self) -> bool:
@@ -220,7 +232,12 @@ class CardResult(BaseModel):
     prompt_version: str | None = None
     attempts: int = Field(0, ge=0, description="Generation attempts spent on this result.")
     timings: Timings | None = None
-    checks: Checks | None = Field(None, description="Checks beside a done card (colour).")
+    checks: Checks | None = Field(
+        None, description="Checks beside a done card (colour, the shop's facts)."
+    )
+    facts: GivenFacts | None = Field(
+        None, description="The job's facts (schemas/facts.py), kept on the row whatever the status."
+    )
     producer: Literal["ingest", "inference", "reprocess"]
     produced_at: datetime = Field(default_factory=utcnow)
 
@@ -292,6 +309,9 @@ class S3Object(_Lenient):
     content_type: str | None = Field(None, alias="contentType")
     version_id: str | None = Field(None, alias="versionId")
     sequencer: str
+    user_metadata: dict[str, Any] | None = Field(
+        None, alias="userMetadata", description="X-Amz-Meta-* (and a few standard headers)."
+    )
 
 
 class S3Entity(_Lenient):
@@ -303,6 +323,11 @@ class S3Record(_Lenient):
     event_name: str = Field(alias="eventName")
     event_time: datetime = Field(alias="eventTime")
     s3: S3Entity
+
+    def facts(self) -> GivenFacts | None:
+        """The shop's facts in the object's user metadata; None when it gave none."""
+        given = facts_from_metadata(self.s3.object.user_metadata)
+        return None if given.facts.empty and not given.problems else given
 
     def object_ref(self) -> ObjectRef:
         o = self.s3.object

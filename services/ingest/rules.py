@@ -16,6 +16,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
+from schemas.facts import GivenFacts
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef, S3Record
 from schemas.reasons import Reason
 from services.runtime.object_keys import key_problem
@@ -46,6 +47,7 @@ class Sniff:
     job_id: uuid.UUID
     trace_id: str
     declared: str
+    facts: GivenFacts | None = None
 
 
 @dataclass(frozen=True)
@@ -87,17 +89,17 @@ def decide_from_head(sniff: Sniff, head: bytes) -> tuple[Identified, Decision]:
     """The decision the first bytes make, and what they were (for the log and the metric)."""
     found, problem = classify_head(head, sniff)
     if problem is None:
-        return found, _accepted(sniff.ref, sniff.job_id, sniff.trace_id)
+        return found, _accepted(sniff.ref, sniff.job_id, sniff.trace_id, sniff.facts)
     reason, detail = problem
     return found, _final(
-        sniff.ref, sniff.job_id, sniff.trace_id, CardStatus.rejected, reason, detail
+        sniff.ref, sniff.job_id, sniff.trace_id, CardStatus.rejected, reason, detail, sniff.facts
     )
 
 
 def decide_unread(sniff: Sniff, status: CardStatus, reason: Reason, detail: str) -> Decision:
     """The final row of an upload whose first bytes could not be read for good (gone,
     overwritten, forbidden): the same status and reason the worker gives such an object."""
-    return _final(sniff.ref, sniff.job_id, sniff.trace_id, status, reason, detail)
+    return _final(sniff.ref, sniff.job_id, sniff.trace_id, status, reason, detail, sniff.facts)
 
 
 def _final(
@@ -107,6 +109,7 @@ def _final(
     status: CardStatus,
     reason: Reason,
     detail: str,
+    facts: GivenFacts | None = None,
 ) -> Decision:
     result = CardResult(
         job_id=job_id,
@@ -115,15 +118,25 @@ def _final(
         status=status,
         reason=reason,
         detail=detail,
+        facts=facts,
         producer="ingest",
     )
     return Decision(None, result)
 
 
-def _accepted(ref: ObjectRef, job_id: uuid.UUID, trace_id: str) -> Decision:
-    job = ImageJob(job_id=job_id, trace_id=trace_id, object=ref)
+def _accepted(
+    ref: ObjectRef, job_id: uuid.UUID, trace_id: str, facts: GivenFacts | None = None
+) -> Decision:
+    """A job, and its ``queued`` row at once; the shop's facts on both (the row shows them
+    while the card is made, and whatever becomes of it)."""
+    job = ImageJob(job_id=job_id, trace_id=trace_id, object=ref, facts=facts)
     queued = CardResult(
-        job_id=job_id, trace_id=trace_id, object=ref, status=CardStatus.queued, producer="ingest"
+        job_id=job_id,
+        trace_id=trace_id,
+        object=ref,
+        status=CardStatus.queued,
+        facts=facts,
+        producer="ingest",
     )
     return Decision(job, queued)
 
@@ -146,13 +159,14 @@ def decide(record: S3Record, max_bytes: int) -> Decision:
         return Decision(None, None)
     # Any S3 client may write such a key; no worker should read it.  An empty object (a
     # console's folder marker, ``photos/``) is ``empty_object`` whatever its key.
+    facts = record.facts()
     bad_key = key_problem(ref.key) if ref.size != 0 else None
     if bad_key is not None:
-        return _final(ref, job_id, trace_id, CardStatus.rejected, Reason.bad_key, bad_key)
+        return _final(ref, job_id, trace_id, CardStatus.rejected, Reason.bad_key, bad_key, facts)
     problem = classify_upload(ref, max_bytes)
     if isinstance(problem, NeedsSniffing):
-        return Decision(None, None, Sniff(ref, job_id, trace_id, problem.declared))
+        return Decision(None, None, Sniff(ref, job_id, trace_id, problem.declared, facts))
     if problem is not None:
         reason, detail = problem
-        return _final(ref, job_id, trace_id, CardStatus.rejected, reason, detail)
-    return _accepted(ref, job_id, trace_id)
+        return _final(ref, job_id, trace_id, CardStatus.rejected, reason, detail, facts)
+    return _accepted(ref, job_id, trace_id, facts)

@@ -25,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from schemas.api import CardView, ReviewEvent
 from schemas.card import ProductCard
+from schemas.facts import GivenFacts
 from schemas.messages import Checks, ImageJob, ObjectRef
 from schemas.taxonomy import Taxonomy
 from services.inference.image.preprocess import ImageLimits
@@ -88,6 +89,7 @@ def card_view(row: dict[str, Any], events: list[dict[str, Any]] | None = None) -
         edited_fields=changed_fields(model, current) if model and current else [],
         changed_since_approval=since,
         checks=Checks.model_validate(row["checks"]) if row.get("checks") else None,
+        facts=GivenFacts.model_validate(row["facts"]) if row.get("facts") else None,
         model_id=row.get("model_id"),
         prompt_version=row.get("prompt_version"),
         updated_at=row.get("updated_at"),
@@ -184,7 +186,8 @@ class Desk:
             row = await listing.object_row(conn, bucket, key)
         if row is None:
             raise LookupError(f"no row for {bucket}/{key}")
-        job = ImageJob.reprocess(ObjectRef.from_row(row))
+        facts = GivenFacts.model_validate(row["facts"]) if row.get("facts") else None
+        job = ImageJob.reprocess(ObjectRef.from_row(row), facts)
         await asyncio.wait_for(self.producer_ready.wait(), 15)
         await self.producer.send_and_wait(
             self.settings.topic_jobs, key=job.object.message_key, value=encode(job)

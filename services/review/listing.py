@@ -159,7 +159,7 @@ LIST_COLUMNS = sql.SQL(
 FULL_COLUMNS = sql.SQL(
     "bucket, object_key, version_id, etag, size_bytes, content_type, sequencer, event_time, "
     "status, reason, detail, card, edited_card, approved_card, review_state, reviewed_by, "
-    "reviewed_at, review_note, review_rev, checks, model_id, prompt_version, updated_at"
+    "reviewed_at, review_note, review_rev, checks, model_id, prompt_version, updated_at, facts"
 )
 
 
@@ -211,12 +211,14 @@ async def matching_keys(
 CARD_QUERY = """
 SELECT bucket, object_key, version_id, etag, size_bytes, content_type, sequencer, event_time,
        status, reason, detail, card, edited_card, approved_card, review_state, reviewed_by,
-       reviewed_at, review_note, review_rev, checks, model_id, prompt_version, updated_at
+       reviewed_at, review_note, review_rev, checks, model_id, prompt_version, updated_at,
+       facts
 FROM product_cards WHERE bucket = %s AND object_key = %s
 """
 
 OBJECT_QUERY = """
-SELECT bucket, object_key, version_id, etag, size_bytes, content_type, sequencer, event_time
+SELECT bucket, object_key, version_id, etag, size_bytes, content_type, sequencer, event_time,
+       facts
 FROM product_cards WHERE bucket = %s AND object_key = %s
 """
 

@@ -362,6 +362,8 @@ async def _card_page(
         next_url=card_url(*after, params) if after else None,
         can_review=session.user.can(Role.reviewer),
         colour=view.checks.colour if view.checks else None,
+        facts=view.facts,
+        bound=view.checks.facts if view.checks else None,
     )
 
 

@@ -22,14 +22,15 @@ INSERT INTO product_cards (
     status, status_rank, product_name, category_standard, description_long, color_primary,
     features_list, card, reason, detail, model_id, prompt_version, attempts, timings,
     job_id, trace_id, produced_at, category_path, category_id, attributes, color_estimate,
-    color_distance, checks
+    color_distance, checks, sku, brand, gtin, facts
 ) VALUES (
     %(bucket)s, %(object_key)s, %(version_id)s, %(etag)s, %(size_bytes)s, %(content_type)s,
     %(sequencer)s, %(event_time)s, %(status)s, %(status_rank)s, %(product_name)s,
     %(category_standard)s, %(description_long)s, %(color_primary)s, %(features_list)s,
     %(card)s, %(reason)s, %(detail)s, %(model_id)s, %(prompt_version)s, %(attempts)s,
     %(timings)s, %(job_id)s, %(trace_id)s, %(produced_at)s, %(category_path)s, %(category_id)s,
-    %(attributes)s, %(color_estimate)s, %(color_distance)s, %(checks)s
+    %(attributes)s, %(color_estimate)s, %(color_distance)s, %(checks)s, %(sku)s, %(brand)s,
+    %(gtin)s, %(facts)s
 )
 ON CONFLICT (bucket, object_key) DO UPDATE SET
     version_id = EXCLUDED.version_id,
@@ -61,6 +62,16 @@ ON CONFLICT (bucket, object_key) DO UPDATE SET
     color_estimate = EXCLUDED.color_estimate,
     color_distance = EXCLUDED.color_distance,
     checks = EXCLUDED.checks,
+    -- the facts belong to the upload: a result of the same event without them (a dead
+    -- letter's, an older producer's) keeps them; a new version replaces them, none or not
+    sku = CASE WHEN EXCLUDED.sequencer = product_cards.sequencer
+        THEN COALESCE(EXCLUDED.sku, product_cards.sku) ELSE EXCLUDED.sku END,
+    brand = CASE WHEN EXCLUDED.sequencer = product_cards.sequencer
+        THEN COALESCE(EXCLUDED.brand, product_cards.brand) ELSE EXCLUDED.brand END,
+    gtin = CASE WHEN EXCLUDED.sequencer = product_cards.sequencer
+        THEN COALESCE(EXCLUDED.gtin, product_cards.gtin) ELSE EXCLUDED.gtin END,
+    facts = CASE WHEN EXCLUDED.sequencer = product_cards.sequencer
+        THEN COALESCE(EXCLUDED.facts, product_cards.facts) ELSE EXCLUDED.facts END,
     results_applied = product_cards.results_applied + 1,
     updated_at = now()
 WHERE (EXCLUDED.sequencer, EXCLUDED.status_rank, EXCLUDED.produced_at)
@@ -71,6 +82,7 @@ WHERE (EXCLUDED.sequencer, EXCLUDED.status_rank, EXCLUDED.produced_at)
 def row(result: CardResult) -> dict[str, Any]:
     o, card = result.object, result.card
     colour = result.checks.colour if result.checks else None
+    facts = result.facts.facts if result.facts else None
     return {
         "bucket": o.bucket,
         "object_key": o.key,
@@ -103,6 +115,10 @@ def row(result: CardResult) -> dict[str, Any]:
         "color_estimate": colour.estimate if colour else None,
         "color_distance": colour.distance if colour else None,
         "checks": Jsonb(result.checks.model_dump(exclude_none=True)) if result.checks else None,
+        "sku": facts.sku if facts else None,
+        "brand": facts.brand if facts else None,
+        "gtin": facts.gtin if facts else None,
+        "facts": Jsonb(result.facts.model_dump(exclude_defaults=True)) if result.facts else None,
     }
 
 

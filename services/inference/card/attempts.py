@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from schemas.card import ProductCard
+from schemas.facts import ProductFacts
 from schemas.language import LanguageProfile
 from schemas.messages import Checks, ColourCheck, Timings
 from schemas.reasons import Reason
 from services.inference.card.checks import CheckFailure, check_card
 from services.inference.card.errors import AttemptFailure, GenerationError, SemanticCheckFailed
+from services.inference.card.facts import fact_failures
 from services.inference.card.outcome import CardOutcome
 from services.inference.card.prompt import Prompt
 
@@ -63,6 +65,8 @@ class AttemptRules:
     model_id: str
     card_type: type[ProductCard]
     """Validates the card again where the colour policy replaces its colour."""
+    facts: ProductFacts | None = None
+    """The shop's facts the card must not contradict (``facts.fact_failures``)."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,10 @@ class AttemptPolicy:
     def check(self, card: ProductCard) -> list[CheckFailure]:
         """The content rules ``card`` breaks (``checks.check_card``, under these rules)."""
         r = self.rules
-        return check_card(card, r.profile, r.min_words, language=r.language, prompt=r.instructions)
+        broken = check_card(
+            card, r.profile, r.min_words, language=r.language, prompt=r.instructions
+        )
+        return broken + fact_failures(card, r.facts, r.profile)
 
     def decide(self, timings: Timings, result: Parsed | GenerationError) -> Decision:
         """The next step after an attempt that cost ``timings`` and gave ``result``: a card,

@@ -26,8 +26,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.card import ProductCard, generation_schema, parse_generated
+from schemas.facts import ProductFacts
 from schemas.language import LanguageProfile
-from schemas.messages import Timings
+from schemas.messages import Checks, Timings
+from schemas.taxonomy import Taxonomy
 from services.inference.card.attempts import (
     AttemptPolicy,
     AttemptRules,
@@ -45,8 +47,11 @@ from services.inference.card.errors import (
     TruncatedOutput,
     decode_failure,
 )
+from services.inference.card.facts import Binding, bind, facts_check, with_identifiers
 from services.inference.card.outcome import CardOutcome, RawGeneration
 from services.inference.card.prompt import Prompt
+from services.inference.engine.decoding import GuidanceGrammar
+from services.inference.engine.fact_grammars import Constraint, FactGrammars
 from services.inference.engine.model_files import ModelFiles
 from services.inference.engine.native import on_native_thread
 from services.inference.engine.opener import open_model
@@ -134,6 +139,8 @@ class CardEngine:
         self.guidance = opened.grammars.guidance
         self.decoder = opened.grammars.decoder
         """Takes over sampling after the handler's prefill (llguidance backend)."""
+        self.fact_grammars = FactGrammars(self.llm, self.guidance, self.grammar)
+        """The grammars a card's facts force (``card/facts.py``), compiled once per variant."""
         self.slots = opened.slots
         self._resources = opened.resources
         """Closes the slots, then the model (:meth:`close`)."""
@@ -174,18 +181,24 @@ class CardEngine:
         retry_problems: list[str] | None = None,
         deadline: float | None = None,
         lease: SlotLease | None = None,
+        facts: ProductFacts | None = None,
+        constraint: Constraint | None = None,
     ) -> RawGeneration:
         """One constrained generation for one image, by ``deadline`` (``time.monotonic()``);
         no validation.  ``EngineClosed`` once the engine is closing, however it ended.
 
         Within a ``lease`` (the batched engine's hold on a slot for one card's attempts) a
-        retry keeps the image the slot already evaluated."""
+        retry keeps the image the slot already evaluated.  ``facts`` are quoted after the
+        image; ``constraint`` is the grammar they force (``fact_grammars.py``)."""
         self._refuse_if_closing()
-        messages = self.prompt.messages(image.data_uri(), retry_problems)
+        messages = self.prompt.messages(image.data_uri(), retry_problems, facts)
+        constraint = constraint or self.fact_grammars.base
         try:
             if self.slots is not None:
-                return self._generate_in_slot(messages, seed, deadline, image.key, lease)
-            return on_native_thread(self._generate_alone, messages, seed, deadline)
+                return self._generate_in_slot(
+                    messages, seed, deadline, image.key, lease, constraint.guidance
+                )
+            return on_native_thread(self._generate_alone, messages, seed, deadline, constraint)
         except CardError as exc:
             if self._closing and not isinstance(exc, EngineClosed):
                 # aborted by the close (it stops the clock): not the image's budget or fault
@@ -212,7 +225,7 @@ class CardEngine:
             raise EngineClosed("the engine is closed: no card is made")
 
     def _generate_alone(
-        self, messages: list[Any], seed: int, deadline: float | None
+        self, messages: list[Any], seed: int, deadline: float | None, constraint: Constraint
     ) -> RawGeneration:
         if self._closed:  # queued on the llama.cpp thread behind the close: the model is gone
             raise EngineClosed("the engine is closed: no card is made")
@@ -221,9 +234,11 @@ class CardEngine:
         self._mtmd.image_s = 0.0
         started = time.perf_counter()
         self.llm.decoder = self.decoder
+        if self.decoder is not None:
+            self.decoder.variant = constraint.guidance
         try:
             response: Any = self.llm.create_chat_completion(
-                messages=messages, grammar=self.grammar, **self._sampling(seed)
+                messages=messages, grammar=constraint.grammar, **self._sampling(seed)
             )
         except (ValueError, RuntimeError) as exc:
             raise decode_failure(
@@ -231,6 +246,8 @@ class CardEngine:
             ) from exc
         finally:
             self.llm.decoder = None
+            if self.decoder is not None:
+                self.decoder.variant = None
             self.clock.deadline = None
         finished = time.perf_counter()
         prefill_s = self.llm.prefill_done_at - started
@@ -268,6 +285,7 @@ class CardEngine:
         deadline: float | None,
         image_key: str,
         lease: SlotLease | None,
+        grammar: GuidanceGrammar | None = None,
     ) -> RawGeneration:
         assert self.slots is not None
         s = self.settings
@@ -277,6 +295,7 @@ class CardEngine:
             deadline=deadline,
             budget_s=s.job_timeout_s,
             image_key=image_key,
+            grammar=grammar,
         )
         decoded = generation.decoded
         timings = Timings(
@@ -310,21 +329,41 @@ class CardEngine:
 
     # -- the whole path ---------------------------------------------------------------------
 
-    def card_for_image(self, image: PreparedImage, *, seed: int | None = None) -> CardOutcome:
-        """Generate, parse and check, retrying within the budget; raises ``GenerationError``."""
+    def card_for_image(
+        self,
+        image: PreparedImage,
+        *,
+        seed: int | None = None,
+        facts: ProductFacts | None = None,
+    ) -> CardOutcome:
+        """Generate, parse and check, retrying within the budget; raises ``GenerationError``.
+        The shop's ``facts`` bind the card (``card/facts.py``)."""
         budget = self.settings.job_timeout_s
         deadline = time.monotonic() + budget if budget > 0 else None
-        return self._card_with_retries(image, seed, deadline)
+        binding = bind(facts, self.schema, self.tree, self.settings.profile)
+        outcome = self._card_with_retries(image, seed, deadline, binding)
+        record = facts_check(binding, outcome.card)
+        if record is not None:
+            outcome.checks = (outcome.checks or Checks()).model_copy(update={"facts": record})
+        return outcome
+
+    @property
+    def tree(self) -> Taxonomy:
+        tree = self.card_type.taxonomy
+        assert tree is not None  # a configured card type (settings.card_type) has its tree
+        return tree
 
     def _card_with_retries(
-        self, image: PreparedImage, seed: int | None, deadline: float | None
+        self, image: PreparedImage, seed: int | None, deadline: float | None, binding: Binding
     ) -> CardOutcome:
         """Generate and parse until the retry policy keeps a card or gives up."""
         policy = AttemptPolicy(
-            self._attempt_rules(),
+            self._attempt_rules(binding),
             base_seed=self.settings.seed if seed is None else seed,
             preprocess_ms=image.preprocess_ms,
         )
+        facts = binding.facts if not binding.facts.empty else None
+        constraint = self.fact_grammars.for_binding(binding)
         pixels = _PixelColour(image, self.settings.profile)
         decision: Decision = policy.first()
         with contextlib.ExitStack() as stack:
@@ -338,18 +377,24 @@ class CardEngine:
                     retry_problems=decision.problems,
                     deadline=deadline,
                     lease=lease,
+                    facts=facts,
+                    constraint=constraint,
                 )
-                decision = policy.decide(raw.timings, self._judge(raw, policy, pixels))
+                decision = policy.decide(raw.timings, self._judge(raw, policy, pixels, facts))
         if isinstance(decision, Fail):
             raise decision.error
         return decision.outcome
 
-    def _attempt_rules(self) -> AttemptRules:
-        """Read per image: the settings are the engine's, but tests swap them between cards."""
+    def _attempt_rules(self, binding: Binding) -> AttemptRules:
+        """Read per image: the settings are the engine's, but tests swap them between cards.
+        A colour the shop gave is forced: the pixels may flag it, never replace or retry it."""
         s = self.settings
+        colour = s.colour_check
+        if "color_primary" in binding.forced and colour in ("retry", "replace"):
+            colour = "flag"
         return AttemptRules(
             max_attempts=s.max_attempts,
-            colour=s.colour_check,
+            colour=colour,
             profile=s.profile,
             min_words=s.min_description_words,
             language=s.language_check,
@@ -357,15 +402,21 @@ class CardEngine:
             prompt=self.prompt,
             model_id=self.model_id,
             card_type=self.card_type,
+            facts=binding.facts if not binding.facts.empty else None,
         )
 
     def _judge(
-        self, raw: RawGeneration, policy: AttemptPolicy, pixels: _PixelColour
+        self,
+        raw: RawGeneration,
+        policy: AttemptPolicy,
+        pixels: _PixelColour,
+        facts: ProductFacts | None,
     ) -> Parsed | GenerationError:
-        """One attempt's outcome as the policy reads it; the pixels are asked about the colour
-        only for a card that broke no rule (the estimate costs milliseconds)."""
+        """One attempt's outcome as the policy reads it (the card carrying the shop's
+        identifiers); the pixels are asked about the colour only for a card that broke no rule
+        (the estimate costs milliseconds)."""
         try:
-            card = self.parse(raw)
+            card = with_identifiers(self.parse(raw), facts)
         except GenerationError as exc:
             return exc
         broken = policy.check(card)
@@ -376,9 +427,11 @@ class CardEngine:
     def prepare(self, data: bytes) -> PreparedImage:
         return prepare_image(data, self.encoder_input, self.limits, adapt=self.settings.adapt_mode)
 
-    def card_for_bytes(self, data: bytes, *, seed: int | None = None) -> CardOutcome:
+    def card_for_bytes(
+        self, data: bytes, *, seed: int | None = None, facts: ProductFacts | None = None
+    ) -> CardOutcome:
         self._refuse_if_closing()
-        return self.card_for_image(self.prepare(data), seed=seed)
+        return self.card_for_image(self.prepare(data), seed=seed, facts=facts)
 
     @property
     def closed(self) -> bool:

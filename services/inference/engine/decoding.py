@@ -64,12 +64,18 @@ NEG_INF = np.float32(-np.inf)
 class GuidanceGrammar:
     """The card schema compiled for llguidance against one model's vocabulary, once."""
 
-    def __init__(self, schema: dict[str, Any], llm: Llama) -> None:
+    def __init__(
+        self, schema: dict[str, Any], llm: Llama, tokenizer: LLTokenizer | None = None
+    ) -> None:
+        """``tokenizer``: another grammar's, for a variant of the schema (a card's facts
+        forcing values, ``card/facts.py``): building it from the vocabulary is the slow part."""
         vocab = llm._model.vocab
         try:
-            with warnings.catch_warnings():  # it calls a deprecated alias once per token
-                warnings.simplefilter("ignore", DeprecationWarning)
-                self.tokenizer: LLTokenizer = lltokenizer_from_vocab(vocab)
+            if tokenizer is None:
+                with warnings.catch_warnings():  # it calls a deprecated alias once per token
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    tokenizer = lltokenizer_from_vocab(vocab)
+            self.tokenizer: LLTokenizer = tokenizer
             self.grammar = LLMatcher.grammar_from_json_schema(schema, overrides=JSON_OPTIONS)
         except (ValueError, RuntimeError) as exc:
             raise GrammarError(f"llguidance cannot compile the card schema: {exc}") from exc
@@ -95,6 +101,12 @@ class GuidanceGrammar:
     def matcher(self) -> LLMatcher:
         """A matcher at the start of the grammar (a copy: no recompilation per card)."""
         return self._initial.deep_copy()
+
+    def variant(self, schema: dict[str, Any], llm: Llama) -> GuidanceGrammar:
+        """Another schema compiled against the same vocabulary (its tokenizer shared)."""
+        variant = GuidanceGrammar(schema, llm, self.tokenizer)
+        variant._pieces = self._pieces
+        return variant
 
 
 @dataclass
@@ -344,6 +356,9 @@ class Decoder:
             assert grammar is not None
             self._quotes = quote_tokens(grammar.pieces())
             self._quote_bits = self.masks.bits(self._quotes)
+        self.variant: GuidanceGrammar | None = None
+        """Set by the engine's one-at-a-time path for one call (on the llama.cpp thread, so one
+        call at a time): the grammar variant that call's facts force (:meth:`run`)."""
         self.shortlist = True
         """Sample from the top-k shortlist where the chain allows it (``shortlist.py``); off,
         every step hands llama.cpp the whole vocabulary (the benchmark's and tests' control)."""
@@ -352,9 +367,12 @@ class Decoder:
         if grammar is not None and dry is not None and dry.multiplier > 0:
             self.norepeat = NoRepeat(dry, breaker_tokens(grammar.pieces()))
 
-    def sequence(self, sampling: Sampling, budget: int) -> Sequence:
+    def sequence(
+        self, sampling: Sampling, budget: int, grammar: GuidanceGrammar | None = None
+    ) -> Sequence:
         """A new generation's state: its own matcher, sampler chain (seeded), penalties and
-        word counters, for at most ``budget`` output tokens."""
+        word counters, for at most ``budget`` output tokens; ``grammar``: a variant of the
+        decoder's for this generation (the shop's facts forcing values), same vocabulary."""
         llm = self.llm
         # the seed rule of Llama.create_completion: explicit, else drawn from the previous one
         seed = sampling.seed
@@ -397,7 +415,7 @@ class Decoder:
             )
         ):
             shortlist = Shortlist(sampling.top_k)
-        return Sequence(self, sampler, penalties, budget, words, shortlist)
+        return Sequence(self, sampler, penalties, budget, words, shortlist, grammar)
 
     def run(self, *, prompt: list[int], max_tokens: int | None, **rest: Any) -> Decoded:
         """Generate at the end of ``llm``'s one sequence, which holds ``prompt`` evaluated."""
@@ -416,7 +434,7 @@ class Decoder:
             llm.n_tokens -= 1
             llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
             self._eval([int(llm.input_ids[llm.n_tokens])])
-        sequence = self.sequence(sampling, budget)
+        sequence = self.sequence(sampling, budget, self.variant)
         try:
             ctx = llm._ctx.ctx
             step = sequence.opening()
@@ -462,6 +480,7 @@ class Sequence:
         budget: int,
         words: list[WordMinimum],
         shortlist: Shortlist | None = None,
+        grammar: GuidanceGrammar | None = None,
     ) -> None:
         self.decoder = decoder
         self.shortlist = shortlist
@@ -469,7 +488,7 @@ class Sequence:
         self.smpl = sampler.sampler
         self.penalties = penalties
         self.budget = budget
-        grammar = decoder.grammar
+        grammar = grammar or decoder.grammar
         self.matcher = grammar.matcher() if grammar is not None else None
         self.piece = grammar.tokenizer.decode_bytes if grammar is not None else None
         self.words = words

@@ -56,7 +56,13 @@ from services.inference.card.errors import (
     JobTimeout,
     decode_failure,
 )
-from services.inference.engine.decoding import Decoded, Decoder, Sampling, Sequence
+from services.inference.engine.decoding import (
+    Decoded,
+    Decoder,
+    GuidanceGrammar,
+    Sampling,
+    Sequence,
+)
 from services.inference.engine.native import NATIVE_THREAD, on_native_thread, submit_native
 from services.inference.engine.prompt_cache import SharedPrefix
 from services.inference.engine.slot_view import SlotView, TokenBatch
@@ -106,6 +112,7 @@ class _Request:
     budget_s: float
     image_key: str | None = None
     lease: SlotLease | None = None
+    grammar: GuidanceGrammar | None = None
     future: Future[Generation] = field(default_factory=Future)
     queued_at: float = field(default_factory=time.perf_counter)
 
@@ -132,9 +139,16 @@ class SlotLease:
         deadline: float | None,
         budget_s: float,
         image_key: str | None,
+        grammar: GuidanceGrammar | None = None,
     ) -> Generation:
         return self._engine.generate(
-            messages, call, deadline=deadline, budget_s=budget_s, image_key=image_key, lease=self
+            messages,
+            call,
+            deadline=deadline,
+            budget_s=budget_s,
+            image_key=image_key,
+            lease=self,
+            grammar=grammar,
         )
 
     def close(self) -> None:
@@ -231,11 +245,14 @@ class SlotEngine:
         budget_s: float,
         image_key: str | None = None,
         lease: SlotLease | None = None,
+        grammar: GuidanceGrammar | None = None,
     ) -> Generation:
         """Queue one generation and wait for it; raises the ``CardError`` it ended with.
 
         ``image_key`` names the image in ``messages`` (a digest of its bytes): within a
         ``lease`` a retry with the same key keeps the image the slot's cells hold.
+        ``grammar``: a variant of the decoder's grammar for this generation (facts forcing
+        values); the decoder's own when None.
 
         Refused on the llama.cpp thread: the ticks that decode the request run there, so a call
         from it would wait on a tick queued behind itself, forever."""
@@ -244,7 +261,7 @@ class SlotEngine:
                 "SlotEngine.generate was called on the llama.cpp thread, which decodes the "
                 "slots: it would wait for itself; call it from another thread"
             )
-        request = _Request(messages, call, deadline, budget_s, image_key, lease)
+        request = _Request(messages, call, deadline, budget_s, image_key, lease, grammar)
         with self._lock:
             if self._closing:
                 raise EngineClosed("the engine is closed: no generation starts")
@@ -418,7 +435,9 @@ class SlotEngine:
                 timed_out=False,
                 budget_s=request.budget_s,
             )
-        sequence = self.decoder.sequence(Sampling.from_completion_kwargs(completion), budget)
+        sequence = self.decoder.sequence(
+            Sampling.from_completion_kwargs(completion), budget, request.grammar
+        )
         slot.sequence = sequence
         slot.pending = view.take_deferred()
         slot.prompting = bool(slot.pending)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from schemas.facts import ProductFacts
 from services.inference.card.outcome import CardOutcome
 from services.inference.card.prompt import Prompt
 from services.inference.settings import EngineSettings
@@ -31,8 +32,11 @@ class Engine(Protocol):
     """Cards it makes at once: how many threads may be in :meth:`card_for_bytes` together
     (the worker keeps that many jobs in flight)."""
 
-    def card_for_bytes(self, data: bytes, *, seed: int | None = None) -> CardOutcome:
-        """A checked card, or a ``CardError`` with a stable reason; thread-safe."""
+    def card_for_bytes(
+        self, data: bytes, *, seed: int | None = None, facts: ProductFacts | None = None
+    ) -> CardOutcome:
+        """A checked card, or a ``CardError`` with a stable reason; thread-safe.  ``facts``:
+        what the shop said about the product (``schemas/facts.py``), which binds the card."""
         ...
 
     def describe(self) -> dict[str, Any]:

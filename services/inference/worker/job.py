@@ -19,6 +19,7 @@ from minio import Minio
 from minio.error import S3Error
 from urllib3.exceptions import HTTPError
 
+from schemas.facts import ProductFacts
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef
 from schemas.reasons import Reason
 from services.inference import metrics
@@ -99,12 +100,14 @@ class JobHandler:
                 self._idle.wait(left)
             return self._calls
 
-    def _card(self, data: bytes) -> CardOutcome:
+    def _card(self, data: bytes, facts: ProductFacts | None) -> CardOutcome:
         """The engine call, in its thread, counted while it runs."""
         with self._idle:
             self._calls += 1
         try:
-            return self.engine.card_for_bytes(data)
+            if facts is None:  # an engine that predates facts (a stand-in) takes none
+                return self.engine.card_for_bytes(data)
+            return self.engine.card_for_bytes(data, facts=facts)
         finally:
             with self._idle:
                 self._calls -= 1
@@ -134,8 +137,9 @@ class JobHandler:
         fetch_ms = _ms_since(started)
         metrics.STAGE_SECONDS.labels("fetch").observe(fetch_ms / 1000)
         try:
+            facts = job.facts.facts if job.facts and not job.facts.facts.empty else None
             outcome = await asyncio.get_running_loop().run_in_executor(
-                self._threads, self._card, data
+                self._threads, self._card, data, facts
             )
         except EngineClosed:
             raise  # the worker is stopping: no result for this job, which is redelivered

@@ -20,6 +20,7 @@ def done(job: ImageJob, outcome: CardOutcome, fetch_ms: float, total_ms: float) 
         attempts=outcome.attempts,
         timings=outcome.timings.model_copy(update={"fetch_ms": fetch_ms, "total_ms": total_ms}),
         checks=outcome.checks,
+        facts=job.facts,
         producer="inference",
     )
 
@@ -50,6 +51,7 @@ def not_done(
         timings=(spent or Timings()).model_copy(
             update={"fetch_ms": fetch_ms, "total_ms": total_ms}
         ),
+        facts=job.facts,
         producer="inference",
     )
 
