@@ -172,18 +172,22 @@ def _one(name: str, value: str) -> tuple[str, str | None]:
 
 
 def facts_from_metadata(metadata: Mapping[str, Any] | None) -> GivenFacts:
-    """The facts in an object's user metadata (MinIO's ``userMetadata``, or a plain mapping
-    of names to values as a form or a manifest gives them); never raises: what cannot be used
-    is listed as a problem."""
+    """The facts in an object's user metadata (MinIO's ``userMetadata``, a HEAD's headers),
+    or in a plain mapping of names to values as a form or a manifest gives them; never raises:
+    what cannot be used is listed as a problem."""
     core: dict[str, str] = {}
     attributes: dict[str, str] = {}
     problems: list[FactProblem] = []
-    for raw_name, raw_value in (metadata or {}).items():
+    items = list((metadata or {}).items())
+    # headers (a notification's userMetadata, a HEAD's): only the X-Amz-Meta-* ones are the
+    # user's; a plain mapping (a form, a manifest) is all facts
+    headers = any(str(k).strip().lower().startswith(META_PREFIX) for k, _ in items)
+    for raw_name, raw_value in items:
         name = str(raw_name).strip().lower()
         if name.startswith(META_PREFIX):
             name = name[len(META_PREFIX) :]
-        elif "-" in name and not name.startswith("attr"):
-            continue  # a standard header MinIO lists beside the user's (content-type, ...)
+        elif headers or name == "content-type":
+            continue  # a standard header beside the user's (content-type, date, etag, ...)
         name = name.removeprefix("attr-").removeprefix("attr_").replace("-", "_")
         name = ALIASES.get(name, name)
         label = name[:60] or "?"

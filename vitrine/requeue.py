@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from schemas.facts import GivenFacts, facts_from_metadata
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef
 from services.runtime.kafka import encode, make_producer, with_retry
 from services.runtime.s3 import make_minio
@@ -69,19 +70,43 @@ class Selection:
         )
 
 
-def select_objects(settings: RequeueSettings, selection: Selection) -> list[ObjectRef]:
+@dataclass(frozen=True)
+class Target:
+    """One object to send through again, with the shop's facts its upload carried (the new
+    card is bound to them as the first was)."""
+
+    ref: ObjectRef
+    facts: GivenFacts | None = None
+
+    @property
+    def bucket(self) -> str:
+        return self.ref.bucket
+
+    @property
+    def key(self) -> str:
+        return self.ref.key
+
+
+def select_objects(settings: RequeueSettings, selection: Selection) -> list[Target]:
     where, params = selection.where()
     query = sql.SQL(
         "SELECT bucket, object_key, version_id, etag, size_bytes, content_type, sequencer, "
-        "event_time FROM product_cards WHERE {} ORDER BY bucket, object_key"
+        "event_time, facts FROM product_cards WHERE {} ORDER BY bucket, object_key"
     ).format(where)
     with psycopg.connect(settings.pg_dsn.get_secret_value(), row_factory=dict_row) as conn:
         found = conn.execute(query, params).fetchall()
-    return [ObjectRef.from_row(row) for row in found]
+    return [
+        Target(
+            ObjectRef.from_row(row),
+            GivenFacts.model_validate(row["facts"]) if row.get("facts") else None,
+        )
+        for row in found
+    ]
 
 
-def missing_objects(settings: RequeueSettings, bucket: str, prefix: str | None) -> list[ObjectRef]:
-    """Objects in the bucket that have no row at all."""
+def missing_objects(settings: RequeueSettings, bucket: str, prefix: str | None) -> list[Target]:
+    """Objects in the bucket that have no row at all, with the facts of their user metadata
+    (MinIO lists it with the objects: no request per object)."""
     client = make_minio(settings)
     with psycopg.connect(settings.pg_dsn.get_secret_value()) as conn:
         known = {
@@ -91,28 +116,31 @@ def missing_objects(settings: RequeueSettings, bucket: str, prefix: str | None) 
             )
         }
     refs = []
-    for obj in client.list_objects(bucket, prefix=prefix or None, recursive=True):
+    listing = client.list_objects(
+        bucket, prefix=prefix or None, recursive=True, include_user_meta=True
+    )
+    for obj in listing:
         if obj.is_dir or obj.object_name in known or obj.object_name is None:
             continue
         modified: datetime = obj.last_modified
-        refs.append(
-            ObjectRef(
-                bucket=bucket,
-                key=obj.object_name,
-                version_id=obj.version_id,
-                etag=(obj.etag or "").strip('"') or None,
-                size=obj.size,
-                content_type=obj.content_type,
-                event_time=modified,
-                sequencer=format(int(modified.timestamp() * 1_000_000_000), "X"),
-            )
+        given = facts_from_metadata(obj.metadata or {})
+        ref = ObjectRef(
+            bucket=bucket,
+            key=obj.object_name,
+            version_id=obj.version_id,
+            etag=(obj.etag or "").strip('"') or None,
+            size=obj.size,
+            content_type=obj.content_type,
+            event_time=modified,
+            sequencer=format(int(modified.timestamp() * 1_000_000_000), "X"),
         )
+        refs.append(Target(ref, None if given.facts.empty and not given.problems else given))
     return refs
 
 
 async def enqueue(
     settings: RequeueSettings,
-    refs: Iterable[ObjectRef],
+    refs: Iterable[ObjectRef | Target],
     *,
     with_queued_row: bool,
     progress: Callable[[], None] = lambda: None,
@@ -122,14 +150,18 @@ async def enqueue(
     await with_retry("producer.start", producer.start)
     sent = 0
     try:
-        for ref in refs:
-            job = ImageJob.reprocess(ref)
+        for target in refs:
+            ref, facts = (
+                (target.ref, target.facts) if isinstance(target, Target) else (target, None)
+            )
+            job = ImageJob.reprocess(ref, facts)
             if with_queued_row:
                 queued = CardResult(
                     job_id=job.job_id,
                     trace_id=job.trace_id,
                     object=ref,
                     status=CardStatus.queued,
+                    facts=facts,
                     producer="reprocess",
                 )
                 await producer.send(
@@ -146,7 +178,7 @@ async def enqueue(
 
 def run_enqueue(
     settings: RequeueSettings,
-    refs: list[ObjectRef],
+    refs: Sequence[ObjectRef | Target],
     *,
     with_queued_row: bool,
     progress: Callable[[], None] = lambda: None,

@@ -60,6 +60,15 @@ def _refusal(exc: Exception) -> ApiProblem:
     raise exc
 
 
+FACT_DOCS = {
+    "sku": "The shop's SKU (copied onto the card).",
+    "brand": "The brand (copied; the name carries it).",
+    "gtin": "GTIN/EAN, 8-14 digits with a valid check digit (copied).",
+    "title": "The shop's working title (a hint for the name).",
+    "cor": "The product's colour (forced on the card).",
+}
+"""The shop's facts an upload may carry (schemas/facts.py); a bad one is a 422."""
+
 UPLOAD_FORM = {
     "requestBody": {
         "required": True,
@@ -83,6 +92,14 @@ UPLOAD_FORM = {
                             "default": "uploads",
                             "description": "Prefix of a generated key.",
                         },
+                        **{
+                            name: {"type": "string", "description": what}
+                            for name, what in FACT_DOCS.items()
+                        },
+                    },
+                    "additionalProperties": {
+                        "type": "string",
+                        "description": "attr.<name>: a category attribute (material=couro).",
                     },
                 }
             }

@@ -163,13 +163,15 @@ class Desk:
     async def upload(
         self, received: upload_rules.Received, key: str | None, prefix: str
     ) -> upload_rules.Stored:
-        """Check a received photo against ingest's limits and its key against ingest's key
-        rule, and put it into the bucket with the put-only user; a key that exists is refused
-        (409) by the bucket itself, never overwritten (:func:`uploads.store`)."""
+        """Check a received photo against ingest's limits, its key against ingest's key rule
+        and its facts against their rules, and put it into the bucket with the put-only user,
+        the facts as its user metadata; a key that exists is refused (409) by the bucket
+        itself, never overwritten (:func:`uploads.store`)."""
         limit = self.settings.image_max_bytes
         content_type = upload_rules.check(
             received.data, received.content_type, received.filename, limit
         )
+        facts = upload_rules.facts_of(received.fields)
         object_key = upload_rules.object_key(received.filename, prefix, key)
         return await asyncio.to_thread(
             upload_rules.store,
@@ -178,6 +180,7 @@ class Desk:
             object_key,
             received.data,
             content_type,
+            facts,
         )
 
     async def enqueue_regeneration(self, bucket: str, key: str) -> None:

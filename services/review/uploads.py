@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.header import Header
 from pathlib import PurePosixPath
 
 from minio import Minio
@@ -23,6 +24,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
+from schemas.facts import facts_from_metadata
 from schemas.messages import ObjectRef
 from services.runtime.object_keys import key_problem, prefix_problem
 from services.runtime.sniff import identify
@@ -64,6 +66,8 @@ REFUSALS = {
     "bad_prefix": "the prefix breaks the key rule (no control characters, no empty, '.' or "
     "'..' segments, no leading '/', at most 1,024 bytes with the date and id).",
     "exists": "an object with this key is already in the bucket.",
+    "invalid_facts": "a fact breaks its rule (sku, brand, gtin with its check digit, title, "
+    "cor, attributes).",
 }
 """Every refusal code an upload can get, with the text the list page shows for it."""
 
@@ -123,7 +127,46 @@ def check(data: bytes, declared_type: str | None, filename: str | None, max_byte
     return MIME.get(found.what, declared_type or "application/octet-stream")
 
 
-def store(client: Minio, bucket: str, key: str, data: bytes, content_type: str) -> Stored:
+FACT_FIELDS = ("sku", "brand", "gtin", "title", "cor")
+"""The form fields that are facts; ``attr.<name>`` fields are category attributes."""
+
+
+def facts_of(fields: dict[str, str]) -> dict[str, str]:
+    """The facts a form gives (empty fields left out), checked by the rules ingest applies to
+    S3 metadata (``schemas/facts.py``): an upload with a bad one is refused (422), naming it,
+    rather than stored with a fact the pipeline would drop."""
+    given = {
+        (name.removeprefix("attr.") if name.startswith("attr.") else name): value.strip()
+        for name, value in fields.items()
+        if (name in FACT_FIELDS or name.startswith("attr.")) and value.strip()
+    }
+    checked = facts_from_metadata(given)
+    if checked.problems:
+        first = checked.problems[0]
+        error = UploadRefused(422, "invalid_facts", f"{first.fact}: {first.detail}")
+        error.fields = {p.fact: p.detail for p in checked.problems}
+        raise error
+    return given
+
+
+def metadata_headers(facts: dict[str, str]) -> dict[str, str]:
+    """The facts as S3 user metadata headers; text that is not ASCII as RFC 2047 words (HTTP
+    headers carry ASCII; ingest decodes them)."""
+    headers = {}
+    for name, value in facts.items():
+        encoded = value if value.isascii() else Header(value, "utf-8").encode(maxlinelen=10**6)
+        headers[f"x-amz-meta-{name}"] = encoded
+    return headers
+
+
+def store(
+    client: Minio,
+    bucket: str,
+    key: str,
+    data: bytes,
+    content_type: str,
+    facts: dict[str, str] | None = None,
+) -> Stored:
     """Write the object only if the bucket has no object of that key (blocking: run in a
     thread).
 
@@ -135,7 +178,11 @@ def store(client: Minio, bucket: str, key: str, data: bytes, content_type: str) 
     upload user too: tests/stack/test_review_inputs.py).  minio-py's ``put_object`` turns
     unknown headers into user metadata, so the single-part PUT is sent with its lower-level
     call; the photo is at most VITRINE_IMAGE_MAX_BYTES, far under the 5 GiB of one part."""
-    headers: DictType = {"Content-Type": content_type, "If-None-Match": "*"}
+    headers: DictType = {
+        "Content-Type": content_type,
+        "If-None-Match": "*",
+        **metadata_headers(facts or {}),
+    }
     try:
         written = client._put_object(bucket, key, data, headers=headers)
     except S3Error as exc:
@@ -178,7 +225,7 @@ async def read_form(request: Request, limit: int) -> Received:
             yield chunk
 
     parser = MultiPartParser(
-        request.headers, capped(), max_files=1, max_fields=8, max_part_size=4096
+        request.headers, capped(), max_files=1, max_fields=32, max_part_size=4096
     )
     try:
         form = await parser.parse()

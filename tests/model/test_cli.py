@@ -115,6 +115,9 @@ def test_card_json_lines_for_several_images_with_one_model_load(tiny_pairs, tmp_
             "description_long",
             "color_primary",
             "features_list",
+            "sku",  # the shop's facts (none given here)
+            "brand",
+            "gtin",
         }
         assert record["timings"]["tokens_per_s"] > 0
         assert default_taxonomy(PT_BR).leaf(record["card"]["category_path"]) is not None

@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from email.header import Header
 from pathlib import Path
 from typing import Any
 
@@ -447,3 +448,55 @@ def test_a_copy_arriving_across_an_ingest_restart_is_still_dropped(pipeline: Pip
     assert asyncio.run(jobs_for_key()) == 2
     recalled = [e for e in ingest.events() if e.get("event") == "ingest.recalled"]
     assert recalled and recalled[-1]["remembered"] >= 1, recalled
+
+
+def test_the_shop_s_facts_in_user_metadata_bind_the_card_and_stay_on_the_row(
+    pipeline: Pipeline,
+) -> None:
+    """``aws s3 cp --metadata sku=...,brand=...`` (boto3 ``Metadata=``): MinIO's notification
+    carries the metadata, ingest puts the facts on the job and the queued row, the worker's
+    grammar forces the brand into the name and the colour, the card carries the ids, and a
+    GTIN with a wrong check digit is dropped with its reason while the card is still made.  A
+    second photo whose shop title the (random-weight) model ignores ends ``failed`` with the
+    check that caught it: a card that contradicts the shop is worse than none."""
+    s3 = s3_client(pipeline.ns.env)
+    bucket = pipeline.ns.bucket
+    facts = {"sku": "PAN-45", "brand": "Tramontina", "gtin": "7891000315508", "cor": "azul"}
+    s3.put_object(
+        Bucket=bucket,
+        Key="shop-42/PAN-45.jpg",
+        Body=jpeg(42),
+        ContentType="image/jpeg",
+        Metadata=facts,
+    )
+    # S3 metadata is ASCII (boto3 refuses anything else): other text goes as RFC 2047 words
+    title = Header("Panela de pressão inox 4,5 litros", "utf-8").encode()
+    titled = {**facts, "sku": "PAN-46", "title": title}
+    s3.put_object(
+        Bucket=bucket,
+        Key="shop-42/PAN-46.jpg",
+        Body=jpeg(43),
+        ContentType="image/jpeg",
+        Metadata=titled,
+    )
+    row = final_row(pipeline, "shop-42/PAN-45.jpg")
+    assert (row["sku"], row["brand"], row["gtin"]) == ("PAN-45", "Tramontina", None)
+    [dropped] = row["facts"]["problems"]
+    assert dropped["fact"] == "gtin" and "should be 7" in dropped["detail"]
+    assert row["status"] == "done", row["detail"]
+    assert "Tramontina" in row["product_name"] and row["color_primary"] == "azul"
+    card = ProductCard.model_validate(row["card"])
+    assert (card.sku, card.brand, card.gtin) == ("PAN-45", "Tramontina", None)
+    assert row["checks"]["facts"]["copied"] == ["sku", "brand"]
+    assert row["checks"]["facts"]["forced"]["color_primary"] == "azul"
+    # the SQL a shop runs: by SKU, by brand
+    by_sku = rows(pipeline.ns.dsn, bucket, "sku = %s", ("PAN-45",))
+    by_brand = rows(pipeline.ns.dsn, bucket, "lower(brand) = lower(%s)", ("TRAMONTINA",))
+    assert [r["object_key"] for r in by_sku] == ["shop-42/PAN-45.jpg"]
+    assert {r["object_key"] for r in by_brand} == {"shop-42/PAN-45.jpg", "shop-42/PAN-46.jpg"}
+    [result] = read_results(pipeline, "shop-42/PAN-45.jpg")
+    assert result.facts is not None and result.facts.facts.sku == "PAN-45"
+    ignored = final_row(pipeline, "shop-42/PAN-46.jpg")
+    assert (ignored["status"], ignored["reason"]) == ("failed", "semantic_check"), ignored
+    assert "shop's title" in ignored["detail"] and ignored["sku"] == "PAN-46"
+    assert ignored["facts"]["facts"]["title"] == "Panela de pressão inox 4,5 litros"

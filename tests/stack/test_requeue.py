@@ -80,7 +80,11 @@ def test_reprocess_regenerates_selected_cards(pipeline: Pipeline) -> None:
     s3 = s3_client(pipeline.ns.env)
     for i in range(2):
         s3.put_object(
-            Bucket=pipeline.ns.bucket, Key=f"r/{i}.jpg", Body=jpeg(i * 50), ContentType="image/jpeg"
+            Bucket=pipeline.ns.bucket,
+            Key=f"r/{i}.jpg",
+            Body=jpeg(i * 50),
+            ContentType="image/jpeg",
+            Metadata={"sku": f"R-{i}"},
         )
     before = wait_for(lambda: (f := finals(pipeline, "r/")) and len(f) == 2 and f, 300, "2 cards")
 
@@ -109,6 +113,7 @@ def test_reprocess_regenerates_selected_cards(pipeline: Pipeline) -> None:
     for key, row in after.items():
         assert row["status"] == "done" and row["sequencer"] == before[key]["sequencer"]
         assert row["results_applied"] == before[key]["results_applied"] + 1
+        assert row["card"]["sku"] == row["sku"] == f"R-{key[2]}"  # the facts went back too
 
 
 def test_reprocess_needs_a_selection(pipeline: Pipeline) -> None:
@@ -125,7 +130,11 @@ def test_backfill_enqueues_objects_that_predate_the_notification(pipeline: Pipel
         s3 = s3_client(pipeline.ns.env)
         for i in range(2):
             s3.put_object(
-                Bucket=bucket, Key=f"old/{i}.jpg", Body=jpeg(100 + i), ContentType="image/jpeg"
+                Bucket=bucket,
+                Key=f"old/{i}.jpg",
+                Body=jpeg(100 + i),
+                ContentType="image/jpeg",
+                Metadata={"sku": f"OLD-{i}"},  # the facts come back with the listing
             )
         time.sleep(5)  # longer than MinIO's 3 s event queue ticker: no event is coming
         assert finals(pipeline, "old/") == {}
@@ -138,5 +147,7 @@ def test_backfill_enqueues_objects_that_predate_the_notification(pipeline: Pipel
         lambda: (f := finals(pipeline, "old/")) and len(f) == 2 and f, 300, "backfilled cards"
     )
     assert {r["status"] for r in rows_.values()} == {"done"}
+    assert {r["sku"] for r in rows_.values()} == {"OLD-0", "OLD-1"}
+    assert {r["card"]["sku"] for r in rows_.values()} == {"OLD-0", "OLD-1"}
     again = vitrine(pipeline, "backfill", "--bucket", bucket, "--prefix", "old/")
     assert "nothing to backfill" in again.stderr

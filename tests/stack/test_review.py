@@ -15,7 +15,10 @@ import jsonschema
 import pytest
 from PIL import Image
 
+from schemas.facts import FactsCheck, facts_from_metadata
 from schemas.messages import CardStatus
+from services.runtime.s3 import make_minio
+from services.runtime.settings import S3Settings
 from tests.support.pipeline import REPO, ensure_stack
 from tests.support.review_desk import DESCRIPTION, Desk, card, iter_desk, photo, result, upsert
 
@@ -344,6 +347,37 @@ def test_upload_answers_202_with_a_status_url_and_keeps_ingest_limits(desk: Desk
         assert refused.status_code == 403
 
 
+def test_an_upload_carries_the_shop_s_facts_and_a_bad_one_is_a_422(desk: Desk) -> None:
+    """The facts of ``POST /v1/images`` are checked by ingest's rules before anything is
+    stored, then written as the object's S3 user metadata (non-ASCII as RFC 2047 words),
+    which is where ingest reads them from for any upload."""
+    with desk.api("reviewer") as api:
+        answer = api.post(
+            "/v1/images",
+            files={"file": ("cafe.jpg", photo((120, 60, 20)), "image/jpeg")},
+            data={
+                "prefix": "facts-up",
+                "sku": "CAF-1",
+                "brand": "Nestlé",
+                "gtin": "7891000315507",
+                "attr.material": "aço inox",
+            },
+        )
+        assert answer.status_code == 202, answer.text
+        stat = make_minio(S3Settings()).stat_object(desk.bucket, answer.json()["key"])
+        given = facts_from_metadata(dict(stat.metadata))
+        assert given.problems == []
+        assert (given.facts.sku, given.facts.brand) == ("CAF-1", "Nestlé")
+        assert given.facts.attributes == {"material": "aço inox"}
+        bad = api.post(
+            "/v1/images",
+            files={"file": ("cafe.jpg", photo((120, 60, 20)), "image/jpeg")},
+            data={"gtin": "7891000315508", "title": "x" * 200},
+        )
+        assert bad.status_code == 422 and bad.json()["error"] == "invalid_facts"
+        assert set(bad.json()["fields"]) == {"gtin", "title"}
+
+
 def test_model_output_is_escaped_everywhere(desk: Desk) -> None:
     hostile = card(
         f"Garrafa {HOSTILE}",
@@ -420,6 +454,39 @@ def test_regenerate_sends_the_object_back_to_the_workers(desk: Desk) -> None:
     assert job["object"]["etag"] == ref.etag and job["attempt"] == 2
     [event] = desk.reviews(ref.key)
     assert event["decision"] == "regenerate" and event["note"] == "cor errada"
+
+
+def test_the_card_page_shows_what_came_from_the_shop_and_regenerating_keeps_it(
+    desk: Desk,
+) -> None:
+    given = facts_from_metadata(
+        {
+            "X-Amz-Meta-Sku": "PAN-45",
+            "X-Amz-Meta-Brand": "Tramontina",
+            "X-Amz-Meta-Cor": "azul",
+            "X-Amz-Meta-Gtin": "7891000315508",
+        }
+    )
+    bound = FactsCheck(copied=["sku", "brand"], forced={"color_primary": "azul"})
+    values = card("Garrafa Tramontina azul", sku="PAN-45", brand="Tramontina")
+    ref = desk.seed("facts/pan-45.jpg", values, facts=given, bound=bound)
+    client = desk.login("reviewer")
+    url = f"/cards/{desk.bucket}/{ref.key}"
+    page = client.get(url)
+    assert page.status_code == 200
+    html = page.text
+    assert 'id="shop-facts"' in html and 'id="fact-sku">PAN-45' in html
+    assert "copied onto the card" in html and 'id="colour-from-shop"' in html
+    assert 'id="dropped-gtin"' in html and "should be 7" in html
+    view = desk.api("viewer").get(f"/v1/cards/{desk.bucket}/{ref.key}").json()
+    assert view["facts"]["facts"]["brand"] == "Tramontina"
+    assert view["card"]["sku"] == "PAN-45"
+    answer = client.post(
+        url, data={"action": "regenerate", "note": "", "csrf": csrf_of(client.get(url).text)}
+    )
+    assert answer.status_code == 303
+    [job] = jobs_for(desk, ref.key)
+    assert job["facts"]["facts"]["sku"] == "PAN-45"  # the worker binds the new card to them
 
 
 def test_bulk_approval_is_for_admins_and_approves_only_the_pending_matches(desk: Desk) -> None:

@@ -30,6 +30,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from schemas.card import ProductCard
+from schemas.facts import FactsCheck, GivenFacts
 from schemas.messages import CardResult, CardStatus, Checks, ColourCheck, ImageJob, ObjectRef
 from services.sink.store import upsert_batch
 from tests.support.card_text import DESCRIPTION, FEATURES
@@ -87,6 +88,8 @@ def result(
     at: float = 0.0,
     flagged: bool = False,
     status: CardStatus = CardStatus.done,
+    facts: GivenFacts | None = None,
+    bound: FactsCheck | None = None,
 ) -> CardResult:
     checks = None
     if flagged:
@@ -95,6 +98,8 @@ def result(
                 model="azul", estimate="vermelho", distance=40.0, agrees=False, action="flagged"
             )
         )
+    if bound is not None:
+        checks = (checks or Checks()).model_copy(update={"facts": bound})
     return CardResult(
         job_id=ImageJob.job_id_for(ref),
         trace_id=uuid.uuid4().hex,
@@ -107,6 +112,7 @@ def result(
         prompt_version="card-v3+test",
         attempts=1,
         checks=checks,
+        facts=facts,
         producer="inference",
         produced_at=T0 + timedelta(seconds=at),
     )
