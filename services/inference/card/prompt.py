@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -254,23 +254,25 @@ class Prompt:
 
     def messages(
         self,
-        image_uri: str,
+        image_uri: str | Sequence[str],
         retry_problems: list[str] | None = None,
         facts: ProductFacts | None = None,
     ) -> list[Any]:
-        """The chat for one image; the shop's facts and a retry's note come after the image
-        (the note last), so that everything before it is shared by every card."""
+        """The chat for one image, or a product's photos (consecutive, in order); the shop's
+        facts and a retry's note come after them (the note last), so that everything before
+        the first is shared by every card."""
         note = self.facts_block(facts)
         if retry_problems:
             note += self.template.retry_note.format(problems="; ".join(retry_problems))
-        image = {"type": "image_url", "image_url": {"url": image_uri}}
+        uris = [image_uri] if isinstance(image_uri, str) else list(image_uri)
+        images = [{"type": "image_url", "image_url": {"url": uri}} for uri in uris]
         if self.order == "image_first":
             system, after_image = self.system, self.user + note
         else:
             system, after_image = self.preamble, self.template.task + note
         return [
             {"role": "system", "content": system},
-            {"role": "user", "content": [image, {"type": "text", "text": after_image}]},
+            {"role": "user", "content": [*images, {"type": "text", "text": after_image}]},
         ]
 
 

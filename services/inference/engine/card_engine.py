@@ -21,6 +21,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -175,7 +176,7 @@ class CardEngine:
 
     def generate(
         self,
-        image: PreparedImage,
+        image: PreparedImage | Sequence[PreparedImage],
         *,
         seed: int,
         retry_problems: list[str] | None = None,
@@ -184,19 +185,24 @@ class CardEngine:
         facts: ProductFacts | None = None,
         constraint: Constraint | None = None,
     ) -> RawGeneration:
-        """One constrained generation for one image, by ``deadline`` (``time.monotonic()``);
-        no validation.  ``EngineClosed`` once the engine is closing, however it ended.
+        """One constrained generation for one image (or a product's photos, in order), by
+        ``deadline`` (``time.monotonic()``); no validation.  ``EngineClosed`` once the engine
+        is closing, however it ended.
 
         Within a ``lease`` (the batched engine's hold on a slot for one card's attempts) a
-        retry keeps the image the slot already evaluated.  ``facts`` are quoted after the
-        image; ``constraint`` is the grammar they force (``fact_grammars.py``)."""
+        retry keeps the image the slot already evaluated (one image: several are evaluated
+        again).  ``facts`` are quoted after the image; ``constraint`` is the grammar they force
+        (``fact_grammars.py``)."""
         self._refuse_if_closing()
-        messages = self.prompt.messages(image.data_uri(), retry_problems, facts)
+        images = [image] if isinstance(image, PreparedImage) else list(image)
+        uris = [i.data_uri() for i in images]
+        messages = self.prompt.messages(uris, retry_problems, facts)
         constraint = constraint or self.fact_grammars.base
+        image_key = images[0].key if len(images) == 1 else None
         try:
             if self.slots is not None:
                 return self._generate_in_slot(
-                    messages, seed, deadline, image.key, lease, constraint.guidance
+                    messages, seed, deadline, image_key, lease, constraint.guidance
                 )
             return on_native_thread(self._generate_alone, messages, seed, deadline, constraint)
         except CardError as exc:
@@ -283,7 +289,7 @@ class CardEngine:
         messages: list[dict[str, Any]],
         seed: int,
         deadline: float | None,
-        image_key: str,
+        image_key: str | None,
         lease: SlotLease | None,
         grammar: GuidanceGrammar | None = None,
     ) -> RawGeneration:
@@ -338,10 +344,24 @@ class CardEngine:
     ) -> CardOutcome:
         """Generate, parse and check, retrying within the budget; raises ``GenerationError``.
         The shop's ``facts`` bind the card (``card/facts.py``)."""
+        return self.card_for_images([image], seed=seed, facts=facts)
+
+    def card_for_images(
+        self,
+        images: Sequence[PreparedImage],
+        *,
+        seed: int | None = None,
+        facts: ProductFacts | None = None,
+        main: int = 0,
+    ) -> CardOutcome:
+        """One card from a product's photos, in one prompt (consecutive, in order); the pixel
+        colour is read from ``images[main]``."""
+        if not images:
+            raise ValueError("a card needs at least one photo")
         budget = self.settings.job_timeout_s
         deadline = time.monotonic() + budget if budget > 0 else None
         binding = bind(facts, self.schema, self.tree, self.settings.profile)
-        outcome = self._card_with_retries(image, seed, deadline, binding)
+        outcome = self._card_with_retries(list(images), main, seed, deadline, binding)
         record = facts_check(binding, outcome.card)
         if record is not None:
             outcome.checks = (outcome.checks or Checks()).model_copy(update={"facts": record})
@@ -354,17 +374,22 @@ class CardEngine:
         return tree
 
     def _card_with_retries(
-        self, image: PreparedImage, seed: int | None, deadline: float | None, binding: Binding
+        self,
+        images: list[PreparedImage],
+        main: int,
+        seed: int | None,
+        deadline: float | None,
+        binding: Binding,
     ) -> CardOutcome:
         """Generate and parse until the retry policy keeps a card or gives up."""
         policy = AttemptPolicy(
             self._attempt_rules(binding),
             base_seed=self.settings.seed if seed is None else seed,
-            preprocess_ms=image.preprocess_ms,
+            preprocess_ms=sum(i.preprocess_ms for i in images),
         )
         facts = binding.facts if not binding.facts.empty else None
         constraint = self.fact_grammars.for_binding(binding)
-        pixels = _PixelColour(image, self.settings.profile)
+        pixels = _PixelColour(images[main], self.settings.profile)
         decision: Decision = policy.first()
         with contextlib.ExitStack() as stack:
             lease = None
@@ -372,7 +397,7 @@ class CardEngine:
                 lease = stack.enter_context(self.slots.lease())
             while isinstance(decision, Retry):
                 raw = self.generate(
-                    image,
+                    images,
                     seed=decision.seed,
                     retry_problems=decision.problems,
                     deadline=deadline,
