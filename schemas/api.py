@@ -80,6 +80,10 @@ class CardView(BaseModel):
     facts: GivenFacts | None = Field(
         None, description="What the shop said about the product, and the facts dropped."
     )
+    photo_keys: list[str] | None = Field(
+        None, description="A product's photos, in the order the model saw them."
+    )
+    main_photo: str | None = Field(None, description="A product's main photo.")
     model_id: str | None = None
     prompt_version: str | None = None
     updated_at: datetime | None = None

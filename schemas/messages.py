@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.card import ProductCard
 from schemas.facts import FactsCheck, GivenFacts, facts_from_metadata
+from schemas.products import ProductSpec
 from schemas.reasons import Reason
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -92,6 +93,11 @@ class ImageJob(BaseModel):
         description="What the shop said about the product (the object's user metadata), and "
         "the facts dropped for breaking their rules (schemas/facts.py).",
     )
+    product: ProductSpec | None = Field(
+        None,
+        description="A product's photos (the object is its manifest, schemas/products.py): "
+        "the card is written from all of them.",
+    )
 
     @staticmethod
     def job_id_for(obj: ObjectRef) -> uuid.UUID:
@@ -119,6 +125,9 @@ class CardStatus(StrEnum):
     rejected = "rejected"
     failed = "failed"
     deleted = "deleted"
+    grouped = "grouped"
+    """A photo a product's manifest names: its card is the product's (``detail`` names the
+    manifest's key; schemas/products.py)."""
 
     @property
     def final(self) -> bool:
@@ -237,6 +246,9 @@ class CardResult(BaseModel):
     )
     facts: GivenFacts | None = Field(
         None, description="The job's facts (schemas/facts.py), kept on the row whatever the status."
+    )
+    product: ProductSpec | None = Field(
+        None, description="A product's photo keys, in order, and the main one (its row's)."
     )
     producer: Literal["ingest", "inference", "reprocess"]
     produced_at: datetime = Field(default_factory=utcnow)

@@ -36,10 +36,20 @@ class Reason(StrEnum):
         "or over 1,024 bytes.",
     )
 
+    bad_manifest = (
+        "bad_manifest",
+        "A product's manifest (product.json) is not valid: not JSON, a photo name that is "
+        "not a name in its folder, more photos than VITRINE_PRODUCT_MAX_PHOTOS, ...",
+    )
+
     # -- the worker (or ingest, reading an upload's first bytes) could not get the object ---
     object_missing = "object_missing", "Deleted before it was read."
     superseded = "superseded", "Overwritten before it was read (the ETag changed)."
     access_denied = "access_denied", "The reading service's S3 user may not read it."
+    product_incomplete = (
+        "product_incomplete",
+        "A photo its manifest names was still missing after VITRINE_PRODUCT_PHOTO_WAIT_S.",
+    )
     foreign_bucket = "foreign_bucket", "The job names a bucket this worker does not serve."
 
     # -- the image or the model --------------------------------------------------------------

@@ -304,6 +304,19 @@ class InferenceSettings(EngineSettings, KafkaSettings, InferenceGroup, S3Setting
         description="The engine by name (services/inference/worker/engines.py): llama, the model; "
         "benchmarks and tests register their stand-ins in their own processes.",
     )
+    product_max_photos: int = Field(
+        6,
+        ge=1,
+        le=20,
+        description="Photos one product card reads at most (each adds its image tokens to the "
+        "prompt: the context must hold them); ingest rejects a manifest naming more.",
+    )
+    product_photo_wait_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long a product's job waits for a photo its manifest names that is not "
+        "in the bucket yet, before the product fails product_incomplete.",
+    )
     inference_batch_max: int = Field(
         64,
         ge=1,

@@ -16,8 +16,9 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from schemas.facts import GivenFacts
+from schemas.facts import GivenFacts, facts_from_metadata
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef, S3Record
+from schemas.products import ProductSpec, manifest_folder, read_manifest
 from schemas.reasons import Reason
 from services.runtime.object_keys import key_problem
 from services.runtime.sniff import Identified, identify
@@ -55,6 +56,10 @@ class Decision:
     job: ImageJob | None
     result: CardResult | None
     sniff: Sniff | None = None
+    manifest: Sniff | None = None
+    """A product's manifest to read whole (schemas/products.py), then :func:`decide_manifest`."""
+    others: tuple[CardResult, ...] = ()
+    """Results for other objects: the photos a manifest groups into its product."""
 
 
 def classify_head(head: bytes, sniff: Sniff) -> tuple[Identified, tuple[Reason, str] | None]:
@@ -125,20 +130,65 @@ def _final(
 
 
 def _accepted(
-    ref: ObjectRef, job_id: uuid.UUID, trace_id: str, facts: GivenFacts | None = None
+    ref: ObjectRef,
+    job_id: uuid.UUID,
+    trace_id: str,
+    facts: GivenFacts | None = None,
+    product: ProductSpec | None = None,
 ) -> Decision:
-    """A job, and its ``queued`` row at once; the shop's facts on both (the row shows them
-    while the card is made, and whatever becomes of it)."""
-    job = ImageJob(job_id=job_id, trace_id=trace_id, object=ref, facts=facts)
+    """A job, and its ``queued`` row at once; the shop's facts (and a product's photos) on
+    both: the row shows them while the card is made, and whatever becomes of it."""
+    job = ImageJob(job_id=job_id, trace_id=trace_id, object=ref, facts=facts, product=product)
     queued = CardResult(
         job_id=job_id,
         trace_id=trace_id,
         object=ref,
         status=CardStatus.queued,
         facts=facts,
+        product=product,
         producer="ingest",
     )
     return Decision(job, queued)
+
+
+def decide_manifest(sniff: Sniff, data: bytes, max_photos: int) -> Decision:
+    """A product's manifest, read: the product's job and ``queued`` row (the manifest's key),
+    and each photo it names ``grouped`` into it; or the manifest ``rejected`` with why."""
+    manifest, problem = read_manifest(data)
+    if manifest is not None and len(manifest.photos) > max_photos:
+        problem = (
+            f"the manifest names {len(manifest.photos)} photos; a card reads at most "
+            f"{max_photos} (VITRINE_PRODUCT_MAX_PHOTOS)"
+        )
+    ref = sniff.ref
+    folder = manifest_folder(ref.key) or ""
+    keys = [folder + name for name in manifest.photos] if manifest else []
+    bad = next((p for p in (key_problem(k) for k in keys) if p), None)
+    if manifest is None or problem or bad:
+        detail = problem or f"a photo's key breaks the key rule: {bad}"
+        return _final(
+            ref, sniff.job_id, sniff.trace_id, CardStatus.rejected, Reason.bad_manifest, detail
+        )
+    given = facts_from_metadata(manifest.facts) if manifest.facts else sniff.facts
+    spec = ProductSpec(photos=keys, main=manifest.main_index)
+    accepted = _accepted(ref, sniff.job_id, sniff.trace_id, given, spec)
+    grouped = tuple(
+        CardResult(
+            job_id=ImageJob.job_id_for(photo),
+            trace_id=sniff.trace_id,
+            object=photo,
+            status=CardStatus.grouped,
+            detail=f"part of product {ref.key}",
+            producer="ingest",
+        )
+        for photo in (
+            ObjectRef(
+                bucket=ref.bucket, key=key, sequencer=ref.sequencer, event_time=ref.event_time
+            )
+            for key in keys
+        )
+    )
+    return Decision(accepted.job, accepted.result, others=grouped)
 
 
 def decide(record: S3Record, max_bytes: int) -> Decision:
@@ -163,6 +213,8 @@ def decide(record: S3Record, max_bytes: int) -> Decision:
     bad_key = key_problem(ref.key) if ref.size != 0 else None
     if bad_key is not None:
         return _final(ref, job_id, trace_id, CardStatus.rejected, Reason.bad_key, bad_key, facts)
+    if manifest_folder(ref.key) is not None and ref.size:
+        return Decision(None, None, manifest=Sniff(ref, job_id, trace_id, "manifest", facts))
     problem = classify_upload(ref, max_bytes)
     if isinstance(problem, NeedsSniffing):
         return Decision(None, None, Sniff(ref, job_id, trace_id, problem.declared, facts))

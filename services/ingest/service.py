@@ -28,11 +28,19 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from schemas.messages import CardStatus, MinioEvent, S3Record
+from schemas.products import MANIFEST_MAX_BYTES
 from schemas.reasons import Reason
 from services.ingest.dedup import RecentEvents, event_identity
 from services.ingest.head import TRANSIENT, fetch_head, head_client
 from services.ingest.recall import try_recall_handled
-from services.ingest.rules import Decision, Sniff, decide, decide_from_head, decide_unread
+from services.ingest.rules import (
+    Decision,
+    Sniff,
+    decide,
+    decide_from_head,
+    decide_manifest,
+    decide_unread,
+)
 from services.ingest.settings import IngestSettings
 from services.runtime.dead_letters import InvalidMessage
 from services.runtime.kafka import encode, make_consumer, make_producer
@@ -61,6 +69,12 @@ SNIFFS = Counter(
     "Uploads whose type and name were silent, judged by their first bytes, by outcome: image "
     "(a job), unsupported_image (bad_image), not_an_image, unknown (no image signature; "
     "not_an_image), object_missing, superseded, access_denied; error (a bug: parked).",
+    ["outcome"],
+)
+
+PRODUCTS = Counter(
+    "vitrine_ingest_products_total",
+    "Product manifests read, by outcome: product (a job for its photos), rejected (bad_manifest).",
     ["outcome"],
 )
 
@@ -105,6 +119,10 @@ class Ingest(Stage[MinioEvent]):
         silent = [i for i, entry in enumerate(planned) if entry.sniff is not None]
         sniffed = await asyncio.gather(*(self._sniffed(planned[i]) for i in silent))
         for i, entry in zip(silent, sniffed, strict=True):
+            planned[i] = entry
+        products = [i for i, entry in enumerate(planned) if entry.manifest is not None]
+        read = await asyncio.gather(*(self._manifest_read(planned[i]) for i in products))
+        for i, entry in zip(products, read, strict=True):
             planned[i] = entry
         outputs: list[Output] = []
         for entry in planned:
@@ -186,6 +204,30 @@ class Ingest(Stage[MinioEvent]):
         )
         return _Planned(entry.item, entry.record, decision)
 
+    async def _manifest_read(self, entry: _Planned) -> _Planned:
+        """A product's manifest read whole (``schemas/products.py``) and decided; the same
+        outcomes as a sniff for an object gone or forbidden, parked on a fault no rule covers."""
+        assert entry.decision is not None and entry.decision.manifest is not None
+        manifest = entry.decision.manifest
+        ref = manifest.ref
+        try:
+            async with self._sniffing:
+                data = await fetch_head(self.minio, ref, MANIFEST_MAX_BYTES + 1, stop=self.stop)
+        except tuple(UNREAD_OUTCOMES) as exc:
+            status, reason = UNREAD_OUTCOMES[type(exc)]
+            decision = decide_unread(manifest, status, reason, f"reading the manifest: {exc}")
+            return _Planned(entry.item, entry.record, decision)
+        except TRANSIENT:
+            raise  # only when asked to stop: the batch stays uncommitted, read again later
+        except Exception as exc:
+            log.exception("event.manifest_error", extra={"key": f"{ref.bucket}/{ref.key}"})
+            detail = f"reading the manifest {ref.key}: {type(exc).__name__}: {exc}"
+            parked = self.park(entry.item.record, Reason.internal_error, detail)
+            return _Planned(entry.item, entry.record, None, parked)
+        decision = decide_manifest(manifest, data, self.settings.product_max_photos)
+        PRODUCTS.labels("product" if decision.job else "rejected").inc()
+        return _Planned(entry.item, entry.record, decision)
+
     def _outputs(self, entry: _Planned) -> list[Output]:
         s = self.settings
         decision = entry.decision
@@ -199,6 +241,9 @@ class Ingest(Stage[MinioEvent]):
         if decision.job is not None:
             PUBLISHED.labels("job").inc()
             outputs.append(Output(s.topic_jobs, ref.message_key, encode(decision.job)))
+        for other in decision.others:  # a product's photos, each on its own key's partition
+            PUBLISHED.labels("result").inc()
+            outputs.append(Output(s.topic_results, other.object.message_key, encode(other)))
         outcome = (
             "job"
             if decision.job
@@ -233,6 +278,10 @@ class _Planned:
     @property
     def sniff(self) -> Sniff | None:
         return self.decision.sniff if self.decision is not None else None
+
+    @property
+    def manifest(self) -> Sniff | None:
+        return self.decision.manifest if self.decision is not None else None
 
 
 async def serve(settings: IngestSettings, stop: asyncio.Event) -> None:

@@ -14,6 +14,13 @@ from services.runtime.settings import IngestGroup, KafkaSettings, S3Settings, ba
 
 class IngestSettings(KafkaSettings, IngestGroup, S3Settings):
     ingest_batch_max: int = batch_max_field("ingest", "notifications")
+    product_max_photos: int = Field(
+        6,
+        ge=1,
+        le=20,
+        description="Photos one product card reads at most: a manifest (product.json) naming "
+        "more is rejected bad_manifest (schemas/products.py).",
+    )
     dedup_capacity: int = Field(
         200_000,
         ge=0,

@@ -152,14 +152,15 @@ LIST_COLUMNS = sql.SQL(
     "coalesce(edited_card ->> 'product_name', product_name) AS product_name, "
     "coalesce(edited_card ->> 'category_path', category_path) AS category_path, "
     "coalesce(edited_card ->> 'color_primary', color_primary) AS color_primary, "
-    "checks -> 'colour' AS colour_check"
+    "checks -> 'colour' AS colour_check, main_photo"
 )
 
 
 FULL_COLUMNS = sql.SQL(
     "bucket, object_key, version_id, etag, size_bytes, content_type, sequencer, event_time, "
     "status, reason, detail, card, edited_card, approved_card, review_state, reviewed_by, "
-    "reviewed_at, review_note, review_rev, checks, model_id, prompt_version, updated_at, facts"
+    "reviewed_at, review_note, review_rev, checks, model_id, prompt_version, updated_at, facts, "
+    "photo_keys, main_photo"
 )
 
 
@@ -212,7 +213,7 @@ CARD_QUERY = """
 SELECT bucket, object_key, version_id, etag, size_bytes, content_type, sequencer, event_time,
        status, reason, detail, card, edited_card, approved_card, review_state, reviewed_by,
        reviewed_at, review_note, review_rev, checks, model_id, prompt_version, updated_at,
-       facts
+       facts, photo_keys, main_photo
 FROM product_cards WHERE bucket = %s AND object_key = %s
 """
 

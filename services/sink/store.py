@@ -22,7 +22,7 @@ INSERT INTO product_cards (
     status, status_rank, product_name, category_standard, description_long, color_primary,
     features_list, card, reason, detail, model_id, prompt_version, attempts, timings,
     job_id, trace_id, produced_at, category_path, category_id, attributes, color_estimate,
-    color_distance, checks, sku, brand, gtin, facts
+    color_distance, checks, sku, brand, gtin, facts, photo_keys, main_photo
 ) VALUES (
     %(bucket)s, %(object_key)s, %(version_id)s, %(etag)s, %(size_bytes)s, %(content_type)s,
     %(sequencer)s, %(event_time)s, %(status)s, %(status_rank)s, %(product_name)s,
@@ -30,7 +30,7 @@ INSERT INTO product_cards (
     %(card)s, %(reason)s, %(detail)s, %(model_id)s, %(prompt_version)s, %(attempts)s,
     %(timings)s, %(job_id)s, %(trace_id)s, %(produced_at)s, %(category_path)s, %(category_id)s,
     %(attributes)s, %(color_estimate)s, %(color_distance)s, %(checks)s, %(sku)s, %(brand)s,
-    %(gtin)s, %(facts)s
+    %(gtin)s, %(facts)s, %(photo_keys)s, %(main_photo)s
 )
 ON CONFLICT (bucket, object_key) DO UPDATE SET
     version_id = EXCLUDED.version_id,
@@ -72,6 +72,10 @@ ON CONFLICT (bucket, object_key) DO UPDATE SET
         THEN COALESCE(EXCLUDED.gtin, product_cards.gtin) ELSE EXCLUDED.gtin END,
     facts = CASE WHEN EXCLUDED.sequencer = product_cards.sequencer
         THEN COALESCE(EXCLUDED.facts, product_cards.facts) ELSE EXCLUDED.facts END,
+    photo_keys = CASE WHEN EXCLUDED.sequencer = product_cards.sequencer
+        THEN COALESCE(EXCLUDED.photo_keys, product_cards.photo_keys) ELSE EXCLUDED.photo_keys END,
+    main_photo = CASE WHEN EXCLUDED.sequencer = product_cards.sequencer
+        THEN COALESCE(EXCLUDED.main_photo, product_cards.main_photo) ELSE EXCLUDED.main_photo END,
     results_applied = product_cards.results_applied + 1,
     updated_at = now()
 WHERE (EXCLUDED.sequencer, EXCLUDED.status_rank, EXCLUDED.produced_at)
@@ -83,6 +87,7 @@ def row(result: CardResult) -> dict[str, Any]:
     o, card = result.object, result.card
     colour = result.checks.colour if result.checks else None
     facts = result.facts.facts if result.facts else None
+    product = result.product
     return {
         "bucket": o.bucket,
         "object_key": o.key,
@@ -119,6 +124,8 @@ def row(result: CardResult) -> dict[str, Any]:
         "brand": facts.brand if facts else None,
         "gtin": facts.gtin if facts else None,
         "facts": Jsonb(result.facts.model_dump(exclude_defaults=True)) if result.facts else None,
+        "photo_keys": list(product.photos) if product else None,
+        "main_photo": product.photos[product.main] if product else None,
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
 import subprocess
 import time
@@ -58,7 +59,9 @@ def jpeg(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
 def pipeline(tiny_pairs, tmp_path_factory) -> Iterator[Pipeline]:
     ensure_stack()
     pair = tiny_pairs["llava"]
-    ns = new_namespace({**tiny_model_env(pair), "VITRINE_N_THREADS": "1"})
+    # a product's missing photo is waited for 5 s, not the default 30
+    env = {**tiny_model_env(pair), "VITRINE_N_THREADS": "1", "VITRINE_PRODUCT_PHOTO_WAIT_S": "5"}
+    ns = new_namespace(env)
     p = Pipeline(ns, tmp_path_factory.mktemp("service-logs"))
     p.add("ingest", "services.ingest")
     p.add("sink", "services.sink")
@@ -500,3 +503,70 @@ def test_the_shop_s_facts_in_user_metadata_bind_the_card_and_stay_on_the_row(
     assert (ignored["status"], ignored["reason"]) == ("failed", "semantic_check"), ignored
     assert "shop's title" in ignored["detail"] and ignored["sku"] == "PAN-46"
     assert ignored["facts"]["facts"]["title"] == "Panela de pressão inox 4,5 litros"
+
+
+def test_a_folder_and_its_manifest_make_one_product_and_without_it_one_card_per_photo(
+    pipeline: Pipeline,
+) -> None:
+    """Three photos, then ``product.json`` naming them: one product row (the manifest's key)
+    listing the three keys, the card written from all three, each photo ``grouped`` into it.
+    The same photos in a folder without a manifest: three cards.  A manifest naming a photo
+    that never comes: ``failed product_incomplete`` after the bounded wait, never stuck
+    ``queued``; a manifest that is not one: ``rejected bad_manifest``."""
+    s3 = s3_client(pipeline.ns.env)
+    bucket = pipeline.ns.bucket
+
+    def put_json(key: str, document: object) -> None:
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=json.dumps(document).encode(),
+            ContentType="application/json",
+        )
+
+    names = ["front.jpg", "back.jpg", "label.jpg"]
+    for folder in ("p/123/", "p/loose/"):
+        for i, name in enumerate(names):
+            s3.put_object(
+                Bucket=bucket, Key=folder + name, Body=jpeg(60 + i), ContentType="image/jpeg"
+            )
+    put_json(
+        "p/123/product.json",
+        {"photos": names, "main": "back.jpg", "facts": {"sku": "123", "brand": "Tramontina"}},
+    )
+    put_json("p/half/product.json", {"photos": ["never-uploaded.jpg"]})
+    put_json("p/bad/product.json", {"photos": ["../escape.jpg"]})
+
+    product = final_row(pipeline, "p/123/product.json")
+    assert product["photo_keys"] == [f"p/123/{n}" for n in names]
+    assert product["main_photo"] == "p/123/back.jpg" and product["sku"] == "123"
+    assert product["status"] in ("done", "failed"), product  # random weights may fail a rule
+    if product["status"] == "done":
+        assert "Tramontina" in product["product_name"]
+        assert product["timings"]["prompt_tokens"] > 0
+    for name in names:
+        photo_row = wait_for(
+            lambda n=name: next(
+                iter(
+                    rows(
+                        pipeline.ns.dsn,
+                        bucket,
+                        "object_key = %s AND status = 'grouped'",
+                        (f"p/123/{n}",),
+                    )
+                ),
+                None,
+            ),
+            CARD_DEADLINE_S,
+            f"p/123/{name} grouped",
+        )
+        assert photo_row["detail"] == "part of product p/123/product.json"
+    loose = [final_row(pipeline, f"p/loose/{n}") for n in names]
+    assert all(r["status"] in ("done", "failed") and r["photo_keys"] is None for r in loose)
+    half = final_row(pipeline, "p/half/product.json")
+    assert (half["status"], half["reason"]) == ("failed", "product_incomplete")
+    assert "never-uploaded.jpg is missing" in half["detail"]
+    bad = final_row(pipeline, "p/bad/product.json")
+    assert (bad["status"], bad["reason"]) == ("rejected", "bad_manifest")
+    queued = rows(pipeline.ns.dsn, bucket, "starts_with(object_key, 'p/') AND status = 'queued'")
+    assert queued == []

@@ -458,6 +458,13 @@ class CardEngine:
         self._refuse_if_closing()
         return self.card_for_image(self.prepare(data), seed=seed, facts=facts)
 
+    def card_for_photos(
+        self, photos: list[bytes], *, facts: ProductFacts | None = None, main: int = 0
+    ) -> CardOutcome:
+        self._refuse_if_closing()
+        images = [self.prepare(data) for data in photos]
+        return self.card_for_images(images, facts=facts, main=main)
+
     @property
     def closed(self) -> bool:
         return self._closing

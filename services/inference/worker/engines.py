@@ -39,6 +39,12 @@ class Engine(Protocol):
         what the shop said about the product (``schemas/facts.py``), which binds the card."""
         ...
 
+    def card_for_photos(
+        self, photos: list[bytes], *, facts: ProductFacts | None = None, main: int = 0
+    ) -> CardOutcome:
+        """One card from a product's photos (in order; the pixel colour from ``main``)."""
+        ...
+
     def describe(self) -> dict[str, Any]:
         """What the ``model.loaded`` log line says about it (handler, backend, ...)."""
         ...

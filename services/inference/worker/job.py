@@ -100,14 +100,18 @@ class JobHandler:
                 self._idle.wait(left)
             return self._calls
 
-    def _card(self, data: bytes, facts: ProductFacts | None) -> CardOutcome:
+    def _card(
+        self, photos: list[bytes], facts: ProductFacts | None, main: int = 0
+    ) -> CardOutcome:
         """The engine call, in its thread, counted while it runs."""
         with self._idle:
             self._calls += 1
         try:
+            if len(photos) > 1:
+                return self.engine.card_for_photos(photos, facts=facts, main=main)
             if facts is None:  # an engine that predates facts (a stand-in) takes none
-                return self.engine.card_for_bytes(data)
-            return self.engine.card_for_bytes(data, facts=facts)
+                return self.engine.card_for_bytes(photos[0])
+            return self.engine.card_for_bytes(photos[0], facts=facts)
         finally:
             with self._idle:
                 self._calls -= 1
@@ -128,7 +132,15 @@ class JobHandler:
                 detail=f"this worker serves bucket {self.settings.bucket!r}",
             )
         try:
-            data = await self.fetch(job.object)
+            photos = await self._photos(job)
+        except ProductIncomplete as exc:
+            return not_done(
+                job,
+                status=CardStatus.failed,
+                reason=Reason.product_incomplete,
+                detail=str(exc),
+                total_ms=_ms_since(started),
+            )
         except tuple(FETCH_OUTCOMES) as exc:
             status, reason = FETCH_OUTCOMES[type(exc)]
             return not_done(
@@ -138,8 +150,9 @@ class JobHandler:
         metrics.STAGE_SECONDS.labels("fetch").observe(fetch_ms / 1000)
         try:
             facts = job.facts.facts if job.facts and not job.facts.facts.empty else None
+            main = job.product.main if job.product else 0
             outcome = await asyncio.get_running_loop().run_in_executor(
-                self._threads, self._card, data, facts
+                self._threads, self._card, photos, facts, main
             )
         except EngineClosed:
             raise  # the worker is stopping: no result for this job, which is redelivered
@@ -163,6 +176,45 @@ class JobHandler:
             )
         record_outcome(outcome)
         return done(job, outcome, fetch_ms, _ms_since(started))
+
+
+    async def _photos(self, job: ImageJob) -> list[bytes]:
+        """The job's photo, or a product's photos in order: each fetched by key (the latest
+        version; a manifest names photos, not versions), a missing one waited for up to
+        ``VITRINE_PRODUCT_PHOTO_WAIT_S`` (its upload may still be on its way), then the
+        product fails ``product_incomplete`` naming it: never stuck ``queued``."""
+        if job.product is None:
+            return [await self.fetch(job.object)]
+        limit = self.settings.product_max_photos
+        if len(job.product.photos) > limit:
+            raise ProductIncomplete(
+                f"{len(job.product.photos)} photos; this worker reads at most {limit} "
+                "(VITRINE_PRODUCT_MAX_PHOTOS)"
+            )
+        deadline = time.monotonic() + self.settings.product_photo_wait_s
+        photos = []
+        for key in job.product.photos:
+            ref = ObjectRef(
+                bucket=job.object.bucket,
+                key=key,
+                sequencer=job.object.sequencer,
+                event_time=job.object.event_time,
+            )
+            while True:
+                try:
+                    photos.append(await self.fetch(ref))
+                    break
+                except ObjectMissing:
+                    if time.monotonic() >= deadline:
+                        raise ProductIncomplete(
+                            f"{key} is missing (waited {self.settings.product_photo_wait_s:g} s)"
+                        ) from None
+                    await asyncio.sleep(min(2.0, max(deadline - time.monotonic(), 0.0)))
+        return photos
+
+
+class ProductIncomplete(Exception):
+    """A product's photo did not arrive in time (or there are too many)."""
 
 
 def report(job: ImageJob, result: CardResult) -> None:

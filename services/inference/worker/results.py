@@ -21,6 +21,7 @@ def done(job: ImageJob, outcome: CardOutcome, fetch_ms: float, total_ms: float) 
         timings=outcome.timings.model_copy(update={"fetch_ms": fetch_ms, "total_ms": total_ms}),
         checks=outcome.checks,
         facts=job.facts,
+        product=job.product,
         producer="inference",
     )
 
@@ -52,6 +53,7 @@ def not_done(
             update={"fetch_ms": fetch_ms, "total_ms": total_ms}
         ),
         facts=job.facts,
+        product=job.product,
         producer="inference",
     )
 
