@@ -110,6 +110,16 @@ class UploadAccepted(BaseModel):
     status_url: str
 
 
+class ProductAccepted(BaseModel):
+    """``POST /v1/products`` → 202: the photos and the manifest that commits them are in the
+    bucket; the product's row is the manifest's: follow ``status_url``."""
+
+    bucket: str
+    key: str = Field(description="The manifest's key: <folder>/product.json.")
+    photos: list[str] = Field(description="The photos' keys, in the order the model sees them.")
+    status_url: str
+
+
 class CardEdit(BaseModel):
     """``PATCH /v1/cards/{bucket}/{key}``: the fields to change; the whole card is then
     validated by the deployment's card contract (its tree, colours, word minimum)."""

@@ -14,7 +14,15 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from minio.error import S3Error
 
-from schemas.api import CardEdit, CardPage, CardView, Decision, Problem, UploadAccepted
+from schemas.api import (
+    CardEdit,
+    CardPage,
+    CardView,
+    Decision,
+    Problem,
+    ProductAccepted,
+    UploadAccepted,
+)
 from services.review import decisions, listing, uploads
 from services.review.accounts import Role, User
 from services.review.bodies import json_body_doc, read_json, read_optional_json
@@ -163,6 +171,96 @@ async def a_viewer(request: Request) -> User:
     """The caller, checked as a dependency: FastAPI solves dependencies before it validates
     the query, so a stranger's malformed query gets 401, not the schema's 422."""
     return await api_user(request, Role.viewer)
+
+
+PRODUCT_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "The photos, in the order the model sees them "
+                            "(repeat the field; at most VITRINE_PRODUCT_MAX_PHOTOS).",
+                        },
+                        "main": {
+                            "type": "string",
+                            "default": "1",
+                            "description": "The main photo's position (1 = the first).",
+                        },
+                        "folder": {
+                            "type": "string",
+                            "description": "The product's folder; default <prefix>/<date>/<id>/.",
+                        },
+                        "prefix": {"type": "string", "default": "products"},
+                        **{
+                            name: {"type": "string", "description": what}
+                            for name, what in FACT_DOCS.items()
+                        },
+                    },
+                    "additionalProperties": {
+                        "type": "string",
+                        "description": "attr.<name>: a category attribute (material=couro).",
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/products",
+    status_code=202,
+    response_model=ProductAccepted,
+    responses=PROBLEMS,
+    openapi_extra=PRODUCT_FORM,
+)
+async def upload_product(request: Request) -> JSONResponse:
+    """Put a product into the bucket: its photos, then the manifest that commits them
+    (``product.json``, schemas/products.py), so the card is written from all of them.
+
+    The same limits as ``POST /v1/images`` per photo (the body is read only up to
+    VITRINE_PRODUCT_MAX_PHOTOS photos of VITRINE_IMAGE_MAX_BYTES), the facts checked by
+    ingest's rules (422), a folder held to the key rule; follow ``status_url``."""
+    user = await api_user(request, Role.reviewer)
+    desk = desk_of(request)
+    most = desk.settings.product_max_photos
+    try:
+        # one file more than allowed is read (bounded), so that too many is said as such
+        received = await uploads.read_form(request, desk.settings.image_max_bytes, files=most + 1)
+        manifest, photos = await desk.upload_product(
+            received, received.fields.get("folder"), received.fields.get("prefix") or "products"
+        )
+    except uploads.UploadRefused as exc:
+        raise ApiProblem(exc.status, exc.code, str(exc), exc.fields) from None
+    except S3Error as exc:
+        log.error("review.upload_refused", extra={"code": exc.code})
+        raise ApiProblem(
+            502, "storage_refused", f"the bucket refused the upload: {exc.code}"
+        ) from None
+    log.info(
+        "review.product_uploaded",
+        extra={
+            "key": f"{desk.settings.bucket}/{manifest.key}",
+            "user": user.username,
+            "photos": len(photos),
+        },
+    )
+    body = ProductAccepted(
+        bucket=desk.settings.bucket,
+        key=manifest.key,
+        photos=photos,
+        status_url=desk.status_url(desk.settings.bucket, manifest.key),
+    )
+    return JSONResponse(
+        body.model_dump(mode="json"), status_code=202, headers={"Location": body.status_url}
+    )
 
 
 @router.get("/cards", response_model=CardPage, responses=PROBLEMS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -27,6 +28,7 @@ from schemas.api import CardView, ReviewEvent
 from schemas.card import ProductCard
 from schemas.facts import GivenFacts
 from schemas.messages import Checks, ImageJob, ObjectRef
+from schemas.products import MANIFEST_NAME
 from schemas.taxonomy import Taxonomy
 from services.inference.image.preprocess import ImageLimits
 from services.review import decisions, images, listing
@@ -161,6 +163,52 @@ class Desk:
     async def exists(self, key: str) -> bool:
         """Whether the pipeline's bucket has ``key`` (a HEAD with the read-only user)."""
         return await asyncio.to_thread(self._exists, key)
+
+    async def upload_product(
+        self, received: upload_rules.Received, folder: str | None, prefix: str
+    ) -> tuple[upload_rules.Stored, list[str]]:
+        """A product: each photo checked like one upload, the facts like ingest checks them,
+        then the photos stored in a folder of their own and ``product.json`` last, naming them
+        in the form's order (schemas/products.py): ingest starts the card only then.  Returns
+        the manifest as stored and the photos' keys."""
+        limit = self.settings.image_max_bytes
+        photos = received.photos
+        most = self.settings.product_max_photos
+        if len(photos) > most:
+            raise upload_rules.UploadRefused(
+                413, "too_many_photos", f"{len(photos)} photos; at most {most}"
+            )
+        types = [upload_rules.check(p.data, p.content_type, p.filename, limit) for p in photos]
+        facts = upload_rules.facts_of(received.fields)
+        main = received.fields.get("main", "1").strip() or "1"
+        if not main.isdigit() or not 1 <= int(main) <= len(photos):
+            raise upload_rules.UploadRefused(
+                422, "bad_form", f"main must be a photo's position, 1 to {len(photos)}", "main"
+            )
+        target = upload_rules.product_folder(prefix, folder)
+        names = upload_rules.product_names(photos)
+        keys = []
+        for name, photo, content_type in zip(names, photos, types, strict=True):
+            stored = await asyncio.to_thread(
+                upload_rules.store,
+                self.uploads,
+                self.settings.bucket,
+                target + name,
+                photo.data,
+                content_type,
+            )
+            keys.append(stored.key)
+        manifest = {"photos": names, "main": names[int(main) - 1], "facts": facts}
+        body = json.dumps(manifest, ensure_ascii=False).encode()
+        stored = await asyncio.to_thread(
+            upload_rules.store,
+            self.uploads,
+            self.settings.bucket,
+            target + MANIFEST_NAME,
+            body,
+            "application/json",
+        )
+        return stored, keys
 
     async def upload(
         self, received: upload_rules.Received, key: str | None, prefix: str

@@ -66,6 +66,7 @@ REFUSALS = {
     "bad_prefix": "the prefix breaks the key rule (no control characters, no empty, '.' or "
     "'..' segments, no leading '/', at most 1,024 bytes with the date and id).",
     "exists": "an object with this key is already in the bucket.",
+    "too_many_photos": "a product has more photos than VITRINE_PRODUCT_MAX_PHOTOS.",
     "invalid_facts": "a fact breaks its rule (sku, brand, gtin with its check digit, title, "
     "cor, attributes).",
 }
@@ -159,6 +160,33 @@ def metadata_headers(facts: dict[str, str]) -> dict[str, str]:
     return headers
 
 
+def product_names(photos: tuple[Photo, ...]) -> list[str]:
+    """A product's photos' names in its folder: their own safe names, numbered, so two files
+    called ``IMG.jpg`` stay two photos and the order is the form's."""
+    names = []
+    for i, p in enumerate(photos, 1):
+        safe = _UNSAFE.sub("-", PurePosixPath(p.filename or "photo").name).strip("-.")[:80]
+        names.append(f"{i:02d}-{safe or 'photo'}")
+    return names
+
+
+def product_folder(prefix: str, given: str | None) -> str:
+    """``<prefix>/<date>/<id>/``, or the folder given, held to the key rule (with room for a
+    photo's name after it)."""
+    if given:
+        folder = given.strip().rstrip("/") + "/"
+        problem = key_problem(folder + "product.json")
+        if problem:
+            raise UploadRefused(422, "bad_key", problem, field="folder")
+        return folder
+    day = datetime.now(UTC).strftime("%Y/%m/%d")
+    folder = f"{prefix.strip().rstrip('/') or 'products'}/{day}/{uuid.uuid4().hex[:12]}/"
+    problem = prefix_problem(prefix) or key_problem(folder + "product.json")
+    if problem:
+        raise UploadRefused(422, "bad_prefix", problem, field="prefix")
+    return folder
+
+
 def store(
     client: Minio,
     bucket: str,
@@ -199,20 +227,31 @@ def store(
 
 
 @dataclass(frozen=True)
+class Photo:
+    data: bytes
+    filename: str | None
+    content_type: str | None
+
+
+@dataclass(frozen=True)
 class Received:
     data: bytes
     filename: str | None
     content_type: str | None
     fields: dict[str, str]
+    photos: tuple[Photo, ...] = ()
+    """Every file of the form, in order (the first is ``data``)."""
 
 
-async def read_form(request: Request, limit: int) -> Received:
+async def read_form(request: Request, limit: int, files: int = 1) -> Received:
     """The multipart form of an upload, read only after the caller was let in and never more
-    than ``limit`` bytes of photo (plus the form's overhead): a declared length over it is
-    refused before a byte is read, a body that grows past it while streaming is cut off."""
+    than ``files`` x ``limit`` bytes of photos (plus the form's overhead): a declared length
+    over it is refused before a byte is read, a body that grows past it while streaming is cut
+    off, and so is a form with more files."""
+    budget = limit * files
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
-        raise UploadRefused(413, "image_too_large", f"over the limit of {limit} bytes")
+    if declared and declared.isdigit() and int(declared) > budget + FORM_OVERHEAD:
+        raise UploadRefused(413, "image_too_large", f"over the limit of {budget} bytes")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise UploadRefused(415, "not_multipart", "send the photo as multipart/form-data")
 
@@ -220,23 +259,26 @@ async def read_form(request: Request, limit: int) -> Received:
         total = 0
         async for chunk in request.stream():
             total += len(chunk)
-            if total > limit + FORM_OVERHEAD:
-                raise UploadRefused(413, "image_too_large", f"over the limit of {limit} bytes")
+            if total > budget + FORM_OVERHEAD:
+                raise UploadRefused(413, "image_too_large", f"over the limit of {budget} bytes")
             yield chunk
 
     parser = MultiPartParser(
-        request.headers, capped(), max_files=1, max_fields=32, max_part_size=4096
+        request.headers, capped(), max_files=files, max_fields=32, max_part_size=4096
     )
     try:
         form = await parser.parse()
     except MultiPartException as exc:
         raise UploadRefused(422, "bad_form", f"unreadable form: {exc}") from None
     try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
+        uploads = [v for k, v in form.multi_items() if k == "file" and isinstance(v, UploadFile)]
+        if not uploads:
             raise UploadRefused(422, "no_file", "the form has no file field named 'file'")
-        data = await upload.read(limit + 1)
+        photos = tuple(
+            [Photo(await u.read(limit + 1), u.filename, u.content_type) for u in uploads]
+        )
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        return Received(data, upload.filename, upload.content_type, fields)
+        first = photos[0]
+        return Received(first.data, first.filename, first.content_type, fields, photos)
     finally:
         await form.close()

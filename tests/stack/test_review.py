@@ -17,6 +17,7 @@ from PIL import Image
 
 from schemas.facts import FactsCheck, facts_from_metadata
 from schemas.messages import CardStatus
+from schemas.products import read_manifest
 from services.runtime.s3 import make_minio
 from services.runtime.settings import S3Settings
 from tests.support.pipeline import REPO, ensure_stack
@@ -376,6 +377,53 @@ def test_an_upload_carries_the_shop_s_facts_and_a_bad_one_is_a_422(desk: Desk) -
         )
         assert bad.status_code == 422 and bad.json()["error"] == "invalid_facts"
         assert set(bad.json()["fields"]) == {"gtin", "title"}
+
+
+def test_a_product_upload_stores_its_photos_then_the_manifest_that_commits_them(
+    desk: Desk,
+) -> None:
+    """``POST /v1/products``: the photos in a folder of their own, in the form's order, then
+    ``product.json`` naming them, the main one and the facts (what ingest turns into one
+    card); each photo held to the upload's limits, the facts to their rules, the count to
+    VITRINE_PRODUCT_MAX_PHOTOS."""
+    files = [("file", (f"IMG_{i}.jpg", photo((40 * i, 90, 30)), "image/jpeg")) for i in range(3)]
+    with desk.api("reviewer") as api:
+        answer = api.post(
+            "/v1/products",
+            files=files,
+            data={"prefix": "prod-test", "main": "2", "sku": "P-1", "brand": "Tramontina"},
+        )
+        assert answer.status_code == 202, answer.text
+        body = answer.json()
+        folder = body["key"].removesuffix("product.json")
+        assert body["key"].startswith("prod-test/") and body["key"].endswith("/product.json")
+        assert body["photos"] == [f"{folder}{i + 1:02d}-IMG_{i}.jpg" for i in range(3)]
+        assert answer.headers["location"] == body["status_url"]
+        minio = make_minio(S3Settings())
+        stored = minio.get_object(desk.bucket, body["key"])
+        manifest = read_manifest(stored.read())[0]
+        stored.close()
+        assert manifest is not None
+        assert [folder + n for n in manifest.photos] == body["photos"]
+        assert manifest.main == manifest.photos[1] and manifest.facts["sku"] == "P-1"
+        for key in body["photos"]:
+            assert minio.stat_object(desk.bucket, key).size > 0
+        too_many = api.post(
+            "/v1/products",
+            files=[("file", (f"{i}.jpg", photo((i, i, i)), "image/jpeg")) for i in range(7)],
+        )
+        assert too_many.status_code == 413 and too_many.json()["error"] == "too_many_photos"
+        lying = api.post(
+            "/v1/products",
+            files=[files[0], ("file", ("x.jpg", b"%PDF-1.7 not a photo", "image/jpeg"))],
+        )
+        assert lying.status_code == 415
+        bad_fact = api.post("/v1/products", files=files, data={"gtin": "123"})
+        assert bad_fact.status_code == 422 and bad_fact.json()["error"] == "invalid_facts"
+        bad_main = api.post("/v1/products", files=files, data={"main": "9"})
+        assert bad_main.status_code == 422
+    with desk.api("viewer") as api:
+        assert api.post("/v1/products", files=files).status_code == 403
 
 
 def test_model_output_is_escaped_everywhere(desk: Desk) -> None:
