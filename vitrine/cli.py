@@ -37,6 +37,8 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(contract.taxonomy_app, name="taxonomy")
 app.add_typer(users_app, name="users")
 
+app.command("import")(catalogue.import_products)
+
 for _command in (
     contract.prompt,
     requeue.reprocess,

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import io
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -570,3 +572,63 @@ def test_a_folder_and_its_manifest_make_one_product_and_without_it_one_card_per_
     assert (bad["status"], bad["reason"]) == ("rejected", "bad_manifest")
     queued = rows(pipeline.ns.dsn, bucket, "starts_with(object_key, 'p/') AND status = 'queued'")
     assert queued == []
+
+
+def test_vitrine_import_turns_a_catalogue_csv_into_products_and_reports_each_row(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """The AWS sample's batch columns plus sku/brand/gtin: a row with two photos becomes a
+    product (its facts from sku, brand, title and metadata), a row naming a photo that is not
+    there is refused before anything of it is uploaded; ``--wait`` prints each row's final
+    status; the exit code says a row was refused."""
+    for i in range(2):
+        (tmp_path / f"pan-{i}.jpg").write_bytes(jpeg(80 + i))
+    rows_csv = tmp_path / "catalogue.csv"
+    with rows_csv.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(
+            ["title", "description", "short_description", "metadata", "images", "sku", "brand"]
+        )
+        writer.writerow(
+            [
+                "Panela de pressão inox",
+                "longa",
+                "curta",
+                "cor: azul",
+                "pan-0.jpg|pan-1.jpg",
+                "IMP-1",
+                "Tramontina",
+            ]
+        )
+        writer.writerow(["Faca", "", "", "", "sumida.jpg", "IMP-2", ""])
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vitrine.cli",
+            "import",
+            str(rows_csv),
+            "--prefix",
+            "imp/",
+            "--bucket",
+            pipeline.ns.bucket,
+            "--wait",
+            "240",
+        ],
+        cwd=Path(__file__).parents[2],
+        env=pipeline.ns.env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = dict(line.split("\t", 1) for line in result.stdout.splitlines())
+    assert lines["row 2"].startswith("refused") and "sumida.jpg" in lines["row 2"]
+    key, status, *_ = lines["row 1"].split("\t")
+    assert key == "imp/IMP-1/product.json" and status in ("done", "failed"), lines
+    row = final_row(pipeline, key)
+    assert row["photo_keys"] == ["imp/IMP-1/01-pan-0.jpg", "imp/IMP-1/02-pan-1.jpg"]
+    assert (row["sku"], row["brand"]) == ("IMP-1", "Tramontina")
+    assert row["facts"]["facts"]["title"] == "Panela de pressão inox"
+    assert row["facts"]["facts"]["color"] == "azul"
+    assert not rows(pipeline.ns.dsn, pipeline.ns.bucket, "starts_with(object_key, 'imp/IMP-2')")

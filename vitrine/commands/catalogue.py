@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -263,3 +263,88 @@ def show(
         sys.stdout.write(json.dumps(jsonable(row), ensure_ascii=False, indent=2) + "\n")
     else:
         out.print(card_panel(row))
+
+
+def import_products(
+    csv_file: Annotated[
+        Path, typer.Argument(help="The catalogue CSV (header line first).", show_default=False)
+    ],
+    prefix: Annotated[str, typer.Option(help="Folder of the products, e.g. shop-42/.")] = "",
+    bucket: Bucket = None,
+    wait: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds to wait for every row's final status (0: do not)."),
+    ] = 0.0,
+    max_photos: Annotated[
+        int, typer.Option(min=1, max=20, help="Photos a row may list (VITRINE_PRODUCT_MAX_PHOTOS).")
+    ] = 6,
+) -> None:
+    """Import products from a CSV: each row's photos and a manifest with its facts.
+
+    Columns: title, description, short_description, metadata, images (as the AWS
+    smart-product-onboarding batch CSV) plus sku, brand, gtin and, optional, main. `images`
+    lists photo paths relative to the CSV (separated by | ; or ,); `metadata` is
+    `name: value; name: value` (category attributes, cor). Prints one line per row: its
+    manifest's key and, with --wait, its status.
+    """
+    from vitrine.importer import read_rows, upload_row
+
+    try:
+        rows = read_rows(csv_file, prefix, max_photos)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {csv_file}: {first_line(exc)}", 2)
+    client, target = _bucket_client(bucket)
+    sent = []
+    for row in rows:
+        if row.problems:
+            _line(f"row {row.number}", "refused", "; ".join(row.problems))
+            continue
+        try:
+            upload_row(client, target, row)
+        except Exception as exc:  # one row's storage problem: said, and the others go on
+            _line(f"row {row.number}", "not uploaded", first_line(exc))
+            continue
+        sent.append(row)
+        if not wait:
+            _line(f"row {row.number}", row.manifest_key, "uploaded")
+    err.print(
+        f"{len(sent)} of {len(rows)} row(s) uploaded to s3://{target}/ (description and "
+        "short_description are not facts: the card writes its own)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if wait and sent:
+        _report_rows(target, sent, wait)
+    if len(sent) < len(rows):
+        raise typer.Exit(1)
+
+
+def _report_rows(bucket: str, rows: list[Any], wait: float) -> None:
+    """Each uploaded row's status once final (or as it is after ``wait`` seconds)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from vitrine.config import OpsSettings
+    from vitrine.importer import wait_for_rows
+
+    dsn = validated(OpsSettings).pg_dsn.get_secret_value()
+
+    def read(keys: list[str]) -> dict[str, dict[str, Any]]:
+        with psycopg.connect(dsn, row_factory=dict_row) as conn:
+            found = conn.execute(
+                "SELECT object_key, status, reason, detail, product_name FROM product_cards "
+                "WHERE bucket = %s AND object_key = ANY(%s)",
+                (bucket, keys),
+            ).fetchall()
+        return {r["object_key"]: r for r in found}
+
+    found = _read_cards(lambda: wait_for_rows(read, [r.manifest_key for r in rows], wait))
+    for row in rows:
+        got = found.get(row.manifest_key) or {"status": "not seen yet"}
+        what = got.get("product_name") or got.get("reason") or ""
+        _line(f"row {row.number}", row.manifest_key, str(got["status"]), str(what))
+
+
+def _line(*fields: str) -> None:
+    """One tab-separated line on stdout, as it is (rich would expand the tabs)."""
+    sys.stdout.write("\t".join(f.replace("\t", " ").replace("\n", " ") for f in fields) + "\n")
