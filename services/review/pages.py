@@ -274,7 +274,8 @@ async def bulk_approve(request: Request) -> Response:
 
 @router.post("/upload")
 async def upload_page(request: Request) -> Response:
-    """The list's upload form: one photo into the bucket, as ``POST /v1/images`` does.  The
+    """The list's upload form: one photo into the bucket, as ``POST /v1/images`` does, or
+    several as one product, as ``POST /v1/products`` does, with the shop's facts.  The
     session and role are checked before the body is read, the CSRF token right after."""
     check_origin(request)
     session = await page_session(request)
@@ -282,10 +283,16 @@ async def upload_page(request: Request) -> Response:
         raise Forbidden(f"{session.user.role.name} may not upload (reviewer needed)")
     desk = desk_of(request)
     try:
-        received = await uploads.read_form(request, desk.settings.image_max_bytes)
+        received = await uploads.read_form(
+            request, desk.settings.image_max_bytes, files=desk.settings.product_max_photos + 1
+        )
         if not same_token(received.fields.get("csrf"), session.csrf_token):
             raise Forbidden("missing or wrong CSRF token: reload the page and try again")
-        stored = await desk.upload(received, None, received.fields.get("prefix") or "uploads")
+        prefix = received.fields.get("prefix") or "uploads"
+        if len(received.photos) > 1:  # several photos: one product (schemas/products.py)
+            stored, _photos = await desk.upload_product(received, None, prefix)
+        else:
+            stored = await desk.upload(received, None, prefix)
     except uploads.UploadRefused as exc:
         code = f"NotUploaded-{exc.code}" if f"NotUploaded-{exc.code}" in NOTICES else ""
         return RedirectResponse("/?" + urlencode({"msg": code, "error": "1"}), status_code=303)

@@ -640,6 +640,17 @@ def test_reviewers_upload_from_the_list_page(desk: Desk) -> None:
         data={"csrf": csrf_of(page.text)},
     )
     assert text.status_code == 303 and "error=1" in text.headers["location"]
+    several = [("file", (f"p{i}.jpg", photo((10 * i, 40, 200)), "image/jpeg")) for i in range(2)]
+    product = client.post(
+        "/upload",
+        files=several,
+        data={"prefix": "page-product", "sku": "PG-1", "csrf": csrf_of(page.text)},
+    )
+    assert product.status_code == 303 and "Uploaded" in product.headers["location"]
+    manifest = unquote_plus(re.search(r"prefix=([^&]+)", product.headers["location"]).group(1))  # type: ignore[union-attr]
+    assert manifest.startswith("page-product/") and manifest.endswith("/product.json")
+    body = s3_client(desk.ns.env).get_object(Bucket=desk.bucket, Key=manifest)["Body"].read()
+    assert json.loads(body)["facts"] == {"sku": "PG-1"}
     viewer = desk.login("viewer")
     assert 'id="upload"' not in viewer.get("/").text
 
