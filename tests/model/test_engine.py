@@ -216,7 +216,9 @@ def _pair(tiny_pairs, model=None, mmproj=None, handler=None):
 def scripted(monkeypatch, engine: CardEngine, outputs: list[tuple[str, str]]) -> list:
     calls: list = []
 
-    def fake_generate(image, *, seed, retry_problems=None, deadline=None, lease=None):
+    def fake_generate(
+        image, *, seed, retry_problems=None, deadline=None, lease=None, facts=None, constraint=None
+    ):
         calls.append((seed, retry_problems))
         text, finish = outputs[len(calls) - 1]
         return RawGeneration(text, finish, Timings(generate_ms=10, completion_tokens=5))
