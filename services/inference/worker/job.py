@@ -100,9 +100,7 @@ class JobHandler:
                 self._idle.wait(left)
             return self._calls
 
-    def _card(
-        self, photos: list[bytes], facts: ProductFacts | None, main: int = 0
-    ) -> CardOutcome:
+    def _card(self, photos: list[bytes], facts: ProductFacts | None, main: int = 0) -> CardOutcome:
         """The engine call, in its thread, counted while it runs."""
         with self._idle:
             self._calls += 1
@@ -176,7 +174,6 @@ class JobHandler:
             )
         record_outcome(outcome)
         return done(job, outcome, fetch_ms, _ms_since(started))
-
 
     async def _photos(self, job: ImageJob) -> list[bytes]:
         """The job's photo, or a product's photos in order: each fetched by key (the latest
