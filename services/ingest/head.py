@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 
 import urllib3
 from minio import Minio
@@ -21,7 +23,7 @@ from urllib3.exceptions import HTTPError
 
 from schemas.messages import ObjectRef
 from services.runtime.retry import transient
-from services.runtime.s3 import make_minio, open_object
+from services.runtime.s3 import MISSING_CODES, make_minio, open_object
 from services.runtime.settings import S3Settings
 
 TRANSIENT = (S3Error, ServerError, InvalidResponseError, HTTPError, OSError)
@@ -44,6 +46,35 @@ def read_head(client: Minio, ref: ObjectRef, length: int) -> bytes:
     """Up to ``length`` bytes from the start of the object the event named (blocking)."""
     with open_object(client, ref, length=length, what="event") as response:
         return response.read(length)
+
+
+def read_folder_manifest(
+    client: Minio, bucket: str, key: str, limit: int
+) -> tuple[bytes, datetime] | None:
+    """The manifest at ``key`` as it is now (its first ``limit`` bytes) and when it was last
+    written, or None when there is none (blocking)."""
+    try:
+        response = client.get_object(bucket, key, offset=0, length=limit)
+    except S3Error as exc:
+        if exc.code in MISSING_CODES:
+            return None
+        raise
+    try:
+        modified = parsedate_to_datetime(response.headers.get("Last-Modified") or "")
+        return response.read(limit), modified
+    finally:
+        response.close()
+        response.release_conn()
+
+
+async def fetch_folder_manifest(
+    client: Minio, bucket: str, key: str, limit: int, *, stop: asyncio.Event | None = None
+) -> tuple[bytes, datetime] | None:
+    """:func:`read_folder_manifest` in a thread, retried through transient faults."""
+    async for attempt in transient("s3.get_manifest", TRANSIENT, max_wait=10.0, stop_event=stop):
+        with attempt:
+            return await asyncio.to_thread(read_folder_manifest, client, bucket, key, limit)
+    raise AssertionError("unreachable")
 
 
 async def fetch_head(

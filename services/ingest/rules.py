@@ -15,10 +15,17 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from schemas.facts import GivenFacts, facts_from_metadata
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef, S3Record
-from schemas.products import ProductSpec, manifest_folder, read_manifest
+from schemas.products import (
+    MANIFEST_NAME,
+    ProductManifest,
+    ProductSpec,
+    manifest_folder,
+    read_manifest,
+)
 from schemas.reasons import Reason
 from services.runtime.object_keys import key_problem
 from services.runtime.sniff import Identified, identify
@@ -189,6 +196,67 @@ def decide_manifest(sniff: Sniff, data: bytes, max_photos: int) -> Decision:
         )
     )
     return Decision(accepted.job, accepted.result, others=grouped)
+
+
+def photo_folder(key: str) -> str | None:
+    """The folder a photo may belong to a product of (``shop-42/123/``), or None for a key
+    without one or a manifest's own."""
+    if "/" not in key or manifest_folder(key) is not None:
+        return None
+    return key.rsplit("/", 1)[0] + "/"
+
+
+def regroup(
+    decision: Decision,
+    photo: ObjectRef,
+    manifest_key: str,
+    manifest: ProductManifest,
+    manifest_modified: datetime,
+) -> Decision:
+    """A photo event in a committed product's folder (its manifest names the photo).
+
+    After the manifest (the event is newer than the manifest object): the product is made
+    again, from its photos as they are now (a deleted photo left out; none left: the product
+    fails), and a re-uploaded photo is ``grouped`` again instead of getting a card of its own.
+    Before it (the manifest's own event groups the photo): the photo's job is dropped, as its
+    card would be overwritten anyway."""
+    name = photo.key.rsplit("/", 1)[1]
+    deleted = decision.result is not None and decision.result.status is CardStatus.deleted
+    folder = manifest_key[: -len(MANIFEST_NAME)]
+    grouped = CardResult(
+        job_id=ImageJob.job_id_for(photo),
+        trace_id=secrets.token_hex(16),
+        object=photo,
+        status=CardStatus.grouped,
+        detail=f"part of product {manifest_key}",
+        producer="ingest",
+    )
+    if photo.event_time <= manifest_modified:
+        return decision if deleted else Decision(None, None, others=(grouped,))
+    names = [n for n in manifest.photos if not (deleted and n == name)]
+    product = ObjectRef(
+        bucket=photo.bucket,
+        key=manifest_key,
+        sequencer=photo.sequencer,
+        event_time=photo.event_time,
+    )
+    job_id, trace_id = ImageJob.job_id_for(product), secrets.token_hex(16)
+    if not names:
+        failed = _final(
+            product,
+            job_id,
+            trace_id,
+            CardStatus.failed,
+            Reason.product_incomplete,
+            "every photo its manifest names was deleted",
+        )
+        return Decision(None, failed.result, others=(decision.result,) if decision.result else ())
+    main = manifest.main if manifest.main in names else names[0]
+    spec = ProductSpec(photos=[folder + n for n in names], main=names.index(main))
+    given = facts_from_metadata(manifest.facts) if manifest.facts else None
+    again = _accepted(product, job_id, trace_id, given, spec)
+    others = decision.result if deleted else grouped
+    return Decision(again.job, again.result, others=(others,) if others else ())
 
 
 def decide(record: S3Record, max_bytes: int) -> Decision:

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aiokafka.structs import ConsumerRecord
@@ -28,10 +29,10 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from schemas.messages import CardStatus, MinioEvent, S3Record
-from schemas.products import MANIFEST_MAX_BYTES
+from schemas.products import MANIFEST_MAX_BYTES, MANIFEST_NAME, read_manifest
 from schemas.reasons import Reason
 from services.ingest.dedup import RecentEvents, event_identity
-from services.ingest.head import TRANSIENT, fetch_head, head_client
+from services.ingest.head import TRANSIENT, fetch_folder_manifest, fetch_head, head_client
 from services.ingest.recall import try_recall_handled
 from services.ingest.rules import (
     Decision,
@@ -40,6 +41,8 @@ from services.ingest.rules import (
     decide_from_head,
     decide_manifest,
     decide_unread,
+    photo_folder,
+    regroup,
 )
 from services.ingest.settings import IngestSettings
 from services.runtime.dead_letters import InvalidMessage
@@ -74,7 +77,9 @@ SNIFFS = Counter(
 
 PRODUCTS = Counter(
     "vitrine_ingest_products_total",
-    "Product manifests read, by outcome: product (a job for its photos), rejected (bad_manifest).",
+    "Product manifests read, by outcome: product (a job for its photos), rejected "
+    "(bad_manifest); photo events in a committed product's folder: regenerated (the product "
+    "made again), grouped (the photo's own job dropped).",
     ["outcome"],
 )
 
@@ -123,6 +128,12 @@ class Ingest(Stage[MinioEvent]):
         products = [i for i, entry in enumerate(planned) if entry.manifest is not None]
         read = await asyncio.gather(*(self._manifest_read(planned[i]) for i in products))
         for i, entry in zip(products, read, strict=True):
+            planned[i] = entry
+        # a photo in a committed product's folder: the product, not a card of its own
+        folders: dict[str, asyncio.Task[tuple[bytes, datetime] | None]] = {}
+        photos = [i for i, entry in enumerate(planned) if _photo_event(entry) is not None]
+        regrouped = await asyncio.gather(*(self._regrouped(planned[i], folders) for i in photos))
+        for i, entry in zip(photos, regrouped, strict=True):
             planned[i] = entry
         outputs: list[Output] = []
         for entry in planned:
@@ -228,6 +239,33 @@ class Ingest(Stage[MinioEvent]):
         PRODUCTS.labels("product" if decision.job else "rejected").inc()
         return _Planned(entry.item, entry.record, decision)
 
+    async def _regrouped(
+        self, entry: _Planned, folders: dict[str, asyncio.Task[tuple[bytes, datetime] | None]]
+    ) -> _Planned:
+        """``entry`` (a photo's upload or removal) as its folder's manifest decides, if the
+        folder has one that names it: read once per folder and batch."""
+        folder = _photo_event(entry)
+        assert folder is not None and entry.decision is not None
+        ref = entry.record.object_ref()
+        if folder not in folders:
+            folders[folder] = asyncio.create_task(self._folder_manifest(ref.bucket, folder))
+        found = await folders[folder]
+        if found is None:
+            return entry
+        data, modified = found
+        manifest, _problem = read_manifest(data)
+        if manifest is None or ref.key.rsplit("/", 1)[1] not in manifest.photos:
+            return entry
+        decision = regroup(entry.decision, ref, folder + MANIFEST_NAME, manifest, modified)
+        PRODUCTS.labels("regenerated" if decision.job else "grouped").inc()
+        return _Planned(entry.item, entry.record, decision)
+
+    async def _folder_manifest(self, bucket: str, folder: str) -> tuple[bytes, datetime] | None:
+        async with self._sniffing:
+            return await fetch_folder_manifest(
+                self.minio, bucket, folder + MANIFEST_NAME, MANIFEST_MAX_BYTES + 1, stop=self.stop
+            )
+
     def _outputs(self, entry: _Planned) -> list[Output]:
         s = self.settings
         decision = entry.decision
@@ -235,12 +273,15 @@ class Ingest(Stage[MinioEvent]):
         ref = entry.record.object_ref()
         outputs = []
         key = f"{ref.bucket}/{ref.key}"
+        # each on its own object's partition: a photo's event may queue its product's job
         if decision.result is not None:
             PUBLISHED.labels("result").inc()
-            outputs.append(Output(s.topic_results, ref.message_key, encode(decision.result)))
+            key_of = decision.result.object.message_key
+            outputs.append(Output(s.topic_results, key_of, encode(decision.result)))
         if decision.job is not None:
             PUBLISHED.labels("job").inc()
-            outputs.append(Output(s.topic_jobs, ref.message_key, encode(decision.job)))
+            key_of = decision.job.object.message_key
+            outputs.append(Output(s.topic_jobs, key_of, encode(decision.job)))
         for other in decision.others:  # a product's photos, each on its own key's partition
             PUBLISHED.labels("result").inc()
             outputs.append(Output(s.topic_results, other.object.message_key, encode(other)))
@@ -264,6 +305,18 @@ class Ingest(Stage[MinioEvent]):
             },
         )
         return outputs
+
+
+def _photo_event(entry: _Planned) -> str | None:
+    """The folder of a photo's upload (a job of its own) or removal, else None."""
+    decision = entry.decision
+    if decision is None or entry.parked is not None:
+        return None
+    upload = decision.job is not None and decision.job.product is None
+    removed = decision.result is not None and decision.result.status is CardStatus.deleted
+    if not (upload or removed):
+        return None
+    return photo_folder(entry.record.object_ref().key)
 
 
 @dataclass(frozen=True)

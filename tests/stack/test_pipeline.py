@@ -632,3 +632,69 @@ def test_vitrine_import_turns_a_catalogue_csv_into_products_and_reports_each_row
     assert row["facts"]["facts"]["title"] == "Panela de pressão inox"
     assert row["facts"]["facts"]["color"] == "azul"
     assert not rows(pipeline.ns.dsn, pipeline.ns.bucket, "starts_with(object_key, 'imp/IMP-2')")
+
+
+def test_replacing_or_deleting_a_photo_of_a_committed_product_makes_the_product_again(
+    pipeline: Pipeline,
+) -> None:
+    """After the manifest: a photo uploaded again is grouped again and the product's card is
+    made anew from the photos as they are; a deleted photo is left out of the product's next
+    card (its own row ends ``deleted``)."""
+    s3 = s3_client(pipeline.ns.env)
+    bucket = pipeline.ns.bucket
+    names = ["a.jpg", "b.jpg", "c.jpg"]
+    for i, name in enumerate(names):
+        s3.put_object(Bucket=bucket, Key=f"r2/{name}", Body=jpeg(90 + i), ContentType="image/jpeg")
+    time.sleep(1.1)  # the manifest's Last-Modified (seconds) after the photos'
+    s3.put_object(
+        Bucket=bucket,
+        Key="r2/product.json",
+        Body=json.dumps({"photos": names}).encode(),
+        ContentType="application/json",
+    )
+    first = final_row(pipeline, "r2/product.json")
+    assert first["photo_keys"] == [f"r2/{n}" for n in names]
+    time.sleep(1.1)
+    s3.put_object(Bucket=bucket, Key="r2/a.jpg", Body=jpeg(99), ContentType="image/jpeg")
+    again = wait_for(
+        lambda: next(
+            (
+                r
+                for r in rows(
+                    pipeline.ns.dsn, bucket, f"object_key = %s AND {FINAL}", ("r2/product.json",)
+                )
+                if r["sequencer"] > first["sequencer"]
+            ),
+            None,
+        ),
+        CARD_DEADLINE_S,
+        "the product made again",
+    )
+    assert again["photo_keys"] == first["photo_keys"]
+    replaced = rows(pipeline.ns.dsn, bucket, "object_key = %s", ("r2/a.jpg",))[0]
+    assert replaced["status"] == "grouped"
+    s3.delete_object(Bucket=bucket, Key="r2/c.jpg")
+    without = wait_for(
+        lambda: next(
+            (
+                r
+                for r in rows(
+                    pipeline.ns.dsn, bucket, f"object_key = %s AND {FINAL}", ("r2/product.json",)
+                )
+                if r["photo_keys"] == ["r2/a.jpg", "r2/b.jpg"]
+            ),
+            None,
+        ),
+        CARD_DEADLINE_S,
+        "the product without the deleted photo",
+    )
+    assert without["status"] in ("done", "failed")
+    deleted = wait_for(
+        lambda: next(
+            iter(rows(pipeline.ns.dsn, bucket, "object_key = 'r2/c.jpg' AND status = 'deleted'")),
+            None,
+        ),
+        CARD_DEADLINE_S,
+        "the deleted photo's row",
+    )
+    assert deleted["status"] == "deleted"
