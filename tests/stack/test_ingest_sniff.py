@@ -179,9 +179,13 @@ def test_silent_uploads_are_read_once_each_and_keep_the_batch_order() -> None:
     ]
     outputs = asyncio.run(stage(minio).handle(batch))
 
-    # Only the four silent uploads were read, each from its first byte, HEAD_BYTES at most.
-    assert sorted(c["key"] for c in minio.calls) == ["a/photo", "b/doc", "c/notes", "d/gone"]
-    assert all(c["offset"] == 0 and c["length"] == HEAD_BYTES for c in minio.calls)
+    # Only the four silent uploads were read, each from its first byte, HEAD_BYTES at most;
+    # besides, each accepted photo's folder was asked once for a product's manifest
+    heads = [c for c in minio.calls if not c["key"].endswith("/product.json")]
+    assert sorted(c["key"] for c in heads) == ["a/photo", "b/doc", "c/notes", "d/gone"]
+    assert all(c["offset"] == 0 and c["length"] == HEAD_BYTES for c in heads)
+    manifests = sorted(c["key"] for c in minio.calls if c["key"].endswith("/product.json"))
+    assert manifests == ["a/product.json", "x/product.json"]
     by_key = [(r.object.key, r.status, r.reason) for r in results(outputs)]
     assert by_key == [
         ("a/photo", CardStatus.queued, None),
@@ -231,7 +235,9 @@ def test_transient_faults_are_retried_until_the_read_works() -> None:
     ]
     minio = FakeMinio({"r/photo": png()}, faults)
     outputs = asyncio.run(stage(minio).handle([item(minio_record("r/photo"))]))
-    assert len(minio.calls) == 3
+    reads = [c for c in minio.calls if c["key"] == "r/photo"]
+    assert len(reads) == 3  # two faults, then the read that works
+    assert [c["key"] for c in minio.calls if c not in reads] == ["r/product.json"]  # none there
     assert [r.status for r in results(outputs)] == [CardStatus.queued]
 
 
