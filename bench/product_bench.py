@@ -23,6 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.self_test_bench import cpu_name  # one reader of the CPU's name
 from services.inference.engine.card_engine import CardEngine
 from services.inference.engine.model_files import resolve
 from services.inference.settings import EngineSettings
@@ -30,14 +31,6 @@ from tests.support.images import photo
 from tests.support.tiny_models import real_pair
 
 MODELS = Path(os.environ.get("VITRINE_BENCH_MODELS", "/tmp/vitrine-bench-models"))
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo", encoding="utf-8") as info:
-        for line in info:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def measure(shared: bool, counts: list[int], rounds: int, max_tokens: int) -> dict[int, Any]:

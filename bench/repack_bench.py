@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import llama_cpp
 import numpy as np
 
+from bench.self_test_bench import cpu_name  # one reader of the CPU's name
 from services.inference.engine.native import RepackableLlama, build_features
 from services.inference.engine.slot_view import TokenBatch
 
@@ -54,14 +55,6 @@ TEXT = (
 ) * 20
 
 FTYPES = {"Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17}
-
-
-def cpu_name() -> str:
-    with open("/proc/cpuinfo", encoding="utf-8") as info:
-        for line in info:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def requantize(source: Path, kind: str, folder: Path) -> Path:

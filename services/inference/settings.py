@@ -24,6 +24,7 @@ from services.runtime.settings import (
     InferenceGroup,
     KafkaSettings,
     S3Settings,
+    product_max_photos_field,
 )
 
 if TYPE_CHECKING:  # adapt.py imports OpenCV (a quarter of a second): only the engine needs it
@@ -304,12 +305,9 @@ class InferenceSettings(EngineSettings, KafkaSettings, InferenceGroup, S3Setting
         description="The engine by name (services/inference/worker/engines.py): llama, the model; "
         "benchmarks and tests register their stand-ins in their own processes.",
     )
-    product_max_photos: int = Field(
-        6,
-        ge=1,
-        le=20,
-        description="Photos one product card reads at most (each adds its image tokens to the "
-        "prompt: the context must hold them); ingest rejects a manifest naming more.",
+    product_max_photos: int = product_max_photos_field(
+        "each adds its image tokens to the prompt (the context must hold them); ingest "
+        "rejects a manifest naming more."
     )
     product_photo_wait_s: float = Field(
         30.0,

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from services.runtime.settings import IngestGroup, KafkaSettings, S3Settings, batch_max_field
+from services.runtime.settings import (
+    IngestGroup,
+    KafkaSettings,
+    S3Settings,
+    batch_max_field,
+    product_max_photos_field,
+)
 
 
 class IngestSettings(KafkaSettings, IngestGroup, S3Settings):
     ingest_batch_max: int = batch_max_field("ingest", "notifications")
-    product_max_photos: int = Field(
-        6,
-        ge=1,
-        le=20,
-        description="Photos one product card reads at most: a manifest (product.json) naming "
-        "more is rejected bad_manifest (schemas/products.py).",
+    product_max_photos: int = product_max_photos_field(
+        "a manifest (product.json) naming more is rejected bad_manifest (schemas/products.py)."
     )
     dedup_capacity: int = Field(
         200_000,

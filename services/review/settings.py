@@ -14,6 +14,7 @@ from services.runtime.settings import (
     PostgresSettings,
     S3Settings,
     SecretSettingsError,
+    product_max_photos_field,
     read_secret_file,
 )
 
@@ -24,11 +25,8 @@ class ReviewSettings(KafkaSettings, S3Settings, PostgresSettings, CardContractSe
     contract (VITRINE_LANGUAGE, VITRINE_TAXONOMY*, ...: the same variables the workers read)."""
 
     review_host: str = Field("127.0.0.1", description="Address the desk listens on.")
-    product_max_photos: int = Field(
-        6,
-        ge=1,
-        le=20,
-        description="Photos POST /v1/products takes at most (the workers read as many).",
+    product_max_photos: int = product_max_photos_field(
+        "POST /v1/products takes no more (the workers read as many)."
     )
     review_port: int = Field(29080, ge=1, le=65535, description="The desk's HTTP port.")
     topic_approved: str = Field(

@@ -124,6 +124,12 @@ def batch_max_field(service: str, what: str) -> Any:
     )
 
 
+def product_max_photos_field(what: str) -> Any:
+    """``VITRINE_PRODUCT_MAX_PHOTOS``: the photos one product card reads at most, one bound for
+    every service that holds a product to it (``what`` says how this one does)."""
+    return Field(6, ge=1, le=20, description=f"Photos one product card reads at most: {what}")
+
+
 class ModeSettings(VitrineSettings):
     """``VITRINE_ENV``: ``dev`` accepts the dev stack's credentials, ``production`` does not."""
 
