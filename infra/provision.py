@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,12 +29,16 @@ BUCKET_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
 NOTIFICATION_ID = "vitrine"
 # The inference service's MinIO policy: read objects of the pipeline's bucket, nothing else.
 INFERENCE_POLICY = "vitrine-inference-read"
+# Ingest's: read objects of the bucket (manifests, the first bytes of uploads) and list its keys
+# (a product folder's photos once its manifest is deleted), nothing else.
+INGEST_POLICY = "vitrine-ingest-read"
 # The review desk's two: its reader shows the photos (the same actions as the inference one), its
 # upload user only puts new photos into the bucket (no read, list, overwrite check or delete).
 REVIEW_POLICY = "vitrine-review-read"
 UPLOAD_POLICY = "vitrine-upload-put"
 READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 PUT_ACTIONS = ("s3:PutObject",)
+LIST_ACTIONS = ("s3:ListBucket",)
 
 
 def env(name: str) -> str:
@@ -170,20 +175,16 @@ def ensure_bucket() -> None:
     log(f"bucket {bucket}: notifications {', '.join(BUCKET_EVENTS)} -> {arns}")
 
 
+def allow(actions: tuple[str, ...], resource: str) -> dict[str, Any]:
+    """One policy statement: allow ``actions`` on ``resource`` (an ARN)."""
+    return {"Effect": "Allow", "Action": list(actions), "Resource": [resource]}
+
+
 def object_policy(bucket: str, actions: tuple[str, ...]) -> dict[str, Any]:
     """A policy allowing ``actions`` on the objects of ``bucket`` (``arn:aws:s3:::bucket/*``) and
     nothing else: no bucket-level action (ListBucket, GetBucketLocation, ...), no other bucket, no
     admin action."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": list(actions),
-                "Resource": [f"arn:aws:s3:::{bucket}/*"],
-            }
-        ],
-    }
+    return {"Version": "2012-10-17", "Statement": [allow(actions, f"arn:aws:s3:::{bucket}/*")]}
 
 
 def inference_policy(bucket: str) -> dict[str, Any]:
@@ -192,6 +193,17 @@ def inference_policy(bucket: str) -> dict[str, Any]:
     ListAllMyBuckets, Put*, Delete* or admin action: the workers sign for VITRINE_S3_REGION, so
     they never ask the server for the bucket's region. The review desk's reader gets the same."""
     return object_policy(bucket, READ_ACTIONS)
+
+
+def ingest_policy(bucket: str) -> dict[str, Any]:
+    """The read policy's statement plus s3:ListBucket on the bucket itself
+    (``arn:aws:s3:::bucket``): ingest lists a product folder (ListObjects, with MinIO's user
+    metadata) once its manifest is deleted. No GetBucketLocation (ingest signs for
+    VITRINE_S3_REGION), ListBucketVersions, ListBucketMultipartUploads, ListAllMyBuckets, Put*,
+    Delete*, other bucket or admin action."""
+    policy = inference_policy(bucket)
+    policy["Statement"].append(allow(LIST_ACTIONS, f"arn:aws:s3:::{bucket}"))
+    return policy
 
 
 def upload_policy(bucket: str) -> dict[str, Any]:
@@ -293,13 +305,24 @@ def apply_read_only_user(admin: Any, user: str, secret: str, bucket: str, policy
     return apply_user(admin, user, secret, bucket, policy, inference_policy(bucket))
 
 
-# Each service's MinIO user: (variable prefix, policy name, the policy's actions on the objects).
+# Each service's MinIO user: (variable prefix, policy name, the policy's document for a bucket).
 # infra/services.sh gives each service its own user's credentials instead of the root ones.
-MINIO_USERS = (
-    ("VITRINE_INFERENCE_S3", INFERENCE_POLICY, READ_ACTIONS),  # inference workers, ingest
-    ("VITRINE_REVIEW_S3", REVIEW_POLICY, READ_ACTIONS),  # the review desk's photos
-    ("VITRINE_UPLOAD_S3", UPLOAD_POLICY, PUT_ACTIONS),  # the review desk's upload form
+PolicyDocument = Callable[[str], dict[str, Any]]
+MINIO_USERS: tuple[tuple[str, str, PolicyDocument], ...] = (
+    ("VITRINE_INFERENCE_S3", INFERENCE_POLICY, inference_policy),  # inference workers
+    ("VITRINE_INGEST_S3", INGEST_POLICY, ingest_policy),  # ingest: reads and lists folders
+    ("VITRINE_REVIEW_S3", REVIEW_POLICY, inference_policy),  # the review desk's photos
+    ("VITRINE_UPLOAD_S3", UPLOAD_POLICY, upload_policy),  # the review desk's upload form
 )
+
+
+def describe_policy(policy: dict[str, Any]) -> str:
+    """``GetObject + GetObjectVersion on incoming/*; ListBucket on incoming`` for a log line."""
+    parts = []
+    for statement in policy["Statement"]:
+        resources = ", ".join(r.removeprefix("arn:aws:s3:::") for r in statement["Resource"])
+        parts.append(f"{' + '.join(statement['Action'])} on {resources}")
+    return "; ".join(parts)
 
 
 def ensure_minio_users() -> None:
@@ -307,7 +330,7 @@ def ensure_minio_users() -> None:
     exactly its one policy on VITRINE_BUCKET."""
     bucket = env("VITRINE_BUCKET")
     root = env("VITRINE_S3_ACCESS_KEY")
-    users = [(env(f"{p}_ACCESS_KEY"), env(f"{p}_SECRET_KEY"), p, n, a) for p, n, a in MINIO_USERS]
+    users = [(env(f"{p}_ACCESS_KEY"), env(f"{p}_SECRET_KEY"), p, n, d) for p, n, d in MINIO_USERS]
     seen: dict[str, str] = {}
     for user, secret, prefix, _, _ in users:
         if user == root:
@@ -318,10 +341,10 @@ def ensure_minio_users() -> None:
         if len(secret) < 8:
             sys.exit(f"provision: {prefix}_SECRET_KEY needs at least 8 characters")
     admin = minio_admin()
-    for user, secret, _, policy, actions in users:
-        if apply_user(admin, user, secret, bucket, policy, object_policy(bucket, actions)):
-            allowed = " + ".join(actions)
-            log(f"minio user {user}: policy {policy} = {allowed} on {bucket}/* (updated)")
+    for user, secret, _, policy, document in users:
+        wanted = document(bucket)
+        if apply_user(admin, user, secret, bucket, policy, wanted):
+            log(f"minio user {user}: policy {policy} = {describe_policy(wanted)} (updated)")
 
 
 COMMANDS = ("kafka-ready", "topics", "bucket", "minio-users")

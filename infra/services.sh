@@ -10,8 +10,9 @@
 # The services read their settings from VITRINE_* variables (infra/dev.env plus the environment:
 # e.g. VITRINE_PRESET, or VITRINE_MODEL_PATH/VITRINE_MMPROJ_PATH for an explicit model), except
 # credentials: each service gets only its own least-privilege ones (service_credentials below):
-# the sink VITRINE_SINK_PG_DSN[_FILE], the workers and ingest VITRINE_INFERENCE_S3_* (read-only),
-# the review desk VITRINE_REVIEW_PG_DSN[_FILE], VITRINE_REVIEW_S3_* and VITRINE_UPLOAD_S3_*.
+# the sink VITRINE_SINK_PG_DSN[_FILE], the workers VITRINE_INFERENCE_S3_* (read-only), ingest
+# VITRINE_INGEST_S3_* (read and list the bucket), the review desk VITRINE_REVIEW_PG_DSN[_FILE],
+# VITRINE_REVIEW_S3_* and VITRINE_UPLOAD_S3_*.
 # Logs: $VITRINE_STATE_DIR/logs/<name>.log, one JSON object per line.
 set -euo pipefail
 
@@ -47,12 +48,14 @@ live_pid() {
 
 # Every credential dev.env and the environment may hold. No service inherits any of them: each
 # gets only its own (service_credentials), so a compromised ingest or worker holds a read-only
-# MinIO key and no database password, the sink no MinIO key (none of them the root/owner ones).
+# MinIO key (ingest's may also list the bucket's keys) and no database password, the sink no
+# MinIO key (none of them the root/owner ones).
 CREDENTIAL_VARS=(
     VITRINE_S3_ACCESS_KEY VITRINE_S3_SECRET_KEY VITRINE_S3_SECRET_KEY_FILE
     VITRINE_PG_USER VITRINE_PG_PASSWORD VITRINE_PG_DSN VITRINE_PG_DSN_FILE
     VITRINE_INFERENCE_S3_ACCESS_KEY VITRINE_INFERENCE_S3_SECRET_KEY
     VITRINE_INFERENCE_S3_SECRET_KEY_FILE
+    VITRINE_INGEST_S3_ACCESS_KEY VITRINE_INGEST_S3_SECRET_KEY VITRINE_INGEST_S3_SECRET_KEY_FILE
     VITRINE_SINK_PG_PASSWORD VITRINE_SINK_PG_DSN VITRINE_SINK_PG_DSN_FILE
     VITRINE_READER_PG_PASSWORD VITRINE_READER_PG_DSN
     VITRINE_REVIEW_PG_PASSWORD VITRINE_REVIEW_PG_DSN VITRINE_REVIEW_PG_DSN_FILE
@@ -64,8 +67,9 @@ CREDENTIAL_VARS=(
 # Prints, one per line, the NAME=value assignments a module gets as its credentials:
 #   sink       VITRINE_PG_DSN from VITRINE_SINK_PG_DSN (role vitrine_sink), or the _FILE;
 #   inference  VITRINE_S3_ACCESS_KEY/SECRET_KEY from VITRINE_INFERENCE_S3_* (read-only user);
-#   ingest     the same read-only user (it reads the first bytes of uploads whose content type
-#              and name are both silent);
+#   ingest     VITRINE_S3_ACCESS_KEY/SECRET_KEY from VITRINE_INGEST_S3_* (user vitrine-ingest:
+#              reads manifests and the first bytes of uploads whose content type and name are
+#              both silent, lists a product folder once its manifest is deleted);
 #   review     VITRINE_PG_DSN from VITRINE_REVIEW_PG_DSN (role vitrine_review), or the _FILE;
 #              VITRINE_S3_* from VITRINE_REVIEW_S3_* (read-only user vitrine-review, the photos);
 #              VITRINE_UPLOAD_S3_* as they are (put-only user vitrine-upload, the upload form).
@@ -78,12 +82,20 @@ service_credentials() {
                 echo "VITRINE_PG_DSN=$VITRINE_SINK_PG_DSN"
             fi
             ;;
-        services.inference | services.ingest)
+        services.inference)
             echo "VITRINE_S3_ACCESS_KEY=$VITRINE_INFERENCE_S3_ACCESS_KEY"
             if [[ -n "${VITRINE_INFERENCE_S3_SECRET_KEY_FILE:-}" ]]; then
                 echo "VITRINE_S3_SECRET_KEY_FILE=$VITRINE_INFERENCE_S3_SECRET_KEY_FILE"
             else
                 echo "VITRINE_S3_SECRET_KEY=$VITRINE_INFERENCE_S3_SECRET_KEY"
+            fi
+            ;;
+        services.ingest)
+            echo "VITRINE_S3_ACCESS_KEY=$VITRINE_INGEST_S3_ACCESS_KEY"
+            if [[ -n "${VITRINE_INGEST_S3_SECRET_KEY_FILE:-}" ]]; then
+                echo "VITRINE_S3_SECRET_KEY_FILE=$VITRINE_INGEST_S3_SECRET_KEY_FILE"
+            else
+                echo "VITRINE_S3_SECRET_KEY=$VITRINE_INGEST_S3_SECRET_KEY"
             fi
             ;;
         services.review)

@@ -1,8 +1,10 @@
 """What the ingest service reads from ``VITRINE_*`` variables (shared ones: runtime/settings.py).
 
-The S3 settings are there for one read: the first bytes of an upload whose declared type and
-name are both silent (services/ingest/head.py).  Ingest needs no more than the workers' read-only
-user (GetObject on the bucket's objects); the dev defaults are the native stack's.
+The S3 settings are there for three reads (services/ingest/head.py): the first bytes of an
+upload whose declared type and name are both silent, a product's manifest, and the listing of a
+removed manifest's folder.  Ingest's own MinIO user (``VITRINE_INGEST_S3_*``, infra/services.sh)
+holds GetObject on the bucket's objects and ListBucket on the bucket; the dev defaults are the
+native stack's.
 """
 
 from __future__ import annotations

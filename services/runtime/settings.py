@@ -35,6 +35,7 @@ DEV_S3_SECRET_KEYS = frozenset(
     {
         DEV_S3_SECRET_KEY,
         "vitrine-inference-dev-secret",
+        "vitrine-ingest-dev-secret",
         "vitrine-review-dev-secret",
         "vitrine-upload-dev-secret",
     }

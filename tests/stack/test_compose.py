@@ -440,8 +440,9 @@ def test_each_service_gets_only_its_own_credentials(services: dict[str, dict[str
     inference = {"inference", "inference-gpu"}
     expected = {
         "VITRINE_S3_SECRET_KEY": {"minio", "setup"},
-        # ingest: the first bytes of uploads whose type and name are silent (read-only user)
-        "VITRINE_INFERENCE_S3_SECRET_KEY": {"setup", "ingest"} | inference,
+        "VITRINE_INFERENCE_S3_SECRET_KEY": {"setup"} | inference,
+        # ingest's own user: reads manifests and first bytes, lists a folder (s3:ListBucket)
+        "VITRINE_INGEST_S3_SECRET_KEY": {"setup", "ingest"},
         "POSTGRES_PASSWORD": {"postgres", "setup"},
         "VITRINE_PG_PASSWORD": {"setup"},
         "VITRINE_SINK_PG_PASSWORD": {"setup", "sink"},
@@ -459,24 +460,24 @@ def test_each_service_gets_only_its_own_credentials(services: dict[str, dict[str
     assert not [k for k in ingest_env if re.search(r"PASSWORD|DSN", k)]
     sink_dsn = urlsplit(services["sink"]["environment"]["VITRINE_PG_DSN"])
     assert sink_dsn.username == "vitrine_sink"
-    for name in inference | {"ingest"}:
+    for name in inference:
         env = services[name]["environment"]
         assert env["VITRINE_S3_ACCESS_KEY"] == secrets["VITRINE_INFERENCE_S3_ACCESS_KEY"]
-        assert env["VITRINE_S3_ACCESS_KEY"] != secrets["VITRINE_S3_ACCESS_KEY"]
+    assert ingest_env["VITRINE_S3_ACCESS_KEY"] == secrets["VITRINE_INGEST_S3_ACCESS_KEY"]
     review = services["review"]["environment"]
     assert urlsplit(review["VITRINE_PG_DSN"]).username == "vitrine_review"
     assert review["VITRINE_S3_ACCESS_KEY"] == secrets["VITRINE_REVIEW_S3_ACCESS_KEY"]
     assert review["VITRINE_UPLOAD_S3_ACCESS_KEY"] == secrets["VITRINE_UPLOAD_S3_ACCESS_KEY"]
-    # Three distinct MinIO users, none of them root, each handed to its own services only.
+    # Four distinct MinIO users, none of them root, each handed to its own services only.
     users = {
-        secrets[f"VITRINE_{who}_S3_ACCESS_KEY"] for who in ("INFERENCE", "REVIEW", "UPLOAD")
+        secrets[f"VITRINE_{who}_S3_ACCESS_KEY"]
+        for who in ("INFERENCE", "INGEST", "REVIEW", "UPLOAD")
     } | {secrets["VITRINE_S3_ACCESS_KEY"]}
-    assert len(users) == 4
+    assert len(users) == 5
     for variable in ("VITRINE_REVIEW_S3_ACCESS_KEY", "VITRINE_UPLOAD_S3_ACCESS_KEY"):
         assert holders(services, secrets[variable]) == {"setup", "review"}, variable
-    assert holders(services, secrets["VITRINE_INFERENCE_S3_ACCESS_KEY"]) == (
-        {"setup", "ingest"} | inference
-    )
+    assert holders(services, secrets["VITRINE_INFERENCE_S3_ACCESS_KEY"]) == {"setup"} | inference
+    assert holders(services, secrets["VITRINE_INGEST_S3_ACCESS_KEY"]) == {"setup", "ingest"}
 
 
 def test_review_desk_is_published_on_the_host_and_checked_on_its_web_port(

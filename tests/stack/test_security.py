@@ -132,6 +132,7 @@ def test_built_in_defaults_are_refused_in_production(
     [
         ("VITRINE_S3_SECRET_KEY", S3Settings),
         ("VITRINE_INFERENCE_S3_SECRET_KEY", S3Settings),
+        ("VITRINE_INGEST_S3_SECRET_KEY", S3Settings),
         ("VITRINE_PG_DSN", PostgresSettings),
         ("VITRINE_SINK_PG_DSN", PostgresSettings),
         ("VITRINE_READER_PG_DSN", PostgresSettings),
@@ -248,7 +249,9 @@ def test_validation_errors_never_echo_secrets(
 def test_the_refused_lists_cover_every_credential_in_dev_env() -> None:
     env = dev_env(inherit=False)
     assert env["VITRINE_ENV"] == "dev"
-    s3_secrets = {env["VITRINE_S3_SECRET_KEY"], env["VITRINE_INFERENCE_S3_SECRET_KEY"]}
+    s3_secrets = {
+        env[f"VITRINE_{who}S3_SECRET_KEY"] for who in ("", "INFERENCE_", "INGEST_", "REVIEW_")
+    } | {env["VITRINE_UPLOAD_S3_SECRET_KEY"]}
     assert s3_secrets <= runtime_settings.DEV_S3_SECRET_KEYS
     pg_passwords = {
         env["VITRINE_PG_PASSWORD"],
@@ -850,30 +853,44 @@ def denied(call: Any) -> str:
 class Scratch:
     bucket: str
     reader: tuple[str, str]
+    lister: tuple[str, str]
     root: Any
     version_id: str
 
 
 @pytest.fixture(scope="module")
 def scratch(stack: dict[str, str]) -> Iterator[Scratch]:
-    """A bucket without notifications (so nothing reaches the pipeline) and a user given the
-    inference policy on it by the same provisioning code infra/stack runs."""
+    """A bucket without notifications (so nothing reaches the pipeline), a user given the
+    inference policy on it and one given ingest's, by the same provisioning code infra/stack
+    runs."""
     provision = load_provision()
     token = uuid.uuid4().hex[:8]
     bucket, user, secret = f"vitrine-sec-{token}", f"vitrine-sec-{token}", f"secret-{token}"
     policy = f"vitrine-sec-{token}-read"
+    lister, list_secret = f"vitrine-sec-{token}-lister", f"secret-{token}-list"
+    list_policy = f"vitrine-sec-{token}-list"
     root = s3(stack, stack["VITRINE_S3_ACCESS_KEY"], stack["VITRINE_S3_SECRET_KEY"])
     root.create_bucket(Bucket=bucket)
     root.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     first = root.put_object(Bucket=bucket, Key="shop-1/photo.jpg", Body=b"version one")
-    root.put_object(Bucket=bucket, Key="shop-1/photo.jpg", Body=b"version two")
+    root.put_object(
+        Bucket=bucket,
+        Key="shop-1/photo.jpg",
+        Body=b"version two",
+        ContentType="image/jpeg",
+        Metadata={"vitrine-product": "sku-1"},
+    )
     admin = root_admin(stack)
     provision.apply_read_only_user(admin, user, secret, bucket, policy)
+    provision.apply_user(
+        admin, lister, list_secret, bucket, list_policy, provision.ingest_policy(bucket)
+    )
     try:
-        yield Scratch(bucket, (user, secret), root, first["VersionId"])
+        yield Scratch(bucket, (user, secret), (lister, list_secret), root, first["VersionId"])
     finally:
-        admin.user_remove(user)
-        admin.policy_remove(policy)
+        for name, attached in ((user, policy), (lister, list_policy)):
+            admin.user_remove(name)
+            admin.policy_remove(attached)
         for v in root.list_object_versions(Bucket=bucket).get("Versions", []):
             root.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
         for m in root.list_object_versions(Bucket=bucket).get("DeleteMarkers", []):
@@ -989,6 +1006,143 @@ def test_read_only_policy_reads_objects_and_versions_and_nothing_else(
 
     with pytest.raises(MinioAdminException):
         minio_admin(stack, *scratch.reader).user_list()
+
+
+@pytest.mark.pipeline
+def test_ingest_user_holds_exactly_the_read_and_list_policy(stack: dict[str, str]) -> None:
+    """Ingest's own user, as MinIO reports it: one policy, the read statement on the objects and
+    ListBucket on the bucket itself, nothing else."""
+    provision = load_provision()
+    admin = root_admin(stack)
+    user = stack["VITRINE_INGEST_S3_ACCESS_KEY"]
+    assert user not in {
+        stack["VITRINE_S3_ACCESS_KEY"],
+        stack["VITRINE_INFERENCE_S3_ACCESS_KEY"],
+        stack["VITRINE_REVIEW_S3_ACCESS_KEY"],
+        stack["VITRINE_UPLOAD_S3_ACCESS_KEY"],
+    }
+    info = json.loads(admin.user_info(user))
+    assert info["status"] == "enabled"
+    assert info["policyName"] == provision.INGEST_POLICY  # one policy, no other attached
+    policy = json.loads(admin.policy_info(provision.INGEST_POLICY))
+    bucket = stack["VITRINE_BUCKET"]
+    wanted = provision.ingest_policy(bucket)
+    assert provision.normalised_policy(policy) == provision.normalised_policy(wanted)
+    allowed = {
+        (resource, action)
+        for statement in policy["Statement"]
+        if statement["Effect"] == "Allow" and not statement.get("Condition")
+        for resource in statement["Resource"]
+        for action in statement["Action"]
+    }
+    assert allowed == {
+        (f"arn:aws:s3:::{bucket}/*", "s3:GetObject"),
+        (f"arn:aws:s3:::{bucket}/*", "s3:GetObjectVersion"),
+        (f"arn:aws:s3:::{bucket}", "s3:ListBucket"),
+    }
+
+
+@pytest.mark.pipeline
+def test_ingest_user_on_the_real_bucket(stack: dict[str, str], scratch: Scratch) -> None:
+    """The provisioned ingest user against VITRINE_BUCKET, creating nothing there: reads and
+    listings are authorised (ingest's own folder listing answers, where the inference user's is
+    refused); every write, other bucket-level call, other bucket and admin call is AccessDenied."""
+    from services.ingest.head import list_folder
+
+    user = (stack["VITRINE_INGEST_S3_ACCESS_KEY"], stack["VITRINE_INGEST_S3_SECRET_KEY"])
+    client, bucket = s3(stack, *user), stack["VITRINE_BUCKET"]
+    folder = f"vitrine-security-test/{uuid.uuid4().hex}/"
+    probe = f"{folder}photo.jpg"
+    assert denied(lambda: client.get_object(Bucket=bucket, Key=probe)) == "NoSuchKey"
+    assert client.list_objects_v2(Bucket=bucket, Prefix=folder, Delimiter="/")["KeyCount"] == 0
+    # ... and ingest's own listing (MinIO's metadata=true listing) answers, empty
+    settings = reader_settings(stack, *user, region=stack["VITRINE_S3_REGION"])
+    assert list_folder(make_minio(settings), bucket, folder, 10) == ([], False)
+    inference = (stack["VITRINE_INFERENCE_S3_ACCESS_KEY"], stack["VITRINE_INFERENCE_S3_SECRET_KEY"])
+    workers = make_minio(reader_settings(stack, *inference, region=stack["VITRINE_S3_REGION"]))
+    with pytest.raises(ObjectForbidden, match="AccessDenied"):
+        list_folder(workers, bucket, folder, 10)
+    # a multi-object delete answers 200, refusing each object in its body
+    deleted = client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": probe}]})
+    assert [e["Code"] for e in deleted["Errors"]] == ["AccessDenied"] and not deleted.get("Deleted")
+    # MinIO answers ListBuckets with the buckets a user may list: this one, no other's name
+    assert [b["Name"] for b in client.list_buckets()["Buckets"]] == [bucket]
+    for name, call in {
+        "PutObject": lambda: client.put_object(Bucket=bucket, Key=probe, Body=b"x"),
+        "DeleteObject": lambda: client.delete_object(Bucket=bucket, Key=probe),
+        "CopyObject": lambda: client.copy_object(
+            Bucket=bucket, Key=probe, CopySource={"Bucket": bucket, "Key": f"{folder}a.jpg"}
+        ),
+        "CreateMultipartUpload": lambda: client.create_multipart_upload(Bucket=bucket, Key=probe),
+        "ListMultipartUploads": lambda: client.list_multipart_uploads(Bucket=bucket),
+        "GetBucketLocation": lambda: client.get_bucket_location(Bucket=bucket),
+        "GetBucketPolicy": lambda: client.get_bucket_policy(Bucket=bucket),
+        "PutBucketPolicy": lambda: client.put_bucket_policy(Bucket=bucket, Policy="{}"),
+        "GetBucketNotification": lambda: client.get_bucket_notification_configuration(
+            Bucket=bucket
+        ),
+        "GetBucketVersioning": lambda: client.get_bucket_versioning(Bucket=bucket),
+        "CreateBucket": lambda: client.create_bucket(Bucket=f"vitrine-sec-{uuid.uuid4().hex[:8]}"),
+        "DeleteBucket": lambda: client.delete_bucket(Bucket=bucket),
+        "GetObject(other bucket)": lambda: client.get_object(
+            Bucket=scratch.bucket, Key="shop-1/photo.jpg"
+        ),
+        "ListObjects(other bucket)": lambda: client.list_objects_v2(Bucket=scratch.bucket),
+    }.items():
+        try:
+            assert denied(call) == "AccessDenied", name
+        finally:  # a widened policy must not leave the probe behind in the pipeline's bucket
+            with contextlib.suppress(ClientError):
+                scratch.root.head_object(Bucket=bucket, Key=probe)
+                scratch.root.delete_object(Bucket=bucket, Key=probe)
+
+    from minio.error import MinioAdminException
+
+    with pytest.raises(MinioAdminException):
+        minio_admin(stack, *user).user_list()
+
+
+@pytest.mark.pipeline
+def test_read_and_list_policy_lists_keys_and_metadata_and_nothing_else(
+    stack: dict[str, str], scratch: Scratch
+) -> None:
+    """Ingest's policy, given by the same provisioning code to a scratch user on a scratch bucket:
+    its folder listing gives the keys with their content type and user metadata, objects read;
+    nothing is written, deleted, or reached in another bucket."""
+    from services.ingest.head import list_folder
+
+    settings = reader_settings(stack, *scratch.lister, region=stack["VITRINE_S3_REGION"])
+    client = make_minio(settings)
+    listed, more = list_folder(client, scratch.bucket, "shop-1/", 10)
+    assert not more and [entry.key for entry in listed] == ["shop-1/photo.jpg"]
+    assert listed[0].content_type == "image/jpeg"
+    assert {k.lower(): v for k, v in listed[0].metadata.items()} == {
+        "x-amz-meta-vitrine-product": "sku-1"
+    }
+    assert read_object(client, ref(scratch.bucket, "shop-1/photo.jpg"), 1024) == b"version two"
+
+    boto = s3(stack, *scratch.lister)
+    for name, call in {
+        "PutObject": lambda: boto.put_object(Bucket=scratch.bucket, Key="new.jpg", Body=b"x"),
+        "DeleteObject": lambda: boto.delete_object(Bucket=scratch.bucket, Key="shop-1/photo.jpg"),
+        "DeleteObjectVersion": lambda: boto.delete_object(
+            Bucket=scratch.bucket, Key="shop-1/photo.jpg", VersionId=scratch.version_id
+        ),
+        "PutBucketVersioning": lambda: boto.put_bucket_versioning(
+            Bucket=scratch.bucket, VersioningConfiguration={"Status": "Suspended"}
+        ),
+        "GetBucketLocation": lambda: boto.get_bucket_location(Bucket=scratch.bucket),
+        "ListMultipartUploads": lambda: boto.list_multipart_uploads(Bucket=scratch.bucket),
+        "GetObject(VITRINE_BUCKET)": lambda: boto.get_object(
+            Bucket=stack["VITRINE_BUCKET"], Key="any.jpg"
+        ),
+        "ListObjects(VITRINE_BUCKET)": lambda: boto.list_objects_v2(
+            Bucket=stack["VITRINE_BUCKET"], MaxKeys=1
+        ),
+    }.items():
+        assert denied(call) == "AccessDenied", name
+    versions = scratch.root.list_object_versions(Bucket=scratch.bucket)
+    assert len(versions.get("Versions", [])) == 2 and not versions.get("DeleteMarkers")
 
 
 @pytest.mark.pipeline

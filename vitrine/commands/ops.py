@@ -91,10 +91,10 @@ def config(
     for line in lines:
         table.add_row(line.variable, line.value, line.source, line.description)
     out.print(table)
-    if service in ("sink", "inference", "review"):
+    if service in ("ingest", "sink", "inference", "review"):
         err.print(
             "note: infra/services.sh gives this service its own credentials "
-            "(VITRINE_SINK_PG_* / VITRINE_INFERENCE_S3_* / VITRINE_REVIEW_*) in place of the "
-            "ones shown",
+            "(VITRINE_INGEST_S3_* / VITRINE_SINK_PG_* / VITRINE_INFERENCE_S3_* / VITRINE_REVIEW_*) "
+            "in place of the ones shown",
             highlight=False,
         )
