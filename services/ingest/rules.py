@@ -8,13 +8,16 @@ declared type; only when both are silent (a generic type such as ``binary/octet-
 name without an image extension: what boto3 and ``aws s3 cp`` send for an unknown name) is the
 decision left to the object's first bytes, which the service reads and hands back to
 :func:`decide_from_head`.  The inference service decodes the bytes and rejects what lies.
+A removed manifest hands the photos of its folder back to cards of their own
+(:func:`decide_released`, from a listing the service makes).
 """
 
 from __future__ import annotations
 
 import secrets
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from schemas.facts import GivenFacts, facts_from_metadata
@@ -43,6 +46,9 @@ UPLOAD_EVENTS = frozenset(
 )
 # MinIO's event for a DELETE of a key or version that does not exist: nothing was removed.
 REMOVED_NOTHING = "s3:ObjectRemoved:NoOP"
+RELEASED_MOST = 100
+"""The entries of a removed manifest's folder listed at most (a manifest names at most
+``PHOTOS_MOST``; the bound keeps one event from becoming a bucket scan)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,21 @@ class Decision:
     """A product's manifest to read whole (schemas/products.py), then :func:`decide_manifest`."""
     others: tuple[CardResult, ...] = ()
     """Results for other objects: the photos a manifest groups into its product."""
+    released: ObjectRef | None = None
+    """A removed manifest: its folder to list, then :func:`decide_released` for its photos."""
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One entry of a folder listing, with what an upload event would have said of it: the
+    listing alone gives it (MinIO lists user metadata and content type on request)."""
+
+    key: str
+    size: int | None
+    etag: str | None = None
+    content_type: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """The object's ``X-Amz-Meta-*`` entries (the shop's facts, schemas/facts.py)."""
 
 
 def classify_head(head: bytes, sniff: Sniff) -> tuple[Identified, tuple[Reason, str] | None]:
@@ -261,23 +282,31 @@ def regroup(
 
 def decide(record: S3Record, max_bytes: int) -> Decision:
     ref = record.object_ref()
-    trace_id = secrets.token_hex(16)
-    job_id = ImageJob.job_id_for(ref)
     name = record.event_name
     if name.startswith("s3:ObjectRemoved:") and name != REMOVED_NOTHING:
         result = CardResult(
-            job_id=job_id,
-            trace_id=trace_id,
+            job_id=ImageJob.job_id_for(ref),
+            trace_id=secrets.token_hex(16),
             object=ref,
             status=CardStatus.deleted,
             producer="ingest",
         )
-        return Decision(None, result)
+        # a manifest's photos were grouped into its product (one breaking the key rule
+        # never made one): they go back to cards of their own
+        manifest = manifest_folder(ref.key) is not None and key_problem(ref.key) is None
+        return Decision(None, result, released=ref if manifest else None)
     if name not in UPLOAD_EVENTS:
         return Decision(None, None)
+    return decide_upload(ref, record.facts(), max_bytes)
+
+
+def decide_upload(ref: ObjectRef, facts: GivenFacts | None, max_bytes: int) -> Decision:
+    """What an upload of ``ref`` means: a job, a rejection, or its bytes (or, for a manifest,
+    its content) to read first."""
+    trace_id = secrets.token_hex(16)
+    job_id = ImageJob.job_id_for(ref)
     # Any S3 client may write such a key; no worker should read it.  An empty object (a
     # console's folder marker, ``photos/``) is ``empty_object`` whatever its key.
-    facts = record.facts()
     bad_key = key_problem(ref.key) if ref.size != 0 else None
     if bad_key is not None:
         return _final(ref, job_id, trace_id, CardStatus.rejected, Reason.bad_key, bad_key, facts)
@@ -290,3 +319,50 @@ def decide(record: S3Record, max_bytes: int) -> Decision:
         reason, detail = problem
         return _final(ref, job_id, trace_id, CardStatus.rejected, reason, detail, facts)
     return _accepted(ref, job_id, trace_id, facts)
+
+
+def decide_released(
+    removed: ObjectRef, listed: Sequence[Listed], max_bytes: int
+) -> tuple[Decision, ...]:
+    """The photos in a removed manifest's folder (``listed``), each decided as its upload
+    would be: a card of its own again, not ``grouped`` into a product that no longer exists.
+
+    Which photos the manifest named went with it, so every photo in the folder is decided
+    again, those it did not name (which have their own cards already) too.  Each carries the
+    removal's sequencer and time, so its row supersedes the ``grouped`` one, and a replay
+    makes the same job ids.  Sub-folders, folder markers and empty objects, keys breaking the
+    key rule and a manifest uploaded since are left alone: none of them was grouped."""
+    folder = manifest_folder(removed.key) or ""
+    return tuple(
+        decide_upload(_released_ref(removed, entry), _given(entry.metadata), max_bytes)
+        for entry in listed
+        if _is_photo(folder, entry)
+    )
+
+
+def _is_photo(folder: str, entry: Listed) -> bool:
+    """Whether a listed entry is an object of the folder's own (not in a sub-folder) that a
+    manifest could have named."""
+    name = entry.key[len(folder) :] if entry.key.startswith(folder) else ""
+    if not name or "/" in name or name == MANIFEST_NAME or not entry.size:
+        return False
+    return key_problem(entry.key) is None
+
+
+def _released_ref(removed: ObjectRef, entry: Listed) -> ObjectRef:
+    """The listed object as of the removal's event (its sequencer orders the new row)."""
+    return ObjectRef(
+        bucket=removed.bucket,
+        key=entry.key,
+        etag=entry.etag,
+        size=entry.size,
+        content_type=entry.content_type,
+        sequencer=removed.sequencer,
+        event_time=removed.event_time,
+    )
+
+
+def _given(metadata: Mapping[str, str]) -> GivenFacts | None:
+    """The shop's facts in listed metadata; None when it gave none (as ``S3Record.facts``)."""
+    given = facts_from_metadata(metadata)
+    return None if given.facts.empty and not given.problems else given

@@ -11,6 +11,8 @@ parked on the dead-letter topic with the reason in its headers; it never stops t
 An upload only its bytes can classify (rules.py: a generic content type under a name without an
 image extension) costs one ranged GET (``head.py``); a batch's are read together.  While MinIO
 is unreachable such a batch waits, retried and logged, and is committed only once decided.
+A removed manifest costs one listing of its folder: its photos follow the removal in the batch,
+each decided as its upload would be (rules.py ``decide_released``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,18 +30,26 @@ from minio import Minio
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from schemas.messages import CardStatus, MinioEvent, S3Record
-from schemas.products import MANIFEST_MAX_BYTES, MANIFEST_NAME, read_manifest
+from schemas.messages import CardStatus, MinioEvent, ObjectRef, S3Record
+from schemas.products import MANIFEST_MAX_BYTES, MANIFEST_NAME, manifest_folder, read_manifest
 from schemas.reasons import Reason
 from services.ingest.dedup import RecentEvents, event_identity
-from services.ingest.head import TRANSIENT, fetch_folder_manifest, fetch_head, head_client
+from services.ingest.head import (
+    TRANSIENT,
+    fetch_folder,
+    fetch_folder_manifest,
+    fetch_head,
+    head_client,
+)
 from services.ingest.recall import try_recall_handled
 from services.ingest.rules import (
+    RELEASED_MOST,
     Decision,
     Sniff,
     decide,
     decide_from_head,
     decide_manifest,
+    decide_released,
     decide_unread,
     photo_folder,
     regroup,
@@ -79,7 +89,9 @@ PRODUCTS = Counter(
     "vitrine_ingest_products_total",
     "Product manifests read, by outcome: product (a job for its photos), rejected "
     "(bad_manifest); photo events in a committed product's folder: regenerated (the product "
-    "made again), grouped (the photo's own job dropped).",
+    "made again), grouped (the photo's own job dropped); manifests removed: released (the "
+    "folder listed, its photos decided as uploads again), unlisted (the listing was refused: "
+    "its photos stay grouped).",
     ["outcome"],
 )
 
@@ -119,6 +131,9 @@ class Ingest(Stage[MinioEvent]):
 
     async def handle(self, items: Sequence[Item[MinioEvent]]) -> list[Output]:
         planned = [entry for item in items for entry in self._plan(item)]
+        # a removed manifest's photos, each right after it (listed together)
+        expanded = await asyncio.gather(*(self._with_released(entry) for entry in planned))
+        planned = [entry for group in expanded for entry in group]
         # The first bytes of every silent upload in the batch are read at once; the outputs
         # keep the records' order (a key's events stay in sequence on its partition).
         silent = [i for i, entry in enumerate(planned) if entry.sniff is not None]
@@ -170,6 +185,42 @@ class Ingest(Stage[MinioEvent]):
             planned.append(_Planned(item, s3_record, decision))
         return planned
 
+    async def _with_released(self, entry: _Planned) -> list[_Planned]:
+        """``entry``, and when it removed a manifest, the photos in its folder decided as their
+        uploads would be (``decide_released``); a refused listing leaves them ``grouped``
+        (logged and counted), a fault no rule covers parks the removal."""
+        removed = entry.released
+        if removed is None:
+            return [entry]
+        folder = manifest_folder(removed.key) or ""
+        key = f"{removed.bucket}/{removed.key}"
+        try:
+            async with self._sniffing:
+                listed, more = await fetch_folder(
+                    self.minio, removed.bucket, folder, RELEASED_MOST, stop=self.stop
+                )
+        except ObjectForbidden as exc:
+            PRODUCTS.labels("unlisted").inc()
+            log.warning("event.release_unlisted", extra={"key": key, "error": str(exc)})
+            return [entry]
+        except TRANSIENT:
+            raise  # only when asked to stop: the batch stays uncommitted, read again later
+        except Exception as exc:
+            log.exception("event.release_error", extra={"key": key})
+            detail = f"listing the folder of {removed.key}: {type(exc).__name__}: {exc}"
+            parked = self.park(entry.item.record, Reason.internal_error, detail)
+            return [replace(entry, decision=None, parked=parked)]
+        if more:
+            log.warning("event.release_truncated", extra={"key": key, "most": RELEASED_MOST})
+        decisions = decide_released(removed, listed, self.settings.image_max_bytes)
+        PRODUCTS.labels("released").inc()
+        log.info(
+            "event.released",
+            extra={"key": key, "listed": len(listed), "photos": len(decisions)},
+        )
+        photos = [replace(entry, decision=d, photo=_decided_object(d)) for d in decisions]
+        return [entry, *photos]
+
     async def _sniffed(self, entry: _Planned) -> _Planned:
         """``entry`` decided by its upload's first bytes; parked on a fault no rule covers
         (a bug must not stop the stage, nor be retried forever)."""
@@ -192,7 +243,7 @@ class Ingest(Stage[MinioEvent]):
             log.exception("event.sniff_error", extra={"key": f"{ref.bucket}/{ref.key}"})
             detail = f"reading the first bytes of {ref.key}: {type(exc).__name__}: {exc}"
             parked = self.park(entry.item.record, Reason.internal_error, detail)
-            return _Planned(entry.item, entry.record, None, parked)
+            return replace(entry, decision=None, parked=parked)
         else:
             found, decision = decide_from_head(sniff, head)
             outcome, what = found.kind, found.what
@@ -213,7 +264,7 @@ class Ingest(Stage[MinioEvent]):
                 "trace_id": sniff.trace_id,
             },
         )
-        return _Planned(entry.item, entry.record, decision)
+        return replace(entry, decision=decision)
 
     async def _manifest_read(self, entry: _Planned) -> _Planned:
         """A product's manifest read whole (``schemas/products.py``) and decided; the same
@@ -246,7 +297,7 @@ class Ingest(Stage[MinioEvent]):
         folder has one that names it: read once per folder and batch."""
         folder = _photo_event(entry)
         assert folder is not None and entry.decision is not None
-        ref = entry.record.object_ref()
+        ref = entry.ref
         if folder not in folders:
             folders[folder] = asyncio.create_task(self._folder_manifest(ref.bucket, folder))
         found = await folders[folder]
@@ -258,7 +309,7 @@ class Ingest(Stage[MinioEvent]):
             return entry
         decision = regroup(entry.decision, ref, folder + MANIFEST_NAME, manifest, modified)
         PRODUCTS.labels("regenerated" if decision.job else "grouped").inc()
-        return _Planned(entry.item, entry.record, decision)
+        return replace(entry, decision=decision)
 
     async def _folder_manifest(self, bucket: str, folder: str) -> tuple[bytes, datetime] | None:
         async with self._sniffing:
@@ -270,7 +321,7 @@ class Ingest(Stage[MinioEvent]):
         s = self.settings
         decision = entry.decision
         assert decision is not None
-        ref = entry.record.object_ref()
+        ref = entry.ref
         outputs = []
         key = f"{ref.bucket}/{ref.key}"
         # each on its own object's partition: a photo's event may queue its product's job
@@ -293,12 +344,14 @@ class Ingest(Stage[MinioEvent]):
             else "ignored"
         )
         reason = decision.result.reason if decision.result else None
-        EVENTS.labels(outcome, reason or "").inc()
+        if entry.photo is None:  # a notification's record (a released photo is not one)
+            EVENTS.labels(outcome, reason or "").inc()
         log.info(
             f"event.{outcome}",
             extra={
                 "key": key,
                 "event_name": entry.record.event_name,
+                "released_by": entry.record.object_ref().key if entry.photo else None,
                 "reason": reason,
                 "trace_id": decision.result.trace_id if decision.result else None,
                 "sequencer": ref.sequencer,
@@ -316,7 +369,15 @@ def _photo_event(entry: _Planned) -> str | None:
     removed = decision.result is not None and decision.result.status is CardStatus.deleted
     if not (upload or removed):
         return None
-    return photo_folder(entry.record.object_ref().key)
+    return photo_folder(entry.ref.key)
+
+
+def _decided_object(decision: Decision) -> ObjectRef:
+    """The object an upload's decision is about (its bytes to read, or its row)."""
+    if decision.sniff is not None:
+        return decision.sniff.ref
+    assert decision.result is not None
+    return decision.result.object
 
 
 @dataclass(frozen=True)
@@ -327,6 +388,17 @@ class _Planned:
     record: S3Record
     decision: Decision | None
     parked: Output | None = None
+    photo: ObjectRef | None = None
+    """A photo of a removed manifest's folder, decided with that removal's ``record``."""
+
+    @property
+    def ref(self) -> ObjectRef:
+        """The object decided on: the record's, or the released photo."""
+        return self.photo if self.photo is not None else self.record.object_ref()
+
+    @property
+    def released(self) -> ObjectRef | None:
+        return self.decision.released if self.decision is not None else None
 
     @property
     def sniff(self) -> Sniff | None:

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from email.header import Header
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -698,3 +699,61 @@ def test_replacing_or_deleting_a_photo_of_a_committed_product_makes_the_product_
         "the deleted photo's row",
     )
     assert deleted["status"] == "deleted"
+
+
+def test_deleting_a_products_manifest_gives_its_photos_cards_of_their_own_again(
+    pipeline: Pipeline,
+) -> None:
+    """The manifest removed: its row ends ``deleted`` and each photo it grouped ends with a
+    card of its own (ingest lists the folder), one row each, with the removal's sequencer and
+    the facts its upload gave; none left ``grouped`` or ``queued``."""
+    s3 = s3_client(pipeline.ns.env)
+    bucket = pipeline.ns.bucket
+    names = ["a.jpg", "b.jpg", "c.jpg"]
+    for i, name in enumerate(names):
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"rm/{name}",
+            Body=jpeg(110 + i),
+            ContentType="image/jpeg",
+            Metadata={"sku": f"RM-{i}"},
+        )
+    time.sleep(1.1)  # the manifest's Last-Modified (seconds) after the photos'
+    s3.put_object(
+        Bucket=bucket,
+        Key="rm/product.json",
+        Body=json.dumps({"photos": names}).encode(),
+        ContentType="application/json",
+    )
+    product = final_row(pipeline, "rm/product.json")
+    assert product["photo_keys"] == [f"rm/{n}" for n in names]
+    for name in names:
+        assert final_row(pipeline, f"rm/{name}")["status"] == "grouped"
+    s3.delete_object(Bucket=bucket, Key="rm/product.json")
+    deleted = wait_for(
+        lambda: next(
+            iter(
+                rows(
+                    pipeline.ns.dsn, bucket, "object_key = 'rm/product.json' AND status = 'deleted'"
+                )
+            ),
+            None,
+        ),
+        CARD_DEADLINE_S,
+        "the manifest's deleted row",
+    )
+
+    def own_card(key: str) -> dict | None:
+        where = f"object_key = %s AND {FINAL} AND status <> 'grouped'"
+        return next(iter(rows(pipeline.ns.dsn, bucket, where, (key,))), None)
+
+    for i, name in enumerate(names):
+        key = f"rm/{name}"
+        own = wait_for(partial(own_card, key), CARD_DEADLINE_S, f"{key}'s own card")
+        assert own["status"] in ("done", "failed"), own
+        assert own["sequencer"] == deleted["sequencer"] and own["photo_keys"] is None
+        assert own["sku"] == f"RM-{i}"
+        assert len(rows(pipeline.ns.dsn, bucket, "object_key = %s", (key,))) == 1
+    assert (
+        rows(pipeline.ns.dsn, bucket, "starts_with(object_key, 'rm/') AND status = 'queued'") == []
+    )

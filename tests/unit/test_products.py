@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from aiokafka.structs import ConsumerRecord
+from minio.datatypes import Object
+from minio.error import S3Error
 
-from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef
+from schemas.messages import CardResult, CardStatus, ImageJob, MinioEvent, ObjectRef, S3Record
 from schemas.products import ProductManifest, manifest_folder, read_manifest
-from services.ingest.rules import Decision, Sniff, decide_manifest, photo_folder, regroup
+from services.ingest.rules import (
+    Decision,
+    Listed,
+    Sniff,
+    decide,
+    decide_manifest,
+    decide_released,
+    decide_upload,
+    photo_folder,
+    regroup,
+)
+from services.ingest.service import Ingest
+from services.ingest.settings import IngestSettings
+from services.runtime.stage import Item
 
 REF = ObjectRef(
     bucket="incoming",
@@ -138,3 +156,143 @@ def test_a_photo_older_than_its_manifest_is_only_grouped_and_makes_no_card() -> 
     assert [o.status for o in grouped.others] == [CardStatus.grouped]
     assert photo_folder("shop-42/123/front.jpg") == "shop-42/123/"
     assert photo_folder("front.jpg") is None and photo_folder("a/product.json") is None
+
+
+# -- a manifest removed: its photos go back to cards of their own -------------------------------
+
+REMOVED = ObjectRef(
+    bucket="incoming",
+    key="shop-42/123/product.json",
+    sequencer="17F0",
+    event_time=datetime(2026, 12, 8, tzinfo=UTC),
+)
+
+
+def removal(key: str) -> S3Record:
+    return S3Record.model_validate(
+        {
+            "eventName": "s3:ObjectRemoved:Delete",
+            "eventTime": "2026-12-08T00:00:00Z",
+            "s3": {"bucket": {"name": "incoming"}, "object": {"key": key, "sequencer": "17F0"}},
+        }
+    )
+
+
+def test_only_a_removed_manifest_releases_its_folder() -> None:
+    gone = decide(removal("shop-42/123/product.json"), 10_000)
+    assert gone.result is not None and gone.result.status is CardStatus.deleted
+    assert gone.job is None and gone.released == gone.result.object
+    assert decide(removal("shop-42/123/front.jpg"), 10_000).released is None
+    assert decide(removal("shop-42/..%2Fproduct.json"), 10_000).released is None  # bad key
+
+
+def test_a_removed_manifests_photos_are_decided_as_uploads_with_its_sequencer() -> None:
+    listed = [
+        Listed("shop-42/123/", 0),  # a folder marker
+        Listed("shop-42/123/back", 900, "e2", "binary/octet-stream"),  # only its bytes can tell
+        Listed("shop-42/123/empty.jpg", 0, "e0", "image/jpeg"),
+        Listed("shop-42/123/front.jpg", 900, "e1", "image/jpeg", {"X-Amz-Meta-Sku": "123"}),
+        Listed("shop-42/123/huge.png", 20_000, "e3", "image/png"),
+        Listed("shop-42/123/notes.txt", 10, "e4", "text/plain"),
+        Listed("shop-42/123/product.json", 50, "e5", "application/json"),  # uploaded again
+        Listed("shop-42/123/sub/", None),  # a sub-folder
+        Listed("shop-42/123/x\u202eb.jpg", 900, "e6", "image/jpeg"),  # breaks the key rule
+        Listed("shop-42/124/other.jpg", 900, "e7", "image/jpeg"),  # not this folder
+    ]
+    decided = decide_released(REMOVED, listed, max_bytes=10_000)
+    assert len(decided) == 4
+    sniff, front, huge, notes = decided
+    assert sniff.sniff is not None and sniff.result is None and sniff.job is None
+    assert sniff.sniff.ref.key == "shop-42/123/back"
+    assert front.job is not None and front.result is not None
+    assert front.result.status is CardStatus.queued and front.job.product is None
+    assert front.job.facts is not None and front.job.facts.facts.sku == "123"
+    ref = front.job.object
+    assert (ref.key, ref.size, ref.etag, ref.content_type) == (
+        "shop-42/123/front.jpg",
+        900,
+        "e1",
+        "image/jpeg",
+    )
+    # newer than the manifest's upload, whose sequencer the grouped row carries
+    assert (ref.sequencer, ref.event_time) == (REMOVED.sequencer, REMOVED.event_time)
+    assert front.job.job_id == ImageJob.job_id_for(ref)  # a replay makes the same job
+    assert huge.result is not None and huge.result.reason == "image_too_large"
+    assert notes.result is not None and notes.result.reason == "not_an_image"
+    # the same decision an upload of the photo gets (only the trace differs)
+    upload = decide_upload(ref, front.job.facts, 10_000)
+    assert upload.job is not None and upload.job.model_dump(
+        exclude={"trace_id", "enqueued_at"}
+    ) == front.job.model_dump(exclude={"trace_id", "enqueued_at"})
+
+
+def test_a_manifest_at_the_buckets_root_releases_the_roots_photos() -> None:
+    root = REMOVED.model_copy(update={"key": "product.json"})
+    decided = decide_released(root, [Listed("a.jpg", 9, None, "image/jpeg")], max_bytes=10)
+    assert [d.job.object.key for d in decided if d.job] == ["a.jpg"]
+
+
+class ListingMinio:
+    """``list_objects`` (and the folder-manifest read, nothing there) as the minio client does
+    them, or a refused listing."""
+
+    def __init__(self, objects: list[Object], refuse: bool = False) -> None:
+        self.objects, self.refuse = objects, refuse
+        self.listed: list[dict[str, Any]] = []
+
+    def list_objects(self, bucket: str, **kwargs: Any) -> list[Object]:
+        self.listed.append({"bucket": bucket, **kwargs})
+        if self.refuse:
+            raise S3Error(None, "AccessDenied", "denied", "/", "r", "h")  # type: ignore[arg-type]
+        return self.objects
+
+    def get_object(self, bucket: str, key: str, **kwargs: Any) -> Any:
+        raise S3Error(None, "NoSuchKey", "none", "/", "r", "h")  # type: ignore[arg-type]
+
+
+def removal_batch() -> list[Item[MinioEvent]]:
+    event = {
+        "Records": [removal("shop-42/123/product.json").model_dump(by_alias=True, mode="json")]
+    }
+    value = json.dumps(event).encode()
+    record = ConsumerRecord("minio.events", 0, 0, 0, 0, b"k", value, None, 1, len(value), ())
+    return [Item(record, MinioEvent.model_validate_json(value))]
+
+
+def test_the_stage_lists_the_folder_once_and_queues_each_photo_after_the_removal() -> None:
+    meta = {"content-type": "image/jpeg", "X-Amz-Meta-Brand": "Tramontina"}
+    minio = ListingMinio(
+        [
+            Object("incoming", "shop-42/123/a.jpg", size=900, etag="e1", metadata=meta),
+            Object("incoming", "shop-42/123/b.jpg", size=800, etag="e2", metadata=meta),
+            Object("incoming", "shop-42/123/sub/"),
+        ]
+    )
+    stage = Ingest(IngestSettings(bucket="incoming"), minio=minio)  # type: ignore[arg-type]
+    outputs = asyncio.run(stage.handle(removal_batch()))
+    assert minio.listed == [
+        {"bucket": "incoming", "prefix": "shop-42/123/", "include_user_meta": True}
+    ]
+    results = [
+        CardResult.model_validate_json(o.value or b"") for o in outputs if "results" in o.topic
+    ]
+    assert [(r.object.key, r.status) for r in results] == [
+        ("shop-42/123/product.json", CardStatus.deleted),
+        ("shop-42/123/a.jpg", CardStatus.queued),
+        ("shop-42/123/b.jpg", CardStatus.queued),
+    ]
+    jobs = [ImageJob.model_validate_json(o.value or b"") for o in outputs if "jobs" in o.topic]
+    assert [j.object.key for j in jobs] == ["shop-42/123/a.jpg", "shop-42/123/b.jpg"]
+    assert all(j.object.sequencer == "17F0" and j.object.content_type == "image/jpeg" for j in jobs)
+    assert all(j.facts is not None and j.facts.facts.brand == "Tramontina" for j in jobs)
+
+
+def test_a_refused_listing_leaves_the_removal_alone() -> None:
+    minio = ListingMinio([], refuse=True)
+    stage = Ingest(IngestSettings(bucket="incoming"), minio=minio)  # type: ignore[arg-type]
+    outputs = asyncio.run(stage.handle(removal_batch()))
+    results = [CardResult.model_validate_json(o.value or b"") for o in outputs]
+    assert [(r.object.key, r.status) for r in results] == [
+        ("shop-42/123/product.json", CardStatus.deleted)
+    ]
+    assert len(minio.listed) == 1  # refused for good: not retried
