@@ -171,6 +171,13 @@ def _one(name: str, value: str) -> tuple[str, str | None]:
     return value, None
 
 
+def _label(name: str) -> str:
+    """A rejected fact's name as the row may show it: printable (a NUL or a lone surrogate
+    escaped; PostgreSQL's text takes neither) and bounded."""
+    shown = name if name.isprintable() else ascii(name)[1:-1]
+    return shown[:60] or "?"
+
+
 def facts_from_metadata(metadata: Mapping[str, Any] | None) -> GivenFacts:
     """The facts in an object's user metadata (MinIO's ``userMetadata``, a HEAD's headers),
     or in a plain mapping of names to values as a form or a manifest gives them; never raises:
@@ -190,7 +197,7 @@ def facts_from_metadata(metadata: Mapping[str, Any] | None) -> GivenFacts:
             continue  # a standard header beside the user's (content-type, date, etag, ...)
         name = name.removeprefix("attr-").removeprefix("attr_").replace("-", "_")
         name = ALIASES.get(name, name)
-        label = name[:60] or "?"
+        label = _label(name)
         if not NAME_RE.match(name):
             problems.append(FactProblem(fact=label, detail="not a fact name (a-z, 0-9, _)"))
             continue

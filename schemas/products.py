@@ -89,10 +89,19 @@ def read_manifest(data: bytes) -> tuple[ProductManifest | None, str | None]:
     """The manifest in ``data``, or why it is not one (a clear sentence for the row)."""
     if len(data) > MANIFEST_MAX_BYTES:
         return None, f"the manifest is over {MANIFEST_MAX_BYTES} bytes"
+    if not data.strip():
+        return None, "the manifest is empty"
     try:
-        document: Any = json.loads(data.decode("utf-8"))
+        # utf-8-sig: a byte-order mark (Notepad's) is UTF-8 all the same
+        document: Any = json.loads(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError) as exc:
         return None, f"the manifest is not JSON: {exc}"
+    except RecursionError:  # valid JSON nested deeper than a recursive reader goes
+        return None, "the manifest is not JSON a reader can take: nested too deep"
+    try:  # JSON may escape a lone surrogate ("\ud800"), which is not text
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return None, "the manifest holds a string that is not Unicode text (a lone surrogate)"
     try:
         return ProductManifest.model_validate(document), None
     except ValidationError as exc:

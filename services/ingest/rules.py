@@ -179,9 +179,14 @@ def _accepted(
     return Decision(job, queued)
 
 
+EMPTY_MANIFEST = (CardStatus.rejected, Reason.empty_object, "the manifest is empty (0 bytes)")
+
+
 def decide_manifest(sniff: Sniff, data: bytes, max_photos: int) -> Decision:
     """A product's manifest, read: the product's job and ``queued`` row (the manifest's key),
     and each photo it names ``grouped`` into it; or the manifest ``rejected`` with why."""
+    if not data:
+        return _final(sniff.ref, sniff.job_id, sniff.trace_id, *EMPTY_MANIFEST, sniff.facts)
     manifest, problem = read_manifest(data)
     if manifest is not None and len(manifest.photos) > max_photos:
         problem = (
@@ -252,7 +257,10 @@ def regroup(
         detail=f"part of product {manifest_key}",
         producer="ingest",
     )
-    if photo.event_time <= manifest_modified:
+    # Last-Modified has whole seconds: a photo in the manifest's second counts as before it
+    # (else each photo uploaded just before its manifest would make the product again); one
+    # replaced within that same second after it is not made again
+    if photo.event_time.replace(microsecond=0) <= manifest_modified:
         return decision if deleted else Decision(None, None, others=(grouped,))
     names = [n for n in manifest.photos if not (deleted and n == name)]
     product = ObjectRef(
@@ -310,7 +318,9 @@ def decide_upload(ref: ObjectRef, facts: GivenFacts | None, max_bytes: int) -> D
     bad_key = key_problem(ref.key) if ref.size != 0 else None
     if bad_key is not None:
         return _final(ref, job_id, trace_id, CardStatus.rejected, Reason.bad_key, bad_key, facts)
-    if manifest_folder(ref.key) is not None and ref.size:
+    if manifest_folder(ref.key) is not None:
+        if not ref.size:  # MinIO leaves an empty object's size out of its event
+            return _final(ref, job_id, trace_id, *EMPTY_MANIFEST, facts)
         return Decision(None, None, manifest=Sniff(ref, job_id, trace_id, "manifest", facts))
     problem = classify_upload(ref, max_bytes)
     if isinstance(problem, NeedsSniffing):

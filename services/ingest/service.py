@@ -286,7 +286,13 @@ class Ingest(Stage[MinioEvent]):
             detail = f"reading the manifest {ref.key}: {type(exc).__name__}: {exc}"
             parked = self.park(entry.item.record, Reason.internal_error, detail)
             return _Planned(entry.item, entry.record, None, parked)
-        decision = decide_manifest(manifest, data, self.settings.product_max_photos)
+        try:
+            decision = decide_manifest(manifest, data, self.settings.product_max_photos)
+        except Exception as exc:  # a bug must not stop the stage, nor be retried forever
+            log.exception("event.manifest_error", extra={"key": f"{ref.bucket}/{ref.key}"})
+            detail = f"deciding the manifest {ref.key}: {type(exc).__name__}: {exc}"
+            parked = self.park(entry.item.record, Reason.internal_error, detail)
+            return _Planned(entry.item, entry.record, None, parked)
         PRODUCTS.labels("product" if decision.job else "rejected").inc()
         return _Planned(entry.item, entry.record, decision)
 
@@ -304,10 +310,14 @@ class Ingest(Stage[MinioEvent]):
         if found is None:
             return entry
         data, modified = found
-        manifest, _problem = read_manifest(data)
-        if manifest is None or ref.key.rsplit("/", 1)[1] not in manifest.photos:
+        try:
+            manifest, _problem = read_manifest(data)
+            if manifest is None or ref.key.rsplit("/", 1)[1] not in manifest.photos:
+                return entry
+            decision = regroup(entry.decision, ref, folder + MANIFEST_NAME, manifest, modified)
+        except Exception:  # a bug must not stop the stage: the photo keeps its own decision
+            log.exception("event.regroup_error", extra={"key": f"{ref.bucket}/{ref.key}"})
             return entry
-        decision = regroup(entry.decision, ref, folder + MANIFEST_NAME, manifest, modified)
         PRODUCTS.labels("regenerated" if decision.job else "grouped").inc()
         return replace(entry, decision=decision)
 

@@ -97,6 +97,22 @@ def salvage(raw: bytes, exc: ValidationError) -> CardResult | None:
     return failed.model_copy(update={"produced_at": failed.produced_at - timedelta(microseconds=1)})
 
 
+def without_nul(result: CardResult) -> CardResult:
+    """``result`` with every NUL in its texts (keys of mappings too) replaced by U+FFFD:
+    JSON and Python carry NUL, PostgreSQL's text and jsonb refuse it."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("\x00", "\ufffd")
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        return value
+
+    return CardResult.model_validate(clean(result.model_dump(mode="json")))
+
+
 def observe_end_to_end(results: list[CardResult]) -> None:
     """Upload-to-row latency of final results: the pipeline's whole delay as a user sees it.
     A replay or a reprocess observes again, from the same upload time: that is what it cost."""
@@ -128,10 +144,43 @@ class Sink(Stage[CardResult]):
         results = [item.value for item in items]
         for result in results:
             RESULTS.labels(result.status.value, result.reason or "").inc()
+        outputs: list[Output] = []
         if results:
-            ROWS_CHANGED.inc(await self.write(results))
+            try:
+                ROWS_CHANGED.inc(await self.write(results))
+            except psycopg.DataError:
+                # a value PostgreSQL cannot store (a NUL in a text) fails the whole batch: a
+                # crash would read the same batch again, so find the result and store it clean
+                results, outputs = await self._one_by_one(items)
         observe_end_to_end(results)
-        return []
+        return outputs
+
+    async def _one_by_one(
+        self, items: Sequence[Item[CardResult]]
+    ) -> tuple[list[CardResult], list[Output]]:
+        """The batch row by row: a result PostgreSQL refuses is parked as it came (the
+        dead-letter topic shows it) and stored with its NULs replaced (U+FFFD), so its object
+        still gets its row and status."""
+        stored: list[CardResult] = []
+        parked: list[Output] = []
+        for item in items:
+            result = item.value
+            try:
+                ROWS_CHANGED.inc(await self.write([result]))
+            except psycopg.DataError as exc:
+                key = f"{result.object.bucket}/{result.object.key}"
+                log.warning("row.unstorable", extra={"key": key, "error": str(exc)})
+                MALFORMED.inc()
+                detail = f"PostgreSQL cannot store this result: {exc}"
+                parked.append(self.park(item.record, Reason.invalid_result, detail))
+                try:
+                    result = without_nul(result)
+                    ROWS_CHANGED.inc(await self.write([result]))
+                except (ValidationError, psycopg.DataError):
+                    log.exception("row.unstorable_clean", extra={"key": key})
+                    continue  # parked: the dead-letter topic has it
+            stored.append(result)
+        return stored, parked
 
     def committed(self, items: Sequence[Item[CardResult]]) -> None:
         for item in items:

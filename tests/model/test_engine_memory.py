@@ -1,4 +1,4 @@
-"""200 generations in one process must not grow memory without bound (mtmd context, KV cache).
+"""120 generations in one process must not grow memory without bound (mtmd context, KV cache).
 
 Both chat handlers: ``llava15`` and the generic ``mtmd`` one (the suspect in issue 6 §4), each
 fed different images so every generation creates and frees its own mtmd bitmap and chunks.
@@ -18,18 +18,19 @@ pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 
 @pytest.mark.parametrize("pair", ["llava", "mtmd"])
-def test_rss_is_flat_over_200_generations(tiny_pairs, pair: str) -> None:
+def test_rss_is_flat_over_120_generations(tiny_pairs, pair: str) -> None:
     engine = load_engine(tiny_pairs[pair], max_tokens=64, max_attempts=1)
     try:
         images = [engine.prepare(photo(i)) for i in range(10)]
         samples = {}
-        for i in range(1, 201):
+        for i in range(1, 121):
             with pytest.raises(GenerationError):  # 64 tokens cannot hold a card: truncated
                 engine.card_for_image(images[i % len(images)], seed=i)
-            if i in (20, 200):
+            if i in (20, 120):
                 samples[i] = rss_mb()
     finally:
         engine.close()
-    growth = samples[200] - samples[20]
-    print(f"{pair}: RSS after 20: {samples[20]:.1f} MB, after 200: {samples[200]:.1f} MB")
-    assert growth < 50, f"RSS grew {growth:.1f} MB between generation 20 and 200"
+    growth = samples[120] - samples[20]
+    print(f"{pair}: RSS after 20: {samples[20]:.1f} MB, after 120: {samples[120]:.1f} MB")
+    # 30 MB over 100 generations: a leaked bitmap (0.6 MB) or chunk list per generation shows
+    assert growth < 30, f"RSS grew {growth:.1f} MB between generation 20 and 120"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -93,29 +94,86 @@ def final_count(p: Pipeline, prefix: str) -> int:
     )
 
 
+KILL_PRODUCTS = {
+    f"kill/p{j}/product.json": [f"kill/p{j}/{name}.jpg" for name in ("front", "back")]
+    for j in range(3)
+}
+"""Three products of two photos each, uploaded before the 100 photos: their jobs are among the
+first the worker takes, so the kill lands with products in flight."""
+
+
+def card_events_for(events: list[dict[str, Any]], bucket: str, key: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in events
+        if str(e.get("event")).startswith("card.") and e.get("key") == f"{bucket}/{key}"
+    ]
+
+
 def test_kill_9_mid_batch_loses_and_duplicates_nothing(pipeline: Pipeline) -> None:
     """The worker runs the batched engine (auto slots) with rolling deliveries, so the kill
-    lands with several jobs in flight: each is redelivered and run alone, none is parked."""
+    lands with several jobs in flight: each is redelivered and run alone, none is parked.  Three
+    products go first: each ends with one final row listing its photos, which end grouped."""
     s3 = s3_client(pipeline.ns.env)
+    bucket = pipeline.ns.bucket
+    for j, (manifest, photos) in enumerate(KILL_PRODUCTS.items()):
+        for i, key in enumerate(photos):
+            s3.put_object(
+                Bucket=bucket, Key=key, Body=jpeg(1000 + 10 * j + i), ContentType="image/jpeg"
+            )
+        document = {"photos": [key.rsplit("/", 1)[1] for key in photos], "facts": {"sku": f"K{j}"}}
+        s3.put_object(
+            Bucket=bucket,
+            Key=manifest,
+            Body=json.dumps(document).encode(),
+            ContentType="application/json",
+        )
     keys = [f"kill/{i:03d}.jpg" for i in range(100)]
     for i, key in enumerate(keys):
-        s3.put_object(Bucket=pipeline.ns.bucket, Key=key, Body=jpeg(i), ContentType="image/jpeg")
-    wait_for(lambda: final_count(pipeline, "kill/") >= 5, 300, "the first cards")
+        s3.put_object(Bucket=bucket, Key=key, Body=jpeg(i), ContentType="image/jpeg")
+    grouped = {photo: manifest for manifest, photos in KILL_PRODUCTS.items() for photo in photos}
+    everything = sorted([*keys, *KILL_PRODUCTS, *grouped])
     worker = pipeline.services["inference"]
-    wait_for(lambda: any(e.get("event") == "card.done" for e in worker.events()), 60, "a card")
-    time.sleep(1.0)  # into the next job
+    # the first card, then a second into the next jobs: the products, queued first, are running
+    # or next (a product's card reads two photos, slower than one photo's)
+    wait_for(lambda: any(e.get("event") == "card.done" for e in worker.events()), 300, "a card")
+    time.sleep(1.0)
+    before = worker.events()
+    pending = [m for m in KILL_PRODUCTS if not card_events_for(before, bucket, m)]
     worker.kill()  # SIGKILL: no cleanup, no commit
     worker.start()
     worker.wait_started()
-    wait_for(lambda: final_count(pipeline, "kill/") == 100, 1200, "100 final rows", interval=2)
+    wait_for(
+        lambda: final_count(pipeline, "kill/") == len(everything),
+        1200,
+        f"{len(everything)} final rows",
+        interval=2,
+    )
     batch = rows(pipeline.ns.dsn, pipeline.ns.bucket, "object_key LIKE 'kill/%%'")
-    assert [r["object_key"] for r in batch] == keys
-    assert {r["status"] for r in batch} <= {"done", "failed"}
+    assert sorted(r["object_key"] for r in batch) == everything  # one row per object
+    by_key = {r["object_key"]: r for r in batch}
+    assert {by_key[k]["status"] for k in keys} <= {"done", "failed"}
     assert not [r for r in batch if r["reason"] == "poison"]  # one death is not poison
+    for j, (manifest, photos) in enumerate(KILL_PRODUCTS.items()):
+        product = by_key[manifest]
+        assert product["status"] in ("done", "failed"), product
+        assert product["reason"] not in ("internal_error", "invalid_result"), product
+        assert (product["photo_keys"], product["sku"]) == (photos, f"K{j}"), product
+    for photo, manifest in grouped.items():
+        assert (by_key[photo]["status"], by_key[photo]["detail"]) == (
+            "grouped",
+            f"part of product {manifest}",
+        ), by_key[photo]
     events = worker.events()
     assert max(e.get("parallel", 1) for e in events if e.get("event") == "worker.started") > 1
     rerun = {(e["partition"], e["offset"]) for e in events if e.get("event") == "delivery.suspect"}
     assert len(rerun) >= 2, f"the kill found {len(rerun)} job(s) in flight, not a batch"
+    # the products the killed worker had not finished were finished by the restarted one
+    restarted = max(i for i, e in enumerate(events) if e.get("event") == "worker.started")
+    after = events[restarted:]
+    print(f"products unfinished at the kill: {pending}; job(s) rerun alone: {len(rerun)}")
+    assert pending, "every product was finished before the kill: none was in flight"
+    assert all(card_events_for(after, bucket, m) for m in pending), pending
 
 
 def test_poison_job_is_parked_after_bounded_deliveries(pipeline: Pipeline) -> None:

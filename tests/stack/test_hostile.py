@@ -61,6 +61,8 @@ def pipeline(tiny_pairs, tmp_path_factory) -> Iterator[Pipeline]:
             **tiny_model_env(tiny_pairs["llava"]),
             "VITRINE_N_THREADS": "1",  # as fast as 2 here, and robust to a busy CPU
             "VITRINE_IMAGE_MAX_BYTES": str(hostile.MAX_BYTES),
+            "VITRINE_PRODUCT_MAX_PHOTOS": str(hostile.PRODUCT_MAX_PHOTOS),
+            "VITRINE_PRODUCT_PHOTO_WAIT_S": str(hostile.PHOTO_WAIT_S),
         }
     )
     p = Pipeline(ns, tmp_path_factory.mktemp("hostile-logs"))
@@ -187,6 +189,139 @@ def test_hostile_corpus_ends_in_precise_rows_and_nothing_dies(pipeline: Pipeline
 
     assert not problems, "\n".join(map(str, problems))
     assert race["status"] == "deleted" and race["card"] is None, race
+    assert_alive(pipeline)
+
+
+# -- products: hostile manifests, hostile photos and facts inside a product ------------------
+
+PRODUCTS_DEADLINE_S = 600
+NOT_A_CARD = ("internal_error", "invalid_result", "poison")
+"""Reasons that are never the random model's honest failure: a bug or a dead worker."""
+
+
+def upload_product(s3: Any, bucket: str, case: hostile.ProductCase) -> None:
+    """The folder's photos, then its manifest (the commit), as a shop's tool uploads them."""
+    for photo in case.photos:
+        extra = {"ContentType": photo.content_type} if photo.content_type else {}
+        s3.put_object(Bucket=bucket, Key=case.photo_key(photo.name), Body=photo.data(), **extra)
+    extra = {"ContentType": case.content_type} if case.content_type else {}
+    s3.put_object(Bucket=bucket, Key=case.key, Body=case.data(), **extra)
+
+
+def card_attempted(row: dict[str, Any]) -> bool:
+    """A card made, or failed for an honest reason (a rule the random weights broke)."""
+    if row["status"] == "done":
+        return row["card"] is not None
+    return row["status"] == "failed" and row["reason"] not in NOT_A_CARD and bool(row["detail"])
+
+
+def product_problems(case: hostile.ProductCase, row: dict[str, Any]) -> list[str]:
+    """What the manifest's row got wrong against ``case`` (nothing: it is precise)."""
+    wrong = []
+    if case.status == hostile.CARD:
+        if not card_attempted(row):
+            wrong.append("no card attempted")
+    elif (row["status"], row["reason"]) != (case.status, case.reason):
+        wrong.append("status/reason")
+    detail = row["detail"] or ""
+    if case.detail is not None and case.detail.lower() not in detail.lower():
+        wrong.append(f"detail lacks {case.detail!r}")
+    if case.names is not None and not detail.startswith(case.photo_key(case.names) + ": "):
+        wrong.append(f"detail does not start with {case.photo_key(case.names)!r}")
+    if case.grouped:
+        named = json.loads(case.data())["photos"]
+        if row["photo_keys"] != [case.photo_key(n) for n in named]:
+            wrong.append(f"photo_keys {row['photo_keys']!r}")
+    elif row["photo_keys"] is not None:
+        wrong.append("a rejected manifest lists photos")
+    if case.dropped:
+        problems = {p["fact"]: p["detail"] for p in (row["facts"] or {}).get("problems", [])}
+        wrong += [f"fact {f!r} not listed as dropped" for f in case.dropped if f not in problems]
+        facts = (row["facts"] or {}).get("facts", {})
+        if "gtin" in case.dropped and (row["gtin"] is not None or facts.get("gtin")):
+            wrong.append("the bad GTIN was used")
+        if "brand" in case.dropped and row["brand"] is not None:
+            wrong.append("the control-character brand was used")
+    return wrong
+
+
+def test_hostile_products_end_in_precise_rows_and_nothing_dies(pipeline: Pipeline) -> None:
+    """Every folder's photos, then its manifest: a manifest that is not one ends ``rejected
+    bad_manifest`` saying why, and its folder's photos keep their own cards; a product's row
+    ends with its photos' outcome, a bad photo named first in the detail, a missing one after
+    the bounded wait (never ``queued``); hostile facts are data, a bad one dropped and said;
+    every photo a product names ends ``grouped``, one row each; no service dies."""
+    started = time.monotonic()
+    s3, bucket = s3_client(pipeline.ns.env), pipeline.ns.bucket
+    cases = hostile.product_cases()
+    assert len({c.folder for c in cases}) == len(cases)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda c: upload_product(s3, bucket, c), cases))
+    uploaded = {c.key for c in cases} | {c.photo_key(p.name) for c in cases for p in c.photos}
+    grouped = {
+        c.photo_key(name): c.key
+        for c in cases
+        if c.grouped
+        for name in json.loads(c.data())["photos"]
+    }
+
+    def settled() -> dict[str, dict[str, Any]] | None:
+        found = final_rows(pipeline)
+        if not found.keys() >= uploaded | grouped.keys():
+            return None
+        # a product's photos are grouped by the manifest's event; a photo's own earlier job
+        # may have finished first, and must not be what its row ends as
+        return found if all(found[k]["status"] == "grouped" for k in grouped) else None
+
+    with contextlib.suppress(AssertionError):  # a photo left ungrouped is reported below
+        wait_for(settled, PRODUCTS_DEADLINE_S, "every product final, its photos grouped", 1)
+    final = final_rows(pipeline)
+    elapsed = time.monotonic() - started
+
+    table, problems = [], []
+    for case in cases:
+        row = final.get(case.key)
+        if row is None:
+            measured, detail, wrong = "no final row", "", ["no final row"]
+        else:
+            measured = f"{row['status']}/{row['reason'] or '-'}"
+            detail = row["detail"] or (f"card: {row['product_name']}" if row["card"] else "")
+            if case.dropped:
+                dropped = [p["fact"] for p in (row["facts"] or {}).get("problems", [])]
+                detail = f"dropped {dropped}; {detail}"
+            wrong = product_problems(case, row)
+        table.append(
+            (case.label, case.key, f"{case.status}/{case.reason or '-'}", measured, detail)
+        )
+        if wrong:
+            problems.append((case.label, measured, detail, wrong))
+        for name in sorted(p.name for p in case.photos):
+            key = case.photo_key(name)
+            prow = final.get(key)
+            want = "grouped/-" if case.grouped else "own card"
+            got = "no final row" if prow is None else f"{prow['status']}/{prow['reason'] or '-'}"
+            if case.grouped:
+                ok = prow is not None and prow["status"] == "grouped"
+                ok = ok and prow["detail"] == f"part of product {case.key}"
+            else:
+                ok = prow is not None and card_attempted(prow) and prow["photo_keys"] is None
+            table.append((f"  photo {name}", key, want, got, (prow or {}).get("detail") or ""))
+            if not ok:
+                problems.append((f"photo {key}", want, got, prow))
+    # a name a product lists that was never uploaded: its row says it is part of the product
+    for key in sorted(grouped.keys() - uploaded):
+        prow = final.get(key)
+        got = "no row" if prow is None else f"{prow['status']}/{prow['reason'] or '-'}"
+        table.append(("  named, never uploaded", key, "(any)", got, (prow or {}).get("detail")))
+    print_table(table)
+    print(f"{len(cases)} products, {len(uploaded) - len(cases)} photos, settled in {elapsed:.0f} s")
+
+    assert not problems, "\n".join(map(str, problems))
+    # one row per object: every upload's, and none but the named photos' besides
+    mine = rows(pipeline.ns.dsn, bucket, "starts_with(object_key, 'hp/')")
+    assert len(mine) == len({r["object_key"] for r in mine})
+    assert {r["object_key"] for r in mine} - uploaded <= grouped.keys()
+    assert not [r["object_key"] for r in mine if r["status"] == "queued"]
     assert_alive(pipeline)
 
 
@@ -506,3 +641,136 @@ def test_a_result_that_breaks_the_contract_is_parked_and_a_fixed_copy_replays(
     assert listed.returncode == 0, listed.stderr
     assert parked.position in {json.loads(line)["position"] for line in listed.stdout.splitlines()}
     assert_alive(pipeline)
+
+
+def test_a_result_postgresql_cannot_store_is_parked_stored_clean_and_the_sink_lives(
+    pipeline: Pipeline,
+) -> None:
+    """A result valid under the contract whose texts hold NUL (JSON and Python carry it,
+    PostgreSQL's text does not), in one batch with a good one: the sink parks it as it came,
+    stores it with U+FFFD in place of each NUL, stores the good one, and stays running."""
+    from schemas.messages import CardStatus
+    from schemas.reasons import Reason
+    from services.runtime import dead_letters as h
+    from services.runtime.settings import KafkaSettings
+    from tests.support.messages import make_ref, make_result
+    from vitrine.dlq import read_parked
+
+    env = pipeline.ns.env
+    now = datetime.now(UTC)
+    nul_ref = make_ref(pipeline.ns.bucket, key="h/nul/result.jpg")
+    nul = make_result(nul_ref, CardStatus.failed).model_copy(
+        update={"produced_at": now, "reason": Reason.generation, "detail": "the model wrote a\x00b"}
+    )
+    good_ref = make_ref(pipeline.ns.bucket, key="h/nul/beside.jpg")
+    good = make_result(good_ref, CardStatus.done).model_copy(update={"produced_at": now})
+    bootstrap = env.get("VITRINE_KAFKA_BOOTSTRAP", "127.0.0.1:29092")
+    placed = asyncio.run(
+        _produce(
+            bootstrap,
+            pipeline.ns.results_topic,
+            [nul.model_dump_json().encode(), good.model_dump_json().encode()],
+        )
+    )
+    rows_now = wait_for(
+        lambda: (f := final_rows(pipeline)).keys() >= {nul_ref.key, good_ref.key} and f,
+        CARD_DEADLINE_S,
+        "both rows",
+    )
+    assert rows_now[nul_ref.key]["detail"] == "the model wrote a\ufffdb"
+    assert rows_now[good_ref.key]["status"] == "done"
+    settings = KafkaSettings(kafka_bootstrap=bootstrap, topic_dlq=env["VITRINE_TOPIC_DLQ"])
+    offset = str(placed[0][1])
+    [parked] = wait_for(
+        lambda: [
+            p
+            for p in read_parked(settings)
+            if p.headers.get(h.SOURCE_TOPIC) == pipeline.ns.results_topic
+            and p.headers.get(h.SOURCE_OFFSET) == offset
+        ],
+        60,
+        "the NUL result on the dead-letter topic",
+    )
+    assert parked.headers[h.REASON] == "invalid_result"
+    assert "PostgreSQL cannot store" in parked.headers[h.DETAIL]
+    assert_alive(pipeline, ("sink",))
+
+
+# -- manifests that take a service down: each on a pipeline of its own ------------------------
+
+
+@pytest.fixture
+def reader(tmp_path) -> Iterator[Pipeline]:
+    """Ingest and sink alone (no model): enough for a manifest's row, and a service such a
+    manifest kills takes no other test with it."""
+    ensure_stack()
+    p = Pipeline(new_namespace({}), tmp_path)
+    p.add("ingest", "services.ingest")
+    p.add("sink", "services.sink")
+    p.start_all()
+    yield p
+    p.close()
+
+
+def wait_row_or_death(p: Pipeline, key: str) -> dict[str, Any] | None:
+    """The object's first row (``queued`` will do), or None once a service has died."""
+
+    def seen() -> Any:
+        if any(s.proc is not None and s.proc.poll() is not None for s in p.services.values()):
+            return "died"
+        return next(iter(rows(p.ns.dsn, p.ns.bucket, "object_key = %s", (key,))), None)
+
+    found = wait_for(seen, CARD_DEADLINE_S, f"a row for {key} (or a dead service)")
+    return None if found == "died" else found
+
+
+@pytest.mark.parametrize(
+    "body",
+    [hostile.nested_manifest, hostile.surrogate_fact_manifest],
+    ids=["arrays nested 30000 deep", "fact named by a lone surrogate"],
+)
+def test_a_manifest_python_s_json_cannot_take_is_rejected_and_ingest_lives(
+    reader: Pipeline, body: Any
+) -> None:
+    """Valid JSON under the size limit that the reader cannot take: arrays nested 30,000 deep
+    (a recursive parser's stack) and a fact named by a lone surrogate (``\\ud800``, a legal JSON
+    escape that is not text).  Each ends ``rejected bad_manifest``; ingest must not die, or a
+    supervisor restarting it would read the same event again and die again."""
+    key = "hp-reader/product.json"
+    s3 = s3_client(reader.ns.env)
+    s3.put_object(Bucket=reader.ns.bucket, Key=key, Body=body(), ContentType="application/json")
+    row = wait_row_or_death(reader, key)
+    assert_alive(reader, ("ingest", "sink"))
+    assert row is not None and (row["status"], row["reason"]) == ("rejected", "bad_manifest"), row
+
+
+def test_a_fact_postgresql_cannot_store_is_dropped_and_the_sink_lives(reader: Pipeline) -> None:
+    """A manifest whose facts name one with NUL (``"ma\\u0000terial"``): the fact is not one
+    (dropped, its problem on the row), and the row saying so is stored: the sink must not die
+    on it, or every result behind it waits (a supervisor's restart reads the same batch)."""
+    key = "hp-nul/product.json"
+    s3 = s3_client(reader.ns.env)
+    s3.put_object(
+        Bucket=reader.ns.bucket,
+        Key=key,
+        Body=hostile.nul_fact_manifest(),
+        ContentType="application/json",
+    )
+    row = wait_row_or_death(reader, key)
+    assert_alive(reader, ("ingest", "sink"))
+    assert row is not None and row["sku"] == "NUL-1", row
+    problems = (row["facts"] or {}).get("problems", [])
+    assert [p["detail"] for p in problems] == ["not a fact name (a-z, 0-9, _)"], row["facts"]
+
+
+def test_an_empty_manifest_is_rejected_as_empty(reader: Pipeline) -> None:
+    """A 0-byte ``product.json`` (a tool that created the file and failed to write it): MinIO's
+    event leaves the size of an empty object out, and the row must still say what it is, as
+    for any other empty object (``empty_object``), not judge it by its content type."""
+    key = "hp-empty/product.json"
+    s3 = s3_client(reader.ns.env)
+    s3.put_object(Bucket=reader.ns.bucket, Key=key, Body=b"", ContentType="application/json")
+    row = wait_row_or_death(reader, key)
+    assert_alive(reader, ("ingest", "sink"))
+    assert row is not None and (row["status"], row["reason"]) == ("rejected", "empty_object"), row
+    assert "empty" in row["detail"], row["detail"]

@@ -268,3 +268,12 @@ def test_a_broken_fact_is_a_corrective_retry_with_a_note_in_the_prompt_s_languag
     assert isinstance(decision, Retry) and decision.problems
     notes = [n for n in decision.problems if "Tramontina" in n]
     assert notes and "marca" in notes[0]
+
+
+def test_a_rejected_fact_s_name_is_printable_text_postgresql_can_store() -> None:
+    """A name with NUL or a lone surrogate is not a fact; the row's problem shows it escaped
+    (PostgreSQL's text takes neither character, and the sink must store the row)."""
+    given = facts_from_metadata({"ma\x00terial": "aço", "\ud800": "x", "sku": "NUL-1"})
+    assert given.facts.sku == "NUL-1"
+    assert [p.fact for p in given.problems] == ["ma\\x00terial", "\\ud800"]
+    given.model_dump_json().encode("utf-8")  # no lone surrogate left to encode

@@ -296,3 +296,37 @@ def test_a_refused_listing_leaves_the_removal_alone() -> None:
         ("shop-42/123/product.json", CardStatus.deleted)
     ]
     assert len(minio.listed) == 1  # refused for good: not retried
+
+
+def test_a_photo_in_its_manifest_s_second_counts_as_before_it() -> None:
+    """Last-Modified has whole seconds: a photo uploaded 0.4 s before its manifest, in the
+    same second, must not make the product again (it did, once per photo)."""
+    written = datetime(2026, 12, 7, 10, 0, 5, tzinfo=UTC)  # the manifest at 10:00:05.7
+    ref, decision = photo_event("shop-42/123/front.jpg", written.replace(microsecond=300_000))
+    same = regroup(decision, ref, "shop-42/123/product.json", MANIFEST, written)
+    assert same.job is None and [o.status for o in same.others] == [CardStatus.grouped]
+    ref, decision = photo_event(
+        "shop-42/123/front.jpg", datetime(2026, 12, 7, 10, 0, 6, tzinfo=UTC)
+    )
+    assert regroup(decision, ref, "shop-42/123/product.json", MANIFEST, written).job is not None
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"[" * 30_000 + b"]" * 30_000, "nested too deep"),
+        (b'{"photos": ["a.jpg"], "facts": {"\\ud800": "x"}}', "lone surrogate"),
+        (b"  \n", "empty"),
+    ],
+    ids=["nested", "surrogate", "blank"],
+)
+def test_json_a_reader_cannot_take_is_a_problem_not_an_exception(data: bytes, problem: str) -> None:
+    manifest_, found = read_manifest(data)
+    assert manifest_ is None and found is not None and problem in found
+
+
+def test_a_byte_order_mark_is_utf8_all_the_same_and_an_empty_manifest_is_empty() -> None:
+    assert read_manifest(b"\xef\xbb\xbf" + manifest(photos=["a.jpg"]))[0] is not None
+    empty = decide_manifest(SNIFF, b"", 6)
+    assert empty.result is not None and empty.job is None
+    assert (empty.result.status, empty.result.reason) == (CardStatus.rejected, "empty_object")

@@ -22,6 +22,9 @@ class CardError(Exception):
     timings: Timings | None = None
     """What the failed attempts cost (tokens, stages), where the engine got that far: a failed
     row still says what it spent."""
+    photo_index: int | None = None
+    """For a product's card: which of its photos the error is about (the worker names its key
+    on the row, ``worker/job.py``)."""
 
 
 class ImageError(CardError):

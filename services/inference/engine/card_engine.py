@@ -41,6 +41,7 @@ from services.inference.card.attempts import (
 )
 from services.inference.card.errors import (
     CardError,
+    ContextOverflow,
     EngineClosed,
     GenerationError,
     InvalidOutput,
@@ -56,6 +57,7 @@ from services.inference.engine.fact_grammars import Constraint, FactGrammars
 from services.inference.engine.model_files import ModelFiles
 from services.inference.engine.native import on_native_thread
 from services.inference.engine.opener import open_model
+from services.inference.engine.photo_capacity import PhotoCapacity, image_tokens, text_tokens
 from services.inference.engine.plan import plan_load
 from services.inference.engine.slots import SlotLease
 from services.inference.image.pixel_colour import ColourCheck as PixelVerdict
@@ -154,6 +156,7 @@ class CardEngine:
                 else None,
             },
         )
+        self._photo_capacity: PhotoCapacity | None = None
         self.load_ms = (time.perf_counter() - started) * 1000.0
 
     def describe(self) -> dict[str, Any]:
@@ -217,14 +220,34 @@ class CardEngine:
         self._refuse_if_closing()
         if self.slots is None:
             return
+        image = self._blank_image()
+        self.slots.warm(self.prompt.messages(image.data_uri(), None), self._sampling(0))
+
+    def _blank_image(self) -> PreparedImage:
         import io
 
         from PIL import Image
 
         blank = io.BytesIO()
         Image.new("RGB", (64, 64), (255, 255, 255)).save(blank, format="PNG")
-        image = self.prepare(blank.getvalue())
-        self.slots.warm(self.prompt.messages(image.data_uri(), None), self._sampling(0))
+        return self.prepare(blank.getvalue())
+
+    def photo_capacity(self) -> PhotoCapacity:
+        """What one product photo costs in context and how many one generation holds
+        (``photo_capacity.py``); measured once, without encoding an image."""
+        self._refuse_if_closing()
+        if self._photo_capacity is None:
+            image = self._blank_image()
+            messages = self.prompt.messages(image.data_uri(), None)
+            self._photo_capacity = on_native_thread(
+                lambda: PhotoCapacity(
+                    n_ctx=self.n_ctx,
+                    text_tokens=text_tokens(self.llm, messages),
+                    photo_tokens=image_tokens(self.handler, image.png),
+                    max_tokens=self.settings.max_tokens,
+                )
+            )
+        return self._photo_capacity
 
     def _refuse_if_closing(self) -> None:
         if self._closing:
@@ -358,6 +381,8 @@ class CardEngine:
         colour is read from ``images[main]``."""
         if not images:
             raise ValueError("a card needs at least one photo")
+        if len(images) > 1 and (short := self.photo_capacity().short_of(len(images))):
+            raise ContextOverflow(short)  # before a prefill that would end in the same place
         budget = self.settings.job_timeout_s
         deadline = time.monotonic() + budget if budget > 0 else None
         binding = bind(facts, self.schema, self.tree, self.settings.profile)
@@ -461,8 +486,17 @@ class CardEngine:
     def card_for_photos(
         self, photos: list[bytes], *, facts: ProductFacts | None = None, main: int = 0
     ) -> CardOutcome:
+        """One card from a product's photos.  A photo that is not a usable image raises its
+        error with ``photo_index`` set to its place in ``photos``: the product's row is the
+        manifest's, and the worker names the photo's key in it (``worker/job.py``)."""
         self._refuse_if_closing()
-        images = [self.prepare(data) for data in photos]
+        images = []
+        for index, data in enumerate(photos):
+            try:
+                images.append(self.prepare(data))
+            except CardError as exc:
+                exc.photo_index = index
+                raise
         return self.card_for_images(images, facts=facts, main=main)
 
     @property

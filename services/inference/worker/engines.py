@@ -98,7 +98,33 @@ def _llama(settings: EngineSettings) -> Engine:
         "engine.prefix_warmed",
         extra={"ms": round((time.perf_counter() - started) * 1000), "shared": bool(engine.slots)},
     )
+    _report_photo_capacity(engine, settings)
     return engine
+
+
+def _report_photo_capacity(engine: Any, settings: EngineSettings) -> None:
+    """Say at start-up how many of a product's photos one generation holds; a warning when
+    that is fewer than ``VITRINE_PRODUCT_MAX_PHOTOS`` (such products then fail
+    ``context_overflow`` before their prefill, naming both settings).  Single photos are not
+    affected, so the worker still starts."""
+    try:
+        capacity = engine.photo_capacity()
+    except BaseException:
+        engine.close()
+        raise
+    wanted = getattr(settings, "product_max_photos", 1)
+    short = capacity.short_of(wanted)
+    (log.warning if short else log.info)(
+        "engine.photo_capacity",
+        extra={
+            "photo_tokens": capacity.photo_tokens,
+            "text_tokens": capacity.text_tokens,
+            "n_ctx_per_slot": capacity.n_ctx,
+            "photos_fit": capacity.photos_fit,
+            "product_max_photos": wanted,
+            "detail": short,
+        },
+    )
 
 
 register("llama", _llama)

@@ -23,7 +23,7 @@ from schemas.facts import ProductFacts
 from schemas.messages import CardResult, CardStatus, ImageJob, ObjectRef
 from schemas.reasons import Reason
 from services.inference import metrics
-from services.inference.card.errors import CardError, EngineClosed
+from services.inference.card.errors import CardError, EngineClosed, ImageError
 from services.inference.card.outcome import CardOutcome
 from services.inference.settings import InferenceSettings
 from services.inference.worker.engines import Engine
@@ -155,7 +155,7 @@ class JobHandler:
         except EngineClosed:
             raise  # the worker is stopping: no result for this job, which is redelivered
         except CardError as exc:
-            return from_error(
+            result = from_error(
                 job,
                 exc,
                 model_id=self.engine.model_id,
@@ -163,6 +163,10 @@ class JobHandler:
                 fetch_ms=fetch_ms,
                 total_ms=_ms_since(started),
             )
+            bad = bad_photo(job, exc)
+            if bad is None:
+                return result
+            return result.model_copy(update={"detail": f"{bad}: {result.detail}"[:2000]})
         except Exception as exc:  # a bug must fail this job, not the service
             log.exception("job.crashed", extra={"key": job.object.key, "trace_id": job.trace_id})
             return not_done(
@@ -207,11 +211,34 @@ class JobHandler:
                             f"{key} is missing (waited {self.settings.product_photo_wait_s:g} s)"
                         ) from None
                     await asyncio.sleep(min(2.0, max(deadline - time.monotonic(), 0.0)))
+                except tuple(FETCH_OUTCOMES) as exc:  # the row names the photo, not only why
+                    if key in str(exc):
+                        raise
+                    raise type(exc)(f"{key}: {exc}") from exc
         return photos
 
 
 class ProductIncomplete(Exception):
     """A product's photo did not arrive in time (or there are too many)."""
+
+
+def bad_photo(job: ImageJob, exc: CardError) -> str | None:
+    """The key of the product's photo that ``exc`` is about, or None (not a product, or not
+    one photo's fault).
+
+    A product's row is the manifest's, so "corrupt JPEG" alone would not say which of its
+    photos to fix: an engine that finds photo ``i`` unusable raises its :class:`ImageError`
+    with ``photo_index = i`` (``CardEngine.card_for_photos``), and a product of one photo is
+    made by ``card_for_bytes``, whose image error can only be that photo's."""
+    if job.product is None or not isinstance(exc, ImageError):
+        return None
+    photos = job.product.photos
+    index = exc.photo_index
+    if index is None and len(photos) == 1:
+        index = 0
+    if isinstance(index, int) and 0 <= index < len(photos):
+        return photos[index]
+    return None
 
 
 def report(job: ImageJob, result: CardResult) -> None:
