@@ -15,5 +15,4 @@ infra/tools/compose.sh path >/dev/null  # pinned Compose CLI for tests/stack/tes
 # Debian's chromium for the review desk's browser tests (Playwright drives it; installed once).
 VITRINE_CHROMIUM="$(infra/tools/browser.sh)"
 export VITRINE_CHROMIUM
-# two workers: the model tier and the stack tier side by side, each in order (tests/conftest.py)
-.venv/bin/pytest -n 2 --dist loadgroup "$@"
+.venv/bin/pytest "$@"

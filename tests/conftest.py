@@ -20,21 +20,6 @@ from tests.support.tiny_models import TinyPair, generate
 if TYPE_CHECKING:
     from services.inference.engine.card_engine import CardEngine
 
-TIERS_IN_ORDER = ("model", "stack")
-"""Folders whose tests run one at a time, each tier on an xdist worker of its own."""
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``scripts/test.sh`` runs ``-n 2 --dist loadgroup``: the model tier (CPU-bound llama.cpp)
-    and the stack tier (mostly waiting on Kafka, MinIO, PostgreSQL and the services it starts)
-    side by side, each in order on its own worker, so no two tests of one tier ever overlap
-    (the stack's fault tests restart servers; the model's RSS tests read their own process);
-    the unit tests fill in.  Without xdist the marker is inert."""
-    for item in items:
-        parts = item.path.relative_to(config.rootpath).parts
-        if len(parts) > 2 and parts[0] == "tests" and parts[1] in TIERS_IN_ORDER:
-            item.add_marker(pytest.mark.xdist_group(parts[1]))
-
 
 @pytest.fixture(scope="session")
 def tiny_pairs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TinyPair]:
