@@ -15,21 +15,4 @@ infra/tools/compose.sh path >/dev/null  # pinned Compose CLI for tests/stack/tes
 # Debian's chromium for the review desk's browser tests (Playwright drives it; installed once).
 VITRINE_CHROMIUM="$(infra/tools/browser.sh)"
 export VITRINE_CHROMIUM
-if [[ $# -gt 0 ]]; then
-  exec .venv/bin/pytest "$@"
-fi
-# Everything: the model tier (CPU-bound llama.cpp) and the rest (the stack tier mostly waits on
-# servers and the services it starts; the unit tier takes seconds) side by side, as two pytest
-# processes, each in order; the model tier's report is printed after the other's.
-model_log="$(mktemp)"
-.venv/bin/pytest tests/model >"$model_log" 2>&1 &
-model_pid=$!
-rest_rc=0
-.venv/bin/pytest tests/stack tests/unit || rest_rc=$?
-model_rc=0
-wait "$model_pid" || model_rc=$?
-echo "== tests/model (run beside the above) =="
-cat "$model_log"
-rm -f "$model_log"
-echo "tests/stack + tests/unit: exit $rest_rc; tests/model: exit $model_rc"
-[[ $rest_rc -eq 0 && $model_rc -eq 0 ]]
+.venv/bin/pytest "$@"
