@@ -635,6 +635,34 @@ def test_vitrine_import_turns_a_catalogue_csv_into_products_and_reports_each_row
     assert not rows(pipeline.ns.dsn, pipeline.ns.bucket, "starts_with(object_key, 'imp/IMP-2')")
 
 
+def commit_product(
+    pipeline: Pipeline, folder: str, names: list[str], *, seed: int, sku: str | None = None
+) -> dict[str, Any]:
+    """Photos (each its own SKU ``sku + index`` in its metadata when ``sku`` is given), then a
+    second later their manifest; the product's final row, listing the photos in order."""
+    s3 = s3_client(pipeline.ns.env)
+    bucket = pipeline.ns.bucket
+    for i, name in enumerate(names):
+        metadata = {"Metadata": {"sku": f"{sku}{i}"}} if sku is not None else {}
+        s3.put_object(
+            Bucket=bucket,
+            Key=f"{folder}{name}",
+            Body=jpeg(seed + i),
+            ContentType="image/jpeg",
+            **metadata,
+        )
+    time.sleep(1.1)  # the manifest's Last-Modified (seconds) after the photos'
+    s3.put_object(
+        Bucket=bucket,
+        Key=f"{folder}product.json",
+        Body=json.dumps({"photos": names}).encode(),
+        ContentType="application/json",
+    )
+    product = final_row(pipeline, f"{folder}product.json")
+    assert product["photo_keys"] == [f"{folder}{n}" for n in names]
+    return product
+
+
 def test_replacing_or_deleting_a_photo_of_a_committed_product_makes_the_product_again(
     pipeline: Pipeline,
 ) -> None:
@@ -644,17 +672,7 @@ def test_replacing_or_deleting_a_photo_of_a_committed_product_makes_the_product_
     s3 = s3_client(pipeline.ns.env)
     bucket = pipeline.ns.bucket
     names = ["a.jpg", "b.jpg", "c.jpg"]
-    for i, name in enumerate(names):
-        s3.put_object(Bucket=bucket, Key=f"r2/{name}", Body=jpeg(90 + i), ContentType="image/jpeg")
-    time.sleep(1.1)  # the manifest's Last-Modified (seconds) after the photos'
-    s3.put_object(
-        Bucket=bucket,
-        Key="r2/product.json",
-        Body=json.dumps({"photos": names}).encode(),
-        ContentType="application/json",
-    )
-    first = final_row(pipeline, "r2/product.json")
-    assert first["photo_keys"] == [f"r2/{n}" for n in names]
+    first = commit_product(pipeline, "r2/", names, seed=90)
     time.sleep(1.1)
     s3.put_object(Bucket=bucket, Key="r2/a.jpg", Body=jpeg(99), ContentType="image/jpeg")
     again = wait_for(
@@ -710,23 +728,7 @@ def test_deleting_a_products_manifest_gives_its_photos_cards_of_their_own_again(
     s3 = s3_client(pipeline.ns.env)
     bucket = pipeline.ns.bucket
     names = ["a.jpg", "b.jpg", "c.jpg"]
-    for i, name in enumerate(names):
-        s3.put_object(
-            Bucket=bucket,
-            Key=f"rm/{name}",
-            Body=jpeg(110 + i),
-            ContentType="image/jpeg",
-            Metadata={"sku": f"RM-{i}"},
-        )
-    time.sleep(1.1)  # the manifest's Last-Modified (seconds) after the photos'
-    s3.put_object(
-        Bucket=bucket,
-        Key="rm/product.json",
-        Body=json.dumps({"photos": names}).encode(),
-        ContentType="application/json",
-    )
-    product = final_row(pipeline, "rm/product.json")
-    assert product["photo_keys"] == [f"rm/{n}" for n in names]
+    commit_product(pipeline, "rm/", names, seed=110, sku="RM-")
     for name in names:
         assert final_row(pipeline, f"rm/{name}")["status"] == "grouped"
     s3.delete_object(Bucket=bucket, Key="rm/product.json")

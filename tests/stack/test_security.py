@@ -849,6 +849,20 @@ def denied(call: Any) -> str:
     return code
 
 
+def assert_denied_leaving_no_probe(
+    calls: dict[str, Any], scratch: Scratch, bucket: str, probe: str
+) -> None:
+    """Each call refused with AccessDenied; a widened policy must not leave the probe object
+    behind in the pipeline's bucket, whichever call wrote it."""
+    for name, call in calls.items():
+        try:
+            assert denied(call) == "AccessDenied", name
+        finally:
+            with contextlib.suppress(ClientError):
+                scratch.root.head_object(Bucket=bucket, Key=probe)
+                scratch.root.delete_object(Bucket=bucket, Key=probe)
+
+
 @dataclass
 class Scratch:
     bucket: str
@@ -941,26 +955,27 @@ def test_inference_user_on_the_real_bucket(stack: dict[str, str], scratch: Scrat
     settings = reader_settings(stack, *user, region=stack["VITRINE_S3_REGION"])
     with pytest.raises(ObjectMissing):
         read_object(make_minio(settings), ref(bucket, probe), 1024)
-    for name, call in {
-        "PutObject": lambda: client.put_object(Bucket=bucket, Key=probe, Body=b"x"),
-        "DeleteObject": lambda: client.delete_object(Bucket=bucket, Key=probe),
-        "ListObjects": lambda: client.list_objects_v2(Bucket=bucket),
-        "ListBuckets": client.list_buckets,
-        "CreateBucket": lambda: client.create_bucket(Bucket=f"vitrine-sec-{uuid.uuid4().hex[:8]}"),
-        "PutBucketPolicy": lambda: client.put_bucket_policy(Bucket=bucket, Policy="{}"),
-        "GetBucketNotification": lambda: client.get_bucket_notification_configuration(
-            Bucket=bucket
-        ),
-        "GetObject(other bucket)": lambda: client.get_object(
-            Bucket=scratch.bucket, Key="shop-1/photo.jpg"
-        ),
-    }.items():
-        try:
-            assert denied(call) == "AccessDenied", name
-        finally:  # a widened policy must not leave the probe behind in the pipeline's bucket
-            with contextlib.suppress(ClientError):
-                scratch.root.head_object(Bucket=bucket, Key=probe)
-                scratch.root.delete_object(Bucket=bucket, Key=probe)
+    assert_denied_leaving_no_probe(
+        {
+            "PutObject": lambda: client.put_object(Bucket=bucket, Key=probe, Body=b"x"),
+            "DeleteObject": lambda: client.delete_object(Bucket=bucket, Key=probe),
+            "ListObjects": lambda: client.list_objects_v2(Bucket=bucket),
+            "ListBuckets": client.list_buckets,
+            "CreateBucket": lambda: client.create_bucket(
+                Bucket=f"vitrine-sec-{uuid.uuid4().hex[:8]}"
+            ),
+            "PutBucketPolicy": lambda: client.put_bucket_policy(Bucket=bucket, Policy="{}"),
+            "GetBucketNotification": lambda: client.get_bucket_notification_configuration(
+                Bucket=bucket
+            ),
+            "GetObject(other bucket)": lambda: client.get_object(
+                Bucket=scratch.bucket, Key="shop-1/photo.jpg"
+            ),
+        },
+        scratch,
+        bucket,
+        probe,
+    )
 
 
 @pytest.mark.pipeline
@@ -1067,34 +1082,37 @@ def test_ingest_user_on_the_real_bucket(stack: dict[str, str], scratch: Scratch)
     assert [e["Code"] for e in deleted["Errors"]] == ["AccessDenied"] and not deleted.get("Deleted")
     # MinIO answers ListBuckets with the buckets a user may list: this one, no other's name
     assert [b["Name"] for b in client.list_buckets()["Buckets"]] == [bucket]
-    for name, call in {
-        "PutObject": lambda: client.put_object(Bucket=bucket, Key=probe, Body=b"x"),
-        "DeleteObject": lambda: client.delete_object(Bucket=bucket, Key=probe),
-        "CopyObject": lambda: client.copy_object(
-            Bucket=bucket, Key=probe, CopySource={"Bucket": bucket, "Key": f"{folder}a.jpg"}
-        ),
-        "CreateMultipartUpload": lambda: client.create_multipart_upload(Bucket=bucket, Key=probe),
-        "ListMultipartUploads": lambda: client.list_multipart_uploads(Bucket=bucket),
-        "GetBucketLocation": lambda: client.get_bucket_location(Bucket=bucket),
-        "GetBucketPolicy": lambda: client.get_bucket_policy(Bucket=bucket),
-        "PutBucketPolicy": lambda: client.put_bucket_policy(Bucket=bucket, Policy="{}"),
-        "GetBucketNotification": lambda: client.get_bucket_notification_configuration(
-            Bucket=bucket
-        ),
-        "GetBucketVersioning": lambda: client.get_bucket_versioning(Bucket=bucket),
-        "CreateBucket": lambda: client.create_bucket(Bucket=f"vitrine-sec-{uuid.uuid4().hex[:8]}"),
-        "DeleteBucket": lambda: client.delete_bucket(Bucket=bucket),
-        "GetObject(other bucket)": lambda: client.get_object(
-            Bucket=scratch.bucket, Key="shop-1/photo.jpg"
-        ),
-        "ListObjects(other bucket)": lambda: client.list_objects_v2(Bucket=scratch.bucket),
-    }.items():
-        try:
-            assert denied(call) == "AccessDenied", name
-        finally:  # a widened policy must not leave the probe behind in the pipeline's bucket
-            with contextlib.suppress(ClientError):
-                scratch.root.head_object(Bucket=bucket, Key=probe)
-                scratch.root.delete_object(Bucket=bucket, Key=probe)
+    assert_denied_leaving_no_probe(
+        {
+            "PutObject": lambda: client.put_object(Bucket=bucket, Key=probe, Body=b"x"),
+            "DeleteObject": lambda: client.delete_object(Bucket=bucket, Key=probe),
+            "CopyObject": lambda: client.copy_object(
+                Bucket=bucket, Key=probe, CopySource={"Bucket": bucket, "Key": f"{folder}a.jpg"}
+            ),
+            "CreateMultipartUpload": lambda: client.create_multipart_upload(
+                Bucket=bucket, Key=probe
+            ),
+            "ListMultipartUploads": lambda: client.list_multipart_uploads(Bucket=bucket),
+            "GetBucketLocation": lambda: client.get_bucket_location(Bucket=bucket),
+            "GetBucketPolicy": lambda: client.get_bucket_policy(Bucket=bucket),
+            "PutBucketPolicy": lambda: client.put_bucket_policy(Bucket=bucket, Policy="{}"),
+            "GetBucketNotification": lambda: client.get_bucket_notification_configuration(
+                Bucket=bucket
+            ),
+            "GetBucketVersioning": lambda: client.get_bucket_versioning(Bucket=bucket),
+            "CreateBucket": lambda: client.create_bucket(
+                Bucket=f"vitrine-sec-{uuid.uuid4().hex[:8]}"
+            ),
+            "DeleteBucket": lambda: client.delete_bucket(Bucket=bucket),
+            "GetObject(other bucket)": lambda: client.get_object(
+                Bucket=scratch.bucket, Key="shop-1/photo.jpg"
+            ),
+            "ListObjects(other bucket)": lambda: client.list_objects_v2(Bucket=scratch.bucket),
+        },
+        scratch,
+        bucket,
+        probe,
+    )
 
     from minio.error import MinioAdminException
 
