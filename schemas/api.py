@@ -161,3 +161,35 @@ class Problem(BaseModel):
     error: str
     message: str
     fields: dict[str, str] = Field(default_factory=dict)
+
+
+class ReviewQuality(BaseModel):
+    """What people made of one model and prompt version's cards, each card counted once by its
+    current decision (``GET /v1/quality``, the desk's Quality page, ``vitrine status``).
+
+    A card is *decided* when its review state is approved or rejected; a regenerated card is
+    pending again, so a decision always belongs to the model and prompt that made the card."""
+
+    model_id: str | None = Field(description="The model that generated the cards.")
+    prompt_version: str | None = Field(description="The prompt version they were made with.")
+    decided: int = Field(description="Cards approved or rejected.")
+    approved: int
+    approved_unchanged: int = Field(description="Approved as the model wrote them.")
+    rejected: int
+    approval_rate: float = Field(ge=0, le=1, description="approved / decided")
+    unchanged_approval_rate: float = Field(ge=0, le=1, description="approved_unchanged / decided")
+    edited_fields: dict[str, int] = Field(
+        description="Per editable field: decided cards whose field a person changed."
+    )
+    edit_rate: dict[str, float] = Field(description="edited_fields / decided, per field.")
+    median_decision_s: float | None = Field(
+        description="Median seconds from the card's generation to its decision."
+    )
+    p90_decision_s: float | None = Field(description="The 90th percentile of the same.")
+
+
+class QualityReport(BaseModel):
+    """``GET /v1/quality``: review quality by model and prompt version, most decided first."""
+
+    bucket: str | None = Field(description="The bucket it covers; null: every bucket.")
+    groups: list[ReviewQuality]

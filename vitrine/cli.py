@@ -19,6 +19,7 @@ import typer
 
 from vitrine.commands import card, catalogue, contract, ops, requeue, stack
 from vitrine.commands.dlq import dlq_app
+from vitrine.commands.eval import eval_app
 from vitrine.commands.models import models_app
 from vitrine.commands.users import users_app
 from vitrine.console import err, error_line, fail, out
@@ -32,6 +33,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(models_app, name="models")
+app.add_typer(eval_app, name="eval")
 app.add_typer(contract.schemas_app, name="schemas")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(contract.taxonomy_app, name="taxonomy")

@@ -3,7 +3,8 @@
 Each part is gathered on its own and a failing part becomes a *down* entry with its error, never
 an exception: the status screen is what an operator opens when something is broken, so it must
 show whatever it can still reach.  ``healthy`` is false when any server or service is not up;
-the command turns that into exit code 3.
+the command turns that into exit code 3.  Review quality (services/review/quality.py) is shown
+for information only: it never makes the pipeline unhealthy.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from vitrine.cards import CardStats, DatabaseUnreachable, card_stats, jsonable
+from schemas.api import QualityReport
+from vitrine.cards import CardStats, DatabaseUnreachable, card_stats, connect, jsonable
 from vitrine.config import OpsSettings
 from vitrine.health import (
     ServerHealth,
@@ -33,6 +35,8 @@ class Status:
     lag: list[GroupLag] = field(default_factory=list)
     cards: CardStats | None = None
     cards_error: str | None = None
+    quality: QualityReport | None = None
+    quality_error: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -56,6 +60,8 @@ class Status:
                 "lag": [{**asdict(g), "total": g.total} for g in self.lag],
                 "cards": asdict(self.cards) if self.cards else None,
                 "cards_error": self.cards_error,
+                "quality": self.quality.model_dump(mode="json") if self.quality else None,
+                "quality_error": self.quality_error,
             }
         )
 
@@ -85,6 +91,13 @@ def gather(settings: OpsSettings, bucket: str, minutes: int = 10) -> Status:
         cards_error = str(exc)
     except Exception as exc:  # reachable, but the query failed (missing table, grants)
         cards_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+    quality: QualityReport | None = None
+    quality_error: str | None = None
+    if postgres.up:
+        try:
+            quality = review_quality(dsn, bucket)
+        except Exception as exc:  # information only: said, never a reason to fail
+            quality_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
 
     return Status(
         taken_at=datetime.now(UTC),
@@ -94,7 +107,48 @@ def gather(settings: OpsSettings, bucket: str, minutes: int = 10) -> Status:
         lag=lag,
         cards=cards,
         cards_error=cards_error,
+        quality=quality,
+        quality_error=quality_error,
     )
+
+
+def review_quality(dsn: str, bucket: str) -> QualityReport:
+    """What reviewers made of the bucket's cards, by model and prompt version (the desk's
+    ``GET /v1/quality``, read with the operator's read-only role)."""
+    from services.review.quality import summary_sync
+
+    with connect(dsn) as conn:
+        return summary_sync(conn, bucket)
+
+
+QUALITY_LINES = 3
+"""Model and prompt pairs the status screen shows (the most decided first)."""
+
+
+def quality_lines(snapshot: Status) -> list[str]:
+    """``review quality gemma-3:Q4_K_M / card-v3: 40 decided, approved 75.0 % (unchanged
+    50.0 %), edited description_long 20.0 %, product_name 10.0 %, decision p50 12 min, p90
+    3.5 h``: one line per model and prompt pair, the most decided first."""
+    from services.review.quality import duration
+
+    if snapshot.quality is None:
+        return [f"review quality: {snapshot.quality_error}"] if snapshot.quality_error else []
+    groups = snapshot.quality.groups
+    if not groups:
+        return ["review quality: no decided cards"]
+    lines = []
+    for g in groups[:QUALITY_LINES]:
+        edits = sorted((-rate, name) for name, rate in g.edit_rate.items() if rate > 0)
+        edited = ", ".join(f"{name} {-100 * rate:.1f} %" for rate, name in edits) or "none"
+        lines.append(
+            f"review quality {g.model_id or '-'} / {g.prompt_version or '-'}: "
+            f"{g.decided} decided, approved {100 * g.approval_rate:.1f} % "
+            f"(unchanged {100 * g.unchanged_approval_rate:.1f} %), edited {edited}, "
+            f"decision p50 {duration(g.median_decision_s)}, p90 {duration(g.p90_decision_s)}"
+        )
+    if len(groups) > QUALITY_LINES:
+        lines.append(f"review quality: {len(groups) - QUALITY_LINES} more (vitrine status --json)")
+    return lines
 
 
 def colour_flags(cards: CardStats | None) -> str | None:

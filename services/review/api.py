@@ -21,9 +21,10 @@ from schemas.api import (
     Decision,
     Problem,
     ProductAccepted,
+    QualityReport,
     UploadAccepted,
 )
-from services.review import decisions, listing, uploads
+from services.review import decisions, listing, quality, uploads
 from services.review.accounts import Role, User
 from services.review.bodies import json_body_doc, read_json, read_optional_json
 from services.review.desk import Desk, card_view, desk_of
@@ -397,3 +398,24 @@ async def reject_card(request: Request, bucket: str, key: str) -> CardView:
     user = await api_user(request, Role.reviewer)
     decision = await read_json(request, Decision)
     return await _decide(request, user, bucket, key, decision, approve=False)
+
+
+@router.get("/quality", response_model=QualityReport, responses=PROBLEMS)
+async def review_quality(
+    request: Request,
+    _viewer: Annotated[User, Depends(a_viewer)],
+    bucket: Annotated[
+        str | None, Query(description="Only this bucket's cards; default: every bucket.")
+    ] = None,
+) -> QualityReport:
+    """What people made of each model and prompt version's cards: approval rate, approvals
+    without a person's edit, edit rate per field, time to decision (services/review/quality.py).
+    Each decided card counts once, by its current decision; read from the table, so it holds
+    across restarts (the desk's Prometheus metrics count decisions since it started)."""
+    desk = desk_of(request)
+    try:
+        wanted = quality.bucket_filter(bucket)
+    except ValueError as exc:
+        raise ApiProblem(422, "invalid", str(exc), {"bucket": str(exc)}) from None
+    async with desk.pool.connection() as conn:
+        return await quality.summary(conn, wanted)

@@ -4,7 +4,8 @@ Each call is one transaction that locks the row (``SELECT … FOR UPDATE``), so 
 the same card are serialised; ``expected_rev`` (the ``review_rev`` the person's page showed)
 refuses a change made on a card that moved since — another reviewer's edit or a regenerated
 card — instead of silently overwriting it.  An approval's ``card_reviews`` row is the outbox of
-``vitrine.cards.approved`` (services/review/publisher.py).
+``vitrine.cards.approved`` (services/review/publisher.py).  Approvals and rejections are counted
+in the review quality metrics (services/review/quality.py) once their transaction commits.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from schemas.card import ProductCard
-from services.review import listing
+from services.review import listing, quality
 from services.review.accounts import User
 from services.review.edits import apply_edit, changed_fields
 
@@ -31,7 +32,8 @@ class Conflict(RuntimeError):
 
 
 LOCK = """
-SELECT bucket, object_key, status, card, edited_card, review_state, review_rev
+SELECT bucket, object_key, status, card, edited_card, review_state, review_rev, model_id,
+       prompt_version, extract(epoch FROM now() - updated_at)::float8 AS decision_s
 FROM product_cards WHERE bucket = %s AND object_key = %s FOR UPDATE
 """
 
@@ -50,6 +52,13 @@ def effective(row: Mapping[str, Any]) -> dict[str, Any] | None:
     """The card as it stands: the person's edit, else the model's."""
     card = row.get("edited_card") or row.get("card")
     return dict(card) if card else None
+
+
+def _count(row: Mapping[str, Any], decision: str) -> None:
+    """Count a committed decision on the locked ``row`` (as it stood when decided: an
+    approval's edits applied) in the review quality metrics."""
+    fields = changed_fields(row["card"], effective(row))
+    quality.record(decision, row["model_id"], row["prompt_version"], fields, row.get("decision_s"))
 
 
 async def _lock(
@@ -181,7 +190,9 @@ async def approve(
         row = await _lock(conn, bucket, key, expected_rev)
         if changes:
             await _edit_locked(conn, row, card_type, user, changes)
-        return await _approve_locked(conn, row, user, note)
+        review_id = await _approve_locked(conn, row, user, note)
+    _count(row, "approve")
+    return review_id
 
 
 async def reject(
@@ -203,7 +214,9 @@ async def reject(
             "WHERE bucket = %s AND object_key = %s",
             (user.username, note.strip(), bucket, key),
         )
-        return await _log(conn, row, user, "reject", before=effective(row), note=note.strip())
+        review_id = await _log(conn, row, user, "reject", before=effective(row), note=note.strip())
+    _count(row, "reject")
+    return review_id
 
 
 async def regenerate(
@@ -226,6 +239,7 @@ async def bulk_approve(
     """Approve every listed card that is still done and pending, in one transaction; a card
     that moved meanwhile is skipped, not approved blind."""
     ids: list[int] = []
+    approved: list[dict[str, Any]] = []
     async with conn.transaction():
         for bucket, key in keys:
             async with conn.cursor(row_factory=dict_row) as cur:
@@ -234,4 +248,7 @@ async def bulk_approve(
             if row is None or row["status"] != "done" or row["review_state"] != "pending":
                 continue
             ids.append(await _approve_locked(conn, row, user, note))
+            approved.append(row)
+    for row in approved:
+        _count(row, "approve")
     return ids

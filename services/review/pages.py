@@ -23,8 +23,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from minio.error import S3Error
 from pydantic import ValidationError
 
-from schemas.api import NOTE_MAX, Decision
-from services.review import decisions, listing, uploads
+from schemas.api import EDITABLE_FIELDS, NOTE_MAX, Decision
+from services.review import decisions, listing, quality, uploads
 from services.review.accounts import Role, Session, User, close_session, login, open_session
 from services.review.desk import Desk, card_view, desk_of
 from services.review.edits import EditRefused, attributes_of, form_changes
@@ -115,7 +115,7 @@ def shown(value: Any) -> Any:
     return value
 
 
-templates.globals.update(card_url=card_url, image_url=image_url)
+templates.globals.update(card_url=card_url, image_url=image_url, duration=quality.duration)
 templates.filters["shown"] = shown
 
 
@@ -305,6 +305,33 @@ async def upload_page(request: Request) -> Response:
     log.info("review.uploaded", extra={"key": key, "user": session.user.username})
     return RedirectResponse(
         "/?" + urlencode({"prefix": stored.key, "msg": "Uploaded"}), status_code=303
+    )
+
+
+@router.get("/quality")
+async def quality_page(request: Request) -> Response:
+    """Review quality by model and prompt version (``GET /v1/quality`` as a page), for anyone
+    signed in; ``?bucket=`` narrows it to one bucket."""
+    session = await page_session(request)
+    desk = desk_of(request)
+    error = None
+    try:
+        bucket = quality.bucket_filter(request.query_params.get("bucket"))
+    except ValueError as exc:
+        bucket, error = None, str(exc)
+    groups = []
+    if error is None:
+        async with desk.pool.connection() as conn:
+            groups = (await quality.summary(conn, bucket)).groups
+    return render(
+        "quality.html",
+        422 if error else 200,
+        user=session.user,
+        csrf=session.csrf_token,
+        bucket=bucket,
+        groups=groups,
+        fields=EDITABLE_FIELDS,
+        error=error,
     )
 
 

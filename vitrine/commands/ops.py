@@ -26,7 +26,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="The same data as JSON.")] = False,
 ) -> None:
     """One screen: servers, services, consumer lag, cards by status, throughput, slow and
-    failed objects.
+    failed objects, and review quality by model and prompt version (information only).
 
     Exit code 0 when every server and service is up, 3 when something is down (the screen says
     what), 1 when the settings are invalid.
@@ -38,7 +38,7 @@ def status(
 
     from vitrine.config import OpsSettings
     from vitrine.screen import render
-    from vitrine.status import Status, colour_flags, gather
+    from vitrine.status import Status, colour_flags, gather, quality_lines
 
     settings = validated(OpsSettings)
     target = bucket or settings.bucket
@@ -46,9 +46,13 @@ def status(
         fail("--json and --watch do not go together", 2)
 
     def screen(snapshot: Status) -> RenderableType:
-        """The status screen, and below it how many done cards carry a colour flag."""
+        """The status screen, and below it how many done cards carry a colour flag and what
+        reviewers made of the cards (information, not health)."""
         flags = colour_flags(snapshot.cards)
-        return render(snapshot) if flags is None else Group(render(snapshot), Text(flags))
+        below = ([flags] if flags is not None else []) + quality_lines(snapshot)
+        if not below:
+            return render(snapshot)
+        return Group(render(snapshot), *(Text(line) for line in below))
 
     snapshot = gather(settings, target, minutes)
     if as_json:

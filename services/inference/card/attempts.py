@@ -152,7 +152,7 @@ class AttemptPolicy:
         if result.broken:
             checks = [b.check for b in result.broken]
             detail = "; ".join(b.detail for b in result.broken)
-            error = SemanticCheckFailed(detail, checks)
+            error = SemanticCheckFailed(detail, checks, card=result.card)
             self.failures.append(AttemptFailure(self.attempt, error.reason, detail, tuple(checks)))
             notes = [self.rules.prompt.correction(b.check, b.detail) for b in result.broken]
             return self._again(error, notes)
@@ -173,7 +173,7 @@ class AttemptPolicy:
         last = self._last
         summary = f"no acceptable card after {len(self.failures)} attempt(s); last: {last}"
         final = (
-            SemanticCheckFailed(summary, last.checks, self.failures)
+            SemanticCheckFailed(summary, last.checks, self.failures, card=last.card)
             if isinstance(last, SemanticCheckFailed)
             else type(last)(summary, self.failures)
         )

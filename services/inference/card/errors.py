@@ -8,6 +8,7 @@ the type, never on message text.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from schemas.messages import Timings
 from schemas.reasons import Reason
@@ -96,10 +97,17 @@ class SemanticCheckFailed(GenerationError):
     reason: Reason = Reason.semantic_check
 
     def __init__(
-        self, message: str, checks: list[str], attempts: list[AttemptFailure] | None = None
+        self,
+        message: str,
+        checks: list[str],
+        attempts: list[AttemptFailure] | None = None,
+        card: Any = None,
     ) -> None:
         super().__init__(message, attempts)
         self.checks = checks
+        self.card = card
+        """The last attempt's card (a ``ProductCard``), refused by the checks: not delivered,
+        but what ``vitrine eval`` scores as "as written" beside the delivered cards."""
 
 
 class InferenceError(CardError):
