@@ -17,6 +17,7 @@ import mmap
 import os
 import re
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -421,8 +422,17 @@ def quantize(p: Plan, *, threads: int | None = None) -> float:
     llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
     try:
         worker.start()
-        while worker.is_alive():
-            worker.join(0.2)
+        try:
+            while worker.is_alive():
+                worker.join(0.2)
+        except KeyboardInterrupt:
+            # llama.cpp cannot be stopped mid-quantize, and an interpreter shutting down
+            # around its running thread crashes (SIGSEGV, measured): drop the temporary file
+            # and leave at once, without the interpreter's teardown
+            tmp.unlink(missing_ok=True)
+            sys.stderr.write("\ninterrupted: nothing was written\n")
+            sys.stderr.flush()
+            os._exit(130)
         seconds = time.monotonic() - started
         code = codes[0] if codes else -1
         if code != 0:

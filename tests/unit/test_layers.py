@@ -64,6 +64,12 @@ LAYERS = {
     "sink": modules_of("services.sink"),
     "review desk": modules_of("services.review"),
     "schemas": modules_of("schemas"),
+    # the parent of `vitrine eval run`: it reads sets, scores and draws reports while each
+    # candidate's child (vitrine.eval.child, the one module that loads an engine) generates
+    "eval (all but its child process)": [
+        m for m in modules_of("vitrine.eval") if m != "vitrine.eval.child"
+    ]
+    + ["vitrine.commands.eval"],
 }
 
 

@@ -281,7 +281,12 @@ def _tables(report: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
         )
     cost_rows = []
     keys = [
-        ("seconds per card", "seconds_per_card", "{:.1f}"),
+        ("seconds per card (latency, cards in parallel)", "seconds_per_card", "{:.1f}"),
+        (
+            "machine seconds per card (run's wall time / cards)",
+            "machine_seconds_per_card",
+            "{:.1f}",
+        ),
         ("completion tokens per card", "completion_tokens", "{:.0f}"),
         ("prompt tokens per card", "prompt_tokens", "{:.0f}"),
         ("cards/min at the engine's parallelism", "cards_per_min", "{:.2f}"),
@@ -336,7 +341,8 @@ def _plots(report: dict[str, Any]) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for metric, marker in (("category_leaf", "o"), ("colour_label", "s"), ("colour_pixels", "^")):
         for c in cands:
-            acc, secs = c["accuracy"].get(metric), c["cost"].get("seconds_per_card")
+            acc = c["accuracy"].get(metric)
+            secs = c["cost"].get("machine_seconds_per_card") or c["cost"].get("seconds_per_card")
             if acc is None or secs is None:
                 continue
             ax.errorbar(
@@ -351,7 +357,7 @@ def _plots(report: dict[str, Any]) -> dict[str, str]:
         guess = report["chance"].get(metric)
         if guess:
             ax.axhline(guess["share"], linestyle=":", linewidth=1, color="grey")
-    ax.set_xlabel("seconds per card")
+    ax.set_xlabel("machine seconds per card (wall time / cards)")
     ax.set_ylabel("accuracy (95 % interval)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Accuracy against cost (dotted: always the most common label)")
@@ -431,7 +437,8 @@ body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:72em;color:#2
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;
 text-align:left;vertical-align:top}th{background:#f3f3f3}li{margin:.3em 0}
 .findings{background:#fff8e1;border-left:4px solid #f0a000;padding:.6em 1.2em}
-.plots{display:flex;flex-wrap:wrap;gap:1em}.plots svg{max-width:100%;height:auto}
+.plots{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
+.plots svg{max-width:49%;height:auto}
 """
 
 
@@ -448,16 +455,19 @@ def render_html(report: dict[str, Any], plots: dict[str, str]) -> str:
     for c in report["candidates"]:
         shown = ", ".join(f"{k}={v}" for k, v in c["settings"].items()) or "the environment as is"
         out.append(f"<li><b>{e(c['name'])}</b>: <code>{e(shown)}</code></li>")
-    out.append("</ul><div class=plots>")
-    out += list(plots.values())  # matplotlib's own SVG markup, from our numbers
-    out.append("</div>")
-    for title, header, rows in _tables(report):
+    out.append("</ul>")
+    tables = _tables(report)
+    for i, (title, header, rows) in enumerate(tables):
         out.append(f"<h2>{e(title)}</h2><table><tr>")
         out += [f"<th>{e(h)}</th>" for h in header]
         out.append("</tr>")
         for row in rows:
             out.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
         out.append("</table>")
+        if i == 0:  # the accuracies first, then how they sit against cost
+            out.append("<div class=plots>")
+            out += list(plots.values())  # matplotlib's own SVG markup, from our numbers
+            out.append("</div>")
     return "\n".join(out) + "\n</html>\n"
 
 

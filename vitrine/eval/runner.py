@@ -52,14 +52,21 @@ class Photos:
 
 
 def cpu_name() -> str:
-    """What the numbers were measured on (the report says it beside every cost)."""
+    """What the numbers were measured on (the report says it beside every cost): the model,
+    the cores this process may use, and AMX where present (llama.cpp's kernels differ there)."""
+    name = platform.processor() or platform.machine()
+    amx = False
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        info = Path("/proc/cpuinfo").read_text()
+        amx = "amx_int8" in info
+        for line in info.splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                name = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{name}{' with AMX' if amx else ''}, {cores} cores"
 
 
 class PhotoSource:

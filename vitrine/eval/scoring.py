@@ -231,9 +231,8 @@ def score_candidate(
     for one in pave.values():
         total = total.plus(one)
     f1s = [p.scores()["f1"] for p in pave.values() if p.scores()["f1"] is not None]
-    ok = [r for r in records if r.get("ok")]
     seconds = [float(r["seconds"]) for r in records if "seconds" in r]
-    timings = [r["timings"] for r in ok if r.get("timings")]
+    timings = [r["timings"] for r in records if r.get("timings")]  # refused cards cost too
     wall = sum(float(r.get("wall_s", 0.0)) for r in runs)
     cards_run = sum(int(r.get("cards", 0)) for r in runs)
     rules = [r for r in BASE_RULES] + sorted(seen_rules - set(BASE_RULES) - {"unknown"})
@@ -257,6 +256,7 @@ def score_candidate(
         "edit_distance": {k: _mean(v) for k, v in edit_sums.items()},
         "cost": {
             "seconds_per_card": _mean(seconds),
+            "machine_seconds_per_card": wall / cards_run if cards_run else None,
             "completion_tokens": _mean(float(t.get("completion_tokens", 0)) for t in timings),
             "prompt_tokens": _mean(float(t.get("prompt_tokens", 0)) for t in timings),
             "cards_per_min": 60.0 * cards_run / wall if wall > 0 else None,
