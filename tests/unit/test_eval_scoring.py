@@ -343,3 +343,27 @@ def test_report_text_is_escaped(tmp_path: Path) -> None:
     report.write(tmp_path)
     html = (tmp_path / "report.html").read_text()
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_a_resumed_run_refuses_changed_photos_seeds_or_settings(tmp_path: Path) -> None:
+    from vitrine.eval.candidates import Candidate
+    from vitrine.eval.runner import EvalError, Runner
+
+    (tmp_path / "a.jpg").write_bytes(b"first photo")
+    labelled = tmp_path / "set.jsonl"
+    labelled.write_text('{"id": "a", "photos": ["a.jpg"], "facts": {"sku": "1"}}\n')
+    out = tmp_path / "out"
+    items = read_set(labelled)
+    one = [Candidate("c", {"VITRINE_N_CTX": "4096"})]
+    Runner(items, labelled, out, one, [1000]).prepare()
+    Runner(items, labelled, out, one, [1000]).prepare()  # the same: resumable
+    with pytest.raises(EvalError, match="seeds"):
+        Runner(items, labelled, out, one, [1000, 1001]).prepare()
+    with pytest.raises(EvalError, match=r"candidate c ran in .* with other settings"):
+        Runner(items, labelled, out, [Candidate("c", {"VITRINE_N_CTX": "2048"})], [1000]).prepare()
+    (tmp_path / "a.jpg").write_bytes(b"another photo")
+    with pytest.raises(EvalError, match=r"photos or facts of 1 item\(s\) changed .* \(e.g. a\)"):
+        Runner(items, labelled, out, one, [1000]).prepare()
+    with pytest.raises(EvalError, match=r"photo b\.jpg: no such file"):
+        bad = read_set(labelled)[0].model_copy(update={"photos": ["b.jpg"]})
+        Runner([bad], labelled, tmp_path / "other", one, [1000]).prepare()

@@ -53,7 +53,9 @@ class StandIn:
         self.calls.append(1)
         raise self.error
 
-    def card_for_photos(self, photos: list[bytes], *, facts: Any = None, main: int = 0) -> Any:
+    def card_for_photos(
+        self, photos: list[bytes], *, facts: Any = None, main: int = 0, seed: int | None = None
+    ) -> Any:
         self.calls.append(len(photos))
         if self.photo_index is not None:
             self.error.photo_index = self.photo_index

@@ -95,7 +95,9 @@ class Run:
             if len(photos) == 1:
                 outcome = self.engine.card_for_bytes(photos[0], seed=seed, facts=facts)
             else:
-                outcome = self.engine.card_for_photos(photos, facts=facts, main=item["main"])
+                outcome = self.engine.card_for_photos(
+                    photos, facts=facts, main=item["main"], seed=seed
+                )
         except EngineClosed:
             raise
         except CardError as exc:

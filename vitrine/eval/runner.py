@@ -131,6 +131,15 @@ class PhotoSource:
         return Photos(paths, manifest.main_index, {**manifest.facts, **item.facts})
 
 
+def _digest(photos: Photos) -> str:
+    """What an item's cards were made from: its photos' bytes, the main one, the facts."""
+    h = hashlib.sha256()
+    for path in photos.paths:
+        h.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    h.update(json.dumps([photos.main, photos.facts], sort_keys=True).encode())
+    return h.hexdigest()[:32]
+
+
 def done_pairs(results: Path) -> set[tuple[str, int]]:
     """(item, seed) pairs already in a results file; a torn last line (the run was killed
     while writing it) is not one."""
@@ -192,10 +201,25 @@ class Runner:
         for item in self.items:
             photos = source.photos(item)
             resolved.append(
-                {"id": item.id, "photos": photos.paths, "main": photos.main, "facts": photos.facts}
+                {
+                    "id": item.id,
+                    "photos": photos.paths,
+                    "main": photos.main,
+                    "facts": photos.facts,
+                    "digest": _digest(photos),
+                }
             )
         manifest_path = self.out / "run.json"
         earlier = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+        if earlier is not None:
+            before = {r["id"]: r.get("digest") for r in earlier.get("resolved", [])}
+            changed = [r["id"] for r in resolved if before.get(r["id"], r["digest"]) != r["digest"]]
+            if changed:
+                raise EvalError(
+                    f"the photos or facts of {len(changed)} item(s) changed since {self.out} was "
+                    f"first run (e.g. {changed[0]}): their earlier cards would be scored against "
+                    "other photos; use another --out"
+                )
         candidates = {c.name: c.env for c in self.candidates}
         if earlier is not None:
             if earlier["seeds"] != self.seeds:

@@ -484,7 +484,12 @@ class CardEngine:
         return self.card_for_image(self.prepare(data), seed=seed, facts=facts)
 
     def card_for_photos(
-        self, photos: list[bytes], *, facts: ProductFacts | None = None, main: int = 0
+        self,
+        photos: list[bytes],
+        *,
+        facts: ProductFacts | None = None,
+        main: int = 0,
+        seed: int | None = None,
     ) -> CardOutcome:
         """One card from a product's photos.  A photo that is not a usable image raises its
         error with ``photo_index`` set to its place in ``photos``: the product's row is the
@@ -497,7 +502,7 @@ class CardEngine:
             except CardError as exc:
                 exc.photo_index = index
                 raise
-        return self.card_for_images(images, facts=facts, main=main)
+        return self.card_for_images(images, seed=seed, facts=facts, main=main)
 
     @property
     def closed(self) -> bool:

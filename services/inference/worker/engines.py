@@ -40,9 +40,15 @@ class Engine(Protocol):
         ...
 
     def card_for_photos(
-        self, photos: list[bytes], *, facts: ProductFacts | None = None, main: int = 0
+        self,
+        photos: list[bytes],
+        *,
+        facts: ProductFacts | None = None,
+        main: int = 0,
+        seed: int | None = None,
     ) -> CardOutcome:
-        """One card from a product's photos (in order; the pixel colour from ``main``)."""
+        """One card from a product's photos (in order; the pixel colour from ``main``);
+        ``seed`` as for one photo (``vitrine eval`` runs every candidate on the same seeds)."""
         ...
 
     def describe(self) -> dict[str, Any]:
