@@ -36,19 +36,10 @@ from services.inference.card.errors import GenerationError, SemanticCheckFailed 
 from services.inference.engine.card_engine import CardEngine  # noqa: E402
 from services.inference.engine.model_files import resolve  # noqa: E402
 from services.inference.settings import EngineSettings  # noqa: E402
+from vitrine.eval.scoring import BASE_RULES  # noqa: E402
 
-RULES = (
-    "parses",
-    "product_name_blank",
-    "description_min_words",
-    "description_repetitive",
-    "description_echoes_prompt",
-    "color_vocabulary",
-    "features_blank",
-    "features_distinct",
-    "language",
-)
-"""Every rule a first attempt is held to: the schema (``parses``) and the content checks."""
+RULES = BASE_RULES
+"""Every rule a first attempt is held to (``vitrine eval`` scores the same list)."""
 
 
 def drawn_photo(i: int) -> bytes:

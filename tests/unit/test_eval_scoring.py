@@ -11,7 +11,7 @@ import pytest
 from vitrine.eval import report
 from vitrine.eval.candidates import CandidateError, parse_candidate, parse_candidates
 from vitrine.eval.intervals import difference, interval
-from vitrine.eval.labels import LabelError, read_set
+from vitrine.eval.labels import LabelError, LabelledItem, read_set
 from vitrine.eval.runner import _compact_torn_line, done_pairs
 from vitrine.eval.scoring import PathIndex, Pave, same_value, score_candidate
 
@@ -108,6 +108,10 @@ def test_every_engine_setting_is_a_candidate_axis() -> None:
 # -- scores ---------------------------------------------------------------------------------------
 
 
+def labelled(items: list[dict[str, Any]]) -> list[LabelledItem]:
+    return [LabelledItem.model_validate(item) for item in items]
+
+
 def card(path: str, colour: str, attributes: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "product_name": "Camiseta básica",
@@ -166,7 +170,7 @@ def test_a_candidate_is_scored_per_item_over_its_seeds() -> None:
         {"id": "3", "seed": 2, "ok": True, "attempts": 1, "first_broken": [], "seconds": 2.0,
          "card": card(SHIRT, "preto"), "pixels": {"agrees": True, "checkable": True}},
     ]  # fmt: skip
-    scores = score_candidate("a", items, records, [], PathIndex())
+    scores = score_candidate("a", labelled(items), records, [], PathIndex())
     assert scores.per_item["category_leaf"] == {"1": 0.5, "2": 0.5, "3": 0.5}
     assert scores.per_item["category_parent"] == {"1": 1.0, "2": 0.5, "3": 0.5}
     assert scores.per_item["category_root"] == {"1": 1.0, "2": 0.5, "3": 0.5}
@@ -196,7 +200,7 @@ def test_a_card_the_checks_refused_is_scored_as_written_only() -> None:
         {"id": "1", "seed": 2, "ok": False, "reason": "truncated", "attempts": 1,
          "first_broken": ["parses"]},
     ]  # fmt: skip
-    scores = score_candidate("a", items, records, [], PathIndex())
+    scores = score_candidate("a", labelled(items), records, [], PathIndex())
     assert scores.per_item["category_leaf"] == {"1": 0.0}  # nothing was delivered
     assert scores.per_item["category_leaf_written"] == {"1": 0.5}
     assert scores.per_item["colour_label_written"] == {"1": 0.5}
@@ -218,7 +222,7 @@ def test_reviewed_items_measure_edits_and_negatives() -> None:
         {"id": "n", "seed": 1, "ok": True, "first_broken": [], "card": card(MUG, "preto")},
         {"id": "n", "seed": 2, "ok": True, "first_broken": [], "card": card(MUG, "branco")},
     ]  # fmt: skip
-    scores = score_candidate("a", items, records, [], PathIndex())
+    scores = score_candidate("a", labelled(items), records, [], PathIndex())
     assert scores.per_item["approved_unchanged"] == {"r": 0.5}
     assert scores.per_item["repeats_rejected"] == {"n": 0.5}
     edits = scores.summary["edit_distance"]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vitrine.eval.intervals import Interval, difference, interval
+from vitrine.eval.labels import LabelledItem
 from vitrine.eval.runner import read_records
 from vitrine.eval.scoring import PathIndex, norm, reviewed_set_stats, score_candidate
 
@@ -41,7 +42,7 @@ ACCURACIES = {
 def build(out: Path) -> dict[str, Any]:
     """The report's data from an output directory."""
     manifest = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    items: list[dict[str, Any]] = manifest["items"]
+    items = [LabelledItem.model_validate(item) for item in manifest["items"]]
     index = PathIndex()
     names = [n for n in manifest["order"]] + sorted(
         set(manifest["candidates"]) - set(manifest["order"])
@@ -106,26 +107,14 @@ def _verdict(delta: Interval) -> str:
     return "not different"
 
 
-def _chance(items: list[dict[str, Any]], index: PathIndex) -> dict[str, Any]:
+def _chance(items: list[LabelledItem], index: PathIndex) -> dict[str, Any]:
     """What always answering the set's most common label scores."""
     result: dict[str, Any] = {}
-    leaves = Counter(
-        " > ".join(index.path(str(label)))
-        for i in items
-        if (
-            label := i.get("category")
-            or i.get("category_id")
-            or (i.get("card") or {}).get("category_path")
-        )
-    )
+    leaves = Counter(" > ".join(index.path(label)) for i in items if (label := i.expected_category))
     if leaves:
         label, count = leaves.most_common(1)[0]
         result["category_leaf"] = {"label": label, "share": count / sum(leaves.values())}
-    colours = Counter(
-        norm(str(c))
-        for i in items
-        if (c := i.get("color") or (i.get("card") or {}).get("color_primary"))
-    )
+    colours = Counter(norm(c) for i in items if (c := i.expected_color))
     if colours:
         label, count = colours.most_common(1)[0]
         result["colour_label"] = {"label": label, "share": count / sum(colours.values())}

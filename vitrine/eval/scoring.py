@@ -27,6 +27,7 @@ from rapidfuzz.distance import Levenshtein
 from schemas.card import default_taxonomy
 from schemas.language import PT_BR, LanguageProfile
 from services.language.colour_science import neighbours
+from vitrine.eval.labels import LabelledItem
 
 BASE_RULES = (
     "parses",
@@ -178,20 +179,20 @@ def _mean(values: Iterable[float]) -> float | None:
 
 def score_candidate(
     name: str,
-    items: Sequence[Mapping[str, Any]],
+    items: Sequence[LabelledItem],
     records: list[dict[str, Any]],
     runs: list[dict[str, Any]],
     index: PathIndex,
     profile: LanguageProfile = PT_BR,
 ) -> CandidateScores:
-    """Score one candidate's records against the set's labels (``items``: LabelledItem dumps)."""
+    """Score one candidate's records against the set's labels."""
     by_item: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         by_item[str(record["id"])].append(record)
         if record.get("card"):
             index.learn(record["card"])
     scores = CandidateScores(name)
-    vectors: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    vec: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     pave: dict[str, Pave] = defaultdict(Pave)
     roots: Counter[tuple[str, str]] = Counter()
     rule_broken: Counter[str] = Counter()
@@ -200,11 +201,10 @@ def score_candidate(
     edit_sums: dict[str, list[float]] = defaultdict(list)
     generations = 0
     for item in items:
-        item_id = str(item["id"])
+        item_id = item.id
         for record in by_item.get(item_id, []):
             generations += 1
             card = record.get("card") if record.get("ok") else None
-            vec = vectors
             vec["delivered"][item_id].append(1.0 if card else 0.0)
             broken = set(record.get("first_broken") or [])
             seen_rules |= broken
@@ -224,7 +224,7 @@ def score_candidate(
             _reviewed(item, card, vec, edit_sums, item_id)
     per_item = {
         metric: {i: statistics.fmean(v) for i, v in values.items()}
-        for metric, values in vectors.items()
+        for metric, values in vec.items()
     }
     scores.per_item = per_item
     total = Pave()
@@ -273,19 +273,17 @@ def score_candidate(
 
 
 def _category(
-    item: Mapping[str, Any],
+    item: LabelledItem,
     card: Mapping[str, Any] | None,
     index: PathIndex,
     vec: dict[str, dict[str, list[float]]],
     roots: Counter[tuple[str, str]],
     item_id: str,
 ) -> None:
-    label = item.get("category") or item.get("category_id")
-    if not label and item.get("card"):
-        label = item["card"].get("category_path")
+    label = item.expected_category
     if not label:
         return
-    gold = index.path(str(label))
+    gold = index.path(label)
     got = index.path(str(card["category_path"])) if card else []
     vec["category_leaf"][item_id].append(1.0 if got == gold else 0.0)
     vec["category_parent"][item_id].append(1.0 if got[:-1] == gold[:-1] and got else 0.0)
@@ -294,7 +292,7 @@ def _category(
 
 
 def _as_written(
-    item: Mapping[str, Any],
+    item: LabelledItem,
     written: Mapping[str, Any] | None,
     index: PathIndex,
     vec: dict[str, dict[str, list[float]]],
@@ -302,35 +300,31 @@ def _as_written(
 ) -> None:
     """Category and colour of what the model wrote, a card the checks refused included: a
     model that reads the photo but fails the word count is told apart from a blind one."""
-    label = item.get("category") or item.get("category_id")
-    if not label and item.get("card"):
-        label = item["card"].get("category_path")
+    label = item.expected_category
     if label:
         got = index.path(str(written["category_path"])) if written else []
-        vec["category_leaf_written"][item_id].append(1.0 if got == index.path(str(label)) else 0.0)
-    colour = item.get("color") or (item.get("card") or {}).get("color_primary")
+        vec["category_leaf_written"][item_id].append(1.0 if got == index.path(label) else 0.0)
+    colour = item.expected_color
     if colour:
         said = written.get("color_primary") if written else None
-        right = said is not None and norm(str(said)) == norm(str(colour))
+        right = said is not None and norm(str(said)) == norm(colour)
         vec["colour_label_written"][item_id].append(1.0 if right else 0.0)
 
 
 def _colour(
-    item: Mapping[str, Any],
+    item: LabelledItem,
     card: Mapping[str, Any] | None,
     record: Mapping[str, Any],
     profile: LanguageProfile,
     vec: dict[str, dict[str, list[float]]],
     item_id: str,
 ) -> None:
-    label = item.get("color")
-    if label is None and item.get("card"):
-        label = item["card"].get("color_primary")
+    label = item.expected_color
     predicted = card.get("color_primary") if card else None
     if label:
-        exact = predicted is not None and norm(str(predicted)) == norm(str(label))
+        exact = predicted is not None and norm(str(predicted)) == norm(label)
         vec["colour_label"][item_id].append(1.0 if exact else 0.0)
-        close = exact or (predicted is not None and neighbours(str(predicted), str(label), profile))
+        close = exact or (predicted is not None and neighbours(str(predicted), label, profile))
         vec["colour_label_or_neighbour"][item_id].append(1.0 if close else 0.0)
     pixels = record.get("pixels")
     if card is None:
@@ -339,12 +333,8 @@ def _colour(
         vec["colour_pixels"][item_id].append(1.0 if pixels.get("agrees") else 0.0)
 
 
-def _attributes(
-    item: Mapping[str, Any], card: Mapping[str, Any] | None, pave: dict[str, Pave]
-) -> None:
-    gold = item.get("attributes")
-    if gold is None and item.get("card"):
-        gold = item["card"].get("attributes")
+def _attributes(item: LabelledItem, card: Mapping[str, Any] | None, pave: dict[str, Pave]) -> None:
+    gold = item.expected_attributes
     if gold is None:
         return  # not labelled: no attribute is scored on this item
     predicted = (card or {}).get("attributes") or {}
@@ -353,13 +343,13 @@ def _attributes(
 
 
 def _reviewed(
-    item: Mapping[str, Any],
+    item: LabelledItem,
     card: Mapping[str, Any] | None,
     vec: dict[str, dict[str, list[float]]],
     edit_sums: dict[str, list[float]],
     item_id: str,
 ) -> None:
-    truth = item.get("card")
+    truth = item.card
     if truth:
         unchanged = card is not None
         for name in EDIT_FIELDS:
@@ -367,8 +357,8 @@ def _reviewed(
             edit_sums[name].append(distance)
             unchanged = unchanged and distance == 0.0
         vec["approved_unchanged"][item_id].append(1.0 if unchanged else 0.0)
-    rejected = item.get("rejected_card")
-    if rejected and item.get("verdict") == "rejected":
+    rejected = item.rejected_card
+    if rejected and item.verdict == "rejected":
         repeats = card is not None and all(
             field_text(card, f) == field_text(rejected, f)
             for f in ("category_path", "color_primary")
@@ -376,21 +366,21 @@ def _reviewed(
         vec["repeats_rejected"][item_id].append(1.0 if repeats else 0.0)
 
 
-def reviewed_set_stats(items: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+def reviewed_set_stats(items: Sequence[LabelledItem]) -> dict[str, Any] | None:
     """What reviewers changed of the cards they saw (the set's own model cards): per field the
     mean edit distance and the share approved unchanged; None for a set with no reviews."""
-    reviewed = [i for i in items if i.get("card") and i.get("model_card")]
-    decided = [i for i in items if i.get("verdict")]
+    reviewed = [(i.model_card, i.card) for i in items if i.card and i.model_card]
+    decided = [i for i in items if i.verdict]
     if not decided:
         return None
     per_field = {
         name: _mean(
-            edit_distance(field_text(i["model_card"], name), field_text(i["card"], name))
-            for i in reviewed
+            edit_distance(field_text(model, name), field_text(truth, name))
+            for model, truth in reviewed
         )
         for name in EDIT_FIELDS
     }
-    verdicts = Counter(str(i.get("verdict")) for i in decided)
+    verdicts = Counter(str(i.verdict) for i in decided)
     return {
         "decided": len(decided),
         "verdicts": dict(verdicts),
