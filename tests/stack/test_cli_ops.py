@@ -518,6 +518,15 @@ async def _produce_and_commit(topic: str, group: str, messages: int, committed: 
         tp = TopicPartition(topic, 0)
         consumer.assign([tp])
         await consumer.commit({tp: committed})
+        # The precondition the assertions below rest on, as the broker answers it: once (CI,
+        # a loaded broker) status read an end offset equal to the commit.
+        for _ in range(50):
+            ends = await consumer.end_offsets([tp])
+            done = await consumer.committed(tp)
+            if ends[tp] == messages and done == committed:
+                break
+            await asyncio.sleep(0.1)
+        assert (ends[tp], done) == (messages, committed)
     finally:
         await consumer.stop()
 
@@ -579,7 +588,7 @@ def test_status_json_reports_counts_lag_and_services(cards_ns: Namespace, tmp_pa
 
         lag = {g["group"]: g for g in status["lag"]}
         assert lag[lag_group]["topic"] == lag_topic
-        assert lag[lag_group]["partitions"] == {"0": 3, "1": 0}
+        assert lag[lag_group]["partitions"] == {"0": 3, "1": 0}, status["lag"]
         assert lag[lag_group]["total"] == 3 and lag[lag_group]["committed"] == 2
         assert lag[lag_group]["members"] == 0
         assert lag[f"{cards_ns.name}-ingest"]["members"] == 1  # the ingest just started
