@@ -15,6 +15,12 @@ The recognised facts, each with its limits (:data:`LIMITS`):
   mod-10), copied onto the card;
 - ``title``: the shop's working title, given to the model as a hint (never copied blindly);
 - ``color`` (also ``cor``): the product's colour, which ``color_primary`` must agree with;
+- ``price`` (also ``preco``): the price, a decimal with up to two places (``129.90`` or
+  ``129,90``) in the shop's currency (``VITRINE_SHOP_CURRENCY``); never shown to the model, read
+  by the channel feeds (``services/export``), which need it;
+- ``availability`` (also ``disponibilidade``): ``in_stock``, ``out_of_stock``, ``preorder`` or
+  ``backorder`` (Google's values), for the feeds; absent, the shop's default
+  (``VITRINE_SHOP_AVAILABILITY``);
 - anything else: a category attribute by name (``material=aço inox``), forced on the card when
   the chosen category has that attribute and the value is one it accepts.
 
@@ -33,7 +39,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from email.header import decode_header, make_header
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,10 +49,28 @@ META_PREFIX = "x-amz-meta-"
 """How MinIO's notification names user metadata (``X-Amz-Meta-Brand``); its other entries are
 standard headers (``content-type``), never facts."""
 
-ALIASES = {"ean": "gtin", "upc": "gtin", "cor": "color", "colour": "color"}
-CORE = ("sku", "brand", "gtin", "title", "color")
+ALIASES = {
+    "ean": "gtin",
+    "upc": "gtin",
+    "cor": "color",
+    "colour": "color",
+    "preco": "price",
+    "disponibilidade": "availability",
+}
+CORE = ("sku", "brand", "gtin", "title", "color", "price", "availability")
+AVAILABILITY = ("in_stock", "out_of_stock", "preorder", "backorder")
+"""Google Merchant Center's availability values, the ones the feeds speak."""
 
-LIMITS = {"sku": 64, "brand": 70, "gtin": 14, "title": 150, "color": 40}
+LIMITS = {
+    "sku": 64,
+    "brand": 70,
+    "gtin": 14,
+    "title": 150,
+    "color": 40,
+    "price": 16,
+    "availability": 12,
+}
+PRICE_RE = re.compile(r"^\d{1,9}([.,]\d{1,2})?$")
 ATTRIBUTE_VALUE_MAX = 80
 MAX_ATTRIBUTES = 16
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -73,6 +97,14 @@ class ProductFacts(BaseModel):
     gtin: str | None = Field(None, pattern=r"^(\d{8}|\d{12}|\d{13}|\d{14})$")
     title: str | None = Field(None, min_length=1, max_length=LIMITS["title"])
     color: str | None = Field(None, min_length=2, max_length=LIMITS["color"])
+    price: str | None = Field(
+        None,
+        pattern=r"^\d{1,9}\.\d{2}$",
+        description="Price in the shop's currency, two decimal places (the feeds read it).",
+    )
+    availability: Literal["in_stock", "out_of_stock", "preorder", "backorder"] | None = Field(
+        None, description="Stock state for the feeds; absent: the shop's default."
+    )
     attributes: dict[str, str] = Field(
         default_factory=dict,
         max_length=MAX_ATTRIBUTES,
@@ -82,9 +114,8 @@ class ProductFacts(BaseModel):
 
     @property
     def empty(self) -> bool:
-        return not (self.sku or self.brand or self.gtin or self.title or self.color) and not (
-            self.attributes
-        )
+        given = (self.sku, self.brand, self.gtin, self.title, self.color, self.price)
+        return not any(given) and not self.availability and not self.attributes
 
 
 class GivenFacts(BaseModel):
@@ -168,6 +199,16 @@ def _one(name: str, value: str) -> tuple[str, str | None]:
         return digits, gtin_problem(digits)
     if name == "color" and len(value) < 2:
         return value, "too short"
+    if name == "price":
+        if not PRICE_RE.match(value):
+            return value, "a price is digits with up to two decimal places (129.90 or 129,90)"
+        whole, _, cents = value.replace(",", ".").partition(".")
+        return f"{int(whole)}.{cents.ljust(2, '0')}", None
+    if name == "availability":
+        folded = value.lower().replace(" ", "_").replace("-", "_")
+        if folded not in AVAILABILITY:
+            return value, f"availability is one of {', '.join(AVAILABILITY)}"
+        return folded, None
     return value, None
 
 

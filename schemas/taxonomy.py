@@ -19,6 +19,12 @@ Three formats are read, all into the same tree (:meth:`Taxonomy.load`):
 
 Ids, where a file gives none, are derived from the path (``calcados.tenis.tenis-de-corrida``):
 stable while names are, readable in SQL, and refused at load time if two paths fold to the same id.
+
+Each node may also say where it sits in the channels a card is sold on (:data:`CHANNELS`):
+Google's product category id (``google_product_category``) and Shopify's Standard Product
+Taxonomy category (``shopify_category``), inherited by its descendants like attributes are.  A
+tree in Google's text format maps itself (its ids are Google's); a flat list maps nothing.  The
+mapping only tells the exports (``services/export``) what to write; generation never reads it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 SEPARATOR = " > "
+GOOGLE_ID = re.compile(r"^[0-9]{1,10}$")
+SHOPIFY_MAX = 400
 NAME_MAX = 80
 PATH_MAX = 400
 ID_MAX = 200
@@ -46,6 +54,8 @@ GOOGLE_LINE = re.compile(r"^\s*(\d+)\s+-\s+(.+?)\s*$")
 TAXONOMY_DIR = Path(__file__).resolve().parent / "taxonomies"
 
 AttributeType = Literal["enum", "string", "number", "boolean"]
+Channel = Literal["google", "shopify"]
+CHANNELS: tuple[Channel, ...] = ("google", "shopify")
 
 
 class TaxonomyError(ValueError):
@@ -111,12 +121,17 @@ class Attribute:
 
 @dataclass(frozen=True, eq=False)
 class Category:
-    """One node of a tree; ``attributes`` are those in effect (inherited first, then its own)."""
+    """One node of a tree; ``attributes`` are those in effect (inherited first, then its own).
+
+    ``google_category`` and ``shopify_category`` are in effect too: the node's own, else the
+    nearest ancestor's, else None (what the feeds then leave out)."""
 
     id: str
     path: tuple[str, ...]
     attributes: tuple[Attribute, ...] = ()
     children: tuple[Category, ...] = ()
+    google_category: str | None = None
+    shopify_category: str | None = None
 
     @property
     def name(self) -> str:
@@ -140,6 +155,14 @@ class Category:
         yield self
         for child in self.children:
             yield from child.walk()
+
+    def channel_category(self, channel: Channel) -> str | None:
+        """This node's category in ``channel`` (``google``: the id; ``shopify``: the path)."""
+        if channel == "google":
+            return self.google_category
+        if channel == "shopify":
+            return self.shopify_category
+        raise ValueError(f"unknown channel {channel!r} (one of {', '.join(CHANNELS)})")
 
     def attributes_schema(self) -> dict[str, Any]:
         """The JSON Schema of ``attributes`` on a card of this category: what is exported per
@@ -189,6 +212,45 @@ def _check_name(name: object, where: str) -> str:
     if any(unicodedata.category(c).startswith("C") for c in name):
         raise TaxonomyError(f"{where}: name {name!r} contains a control character")
     return name
+
+
+def _google_category(value: object, where: str) -> str:
+    """Google's product category id: the number on each line of Google's
+    ``taxonomy-with-ids`` file (``1604`` is Apparel & Accessories > Clothing).  A YAML int or a
+    string of digits; feeds send it as the id, which Google accepts in every language."""
+    text = (
+        str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    )
+    if not GOOGLE_ID.match(text):
+        raise TaxonomyError(
+            f"{where}: google_product_category {value!r} is not a Google product category id "
+            "(1 to 10 digits, e.g. 1604)"
+        )
+    return text
+
+
+def _shopify_category(value: object, where: str) -> str:
+    """A category of Shopify's Standard Product Taxonomy, as its full path in English
+    (``Apparel & Accessories > Clothing > Clothing Tops``).
+
+    That is the form Shopify's help shows for a product category and the breadcrumb text the
+    product CSV's ``Product category`` column takes (in the store admin's language; the column
+    also takes the category's id, e.g. ``aa-1-13``); a value Shopify does not know is imported
+    with the category left empty.  The names change between taxonomy releases, so the path is
+    checked here for shape only (text, no control characters, no empty level), not against a
+    release."""
+    if not isinstance(value, str) or not value.strip():
+        raise TaxonomyError(f"{where}: shopify_category must be a non-empty category path")
+    text = value.strip()
+    if len(text) > SHOPIFY_MAX:
+        raise TaxonomyError(f"{where}: shopify_category is longer than {SHOPIFY_MAX} characters")
+    if any(unicodedata.category(c).startswith("C") for c in text):
+        raise TaxonomyError(f"{where}: shopify_category {text!r} contains a control character")
+    if any(not part.strip() for part in text.split(">")):
+        raise TaxonomyError(
+            f"{where}: shopify_category {text!r} has an empty level (levels are joined by ' > ')"
+        )
+    return text
 
 
 def _attribute(data: object, where: str) -> Attribute:
@@ -278,7 +340,12 @@ class Taxonomy:
 
     @cached_property
     def digest(self) -> str:
-        """Content hash: ids, paths and attribute declarations."""
+        """Content hash: ids, paths and attribute declarations.
+
+        The channel categories are left out on purpose: the digest names the prompt and the
+        grammar (prompt versions, cached card models), and mapping a node to Google or Shopify
+        changes neither, so mapping a tree must not make its cards look generated under
+        another prompt."""
         h = hashlib.sha256(self.name.encode())
         for node in self.nodes:
             h.update(f"\x00{node.id}\x01{node.path_text}".encode())
@@ -300,6 +367,13 @@ class Taxonomy:
     def leaf(self, path: str) -> Category | None:
         node = self.by_path.get(path)
         return node if node is not None and node.is_leaf else None
+
+    def unmapped_leaves(self, channel: Channel) -> list[Category]:
+        """Leaves with no category in ``channel``, in tree order: cards there leave the
+        channel's category field empty (Google then guesses one; Shopify leaves it unset)."""
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown channel {channel!r} (one of {', '.join(CHANNELS)})")
+        return [leaf for leaf in self.leaves if leaf.channel_category(channel) is None]
 
     @property
     def flat(self) -> bool:
@@ -429,7 +503,10 @@ class Taxonomy:
             data = data.get("categories")
         if not isinstance(data, list):
             raise TaxonomyError(f"{name}: expected a list of categories")
-        roots = [_node(item, (), (), f"{name}: categories[{i}]") for i, item in enumerate(data)]
+        roots = [
+            _node(item, (), (), f"{name}: categories[{i}]", (None, None))
+            for i, item in enumerate(data)
+        ]
         return cls(name, _dedupe(roots, name))
 
     @classmethod
@@ -469,13 +546,24 @@ def _dedupe(roots: list[Category], name: str) -> list[Category]:
 
 
 def _node(
-    data: object, parent: tuple[str, ...], inherited: tuple[Attribute, ...], where: str
+    data: object,
+    parent: tuple[str, ...],
+    inherited: tuple[Attribute, ...],
+    where: str,
+    channels: tuple[str | None, str | None],
 ) -> Category:
     if isinstance(data, str):
         data = {"name": data}
     if not isinstance(data, Mapping):
         raise TaxonomyError(f"{where}: a category is a name or a mapping with a name")
-    unknown = set(data) - {"name", "id", "attributes", "children"}
+    unknown = set(data) - {
+        "name",
+        "id",
+        "attributes",
+        "children",
+        "google_product_category",
+        "shopify_category",
+    }
     if unknown:
         raise TaxonomyError(f"{where}: unknown keys {sorted(unknown)}")
     name = _check_name(data.get("name"), where)
@@ -493,24 +581,31 @@ def _node(
     if given is not None and (not str(given).strip() or len(str(given)) > ID_MAX):
         raise TaxonomyError(f"{where}: id must be 1 to {ID_MAX} characters")
     node_id = str(given).strip() if given is not None else ".".join(slug(p) for p in path)
+    google, shopify = channels
+    if data.get("google_product_category") is not None:
+        google = _google_category(data["google_product_category"], where)
+    if data.get("shopify_category") is not None:
+        shopify = _shopify_category(data["shopify_category"], where)
     raw_children = data.get("children") or []
     if not isinstance(raw_children, list):
         raise TaxonomyError(f"{where}: children is a list")
     children = [
-        _node(c, path, attributes, f"{where} children[{i}]") for i, c in enumerate(raw_children)
+        _node(c, path, attributes, f"{where} children[{i}]", (google, shopify))
+        for i, c in enumerate(raw_children)
     ]
     seen: set[str] = set()
     for child in children:
         if child.name in seen:
             raise TaxonomyError(f"{where}: child {child.name!r} appears twice")
         seen.add(child.name)
-    return Category(node_id, path, attributes, tuple(children))
+    return Category(node_id, path, attributes, tuple(children), google, shopify)
 
 
 @dataclass
 class _Draft:
     id: str
     children: dict[str, _Draft] = field(default_factory=dict)
+    google: str | None = None  # the line's own id when it is Google's
 
 
 class _Builder:
@@ -533,7 +628,11 @@ class _Builder:
             if path in self.given:
                 raise TaxonomyError(f"{where}: {SEPARATOR.join(path)!r} appears twice")
             self.given[path] = given
-            self._find(path).id = given
+            draft = self._find(path)
+            draft.id = given
+            # An ``id - path`` line is Google's own format, so the id is Google's category id
+            # (GOOGLE_LINE only matches digits); one longer than an id can be maps nothing.
+            draft.google = given if GOOGLE_ID.match(given) else None
 
     def _find(self, path: tuple[str, ...]) -> _Draft:
         level, draft = self.top, None
@@ -544,11 +643,12 @@ class _Builder:
         return draft
 
     def roots(self) -> list[Category]:
-        def build(draft: _Draft, path: tuple[str, ...]) -> Category:
-            children = tuple(build(d, (*path, n)) for n, d in draft.children.items())
-            return Category(draft.id, path, (), children)
+        def build(draft: _Draft, path: tuple[str, ...], above: str | None) -> Category:
+            google = draft.google or above
+            children = tuple(build(d, (*path, n), google) for n, d in draft.children.items())
+            return Category(draft.id, path, (), children, google_category=google)
 
-        return [build(d, (n,)) for n, d in self.top.items()]
+        return [build(d, (n,), None) for n, d in self.top.items()]
 
 
 def shipped(code: str) -> Path | None:

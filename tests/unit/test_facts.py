@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from schemas.card import card_model, default_taxonomy, generation_schema
-from schemas.facts import FactsCheck, ProductFacts, facts_from_metadata, gtin_problem
+from schemas.facts import (
+    FactsCheck,
+    ProductFacts,
+    facts_from_metadata,
+    gtin_problem,
+    prompt_lines,
+)
 from schemas.language import PT_BR
 from schemas.messages import MinioEvent, Timings
 from services.inference.card.attempts import AttemptPolicy, AttemptRules, Parsed, Retry
@@ -277,3 +283,30 @@ def test_a_rejected_fact_s_name_is_printable_text_postgresql_can_store() -> None
     assert given.facts.sku == "NUL-1"
     assert [p.fact for p in given.problems] == ["ma\\x00terial", "\\ud800"]
     given.model_dump_json().encode("utf-8")  # no lone surrogate left to encode
+
+
+@pytest.mark.parametrize(
+    ("given", "price"),
+    [("129.90", "129.90"), ("129,9", "129.90"), ("0007", "7.00"), ("12,345", None), ("-3", None)],
+)
+def test_a_price_is_normalised_to_two_places_or_dropped_with_its_rule(
+    given: str, price: str | None
+) -> None:
+    facts = facts_from_metadata({"X-Amz-Meta-Preco": given})
+    assert facts.facts.price == price
+    if price is None:
+        assert [p.fact for p in facts.problems] == ["price"]
+        assert "two decimal places" in facts.problems[0].detail
+
+
+def test_availability_takes_google_s_values_in_any_spelling() -> None:
+    assert facts_from_metadata({"availability": "In Stock"}).facts.availability == "in_stock"
+    assert facts_from_metadata({"disponibilidade": "pre-order"}).facts.availability is None
+    given = facts_from_metadata({"disponibilidade": "backorder"})
+    assert given.facts.availability == "backorder" and not given.problems
+
+
+def test_price_and_availability_are_for_the_feeds_never_shown_to_the_model() -> None:
+    facts = facts_from_metadata({"price": "129.90", "availability": "in_stock", "brand": "Tok"})
+    assert [name for name, _ in prompt_lines(facts.facts)] == ["brand"]
+    assert not facts.facts.empty and facts_from_metadata({"price": "1.00"}).facts.price == "1.00"

@@ -4,11 +4,14 @@ settings make of it (the JSON Schemas, the category tree, the prompt version).""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from vitrine.console import fail, out
+
+if TYPE_CHECKING:
+    from schemas.taxonomy import Channel, Taxonomy
 
 schemas_app = typer.Typer(help="Export the JSON Schemas of the contracts.", no_args_is_help=True)
 taxonomy_app = typer.Typer(
@@ -57,7 +60,8 @@ def taxonomy_show(
     ] = None,
     leaves: Annotated[bool, typer.Option("--leaves", help="List every leaf: id, path.")] = False,
 ) -> None:
-    """Load the tree (errors say where), print its size and the outline the prompt shows."""
+    """Load the tree (errors say where), print its size, the outline the prompt shows and the
+    leaves without a Google or Shopify category."""
     from services.inference.settings import EngineSettings
 
     tree = _tree(file)
@@ -76,6 +80,33 @@ def taxonomy_show(
         out.print("\n[bold]leaves[/]")
         for leaf in tree.leaves:
             out.print(f"{leaf.id}\t{leaf.path_text}", highlight=False, markup=False)
+    out.print("\n[bold]channels[/] (the categories the exports write)")
+    for line in channel_lines(tree):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+UNMAPPED_SHOWN = 20
+_CHANNEL_FIELDS: dict[Channel, tuple[str, str]] = {
+    "google": ("Google", "google_product_category"),
+    "shopify": ("Shopify", "Product category"),
+}
+
+
+def channel_lines(tree: Taxonomy) -> list[str]:
+    """Per channel, whether every leaf has a category there, else which do not (the first
+    few): a card on such a leaf reaches that channel's feed with the field empty."""
+    lines: list[str] = []
+    for channel, (label, column) in _CHANNEL_FIELDS.items():
+        unmapped = tree.unmapped_leaves(channel)
+        if not unmapped:
+            lines.append(f"{label}: every leaf mapped")
+            continue
+        count = "1 leaf" if len(unmapped) == 1 else f"{len(unmapped)} leaves"
+        lines.append(f"{label}: {count} unmapped (feeds leave their cards without {column}):")
+        lines.extend(f"  {leaf.path_text}" for leaf in unmapped[:UNMAPPED_SHOWN])
+        if len(unmapped) > UNMAPPED_SHOWN:
+            lines.append(f"  … and {len(unmapped) - UNMAPPED_SHOWN} more")
+    return lines
 
 
 @taxonomy_app.command("export")
