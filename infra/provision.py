@@ -36,8 +36,12 @@ INGEST_POLICY = "vitrine-ingest-read"
 # upload user only puts new photos into the bucket (no read, list, overwrite check or delete).
 REVIEW_POLICY = "vitrine-review-read"
 UPLOAD_POLICY = "vitrine-upload-put"
+# The export stage's: keep the feeds in the exports bucket (read, write, list, remove a card's
+# file there), nothing in the pipeline's bucket. The desk's reader may read the feeds too.
+EXPORT_POLICY = "vitrine-export-feeds"
 READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 PUT_ACTIONS = ("s3:PutObject",)
+FEED_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")
 LIST_ACTIONS = ("s3:ListBucket",)
 
 
@@ -147,6 +151,10 @@ def ensure_bucket() -> None:
     if not client.bucket_exists(bucket):
         client.make_bucket(bucket)
         log(f"created bucket {bucket}")
+    exports = exports_bucket()
+    if not client.bucket_exists(exports):  # the feeds' bucket: no notification, no events
+        client.make_bucket(exports)
+        log(f"created bucket {exports} (the channels' feeds)")
 
     # The durable target (disk queue, never loses an event, up to 3 s late) always; the fast one
     # (immediate, drops events while Kafka is down) too unless VITRINE_MINIO_FAST_PATH=off.
@@ -203,6 +211,27 @@ def ingest_policy(bucket: str) -> dict[str, Any]:
     Delete*, other bucket or admin action."""
     policy = inference_policy(bucket)
     policy["Statement"].append(allow(LIST_ACTIONS, f"arn:aws:s3:::{bucket}"))
+    return policy
+
+
+def exports_bucket() -> str:
+    return os.environ.get("VITRINE_EXPORTS_BUCKET") or "exports"
+
+
+def review_policy(bucket: str, exports: str) -> dict[str, Any]:
+    """The read policy on the pipeline's bucket (the photos) and on the exports bucket's
+    objects (the desk offers the feeds for download); nothing else."""
+    policy = inference_policy(bucket)
+    policy["Statement"].append(allow(READ_ACTIONS, f"arn:aws:s3:::{exports}/*"))
+    return policy
+
+
+def export_policy(exports: str) -> dict[str, Any]:
+    """s3:GetObject, PutObject and DeleteObject on the exports bucket's objects and ListBucket on
+    it (a card's JSON-LD file is removed once the card leaves the feed); nothing on the pipeline's
+    bucket, no other bucket, no admin action."""
+    policy = object_policy(exports, FEED_ACTIONS)
+    policy["Statement"].append(allow(LIST_ACTIONS, f"arn:aws:s3:::{exports}"))
     return policy
 
 
@@ -305,14 +334,16 @@ def apply_read_only_user(admin: Any, user: str, secret: str, bucket: str, policy
     return apply_user(admin, user, secret, bucket, policy, inference_policy(bucket))
 
 
-# Each service's MinIO user: (variable prefix, policy name, the policy's document for a bucket).
-# infra/services.sh gives each service its own user's credentials instead of the root ones.
-PolicyDocument = Callable[[str], dict[str, Any]]
+# Each service's MinIO user: (variable prefix, policy name, the policy's document for the
+# pipeline's bucket and the exports bucket). infra/services.sh gives each service its own user's
+# credentials instead of the root ones.
+PolicyDocument = Callable[[str, str], dict[str, Any]]
 MINIO_USERS: tuple[tuple[str, str, PolicyDocument], ...] = (
-    ("VITRINE_INFERENCE_S3", INFERENCE_POLICY, inference_policy),  # inference workers
-    ("VITRINE_INGEST_S3", INGEST_POLICY, ingest_policy),  # ingest: reads and lists folders
-    ("VITRINE_REVIEW_S3", REVIEW_POLICY, inference_policy),  # the review desk's photos
-    ("VITRINE_UPLOAD_S3", UPLOAD_POLICY, upload_policy),  # the review desk's upload form
+    ("VITRINE_INFERENCE_S3", INFERENCE_POLICY, lambda b, _: inference_policy(b)),  # workers
+    ("VITRINE_INGEST_S3", INGEST_POLICY, lambda b, _: ingest_policy(b)),  # reads, lists folders
+    ("VITRINE_REVIEW_S3", REVIEW_POLICY, review_policy),  # the desk's photos and the feeds
+    ("VITRINE_UPLOAD_S3", UPLOAD_POLICY, lambda b, _: upload_policy(b)),  # the upload form
+    ("VITRINE_EXPORT_S3", EXPORT_POLICY, lambda _, e: export_policy(e)),  # the export stage
 )
 
 
@@ -342,7 +373,7 @@ def ensure_minio_users() -> None:
             sys.exit(f"provision: {prefix}_SECRET_KEY needs at least 8 characters")
     admin = minio_admin()
     for user, secret, _, policy, document in users:
-        wanted = document(bucket)
+        wanted = document(bucket, exports_bucket())
         if apply_user(admin, user, secret, bucket, policy, wanted):
             log(f"minio user {user}: policy {policy} = {describe_policy(wanted)} (updated)")
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts/stops vitrine's own services on top of the native stack (called by infra/stack).
 #
-#   infra/services.sh up        start ingest, sink, the review desk and
+#   infra/services.sh up        start ingest, sink, the review desk, the export stage and
 #                               VITRINE_INFERENCE_PROCESSES inference workers that are not
 #                               running; wait until each has joined Kafka (the desk: listens)
 #   infra/services.sh down      SIGTERM (workers finish or hand back their job), then SIGKILL
@@ -12,7 +12,8 @@
 # credentials: each service gets only its own least-privilege ones (service_credentials below):
 # the sink VITRINE_SINK_PG_DSN[_FILE], the workers VITRINE_INFERENCE_S3_* (read-only), ingest
 # VITRINE_INGEST_S3_* (read and list the bucket), the review desk VITRINE_REVIEW_PG_DSN[_FILE],
-# VITRINE_REVIEW_S3_* and VITRINE_UPLOAD_S3_*.
+# VITRINE_REVIEW_S3_* and VITRINE_UPLOAD_S3_*, the export stage VITRINE_READER_PG_DSN (read-only)
+# and VITRINE_EXPORT_S3_* (the exports bucket only).
 # Logs: $VITRINE_STATE_DIR/logs/<name>.log, one JSON object per line.
 set -euo pipefail
 
@@ -61,6 +62,8 @@ CREDENTIAL_VARS=(
     VITRINE_REVIEW_PG_PASSWORD VITRINE_REVIEW_PG_DSN VITRINE_REVIEW_PG_DSN_FILE
     VITRINE_REVIEW_S3_ACCESS_KEY VITRINE_REVIEW_S3_SECRET_KEY VITRINE_REVIEW_S3_SECRET_KEY_FILE
     VITRINE_UPLOAD_S3_ACCESS_KEY VITRINE_UPLOAD_S3_SECRET_KEY VITRINE_UPLOAD_S3_SECRET_KEY_FILE
+    VITRINE_EXPORT_S3_ACCESS_KEY VITRINE_EXPORT_S3_SECRET_KEY VITRINE_EXPORT_S3_SECRET_KEY_FILE
+    VITRINE_READER_PG_DSN_FILE
     PGPASSWORD PGPASSFILE AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
 )
 
@@ -72,7 +75,10 @@ CREDENTIAL_VARS=(
 #              both silent, lists a product folder once its manifest is deleted);
 #   review     VITRINE_PG_DSN from VITRINE_REVIEW_PG_DSN (role vitrine_review), or the _FILE;
 #              VITRINE_S3_* from VITRINE_REVIEW_S3_* (read-only user vitrine-review, the photos);
-#              VITRINE_UPLOAD_S3_* as they are (put-only user vitrine-upload, the upload form).
+#              VITRINE_UPLOAD_S3_* as they are (put-only user vitrine-upload, the upload form);
+#   export     VITRINE_PG_DSN from VITRINE_READER_PG_DSN (role vitrine_reader: SELECT only), or
+#              the _FILE; VITRINE_S3_* from VITRINE_EXPORT_S3_* (user vitrine-export: the
+#              exports bucket only).
 service_credentials() {
     case "$1" in
         services.sink)
@@ -115,6 +121,19 @@ service_credentials() {
                 echo "VITRINE_UPLOAD_S3_SECRET_KEY_FILE=$VITRINE_UPLOAD_S3_SECRET_KEY_FILE"
             else
                 echo "VITRINE_UPLOAD_S3_SECRET_KEY=$VITRINE_UPLOAD_S3_SECRET_KEY"
+            fi
+            ;;
+        services.export)
+            if [[ -n "${VITRINE_READER_PG_DSN_FILE:-}" ]]; then
+                echo "VITRINE_PG_DSN_FILE=$VITRINE_READER_PG_DSN_FILE"
+            else
+                echo "VITRINE_PG_DSN=$VITRINE_READER_PG_DSN"
+            fi
+            echo "VITRINE_S3_ACCESS_KEY=$VITRINE_EXPORT_S3_ACCESS_KEY"
+            if [[ -n "${VITRINE_EXPORT_S3_SECRET_KEY_FILE:-}" ]]; then
+                echo "VITRINE_S3_SECRET_KEY_FILE=$VITRINE_EXPORT_S3_SECRET_KEY_FILE"
+            else
+                echo "VITRINE_S3_SECRET_KEY=$VITRINE_EXPORT_S3_SECRET_KEY"
             fi
             ;;
     esac
@@ -185,7 +204,7 @@ cmd_down() {
     local pidfile name pid
     # The desk first: no approval is taken while the pipeline behind it stops.
     for pidfile in "$RUN_DIR"/review.pid "$RUN_DIR"/ingest.pid "$RUN_DIR"/inference-*.pid \
-        "$RUN_DIR"/sink.pid; do
+        "$RUN_DIR"/sink.pid "$RUN_DIR"/export.pid; do
         [[ -f "$pidfile" ]] || continue
         name="$(basename "$pidfile" .pid)"
         if pid="$(live_pid "$name")"; then

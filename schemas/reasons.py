@@ -74,3 +74,7 @@ class Reason(StrEnum):
     malformed_event = "malformed_event", "A notification that does not parse as a MinIO event."
     invalid_object = "invalid_object", "An event record whose object fields are invalid."
     malformed_job = "malformed_job", "A job message that does not parse as an ImageJob."
+    malformed_approval = (
+        "malformed_approval",
+        "An approved-card message that does not parse as an ApprovedCard.",
+    )

@@ -20,6 +20,7 @@ import typer
 from vitrine.commands import card, catalogue, contract, ops, requeue, stack
 from vitrine.commands.dlq import dlq_app
 from vitrine.commands.eval import eval_app
+from vitrine.commands.export import export
 from vitrine.commands.models import models_app
 from vitrine.commands.users import users_app
 from vitrine.console import err, error_line, fail, out
@@ -53,6 +54,7 @@ for _command in (
     catalogue.put,
     catalogue.cards,
     catalogue.show,
+    export,
     card.card,
 ):
     app.command()(_command)

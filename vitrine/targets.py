@@ -16,6 +16,8 @@ INGEST_OFFSET = 1
 SINK_OFFSET = 2
 REVIEW_OFFSET = 3
 """The review desk (services/review): its /metrics; its web app is on VITRINE_REVIEW_PORT."""
+EXPORT_OFFSET = 4
+"""The export stage (services/export): the channels' feeds."""
 INFERENCE_OFFSET = 9
 """inference-N listens on base + 9 + N."""
 
@@ -26,6 +28,7 @@ def instances(inference_processes: int) -> list[tuple[str, str, int]]:
         ("ingest", "services.ingest", INGEST_OFFSET),
         ("sink", "services.sink", SINK_OFFSET),
         ("review", "services.review", REVIEW_OFFSET),
+        ("export", "services.export", EXPORT_OFFSET),
     ]
     found += [
         (f"inference-{i}", "services.inference", INFERENCE_OFFSET + i)
@@ -42,6 +45,8 @@ def metrics_port(base: int, name: str) -> int:
         return base + SINK_OFFSET
     if name == "review":
         return base + REVIEW_OFFSET
+    if name == "export":
+        return base + EXPORT_OFFSET
     return base + INFERENCE_OFFSET + int(name.rsplit("-", 1)[1])
 
 

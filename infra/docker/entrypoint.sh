@@ -3,6 +3,7 @@
 #
 #   ingest | inference | sink     the pipeline services (python -m services.<name>)
 #   review                        the review desk's web app (python -m services.review)
+#   export                        the channels' feeds (python -m services.export)
 #   setup                         one-shot provisioning: topics, bucket, users, roles, migrations
 #   healthcheck [ARGS]            probe this container's /metrics (infra/docker/healthcheck.py)
 #   /absolute/program [ARGS]      anything else in the image, e.g. /bin/bash, /usr/bin/psql
@@ -38,7 +39,7 @@ usage() {
 command="${1:-help}"
 shift || true
 case "$command" in
-    ingest | inference | sink | review) run python -m "services.$command" "$@" ;;
+    ingest | inference | sink | review | export) run python -m "services.$command" "$@" ;;
     setup) run "$APP_DIR/infra/docker/setup.sh" "$@" ;;
     healthcheck) run python "$APP_DIR/infra/docker/healthcheck.py" "$@" ;;
     help | --help | -h) usage ;;

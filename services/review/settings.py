@@ -7,8 +7,10 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
+from services.export.shop import ShopSettings
 from services.runtime.settings import (
     DEV_S3_SECRET_KEYS,
+    ApprovedTopic,
     CardContractSettings,
     KafkaSettings,
     PostgresSettings,
@@ -19,7 +21,9 @@ from services.runtime.settings import (
 )
 
 
-class ReviewSettings(KafkaSettings, S3Settings, PostgresSettings, CardContractSettings):
+class ReviewSettings(
+    KafkaSettings, ApprovedTopic, S3Settings, PostgresSettings, CardContractSettings, ShopSettings
+):
     """The desk: its address, its database role (VITRINE_PG_DSN), its read-only MinIO user
     (VITRINE_S3_*), its put-only upload user (VITRINE_UPLOAD_S3_*), its limits, and the card
     contract (VITRINE_LANGUAGE, VITRINE_TAXONOMY*, ...: the same variables the workers read)."""
@@ -29,9 +33,6 @@ class ReviewSettings(KafkaSettings, S3Settings, PostgresSettings, CardContractSe
         "POST /v1/products takes no more (the workers read as many)."
     )
     review_port: int = Field(29080, ge=1, le=65535, description="The desk's HTTP port.")
-    topic_approved: str = Field(
-        "vitrine.cards.approved", description="Approved cards (ApprovedCard), key bucket/key."
-    )
     upload_s3_access_key: str = Field("vitrine-upload", description="The upload user (put only).")
     upload_s3_secret_key: SecretStr = Field(
         SecretStr("vitrine-upload-dev-secret"),

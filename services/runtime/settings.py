@@ -38,6 +38,7 @@ DEV_S3_SECRET_KEYS = frozenset(
         "vitrine-ingest-dev-secret",
         "vitrine-review-dev-secret",
         "vitrine-upload-dev-secret",
+        "vitrine-export-dev-secret",
     }
 )
 DEV_PG_PASSWORDS = frozenset(
@@ -237,6 +238,14 @@ class InferenceGroup(VitrineSettings):
 
 class SinkGroup(VitrineSettings):
     sink_group: str = Field("vitrine-sink", description="The sink's consumer group.")
+
+
+class ApprovedTopic(VitrineSettings):
+    """The topic approved cards go to: the desk publishes it, the export stage reads it."""
+
+    topic_approved: str = Field(
+        "vitrine.cards.approved", description="Approved cards (ApprovedCard), key bucket/key."
+    )
 
 
 class S3Settings(ImageSettings, ModeSettings):

@@ -556,7 +556,7 @@ def test_status_json_reports_counts_lag_and_services(cards_ns: Namespace, tmp_pa
         assert result.returncode == 3, result.stderr  # sink, desk and worker are not running
         status = json.loads(result.stdout)
         services = {s["name"]: s for s in status["services"]}
-        assert list(services) == ["ingest", "sink", "review", "inference-1"]
+        assert list(services) == ["ingest", "sink", "review", "export", "inference-1"]
         assert services["ingest"]["up"] is True and services["ingest"]["pid"] == ingest.proc.pid
         assert services["ingest"]["metrics_port"] == base + 1
         assert services["sink"]["state"] == "down" and services["sink"]["pid"] is None
@@ -565,6 +565,7 @@ def test_status_json_reports_counts_lag_and_services(cards_ns: Namespace, tmp_pa
         )
         assert services["inference-1"]["state"] == "down"
         assert sorted(status["problems"]) == [
+            "service export down",
             "service inference-1 down",
             "service review down",
             "service sink down",

@@ -408,6 +408,7 @@ def test_every_setting_of_the_services_is_passed_to_them(
         "services.inference",
         "services.sink",
         "services.review",
+        "services.export",
     }
     for name, module in modules.items():
         wanted = settings_env_names(settings_class(module)) | direct_environ_reads(module)
@@ -446,11 +447,13 @@ def test_each_service_gets_only_its_own_credentials(services: dict[str, dict[str
         "POSTGRES_PASSWORD": {"postgres", "setup"},
         "VITRINE_PG_PASSWORD": {"setup"},
         "VITRINE_SINK_PG_PASSWORD": {"setup", "sink"},
-        "VITRINE_READER_PG_PASSWORD": {"setup", "vitrine"},
+        "VITRINE_READER_PG_PASSWORD": {"setup", "vitrine", "export"},
         # the review desk: its role, its read-only MinIO user and its put-only upload user
         "VITRINE_REVIEW_PG_PASSWORD": {"setup", "review"},
         "VITRINE_REVIEW_S3_SECRET_KEY": {"setup", "review"},
         "VITRINE_UPLOAD_S3_SECRET_KEY": {"setup", "review"},
+        # the export stage: the exports bucket only
+        "VITRINE_EXPORT_S3_SECRET_KEY": {"setup", "export"},
         "GRAFANA_ADMIN_PASSWORD": {"grafana"},
     }
     assert set(expected) <= set(secrets)
@@ -468,12 +471,15 @@ def test_each_service_gets_only_its_own_credentials(services: dict[str, dict[str
     assert urlsplit(review["VITRINE_PG_DSN"]).username == "vitrine_review"
     assert review["VITRINE_S3_ACCESS_KEY"] == secrets["VITRINE_REVIEW_S3_ACCESS_KEY"]
     assert review["VITRINE_UPLOAD_S3_ACCESS_KEY"] == secrets["VITRINE_UPLOAD_S3_ACCESS_KEY"]
-    # Four distinct MinIO users, none of them root, each handed to its own services only.
+    # Five distinct MinIO users, none of them root, each handed to its own services only.
     users = {
         secrets[f"VITRINE_{who}_S3_ACCESS_KEY"]
-        for who in ("INFERENCE", "INGEST", "REVIEW", "UPLOAD")
+        for who in ("INFERENCE", "INGEST", "REVIEW", "UPLOAD", "EXPORT")
     } | {secrets["VITRINE_S3_ACCESS_KEY"]}
-    assert len(users) == 5
+    assert len(users) == 6
+    export = services["export"]["environment"]
+    assert export["VITRINE_S3_ACCESS_KEY"] == secrets["VITRINE_EXPORT_S3_ACCESS_KEY"]
+    assert urlsplit(export["VITRINE_PG_DSN"]).username == "vitrine_reader"
     for variable in ("VITRINE_REVIEW_S3_ACCESS_KEY", "VITRINE_UPLOAD_S3_ACCESS_KEY"):
         assert holders(services, secrets[variable]) == {"setup", "review"}, variable
     assert holders(services, secrets["VITRINE_INFERENCE_S3_ACCESS_KEY"]) == {"setup"} | inference

@@ -63,6 +63,10 @@ LAYERS = {
     "ingest": modules_of("services.ingest"),
     "sink": modules_of("services.sink"),
     "review desk": modules_of("services.review"),
+    "export (the stage and the channels)": [
+        *modules_of("services.export"),
+        "vitrine.commands.export",
+    ],
     "schemas": modules_of("schemas"),
     # the parent of `vitrine eval run`: it reads sets, scores and draws reports while each
     # candidate's child (vitrine.eval.child, the one module that loads an engine) generates

@@ -1,0 +1,3 @@
+from services.export.service import main
+
+main()
