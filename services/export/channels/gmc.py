@@ -1,24 +1,38 @@
 """Google Merchant Center: the product data specification's TSV feed and the Merchant API.
 
-The feed is Google's *text data source*: a header row of attribute names, one product per row,
-tab-separated, nothing quoted (Merchant Center help, "Product data specification" and "Create a
-text file for your product data"): read it back with ``csv.DictReader(f, delimiter="\t",
-quoting=csv.QUOTE_NONE)``; no cell holds a tab or a line break (:func:`~.rules.cell`).
-Repeated attributes sit in one cell, comma-separated; the values of ``product_highlight`` are
-each quoted with straight double quotes (a quote inside doubled), as the attribute's help page
-shows for text feeds.
+The feed is Google's *text data source* (Merchant Center help, "Product data specification",
+answer 7052112, and "Create a tab-delimited data feed", answer 160588): a header row of
+attribute names, one product per row, tab-separated.  Cells are quoted the CSV way where they
+need it (a cell holding a double quote is wrapped in quotes, the quote inside doubled): Google's
+"Quoted fields" (answer 14998273), on by default for every data source created since 2024, reads
+exactly that, and so does ``csv.DictReader(f, delimiter="\t")``.  No cell holds a tab or a line
+break anyway (:func:`~.rules.cell`), which keeps the file right for an old data source whose
+quoted fields are off as long as no text has a double quote.
+
+Repeated attributes (answer 7278995, "About attributes with repeated fields") sit in one cell,
+comma-separated: ``additional_image_link`` as bare URLs (a comma inside one is %2C-encoded,
+answer 6324370), ``product_highlight`` with an item that holds a comma or a double quote in
+double quotes (a quote inside doubled), as answer 14998273 asks of repeated values.
 
 AI-written text: every approved card's text was written by a model (``ApprovedCard.ai_generated``).
 Since April 2024 Google asks for such text in ``structured_title`` / ``structured_description``
-with the sub-attribute ``digital_source_type`` = ``trained_algorithmic_media``; in a text feed
-that is ``trained_algorithmic_media:"<content>"``.  When ``title`` and ``structured_title`` are
-both given Google uses ``title`` (and the label is lost), so such a card is sent *only* in the
-structured attributes; the limits of ``title`` (150) and ``description`` (5,000) hold for their
-content.
+(answer 6324415, "Title [title] and structured title [structured_title]", and its description
+twin) with the sub-attribute ``digital_source_type`` = ``trained_algorithmic_media``; in a text
+feed the sub-attributes are joined by a colon, the content quoted:
+``trained_algorithmic_media:"<content>"``.  Google uses one of ``title`` and ``structured_title``
+(when both are given, ``title`` wins and the AI label is lost), so such a card is sent *only* in
+the structured attributes, ``title`` and ``description`` left empty; the limits of ``title``
+(150) and ``description`` (5,000) hold for their content.  A card whose text is not a model's
+(``Listing.ai_generated`` False) goes in ``title`` and ``description``.
+
+``identifier_exists`` (answer 6324478): a new product needs its unique identifiers, a brand in
+Apparel & Accessories, a GTIN (or an MPN, which a card does not have) with the brand elsewhere;
+a product without them is marked ``no``, one with a GTIN never is.
 
 The same data as Merchant API ``ProductInput`` objects (merchantapi v1 ``products``:
-``offerId``, ``contentLanguage``, ``feedLabel``, ``productAttributes``) is the feed's extra
-file ``products.json``, for a shop that inserts products through the API instead.
+``offerId``, ``contentLanguage``, ``feedLabel``, ``productAttributes`` in the API's camelCase
+names, ``price`` in micros, ``availability`` and ``condition`` as the API's enums) is the feed's
+extra file ``products.json``, for a shop that inserts products through the API instead.
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ import io
 import json
 import re
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from schemas.facts import AVAILABILITY, gtin_problem
@@ -79,6 +94,8 @@ CONDITIONS = ("new", "refurbished", "used")
 CATEGORY = re.compile(r"^\d{1,10}$")
 STRUCTURED = re.compile(r'^(?P<source>[a-z_]*):(?:"(?P<quoted>(?:[^"]|"")*)"|(?P<plain>[^"]*))$')
 CODE_OR_NUMBER = re.compile(r"#|\d")
+APPAREL_PATH = "Apparel & Accessories"
+IDENTIFIER_EXISTS = ("yes", "true", "no", "false")
 
 
 def structured(text: str) -> str:
@@ -96,8 +113,30 @@ def unstructured(value: str) -> tuple[str, str] | None:
     return match.group("source"), content
 
 
+def apparel(category: str) -> bool:
+    """Whether a ``google_product_category`` (an id or a path) is in Apparel & Accessories."""
+    return category in APPAREL_CATEGORIES or category.startswith(APPAREL_PATH)
+
+
+def identifier_exists(listing: Listing) -> str:
+    """``no`` when the product lacks the identifiers Google asks of its category (answer
+    6324478: a GTIN, else a brand in Apparel & Accessories), else empty (Google's default,
+    yes)."""
+    if listing.gtin:
+        return ""
+    if listing.brand and apparel(listing.google_category or ""):
+        return ""
+    return "no"
+
+
 def highlights(items: Sequence[str]) -> str:
-    return ",".join('"' + item.replace('"', '""') + '"' for item in items)
+    """The items of a repeated attribute in one cell, comma-separated; an item holding a comma
+    or a double quote is quoted (a quote inside doubled), the others are left bare, so a cell
+    of plain items needs no quoting of its own in the TSV."""
+    return ",".join(
+        '"' + item.replace('"', '""') + '"' if ("," in item or '"' in item) else item
+        for item in items
+    )
 
 
 def split_highlights(value: str) -> list[str]:
@@ -129,7 +168,7 @@ class GoogleMerchantCenter:
             condition=shop.shop_condition,
             brand=cell(listing.brand or ""),
             gtin=listing.gtin or "",
-            identifier_exists="" if (listing.gtin or listing.brand) else "no",
+            identifier_exists=identifier_exists(listing),
             color=cell(card.color_primary),
             google_product_category=listing.google_category or "",
             product_type=cell(card.category_path),
@@ -220,14 +259,19 @@ class GoogleMerchantCenter:
             out.append(("price", f"an amount and an ISO 4217 code, '129.90 BRL' ({price!r})"))
         elif match.group(2) not in CURRENCIES:
             out.append(("price", f"an ISO 4217 currency ({match.group(2)!r})"))
-        elif float(match.group(1)) <= 0:
-            out.append(("price", "more than zero"))
+        elif Decimal(match.group(1)) <= 0:
+            out.append(("price", f"more than zero ({price!r})"))
         if text("condition") and text("condition") not in CONDITIONS:
             out.append(("condition", f"one of {', '.join(CONDITIONS)}"))
         if too_long(text("brand"), BRAND_MAX):
             out.append(("brand", str(too_long(text("brand"), BRAND_MAX))))
         if text("gtin") and gtin_problem(text("gtin")):
             out.append(("gtin", str(gtin_problem(text("gtin")))))
+        exists = text("identifier_exists")
+        if exists and exists not in IDENTIFIER_EXISTS:
+            out.append(("identifier_exists", f"one of {', '.join(IDENTIFIER_EXISTS)} ({exists!r})"))
+        elif exists in ("no", "false") and text("gtin"):
+            out.append(("identifier_exists", "not 'no' for a product with a GTIN"))
         out += self._colour(text("color"), text("google_product_category"))
         category = text("google_product_category")
         if category and not CATEGORY.match(category) and " > " not in category:
@@ -256,8 +300,8 @@ class GoogleMerchantCenter:
 
     def _colour(self, colour: str, category: str) -> list[tuple[str, str]]:
         if not colour:
-            if category in APPAREL_CATEGORIES:
-                return [("color", "required for Apparel & Accessories")]
+            if apparel(category):
+                return [("color", f"required for Apparel & Accessories ({category!r})")]
             return []
         if len(colour) > COLOR_MAX:
             return [("color", f"at most {COLOR_MAX} characters (has {len(colour)})")]
@@ -280,8 +324,7 @@ class GoogleMerchantCenter:
             fieldnames=COLUMNS,
             delimiter="\t",
             lineterminator="\n",
-            quoting=csv.QUOTE_NONE,
-            quotechar=None,
+            quoting=csv.QUOTE_MINIMAL,
             extrasaction="raise",
         )
         writer.writeheader()
@@ -311,7 +354,7 @@ def merchant_api_product(record: Mapping[str, str], shop: ShopSettings) -> dict[
             attributes[plain] = record[plain]
     match = PRICE.match(record.get("price", ""))
     if match:
-        micros = round(float(match.group(1)) * 1_000_000)
+        micros = int(Decimal(match.group(1)) * 1_000_000)
         attributes["price"] = {"amountMicros": str(micros), "currencyCode": match.group(2)}
     simple = {
         "link": "link",
@@ -331,7 +374,7 @@ def merchant_api_product(record: Mapping[str, str], shop: ShopSettings) -> dict[
         attributes["condition"] = record["condition"].upper()
     if record.get("gtin"):
         attributes["gtins"] = [record["gtin"]]
-    if record.get("identifier_exists") == "no":
+    if record.get("identifier_exists") in ("no", "false"):
         attributes["identifierExists"] = False
     if record.get("product_type"):
         attributes["productTypes"] = [record["product_type"]]

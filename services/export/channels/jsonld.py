@@ -4,15 +4,18 @@ One object per card: ``name``, ``image``, ``description``, ``sku``, ``gtin8/12/1
 GTIN's length), ``brand``, ``color``, ``category`` and an ``Offer`` with ``price``,
 ``priceCurrency``, ``availability``, ``itemCondition`` and ``url`` (Google Search Central,
 "Merchant listing (Product, Offer) structured data": name, image and offers.price with
-priceCurrency are what a product page must carry).  The feed is one document with an
-``@graph`` of every card; ``items/<id>.jsonld`` holds each card alone, the object a product
-page embeds in ``<script type="application/ld+json">``.  ``<`` is written as ``\\u003c``, so
-a card's text cannot close that script element.
+priceCurrency are what a product page must carry; ``price`` is written as a JSON number, as
+that page's examples write it, and a decimal string, which schema.org also allows, is accepted
+when read back).  The feed is one document with an ``@graph`` of every card;
+``items/<id>.jsonld`` holds each card alone, the object a product page embeds in
+``<script type="application/ld+json">``.  ``<`` is written as ``\\u003c``, so a card's text
+cannot close that script element.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -59,7 +62,7 @@ class JsonLd:
             "itemCondition": CONDITION[shop.shop_condition],
         }
         if listing.price:
-            offer["price"] = listing.price
+            offer["price"] = float(listing.price)  # a JSON number, as Google's examples give it
         link = listing.link(shop)
         if link:
             offer["url"] = link
@@ -113,8 +116,11 @@ class JsonLd:
         price = offer.get("price")
         if price is None or price == "":
             out.append(("offers.price", "required: give the product a price fact (price=129.90)"))
-        elif not DECIMAL.match(str(price)):
-            out.append(("offers.price", f"a number, '.' for decimals ({price!r})"))
+        elif isinstance(price, bool) or not (
+            (isinstance(price, int | float) and math.isfinite(price) and price >= 0)
+            or (isinstance(price, str) and DECIMAL.match(price))
+        ):
+            out.append(("offers.price", f"a number of at least 0, '.' for decimals ({price!r})"))
         if offer.get("priceCurrency") not in CURRENCIES:
             out.append(
                 ("offers.priceCurrency", f"an ISO 4217 code ({offer.get('priceCurrency')!r})")

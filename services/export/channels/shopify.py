@@ -94,9 +94,9 @@ class Shopify:
                 "Product category": listing.shopify_category or "",
                 "Type": path[-1],
                 "Tags": ", ".join(dict.fromkeys(cell(t).replace(",", " ") for t in tags)),
-                "Published on online store": "TRUE"
-                if shop.shop_shopify_status == "active"
-                else "FALSE",
+                "Published on online store": "FALSE"
+                if shop.shop_shopify_status == "draft"
+                else "TRUE",
                 "Status": shop.shop_shopify_status,
                 "SKU": listing.sku or "",
                 "Barcode": listing.gtin or "",
