@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from services.runtime.settings import (
+    ApprovedTopic,
+    ExportGroup,
     InferenceGroup,
     IngestGroup,
     KafkaSettings,
@@ -30,7 +32,14 @@ INFRA_DIR = REPO_DIR / "infra"
 
 
 class OpsSettings(
-    KafkaSettings, IngestGroup, InferenceGroup, SinkGroup, S3Settings, PostgresSettings
+    KafkaSettings,
+    IngestGroup,
+    InferenceGroup,
+    SinkGroup,
+    ExportGroup,
+    ApprovedTopic,
+    S3Settings,
+    PostgresSettings,
 ):
     """Everything ``vitrine status / put / cards / show / up`` read from the environment."""
 

@@ -137,9 +137,9 @@ def metrics_port(settings: OpsSettings, name: str) -> int:
 
 
 def service_names(settings: OpsSettings) -> list[str]:
-    """ingest, sink, the review desk and the configured workers, plus any other worker with a
-    pid file (the order of ``vitrine.targets.instances``)."""
-    names = ["ingest", "sink", "review"]
+    """ingest, sink, the review desk, the export stage and the configured workers, plus any
+    other worker with a pid file (the order of ``vitrine.targets.instances``)."""
+    names = ["ingest", "sink", "review", "export"]
     names += [f"inference-{i}" for i in range(1, settings.inference_processes + 1)]
     run_dir = settings.state_path / "run"
     extra = sorted(

@@ -27,6 +27,7 @@ SERVICES = {
     "inference": "services.inference.settings:InferenceSettings",
     "sink": "services.sink.settings:SinkSettings",
     "review": "services.review.settings:ReviewSettings",
+    "export": "services.export.settings:ExportSettings",
     "vitrine": "vitrine.config:OpsSettings",
 }
 """Each service's one settings class (``vitrine``: the operator commands)."""

@@ -72,6 +72,7 @@ def gather(settings: OpsSettings, bucket: str, minutes: int = 10) -> Status:
         settings.ingest_group: settings.topic_events,
         settings.inference_group: settings.topic_jobs,
         settings.sink_group: settings.topic_results,
+        settings.export_group: settings.topic_approved,
     }
     kafka = ServerHealth("kafka", settings.kafka_bootstrap, True)
     lag: list[GroupLag] = []

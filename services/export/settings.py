@@ -9,6 +9,7 @@ from services.export.shop import ShopSettings
 from services.runtime.settings import (
     ApprovedTopic,
     CardContractSettings,
+    ExportGroup,
     KafkaSettings,
     PostgresSettings,
     S3Settings,
@@ -17,7 +18,13 @@ from services.runtime.settings import (
 
 
 class ExportSettings(
-    KafkaSettings, ApprovedTopic, PostgresSettings, S3Settings, CardContractSettings, ShopSettings
+    KafkaSettings,
+    ApprovedTopic,
+    ExportGroup,
+    PostgresSettings,
+    S3Settings,
+    CardContractSettings,
+    ShopSettings,
 ):
     """The stage: its group on the approved topic, its read-only database role (VITRINE_PG_DSN:
     the reader's), its MinIO user (VITRINE_S3_*: the exports bucket only), the bucket whose
@@ -26,7 +33,6 @@ class ExportSettings(
     exports_bucket: str = Field(
         "exports", description="Where the feeds are kept (a channel fetches them from here)."
     )
-    export_group: str = Field("vitrine-export", description="The export stage's consumer group.")
     export_batch_max: int = batch_max_field("export", "approvals")
     export_wait_ms: int = Field(
         2000,

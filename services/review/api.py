@@ -17,7 +17,6 @@ from minio.error import S3Error
 from schemas.api import (
     CardEdit,
     CardPage,
-    CardView,
     Decision,
     Problem,
     ProductAccepted,
@@ -27,6 +26,7 @@ from schemas.api import (
 from services.review import decisions, listing, quality, uploads
 from services.review.accounts import Role, User
 from services.review.bodies import json_body_doc, read_json, read_optional_json
+from services.review.channels import CardWithChannels
 from services.review.desk import Desk, card_view, desk_of
 from services.review.edits import EditRefused
 from services.review.security import api_user
@@ -50,7 +50,7 @@ def problem_response(exc: ApiProblem) -> JSONResponse:
     return JSONResponse(exc.problem.model_dump(), status_code=exc.status)
 
 
-async def _card_or_404(desk: Desk, bucket: str, key: str) -> CardView:
+async def _card_or_404(desk: Desk, bucket: str, key: str) -> CardWithChannels:
     view = await desk.card(bucket, key)
     if view is None:
         raise ApiProblem(404, "not_found", f"no card for {bucket}/{key}")
@@ -304,10 +304,15 @@ async def list_cards(
 
 
 @router.get(
-    "/cards/{bucket}/{key:path}", response_model=CardView, responses=PROBLEMS, name="get_card"
+    "/cards/{bucket}/{key:path}",
+    response_model=CardWithChannels,
+    responses=PROBLEMS,
+    name="get_card",
 )
-async def get_card(request: Request, bucket: str, key: str) -> CardView:
-    """The object's status (``uploaded`` until the pipeline has seen it), card and review.
+async def get_card(request: Request, bucket: str, key: str) -> CardWithChannels:
+    """The object's status (``uploaded`` until the pipeline has seen it), card and review,
+    and each channel's verdict on the card as it stands (``channels``: ready, or the rules of
+    Google Merchant Center, Shopify or schema.org it breaks), pending cards included.
 
     A row is found by any key it has; the bucket is asked only about keys that follow the key
     rule (an empty, ``..`` or 2,000-byte key is no object, not a question for MinIO)."""
@@ -320,17 +325,17 @@ async def get_card(request: Request, bucket: str, key: str) -> CardView:
     if problem is not None:
         raise ApiProblem(404, "not_found", f"no such object: {problem}")
     if bucket == desk.settings.bucket and await desk.exists(key):
-        return CardView(bucket=bucket, key=key, status="uploaded")
+        return CardWithChannels(bucket=bucket, key=key, status="uploaded")
     raise ApiProblem(404, "not_found", f"no object {bucket}/{key}")
 
 
 @router.patch(
     "/cards/{bucket}/{key:path}",
-    response_model=CardView,
+    response_model=CardWithChannels,
     responses=PROBLEMS,
     openapi_extra=json_body_doc(CardEdit),
 )
-async def edit_card(request: Request, bucket: str, key: str) -> CardView:
+async def edit_card(request: Request, bucket: str, key: str) -> CardWithChannels:
     """Change fields of the card; the whole card is validated (422 with per-field errors)."""
     user = await api_user(request, Role.reviewer)  # the caller first, then the body
     edit = await read_json(request, CardEdit)
@@ -348,7 +353,7 @@ async def edit_card(request: Request, bucket: str, key: str) -> CardView:
 
 async def _decide(
     request: Request, user: User, bucket: str, key: str, decision: Decision, approve: bool
-) -> CardView:
+) -> CardWithChannels:
     desk = desk_of(request)
     try:
         async with desk.pool.connection() as conn:
@@ -376,11 +381,11 @@ async def _decide(
 
 @router.post(
     "/cards/{bucket}/{key:path}/approve",
-    response_model=CardView,
+    response_model=CardWithChannels,
     responses=PROBLEMS,
     openapi_extra=json_body_doc(Decision, required=False),
 )
-async def approve_card(request: Request, bucket: str, key: str) -> CardView:
+async def approve_card(request: Request, bucket: str, key: str) -> CardWithChannels:
     """Approve the card as it stands; it is published to ``vitrine.cards.approved``."""
     user = await api_user(request, Role.reviewer)
     decision = await read_optional_json(request, Decision)
@@ -389,11 +394,11 @@ async def approve_card(request: Request, bucket: str, key: str) -> CardView:
 
 @router.post(
     "/cards/{bucket}/{key:path}/reject",
-    response_model=CardView,
+    response_model=CardWithChannels,
     responses=PROBLEMS,
     openapi_extra=json_body_doc(Decision),
 )
-async def reject_card(request: Request, bucket: str, key: str) -> CardView:
+async def reject_card(request: Request, bucket: str, key: str) -> CardWithChannels:
     """Reject the card; ``note`` says why (required)."""
     user = await api_user(request, Role.reviewer)
     decision = await read_json(request, Decision)

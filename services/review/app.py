@@ -17,7 +17,7 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import Histogram
 from starlette.exceptions import HTTPException
 
-from services.review import api, pages
+from services.review import api, exports, pages
 from services.review.accounts import PasswordChecks
 from services.review.bodies import document_bodies
 from services.review.body_limit import BodyLimit, BodyTooLarge
@@ -168,6 +168,7 @@ def create_app(settings: ReviewSettings | None = None) -> FastAPI:
     answer_refusals(app)
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(exports.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     document_bodies(app)
     return app

@@ -34,6 +34,12 @@ from services.inference.image.preprocess import ImageLimits
 from services.review import decisions, images, listing
 from services.review import uploads as upload_rules
 from services.review.accounts import LoginLimiter, User
+from services.review.channels import (
+    CardWithChannels,
+    ChannelVerdict,
+    card_verdicts,
+    with_channels,
+)
 from services.review.edits import changed_fields
 from services.review.publisher import Publisher
 from services.review.settings import ReviewSettings
@@ -133,13 +139,20 @@ class Desk:
                 self._facets = (now, await listing.facets(conn))
         return self._facets[1]
 
-    async def card(self, bucket: str, key: str, *, with_history: bool = True) -> CardView | None:
+    async def card(
+        self, bucket: str, key: str, *, with_history: bool = True
+    ) -> CardWithChannels | None:
+        """The card's view, with each channel's verdict on it (the API's answer)."""
         async with self.pool.connection() as conn:
             row = await listing.card_row(conn, bucket, key)
             if row is None:
                 return None
             events = await listing.history(conn, bucket, key) if with_history else []
-        return card_view(row, events)
+        return with_channels(card_view(row, events), self.verdicts(row))
+
+    def verdicts(self, row: Mapping[str, Any] | None) -> list[ChannelVerdict]:
+        """Each channel's verdict on the row's card as it stands, with the shop's settings."""
+        return card_verdicts(row, self.tree, self.settings)
 
     async def rendition(self, bucket: str, key: str, side: int) -> Path | None:
         async with self.pool.connection() as conn:

@@ -398,6 +398,7 @@ async def _card_page(
         colour=view.checks.colour if view.checks else None,
         facts=view.facts,
         bound=view.checks.facts if view.checks else None,
+        channels=desk.verdicts(row),
     )
 
 

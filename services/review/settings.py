@@ -33,6 +33,11 @@ class ReviewSettings(
         "POST /v1/products takes no more (the workers read as many)."
     )
     review_port: int = Field(29080, ge=1, le=65535, description="The desk's HTTP port.")
+    exports_bucket: str = Field(
+        "exports",
+        description="Where the export stage keeps the channels' feeds (the desk offers them for "
+        "download: the same variable as the export stage's).",
+    )
     upload_s3_access_key: str = Field("vitrine-upload", description="The upload user (put only).")
     upload_s3_secret_key: SecretStr = Field(
         SecretStr("vitrine-upload-dev-secret"),

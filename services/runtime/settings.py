@@ -240,6 +240,10 @@ class SinkGroup(VitrineSettings):
     sink_group: str = Field("vitrine-sink", description="The sink's consumer group.")
 
 
+class ExportGroup(VitrineSettings):
+    export_group: str = Field("vitrine-export", description="The export stage's consumer group.")
+
+
 class ApprovedTopic(VitrineSettings):
     """The topic approved cards go to: the desk publishes it, the export stage reads it."""
 
