@@ -193,3 +193,31 @@ def test_the_desk_minio_users_read_only_and_put_only() -> None:
     finally:
         for k in (key, key + ".up.jpg"):
             root.delete_object(Bucket="incoming", Key=k)
+
+
+def test_the_export_user_keeps_the_feeds_and_the_desk_only_reads_them() -> None:
+    """On the exports bucket (VITRINE_EXPORTS_BUCKET, the one the policies name): the export
+    stage's user reads, writes, lists and removes there and nothing in the pipeline's bucket;
+    the desk's reader reads a feed and cannot change one."""
+    root = s3_client({})
+    key = f"grants-test/{uuid.uuid4().hex}"
+    root.put_object(Bucket="incoming", Key=key + ".jpg", Body=photo((1, 2, 3)))
+    exporter = minio_as("vitrine-export", "vitrine-export-dev-secret")
+    reader = minio_as("vitrine-review", "vitrine-review-dev-secret")
+    try:
+        exporter.put_object(Bucket="exports", Key=key + ".tsv", Body=b"id\ttitle\n")
+        assert exporter.get_object(Bucket="exports", Key=key + ".tsv")["Body"].read() == (
+            b"id\ttitle\n"
+        )
+        listed = exporter.list_objects_v2(Bucket="exports", Prefix=key)
+        assert [o["Key"] for o in listed["Contents"]] == [key + ".tsv"]
+        assert reader.get_object(Bucket="exports", Key=key + ".tsv")["Body"].read()
+        assert refused(lambda: reader.put_object(Bucket="exports", Key=key + ".x", Body=b"x"))
+        assert refused(lambda: reader.delete_object(Bucket="exports", Key=key + ".tsv"))
+        assert refused(lambda: exporter.get_object(Bucket="incoming", Key=key + ".jpg"))
+        assert refused(lambda: exporter.put_object(Bucket="incoming", Key=key, Body=b"x"))
+        assert refused(lambda: exporter.list_objects_v2(Bucket="incoming"))
+        exporter.delete_object(Bucket="exports", Key=key + ".tsv")
+    finally:
+        root.delete_object(Bucket="incoming", Key=key + ".jpg")
+        root.delete_object(Bucket="exports", Key=key + ".tsv")
