@@ -25,16 +25,24 @@ from services.export.listing import Listing, channel_categories
 
 log = logging.getLogger("vitrine.export")
 
-LISTINGS_SQL = """
+APPROVED_ROWS = """
 SELECT bucket, object_key, coalesce(approved_card, edited_card, card) AS card,
        edited_card IS NOT NULL AS edited, facts, photo_keys, main_photo, reviewed_at
 FROM product_cards
 WHERE status = 'done' AND review_state = 'approved'
   AND bucket = %(bucket)s
+"""
+"""The approved rows of one bucket, as :func:`listing_from_row` reads them (every reader of
+approved cards starts from this: the stage, ``vitrine export``, the desk's Exports page)."""
+
+LISTINGS_SQL = (
+    APPROVED_ROWS
+    + """
   AND (%(since)s::timestamptz IS NULL OR reviewed_at >= %(since)s::timestamptz)
   AND (%(keys)s::text[] IS NULL OR object_key = ANY(%(keys)s::text[]))
 ORDER BY reviewed_at, object_key
 """
+)
 """Approved rows of one bucket; ``since`` and ``keys`` narrow it (NULL: no narrowing)."""
 
 

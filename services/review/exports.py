@@ -31,11 +31,11 @@ from pydantic import BaseModel
 from urllib3.exceptions import HTTPError
 
 from schemas.taxonomy import Taxonomy
-from services.export.channels import CHANNELS, entry_for
+from services.export.channels import CHANNELS
 from services.export.shop import ShopSettings
-from services.export.source import listings_from_rows
+from services.export.source import APPROVED_ROWS, listings_from_rows
 from services.export.store import MANIFEST, read_manifest
-from services.review.channels import ChannelProblem
+from services.review.channels import ChannelProblem, verdicts_of
 from services.review.desk import desk_of
 from services.review.pages import render
 from services.review.security import page_session
@@ -55,15 +55,8 @@ LEFT_OUT_MAX = 1000
 stage's ``<channel>/problems.json`` holds every one."""
 NO_FEED = "no feed written yet: the export service writes them after the first approval"
 
-APPROVED_SQL = """
-SELECT bucket, object_key, coalesce(approved_card, edited_card, card) AS card,
-       edited_card IS NOT NULL AS edited, facts, photo_keys, main_photo, reviewed_at
-FROM product_cards
-WHERE status = 'done' AND review_state = 'approved' AND bucket = %(bucket)s
-ORDER BY reviewed_at DESC, object_key
-LIMIT %(limit)s
-"""
-"""The export stage's ``source.LISTINGS_SQL`` (the same card: the approved one), newest first."""
+APPROVED_SQL = APPROVED_ROWS + "ORDER BY reviewed_at DESC, object_key\nLIMIT %(limit)s\n"
+"""The export stage's approved rows (the same card: the approved one), newest first."""
 
 
 def fixed_names(channel: str) -> re.Pattern[str] | None:
@@ -182,17 +175,14 @@ def judge(
     listings, skipped = listings_from_rows(rows, tree)
     out: dict[str, list[LeftOut]] = {name: [] for name in CHANNELS}
     for listing in listings:
-        for name, channel in CHANNELS.items():
-            entry = entry_for(channel, listing, shop)
-            if not entry.ok:
-                out[name].append(
+        for verdict in verdicts_of(listing, shop):
+            if not verdict.ready:
+                out[verdict.channel].append(
                     LeftOut(
                         bucket=listing.bucket,
                         key=listing.key,
                         product_name=listing.card.product_name,
-                        problems=[
-                            ChannelProblem(field=p.field, rule=p.rule) for p in entry.problems
-                        ],
+                        problems=verdict.problems,
                     )
                 )
     return out, skipped
