@@ -25,11 +25,10 @@ from schemas.messages import CardResult, CardStatus, ObjectRef
 from schemas.products import ProductSpec
 from services.review import decisions
 from services.review.accounts import Role, User
+from tests.support.card_text import DESCRIPTION, MUG
 from tests.support.pipeline import DEFAULT_DSN, ensure_stack
 from tests.support.review_desk import (
-    DESCRIPTION,
     MIN_WORDS,
-    MUG,
     REVIEW_DSN,
     T0,
     card,

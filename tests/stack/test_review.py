@@ -20,8 +20,9 @@ from schemas.messages import CardStatus
 from schemas.products import read_manifest
 from services.runtime.s3 import make_minio
 from services.runtime.settings import S3Settings
+from tests.support.card_text import DESCRIPTION
 from tests.support.pipeline import REPO, ensure_stack
-from tests.support.review_desk import DESCRIPTION, Desk, card, iter_desk, photo, result, upsert
+from tests.support.review_desk import Desk, card, iter_desk, photo, result, upsert
 
 pytestmark = pytest.mark.pipeline
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.support.card_text import DESCRIPTION
 from tests.support.pipeline import REPO, ensure_stack
-from tests.support.review_desk import DESCRIPTION, Desk, card, iter_desk, result, upsert
+from tests.support.review_desk import Desk, card, iter_desk, result, upsert
 
 pytestmark = pytest.mark.pipeline
 

@@ -26,9 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.api import EDITABLE_FIELDS
 from services.review.quality import LABEL_MAX, summary_sync
+from tests.support.card_text import DESCRIPTION
 from tests.support.pipeline import DEFAULT_DSN, READER_DSN, REPO, ensure_stack
 from tests.support.review_desk import (
-    DESCRIPTION,
     Desk,
     card,
     free_port,

@@ -4,6 +4,7 @@ the SQL side; a 179-word description and a whole card as a model writes it (a le
 tree) for the checks, the attempts policy and the engine."""
 
 import json
+from typing import Any
 
 DESCRIPTION = (
     "Produto fotografado sobre fundo neutro, com acabamento cuidadoso e materiais de boa "
@@ -18,6 +19,31 @@ FEATURES = [
     "Acabamento cuidadoso em todos os detalhes",
     "Manutenção simples com pano macio",
 ]
+
+MUG = "Casa e Cozinha > Potes e Garrafas > Garrafas Térmicas e Squeezes"
+
+
+def card_values(
+    name: str, *, path: str = MUG, colour: str = "azul", **fields: Any
+) -> dict[str, Any]:
+    """A valid card of the shipped pt-BR tree's leaf ``path`` as a dict; ``fields`` override."""
+    from schemas.card import default_taxonomy
+    from schemas.language import PT_BR
+
+    leaf = default_taxonomy(PT_BR).leaf(path)
+    assert leaf is not None
+    values = {
+        "product_name": name,
+        "category_standard": leaf.top,
+        "category_path": leaf.path_text,
+        "category_id": leaf.id,
+        "attributes": {},
+        "description_long": DESCRIPTION,
+        "color_primary": colour,
+        "features_list": FEATURES,
+    }
+    values.update(fields)
+    return values
 
 
 LONG_DESCRIPTION = (

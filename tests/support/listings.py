@@ -6,14 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.card import ProductCard, default_taxonomy
+from schemas.card import ProductCard
 from schemas.facts import ProductFacts
-from schemas.language import PT_BR
 from services.export.listing import Listing
 from services.export.shop import ShopSettings
-from tests.support.card_text import DESCRIPTION, FEATURES
+from tests.support.card_text import card_values
 
-MUG = "Casa e Cozinha > Potes e Garrafas > Garrafas Térmicas e Squeezes"
 GTIN = "7891234567895"  # a valid GS1 check digit
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 APPAREL = "1604"  # Google: Apparel & Accessories > Clothing
@@ -40,20 +38,7 @@ def shop(**settings: Any) -> ShopSettings:
 
 
 def card(name: str = "Garrafa térmica de aço inox 500 ml", **fields: Any) -> ProductCard:
-    leaf = default_taxonomy(PT_BR).leaf(fields.pop("path", MUG))
-    assert leaf is not None
-    values: dict[str, Any] = {
-        "product_name": name,
-        "category_standard": leaf.top,
-        "category_path": leaf.path_text,
-        "category_id": leaf.id,
-        "attributes": {},
-        "description_long": DESCRIPTION,
-        "color_primary": "azul",
-        "features_list": FEATURES,
-    }
-    values.update(fields)
-    return ProductCard.model_validate(values)
+    return ProductCard.model_validate(card_values(name, **fields))
 
 
 def listing(

@@ -33,7 +33,7 @@ from schemas.card import ProductCard
 from schemas.facts import FactsCheck, GivenFacts
 from schemas.messages import CardResult, CardStatus, Checks, ColourCheck, ImageJob, ObjectRef
 from services.sink.store import upsert_batch
-from tests.support.card_text import DESCRIPTION, FEATURES
+from tests.support.card_text import card_values
 from tests.support.pipeline import DEFAULT_DSN, Namespace, Service, new_namespace, s3_client
 from vitrine import users
 
@@ -43,7 +43,6 @@ SINK_DSN = "postgresql://vitrine_sink:vitrine-sink-dev@127.0.0.1:25432/vitrine"
 PASSWORD = "correct-horse-battery"
 MIN_WORDS = 60  # the desk's contract in these tests (VITRINE_MIN_DESCRIPTION_WORDS)
 
-MUG = "Casa e Cozinha > Potes e Garrafas > Garrafas Térmicas e Squeezes"
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
 
@@ -61,24 +60,7 @@ def photo(colour: tuple[int, int, int], size: tuple[int, int] = (640, 480)) -> b
     return out.getvalue()
 
 
-def card(name: str, *, path: str = MUG, colour: str = "azul", **fields: Any) -> dict[str, Any]:
-    from schemas.card import default_taxonomy
-    from schemas.language import PT_BR
-
-    leaf = default_taxonomy(PT_BR).leaf(path)
-    assert leaf is not None
-    values = {
-        "product_name": name,
-        "category_standard": leaf.top,
-        "category_path": leaf.path_text,
-        "category_id": leaf.id,
-        "attributes": {},
-        "description_long": DESCRIPTION,
-        "color_primary": colour,
-        "features_list": FEATURES,
-    }
-    values.update(fields)
-    return values
+card = card_values
 
 
 def result(

@@ -17,7 +17,8 @@ from services.review import accounts, listing, uploads
 from services.review.edits import EditRefused, apply_edit, changed_fields, form_changes
 from services.review.pages import templates
 from services.review.settings import ReviewSettings
-from tests.support.review_desk import DESCRIPTION, MUG, card
+from tests.support.card_text import DESCRIPTION, MUG
+from tests.support.review_desk import card
 
 TREE = default_taxonomy(PT_BR)
 CARD = card_model(TREE, colour_regex=colour_pattern(PT_BR), min_words=60)
