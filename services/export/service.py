@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 import urllib3
 from aiokafka.structs import ConsumerRecord
 from minio import Minio
@@ -38,6 +37,7 @@ from services.export.source import load_listings
 from services.export.store import ChannelWrite, write_feeds
 from services.runtime.dead_letters import InvalidMessage
 from services.runtime.kafka import make_consumer, make_producer
+from services.runtime.pg import Reconnecting
 from services.runtime.retry import transient
 from services.runtime.s3 import make_minio
 from services.runtime.service import run_service
@@ -78,7 +78,9 @@ class Export(Stage[ApprovedCard]):
         self.stop = stop
         self.tree: Taxonomy = settings.card_contract().tree()
         self.minio: Minio = make_minio(settings)
-        self.conn: psycopg.AsyncConnection[Any] | None = None
+        self.db = Reconnecting(
+            settings.pg_dsn.get_secret_value(), "vitrine-export", autocommit=True
+        )
 
     def decode(self, record: ConsumerRecord[Any, Any]) -> ApprovedCard:
         try:
@@ -124,24 +126,12 @@ class Export(Stage[ApprovedCard]):
         return []
 
     async def _listings(self) -> tuple[list[Listing], list[tuple[str, str]]]:
-        async for attempt in transient(
+        return await self.db.run(
             "db.approved",
-            psycopg.OperationalError,
-            max_wait=10,
-            stop_event=self.stop,
+            lambda conn: load_listings(conn, self.tree, bucket=self.settings.bucket),
+            stop=self.stop,
             on_retry=RETRIES.labels("db").inc,
-        ):
-            with attempt:
-                try:
-                    return await load_listings(
-                        await self._connection(), self.tree, bucket=self.settings.bucket
-                    )
-                except psycopg.OperationalError:
-                    if self.conn is not None:
-                        await self.conn.close()
-                    self.conn = None
-                    raise
-        raise AssertionError("unreachable")
+        )
 
     async def _write(
         self,
@@ -164,19 +154,8 @@ class Export(Stage[ApprovedCard]):
                 return
         raise AssertionError("unreachable")
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self.conn is None or self.conn.closed:
-            self.conn = await psycopg.AsyncConnection.connect(
-                self.settings.pg_dsn.get_secret_value(),
-                connect_timeout=5,
-                application_name="vitrine-export",
-                autocommit=True,
-            )
-        return self.conn
-
     async def close(self) -> None:
-        if self.conn is not None:
-            await self.conn.close()
+        await self.db.close()
 
 
 async def serve(settings: ExportSettings, stop: asyncio.Event) -> None:

@@ -28,7 +28,7 @@ from schemas.messages import CardResult, CardStatus
 from schemas.reasons import Reason
 from services.runtime.dead_letters import InvalidMessage
 from services.runtime.kafka import make_consumer, make_producer
-from services.runtime.retry import transient
+from services.runtime.pg import Reconnecting
 from services.runtime.service import run_service
 from services.runtime.stage import Item, Output, Stage, StageRunner
 from services.sink.settings import SinkSettings
@@ -135,7 +135,7 @@ class Sink(Stage[CardResult]):
         self.settings = settings
         self.dlq_topic = settings.topic_dlq
         self.stop = stop
-        self.conn: psycopg.AsyncConnection[Any] | None = None
+        self.db = Reconnecting(settings.pg_dsn.get_secret_value(), "vitrine-sink")
 
     def decode(self, record: ConsumerRecord[Any, Any]) -> CardResult:
         return parse(record)
@@ -194,40 +194,19 @@ class Sink(Stage[CardResult]):
                 },
             )
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self.conn is None or self.conn.closed:
-            self.conn = await psycopg.AsyncConnection.connect(
-                self.settings.pg_dsn.get_secret_value(),
-                connect_timeout=5,
-                application_name="vitrine-sink",
-            )
-        return self.conn
-
     async def write(self, results: list[CardResult]) -> int:
         """Upsert until it works: a DB outage delays the batch, it never drops it."""
-        async for attempt in transient(
-            "db.upsert",
-            psycopg.OperationalError,
-            max_wait=10,
-            stop_event=self.stop,
-            on_retry=DB_RETRIES.inc,
-        ):
-            with attempt:
-                try:
-                    started = time.perf_counter()
-                    changed = await upsert_batch(await self._connection(), results)
-                except psycopg.OperationalError:
-                    if self.conn is not None:
-                        await self.conn.close()
-                    self.conn = None
-                    raise
-                BATCH_SECONDS.observe(time.perf_counter() - started)
-                return changed
-        raise AssertionError("unreachable")
+
+        async def upsert(conn: psycopg.AsyncConnection[Any]) -> int:
+            started = time.perf_counter()
+            changed = await upsert_batch(conn, results)
+            BATCH_SECONDS.observe(time.perf_counter() - started)
+            return changed
+
+        return await self.db.run("db.upsert", upsert, stop=self.stop, on_retry=DB_RETRIES.inc)
 
     async def close(self) -> None:
-        if self.conn is not None:
-            await self.conn.close()
+        await self.db.close()
 
 
 async def serve(settings: SinkSettings, stop: asyncio.Event, sink_type: type[Sink] = Sink) -> None:
