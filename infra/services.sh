@@ -79,62 +79,41 @@ CREDENTIAL_VARS=(
 #   export     VITRINE_PG_DSN from VITRINE_READER_PG_DSN (role vitrine_reader: SELECT only), or
 #              the _FILE; VITRINE_S3_* from VITRINE_EXPORT_S3_* (user vitrine-export: the
 #              exports bucket only).
+# Prints NAME=$SOURCE, or NAME_FILE=$SOURCE_FILE when that file variable is set: a secret
+# handed over as its value or as the path of the file that holds it.
+secret_from() {
+    local name="$1" source="$2" file="${2}_FILE"
+    if [[ -n "${!file:-}" ]]; then
+        echo "${name}_FILE=${!file}"
+    else
+        echo "$name=${!source}"
+    fi
+}
+
 service_credentials() {
     case "$1" in
         services.sink)
-            if [[ -n "${VITRINE_SINK_PG_DSN_FILE:-}" ]]; then
-                echo "VITRINE_PG_DSN_FILE=$VITRINE_SINK_PG_DSN_FILE"
-            else
-                echo "VITRINE_PG_DSN=$VITRINE_SINK_PG_DSN"
-            fi
+            secret_from VITRINE_PG_DSN VITRINE_SINK_PG_DSN
             ;;
         services.inference)
             echo "VITRINE_S3_ACCESS_KEY=$VITRINE_INFERENCE_S3_ACCESS_KEY"
-            if [[ -n "${VITRINE_INFERENCE_S3_SECRET_KEY_FILE:-}" ]]; then
-                echo "VITRINE_S3_SECRET_KEY_FILE=$VITRINE_INFERENCE_S3_SECRET_KEY_FILE"
-            else
-                echo "VITRINE_S3_SECRET_KEY=$VITRINE_INFERENCE_S3_SECRET_KEY"
-            fi
+            secret_from VITRINE_S3_SECRET_KEY VITRINE_INFERENCE_S3_SECRET_KEY
             ;;
         services.ingest)
             echo "VITRINE_S3_ACCESS_KEY=$VITRINE_INGEST_S3_ACCESS_KEY"
-            if [[ -n "${VITRINE_INGEST_S3_SECRET_KEY_FILE:-}" ]]; then
-                echo "VITRINE_S3_SECRET_KEY_FILE=$VITRINE_INGEST_S3_SECRET_KEY_FILE"
-            else
-                echo "VITRINE_S3_SECRET_KEY=$VITRINE_INGEST_S3_SECRET_KEY"
-            fi
+            secret_from VITRINE_S3_SECRET_KEY VITRINE_INGEST_S3_SECRET_KEY
             ;;
         services.review)
-            if [[ -n "${VITRINE_REVIEW_PG_DSN_FILE:-}" ]]; then
-                echo "VITRINE_PG_DSN_FILE=$VITRINE_REVIEW_PG_DSN_FILE"
-            else
-                echo "VITRINE_PG_DSN=$VITRINE_REVIEW_PG_DSN"
-            fi
+            secret_from VITRINE_PG_DSN VITRINE_REVIEW_PG_DSN
             echo "VITRINE_S3_ACCESS_KEY=$VITRINE_REVIEW_S3_ACCESS_KEY"
-            if [[ -n "${VITRINE_REVIEW_S3_SECRET_KEY_FILE:-}" ]]; then
-                echo "VITRINE_S3_SECRET_KEY_FILE=$VITRINE_REVIEW_S3_SECRET_KEY_FILE"
-            else
-                echo "VITRINE_S3_SECRET_KEY=$VITRINE_REVIEW_S3_SECRET_KEY"
-            fi
+            secret_from VITRINE_S3_SECRET_KEY VITRINE_REVIEW_S3_SECRET_KEY
             echo "VITRINE_UPLOAD_S3_ACCESS_KEY=$VITRINE_UPLOAD_S3_ACCESS_KEY"
-            if [[ -n "${VITRINE_UPLOAD_S3_SECRET_KEY_FILE:-}" ]]; then
-                echo "VITRINE_UPLOAD_S3_SECRET_KEY_FILE=$VITRINE_UPLOAD_S3_SECRET_KEY_FILE"
-            else
-                echo "VITRINE_UPLOAD_S3_SECRET_KEY=$VITRINE_UPLOAD_S3_SECRET_KEY"
-            fi
+            secret_from VITRINE_UPLOAD_S3_SECRET_KEY VITRINE_UPLOAD_S3_SECRET_KEY
             ;;
         services.export)
-            if [[ -n "${VITRINE_READER_PG_DSN_FILE:-}" ]]; then
-                echo "VITRINE_PG_DSN_FILE=$VITRINE_READER_PG_DSN_FILE"
-            else
-                echo "VITRINE_PG_DSN=$VITRINE_READER_PG_DSN"
-            fi
+            secret_from VITRINE_PG_DSN VITRINE_READER_PG_DSN
             echo "VITRINE_S3_ACCESS_KEY=$VITRINE_EXPORT_S3_ACCESS_KEY"
-            if [[ -n "${VITRINE_EXPORT_S3_SECRET_KEY_FILE:-}" ]]; then
-                echo "VITRINE_S3_SECRET_KEY_FILE=$VITRINE_EXPORT_S3_SECRET_KEY_FILE"
-            else
-                echo "VITRINE_S3_SECRET_KEY=$VITRINE_EXPORT_S3_SECRET_KEY"
-            fi
+            secret_from VITRINE_S3_SECRET_KEY VITRINE_EXPORT_S3_SECRET_KEY
             ;;
     esac
 }
