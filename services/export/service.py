@@ -96,11 +96,10 @@ class Export(Stage[ApprovedCard]):
         started = time.perf_counter()
         listings, skipped = await self._listings()
         changed = {a.object.key for a in ours}
-        batch = [listing for listing in listings if listing.key in changed]
         writes = []
         for channel in CHANNELS.values():
             full = build_feed(channel, listings, self.settings)
-            delta = build_feed(channel, batch, self.settings)
+            delta = full.only(changed)
             writes.append(ChannelWrite(full, delta if delta.listed else None))
         at = datetime.now(UTC)
         last = max(a.review_id for a in ours)

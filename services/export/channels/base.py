@@ -10,7 +10,7 @@ being written: what the validator passes is what the file holds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -84,6 +84,13 @@ class Feed:
     listed: list[Entry] = field(default_factory=list)
     left_out: list[Entry] = field(default_factory=list)
     extra: dict[str, bytes] = field(default_factory=dict)
+
+    def only(self, keys: Collection[str]) -> Feed:
+        """The part of this feed whose cards' object keys are in ``keys`` (a batch's delta):
+        the same records the full feed holds, judged once."""
+        listed = [e for e in self.listed if e.listing.key in keys]
+        body = self.channel.render([r for e in listed for r in e.records])
+        return Feed(self.channel, body, listed)
 
 
 def entry_for(channel: Channel, listing: Listing, shop: ShopSettings) -> Entry:
