@@ -84,6 +84,53 @@ def test_the_shortlist_draws_the_same_tokens_as_the_whole_vocabulary(seed: int) 
         llama_cpp.llama_sampler_free(short)
 
 
+def grammar_rows(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Rows the grammar masked, with the ids it allows (what ``MaskCache.apply`` hands the
+    sampler): fewer than k allowed, many allowed with a peak, many allowed and flat."""
+    made = []
+    for n, spread, peak in ((12, 2.0, 0.0), (600, 3.0, 20.0), (600, 0.2, 0.0)):
+        allowed = rng.choice(N_VOCAB, n, replace=False)
+        row = np.full(N_VOCAB, -np.inf, np.float32)
+        row[allowed] = rng.normal(0, spread, n)
+        row[allowed[:5]] += peak
+        made.append((row, allowed))
+    return made
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_a_grammar_s_allowed_tokens_draw_what_the_whole_vocabulary_draws(seed: int) -> None:
+    """Given the grammar's allowed ids, the shortlist searches only those (as few as they
+    are, or their top k) and the chain still draws the whole vocabulary's token, 150 times."""
+    rng = np.random.default_rng(seed)
+    full, short = chain(seed), chain(seed)
+    shortlist = Shortlist(40)
+    try:
+        drawn = []
+        for _ in range(50):
+            for row, allowed in grammar_rows(rng):
+                a = whole_vocabulary(full, row)
+                b = shortlist.sample(short, row, allowed)
+                assert a == b
+                assert b in set(allowed.tolist())
+                drawn.append(a)
+        assert len(set(drawn)) > 10
+    finally:
+        llama_cpp.llama_sampler_free(full)
+        llama_cpp.llama_sampler_free(short)
+
+
+def test_the_allowed_ids_are_searched_alone() -> None:
+    rng = np.random.default_rng(1)
+    shortlist = Shortlist(40)
+    for row, allowed in grammar_rows(rng):
+        got = shortlist.best(row, allowed)
+        if allowed.size <= 40:
+            assert sorted(got.tolist()) == sorted(allowed.tolist())
+        else:
+            assert got.size == 40
+            assert np.array_equal(np.sort(row[got]), np.sort(row[allowed])[-40:])
+
+
 def test_the_band_holds_the_top_k_or_the_whole_row_is_partitioned() -> None:
     rng = np.random.default_rng(0)
     shortlist = Shortlist(40)

@@ -230,8 +230,10 @@ class MaskCache:
         allowed[tokens] = True
         return np.packbits(allowed, bitorder="little").view(np.int32)
 
-    def apply(self, logits: np.ndarray) -> None:
-        """Set the logits of the tokens the current bitmask refuses to -inf."""
+    def apply(self, logits: np.ndarray) -> np.ndarray | None:
+        """Set the logits of the tokens the current bitmask refuses to -inf; the allowed
+        tokens' ids when the mask is cached as those (fewer allowed than refused), so the
+        sampler can search them alone (:meth:`Shortlist.best`), else None."""
         recent, ptr, size = self._recent, self.bitmask_ptr, self.bitmask_bytes
         for i, entry in enumerate(recent):
             if _memcmp(entry[0].ctypes.data, ptr, size) == 0:
@@ -255,8 +257,9 @@ class MaskCache:
             kept = logits[indices]
             logits.fill(NEG_INF)
             logits[indices] = kept
-        else:
-            logits[indices] = NEG_INF
+            return indices
+        logits[indices] = NEG_INF
+        return None
 
 
 class LogitsView:
@@ -516,6 +519,7 @@ class Sequence:
         :attr:`done`)."""
         decoder, matcher, out = self.decoder, self.matcher, self.out
         logits, logits_c = decoder.logits.view(llama_cpp.llama_get_logits_ith(ctx, index))
+        allowed = None
         if matcher is not None:
             masks = decoder.masks
             started = time.perf_counter()
@@ -524,14 +528,14 @@ class Sequence:
                 if field.holds():  # WordMinimum.mask's quote tokens, in the bitmask
                     assert decoder._quote_bits is not None
                     masks.refuse(decoder._quote_bits)
-            masks.apply(logits)
+            allowed = masks.apply(logits)
             self.mask_s += time.perf_counter() - started
         if self.penalties is not None:
             self.penalties.apply(logits, logits_c)
         if decoder.norepeat is not None:
             decoder.norepeat.apply(logits, out)
         if self.shortlist is not None:
-            token = self.shortlist.sample(self.smpl, logits)
+            token = self.shortlist.sample(self.smpl, logits, allowed)
         else:
             token = llama_cpp.llama_sampler_sample(self.smpl, ctx, index)
         if llama_cpp.llama_vocab_is_eog(decoder.llm._model.vocab, token):
