@@ -22,7 +22,9 @@ One run, on the real-weight model (Gemma 3 270M Q4_K_M from PyPI, with the gener
    instructions first, the prefix evaluated once and copied).  Per N: prefill ms per card
    (image encode + prompt evaluation), cards/min, output tokens/s over the whole run (ramp and
    tail included) and over its sustained part (``sustained_tokens_per_s``: the engine's
-   decoded tokens between the 10th and 90th percentile completions), and engine / raw.
+   decoded tokens while all N slots were busy, prefilling or decoding, sampled every 100 ms;
+   the seconds that held are printed beside it), and engine / raw.  Sustained cards/min is
+   counted between the 10th and 90th percentile completions.
 3. With ``--pipeline M``: the whole pipeline (ingest, inference at N = 8, sink, on the running
    native stack) draining M images, cards/min against the engine's own rate at that N.
 
@@ -96,6 +98,9 @@ class EngineRun:
     sustained_per_min: float
     tokens_per_s: float
     sustained_tokens_per_s: float
+    """Output tokens per second while every slot was busy (``TokenClock.steady``)."""
+    sustained_s: float
+    """How long every slot was busy: what ``sustained_tokens_per_s`` is counted over."""
     per_sequence_tokens_per_s: float
     prompt_tokens: float
     completion_tokens: float
@@ -109,11 +114,13 @@ class EngineRun:
 
 
 class TokenClock:
-    """Samples the engine's decoded-token count every 100 ms, for the rate over a stretch."""
+    """Samples the engine's decoded-token count and its busy slots every 100 ms, for the rate
+    over a stretch of a run."""
 
     def __init__(self, engine: CardEngine) -> None:
         self._engine = engine
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int, int]] = []
+        """(time, tokens so far, slots busy)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -122,20 +129,26 @@ class TokenClock:
         slots = self._engine.slots
         while not self._stop.is_set():
             count = slots.output_tokens if slots is not None else 0
-            self.samples.append((time.perf_counter(), count))
+            busy = slots.busy if slots is not None else 0
+            self.samples.append((time.perf_counter(), count, busy))
             self._stop.wait(0.1)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
 
-    def rate(self, t0: float, t1: float) -> float:
-        """Tokens per second between the samples nearest ``t0`` and ``t1``."""
-        if not self.samples or t1 <= t0:
-            return float("nan")
-        a = min(self.samples, key=lambda s: abs(s[0] - t0))
-        b = min(self.samples, key=lambda s: abs(s[0] - t1))
-        return (b[1] - a[1]) / max(b[0] - a[0], 1e-6)
+    def steady(self, slots: int) -> tuple[float, float]:
+        """Tokens per second while every one of ``slots`` was busy (both ends of a 100 ms
+        sample interval), and for how many seconds that held: the sustained part of the run,
+        without the ramp (the first prompts) and the tail (slots emptying as the last cards
+        end).  A slot busy prefilling a new card counts as busy: the steady rate pays for
+        each card's image and prompt, as a worker's does."""
+        tokens = seconds = 0.0
+        for (t0, n0, b0), (t1, n1, b1) in zip(self.samples, self.samples[1:], strict=False):
+            if b0 >= slots and b1 >= slots:
+                tokens += n1 - n0
+                seconds += t1 - t0
+        return (tokens / seconds if seconds > 0 else float("nan")), seconds
 
 
 def sustained_window(stamps: list[float]) -> tuple[float, float, int]:
@@ -219,7 +232,7 @@ def engine_run(pair: TinyPair, args: argparse.Namespace, slots: int, variant: st
         wall = time.perf_counter() - started
         clock.stop()
         total_tokens = sum(tokens)
-        t0, t1, _ = sustained_window(done_at) if len(done_at) >= 5 else (0.0, 0.0, 0)
+        steady_rate, steady_s = clock.steady(slots)
         return EngineRun(
             variant=variant,
             slots=slots,
@@ -228,7 +241,8 @@ def engine_run(pair: TinyPair, args: argparse.Namespace, slots: int, variant: st
             cards_per_min=60.0 * n / wall,
             sustained_per_min=sustained([s - started for s in done_at]),
             tokens_per_s=total_tokens / wall,
-            sustained_tokens_per_s=clock.rate(t0, t1),
+            sustained_tokens_per_s=steady_rate,
+            sustained_s=steady_s,
             per_sequence_tokens_per_s=statistics.mean(per_seq) if per_seq else float("nan"),
             prompt_tokens=statistics.mean(prompt) if prompt else float("nan"),
             cached_tokens=statistics.mean(cached) if cached else float("nan"),
@@ -495,7 +509,8 @@ def main() -> None:
                 f"({run.cached_tokens:.0f} of "
                 f"{run.prompt_tokens:.0f} tokens cached)  {run.cards_per_min:5.1f} cards/min "
                 f"(sustained {run.sustained_per_min:5.1f})  {run.tokens_per_s:6.1f} tok/s "
-                f"(sustained {run.sustained_tokens_per_s:6.1f})  peak occupancy "
+                f"(sustained {run.sustained_tokens_per_s:6.1f} over {run.sustained_s:.0f} s)  "
+                f"peak occupancy "
                 f"{run.peak_occupancy}  {run.failures}",
                 flush=True,
             )

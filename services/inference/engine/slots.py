@@ -234,6 +234,12 @@ class SlotEngine:
     def slots(self) -> int:
         return len(self._slots)
 
+    @property
+    def busy(self) -> int:
+        """Slots holding a generation now, prefilling or decoding: a benchmark samples it to
+        tell the run's steady part (every slot busy) from its ramp and tail."""
+        return sum(slot.request is not None for slot in self._slots)
+
     # -- callers' side ---------------------------------------------------------------------------
 
     def generate(
