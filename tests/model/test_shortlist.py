@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import llama_cpp
 import numpy as np
@@ -29,6 +31,17 @@ def chain(seed: int, top_k: int = 40) -> ctypes.c_void_p:
     ):
         llama_cpp.llama_sampler_chain_add(smpl, sampler)
     return smpl
+
+
+@contextmanager
+def chains_in_step(seed: int) -> Iterator[tuple[ctypes.c_void_p, ctypes.c_void_p]]:
+    """Two chains seeded alike: one sampled the whole vocabulary's way, one the shortlist's."""
+    full, short = chain(seed), chain(seed)
+    try:
+        yield full, short
+    finally:
+        llama_cpp.llama_sampler_free(full)
+        llama_cpp.llama_sampler_free(short)
 
 
 def whole_vocabulary(smpl: ctypes.c_void_p, logits: np.ndarray) -> int:
@@ -63,9 +76,8 @@ def rows(rng: np.random.Generator) -> list[np.ndarray]:
 def test_the_shortlist_draws_the_same_tokens_as_the_whole_vocabulary(seed: int) -> None:
     """Both chains seeded alike draw 100 times, from rows of every kind, and stay in step."""
     rng = np.random.default_rng(seed)
-    full, short = chain(seed), chain(seed)
     shortlist = Shortlist(40)
-    try:
+    with chains_in_step(seed) as (full, short):
         drawn = []
         for _ in range(25):
             *distinct, ties = rows(rng)
@@ -79,9 +91,6 @@ def test_the_shortlist_draws_the_same_tokens_as_the_whole_vocabulary(seed: int) 
             a, b = whole_vocabulary(full, ties), shortlist.sample(short, ties)
             assert ties[a] == ties[b]
         assert len(set(drawn)) > 10  # the draws are random, not one token every time
-    finally:
-        llama_cpp.llama_sampler_free(full)
-        llama_cpp.llama_sampler_free(short)
 
 
 def grammar_rows(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -102,9 +111,8 @@ def test_a_grammar_s_allowed_tokens_draw_what_the_whole_vocabulary_draws(seed: i
     """Given the grammar's allowed ids, the shortlist searches only those (as few as they
     are, or their top k) and the chain still draws the whole vocabulary's token, 150 times."""
     rng = np.random.default_rng(seed)
-    full, short = chain(seed), chain(seed)
     shortlist = Shortlist(40)
-    try:
+    with chains_in_step(seed) as (full, short):
         drawn = []
         for _ in range(50):
             for row, allowed in grammar_rows(rng):
@@ -114,9 +122,6 @@ def test_a_grammar_s_allowed_tokens_draw_what_the_whole_vocabulary_draws(seed: i
                 assert b in set(allowed.tolist())
                 drawn.append(a)
         assert len(set(drawn)) > 10
-    finally:
-        llama_cpp.llama_sampler_free(full)
-        llama_cpp.llama_sampler_free(short)
 
 
 def test_the_allowed_ids_are_searched_alone() -> None:

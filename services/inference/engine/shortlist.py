@@ -61,22 +61,22 @@ class Shortlist:
         the only tokens it allows this step (:meth:`MaskCache.apply`'s), when it has one: then
         the search is over those alone, and when they are ``k`` or fewer they are the
         candidates as they are.  Without it a row the grammar masked down to a few tokens fell
-        to the whole-vocabulary partition, 3 ms a step on 2 cores (``bench/step_profile.py``);
+        to the whole-vocabulary partition, 3 ms a draw on 2 cores (``bench/step_profile.py``);
         the tokens it padded the shortlist with were -inf, probability 0: the draw is the same.
         """
-        k = self.k
         if allowed is not None:
-            if allowed.size <= k:
+            if allowed.size <= self.k:
                 return allowed
-            sub = logits[allowed]
-            near = np.flatnonzero(sub >= sub.max() - BAND)
-            if near.size >= k:
-                return allowed[near[np.argpartition(sub[near], -k)[-k:]]]
-            return allowed[np.argpartition(sub, -k)[-k:]]
-        near = np.flatnonzero(logits >= logits.max() - BAND)
+            return allowed[self._top(logits[allowed])]
+        return self._top(logits)
+
+    def _top(self, values: np.ndarray) -> np.ndarray:
+        """Positions of the ``k`` largest of ``values``: the band first, else a partition."""
+        k = self.k
+        near = np.flatnonzero(values >= values.max() - BAND)
         if near.size >= k:
-            return near[np.argpartition(logits[near], -k)[-k:]]
-        return np.argpartition(logits, -k)[-k:]
+            return near[np.argpartition(values[near], -k)[-k:]]
+        return np.argpartition(values, -k)[-k:]
 
     def sample(self, sampler: Any, logits: np.ndarray, allowed: np.ndarray | None = None) -> int:
         """What ``llama_sampler_sample`` does (apply the chain, take the selected token, accept
